@@ -1,0 +1,162 @@
+//! The shape every aggregate has: a pure `decide` and a pure `evolve`.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::{Service, System, Team};
+use crate::event::Event;
+use crate::name::Name;
+use crate::principal::Principal;
+use crate::rejection::Rejection;
+
+/// The kinds of aggregates, each with its bounded context and subject token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AggregateKind {
+    Team,
+    System,
+    Service,
+}
+
+impl AggregateKind {
+    pub const ALL: [AggregateKind; 3] = [Self::Team, Self::System, Self::Service];
+
+    /// The bounded context, the second token of the subject (`paved.<context>.…`).
+    pub fn context(self) -> &'static str {
+        match self {
+            Self::Team | Self::System | Self::Service => "catalog",
+        }
+    }
+
+    /// The aggregate type, the third token of the subject.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::Team => "team",
+            Self::System => "system",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(type_name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.type_name() == type_name)
+    }
+}
+
+impl fmt::Display for AggregateKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.type_name())
+    }
+}
+
+/// One aggregate instance: its kind and its id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateRef {
+    pub kind: AggregateKind,
+    pub id: Name,
+}
+
+impl AggregateRef {
+    pub fn team(id: &Name) -> Self {
+        Self {
+            kind: AggregateKind::Team,
+            id: id.clone(),
+        }
+    }
+    pub fn system(id: &Name) -> Self {
+        Self {
+            kind: AggregateKind::System,
+            id: id.clone(),
+        }
+    }
+    pub fn service(id: &Name) -> Self {
+        Self {
+            kind: AggregateKind::Service,
+            id: id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for AggregateRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?}", self.kind, self.id.as_str())
+    }
+}
+
+/// The current states of the other aggregates a command looks at (the owner
+/// team of a service, the target of a dependency, …), loaded by the write path
+/// before `decide`. An aggregate absent from the log is present here as `None`.
+#[derive(Clone, Debug, Default)]
+pub struct References {
+    teams: HashMap<Name, Option<Team>>,
+    systems: HashMap<Name, Option<System>>,
+    services: HashMap<Name, Option<Service>>,
+}
+
+impl References {
+    pub fn contains(&self, r: &AggregateRef) -> bool {
+        match r.kind {
+            AggregateKind::Team => self.teams.contains_key(&r.id),
+            AggregateKind::System => self.systems.contains_key(&r.id),
+            AggregateKind::Service => self.services.contains_key(&r.id),
+        }
+    }
+
+    pub fn insert_team(&mut self, id: Name, state: Option<Team>) {
+        self.teams.insert(id, state);
+    }
+    pub fn insert_system(&mut self, id: Name, state: Option<System>) {
+        self.systems.insert(id, state);
+    }
+    pub fn insert_service(&mut self, id: Name, state: Option<Service>) {
+        self.services.insert(id, state);
+    }
+
+    /// The team, if it was loaded and exists.
+    pub fn team(&self, id: &Name) -> Option<&Team> {
+        self.teams.get(id).and_then(Option::as_ref)
+    }
+    pub fn system(&self, id: &Name) -> Option<&System> {
+        self.systems.get(id).and_then(Option::as_ref)
+    }
+    pub fn service(&self, id: &Name) -> Option<&Service> {
+        self.services.get(id).and_then(Option::as_ref)
+    }
+}
+
+/// Facts from outside that a decision may use.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    /// The id of the aggregate the command is addressed to.
+    pub id: &'a Name,
+    pub principal: &'a Principal,
+    pub now: DateTime<Utc>,
+    pub refs: &'a References,
+}
+
+/// An event-sourced aggregate. The state is `Default` when the aggregate has
+/// no commits yet; `evolve` folds one event into it, `decide` turns a command
+/// into events or a [`Rejection`]. Both are pure.
+pub trait Aggregate: Clone + Default + Send + Sync + 'static {
+    const KIND: AggregateKind;
+    type Command: fmt::Debug + Send + Sync;
+    type Event: Clone + fmt::Debug + Send + Sync + Into<Event>;
+
+    /// Other aggregates `decide` needs to see for this command. Called again
+    /// with what was loaded so far until it names nothing new, so a rule can
+    /// walk a chain (a team's ancestors).
+    fn references(&self, _command: &Self::Command, _loaded: &References) -> Vec<AggregateRef> {
+        Vec::new()
+    }
+
+    fn decide(
+        &self,
+        command: &Self::Command,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<Self::Event>, Rejection>;
+
+    fn evolve(&mut self, event: &Self::Event);
+
+    /// This aggregate's event inside the union, or `None` for another kind's.
+    fn select(event: &Event) -> Option<&Self::Event>;
+}

@@ -1,0 +1,83 @@
+//! The service catalog: teams (Backstage Group), systems (System) and services
+//! (Component). Each is an aggregate whose id is its DNS-label name.
+//!
+//! Who may change what: admins anything; a member of team T what T owns (T's
+//! profile and members, systems and services whose owner is T); readers nothing.
+//! Creating, re-parenting and retiring teams is for admins.
+
+mod service;
+mod system;
+mod team;
+
+pub use service::{
+    Criticality, Lifecycle, Link, Objective, Service, ServiceCommand, ServiceEvent, ServiceSpec,
+    ServiceType, Slo, SpecField,
+};
+pub use system::{System, SystemCommand, SystemEvent};
+pub use team::{Team, TeamCommand, TeamEvent, TeamProfile};
+
+use crate::aggregate::{AggregateRef, Context, References};
+use crate::name::Name;
+use crate::rejection::{Precondition, Rejection};
+
+/// Entities that can be retired (tombstoned) and then refuse every change.
+trait Retirable {
+    fn retired(&self) -> bool;
+}
+
+/// The aggregate's state if it exists and is not retired.
+fn live<'s, T: Retirable>(state: &'s Option<T>, me: AggregateRef) -> Result<&'s T, Rejection> {
+    match state {
+        None => Err(Rejection::NotFound(me.to_string())),
+        Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::Retired(me))),
+        Some(s) => Ok(s),
+    }
+}
+
+/// A referenced team that must exist and not be retired.
+fn live_team<'r>(refs: &'r References, id: &Name) -> Result<&'r Team, Rejection> {
+    referenced(refs.team(id), AggregateRef::team(id))
+}
+
+fn live_system<'r>(refs: &'r References, id: &Name) -> Result<&'r System, Rejection> {
+    referenced(refs.system(id), AggregateRef::system(id))
+}
+
+fn live_service<'r>(refs: &'r References, id: &Name) -> Result<&'r Service, Rejection> {
+    referenced(refs.service(id), AggregateRef::service(id))
+}
+
+fn referenced<T: Retirable>(state: Option<&T>, r: AggregateRef) -> Result<&T, Rejection> {
+    match state {
+        None => Err(Rejection::Precondition(Precondition::MissingReference(r))),
+        Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::RetiredReference(r))),
+        Some(s) => Ok(s),
+    }
+}
+
+/// The principal must act for `owner` (admin, or member of that team).
+fn require_acts_for(ctx: &Context<'_>, owner: &Name, what: &AggregateRef) -> Result<(), Rejection> {
+    if ctx.principal.acts_for(owner) {
+        Ok(())
+    } else {
+        Err(Rejection::PermissionDenied(format!(
+            "{} may not change {what}, owned by team {:?}",
+            ctx.principal.name,
+            owner.as_str()
+        )))
+    }
+}
+
+fn require_admin(ctx: &Context<'_>, action: &str) -> Result<(), Rejection> {
+    if ctx.principal.is_admin() {
+        Ok(())
+    } else {
+        Err(Rejection::PermissionDenied(format!(
+            "{} may not {action}: admins only",
+            ctx.principal.name
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,28 @@
+//! Paved's pure domain: what the platform's commands may do, decided without I/O.
+//!
+//! - [`aggregate`]: the [`Aggregate`] trait (`decide` / `evolve`), the decision
+//!   [`Context`] and the [`References`] a command may look at.
+//! - [`name`]: [`Name`], the DNS-label ids of catalog entities (invariant 8).
+//! - [`principal`]: who issues a command and what their role allows.
+//! - [`rejection`]: why a command was refused ([`Rejection`], [`FieldViolation`]).
+//! - [`validate`]: the field rules shared by every command (text, URLs, labels).
+//! - [`catalog`]: the service catalog: [`catalog::Team`], [`catalog::System`],
+//!   [`catalog::Service`], with their commands and events.
+//! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
+//!
+//! Nothing here is async, reads a clock or draws a random number: time, ids
+//! and the principal come in through the command and the [`Context`].
+
+pub mod aggregate;
+pub mod catalog;
+pub mod event;
+pub mod name;
+pub mod principal;
+pub mod rejection;
+pub mod validate;
+
+pub use aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
+pub use event::Event;
+pub use name::Name;
+pub use principal::{Principal, Role};
+pub use rejection::{FieldViolation, Precondition, Rejection};
