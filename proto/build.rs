@@ -15,11 +15,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let include = protoc_bin_vendored::include_path()?;
+    let descriptor_path = out_dir.join("paved_descriptor.bin");
     let mut config = tonic_prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
     let protos: Vec<PathBuf> = PROTOS.iter().map(PathBuf::from).collect();
     tonic_prost_build::configure()
-        .file_descriptor_set_path(out_dir.join("paved_descriptor.bin"))
+        // Sorted maps: a commit's bytes are canonical (the same events encode the same way).
+        .btree_map(".")
+        // Well-known types with proto3 JSON support.
+        .compile_well_known_types(true)
+        .extern_path(".google.protobuf", "::pbjson_types")
+        .file_descriptor_set_path(&descriptor_path)
         .compile_with_config(config, &protos, &[PathBuf::from("."), include])?;
+    // serde impls following the proto3 JSON mapping, for JSON renderings.
+    let descriptors = std::fs::read(&descriptor_path)?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .btree_map(["."])
+        .build(&[".paved"])?;
     Ok(())
 }

@@ -2,12 +2,18 @@
 //!
 //! - [`v1`]: the generated messages and tonic services. `Commit` and `Event`
 //!   are the stored form of the log; the `*Service` modules are the gRPC API.
+//!   Every message has serde impls following the proto3 JSON mapping.
+//! - [`wkt`]: the well-known types (Timestamp, FieldMask, …).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, served by gRPC reflection.
 
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("paved.v1");
+    include!(concat!(env!("OUT_DIR"), "/paved.v1.serde.rs"));
 }
+
+/// Well-known types (`google.protobuf.*`) with proto3 JSON support.
+pub use pbjson_types as wkt;
 
 /// Encoded `FileDescriptorSet` of every `paved.v1` file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("paved_descriptor");

@@ -1,1 +1,395 @@
-//! sdk
+//! The Rust client for Paved's gRPC API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), paved_sdk::Error> {
+//! use paved_sdk::{Client, pb};
+//! let client = Client::connect("http://127.0.0.1:50051", "pvd_…").await?;
+//! let done = client
+//!     .create_team(pb::CreateTeamRequest { name: "payments".into(), ..Default::default() })
+//!     .await?;
+//! // Read your write: wait until the catalog has applied that commit.
+//! let team = client.at(done.sequence).get_team("payments").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Every mutating call gets a fresh request id (a UUIDv7) unless the request
+//! already carries one; `UNAVAILABLE` and `ABORTED` answers are retried with
+//! jittered exponential backoff *with the same request id*, so a retry never
+//! applies twice. Reads are retried on `UNAVAILABLE`.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tonic::codegen::InterceptedService;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+pub use paved_proto::v1 as pb;
+use pb::catalog_service_client::CatalogServiceClient;
+
+/// Largest message the client accepts or sends (imports, exports).
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// A failed call: the server's status, or a connection problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Status(#[from] Status),
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("invalid token: must be ASCII")]
+    BadToken,
+}
+
+impl Error {
+    /// The gRPC status code (`Unavailable` for connection problems).
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Status(s) => s.code(),
+            Error::Connect(_) => Code::Unavailable,
+            Error::BadToken => Code::Unauthenticated,
+        }
+    }
+
+    /// `(field, description)` of every field violation of an `INVALID_ARGUMENT`.
+    pub fn field_violations(&self) -> Vec<(String, String)> {
+        use tonic_types::StatusExt;
+        match self {
+            Error::Status(s) => s
+                .get_details_bad_request()
+                .map(|b| {
+                    b.field_violations
+                        .into_iter()
+                        .map(|v| (v.field, v.description))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct BearerToken(MetadataValue<tonic::metadata::Ascii>);
+
+impl Interceptor for BearerToken {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Transport = InterceptedService<Channel, BearerToken>;
+
+/// How calls are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub min_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retries: usize,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            min_delay: Duration::from_millis(20),
+            max_delay: Duration::from_secs(2),
+            max_retries: 6,
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn backoff(&self) -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.min_delay)
+            .with_max_delay(self.max_delay)
+            .with_max_times(self.max_retries)
+    }
+}
+
+/// A connection to Paved. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct Client {
+    catalog: CatalogServiceClient<Transport>,
+    retry: RetryPolicy,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`) with a bearer token.
+    pub async fn connect(url: impl Into<String>, token: &str) -> Result<Self, Error> {
+        let channel = Endpoint::from_shared(url.into())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        Self::with_channel(channel, token)
+    }
+
+    /// A client over an existing channel (lazy channels, custom TLS, …).
+    pub fn with_channel(channel: Channel, token: &str) -> Result<Self, Error> {
+        let value: MetadataValue<_> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Error::BadToken)?;
+        let catalog = CatalogServiceClient::with_interceptor(channel, BearerToken(value))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        Ok(Self {
+            catalog,
+            retry: RetryPolicy::default(),
+        })
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The generated client, for anything this wrapper does not cover.
+    pub fn catalog(&self) -> CatalogServiceClient<Transport> {
+        self.catalog.clone()
+    }
+
+    /// Reads that wait until the read model has applied `min_sequence`
+    /// (e.g. the `sequence` a command returned).
+    pub fn at(&self, min_sequence: u64) -> Reader<'_> {
+        Reader {
+            client: self,
+            min_sequence,
+        }
+    }
+
+    /// A new request id (UUIDv7: unique and time-ordered).
+    pub fn new_request_id() -> String {
+        uuid::Uuid::now_v7().to_string()
+    }
+
+    async fn call<Req, Res, F, Fut>(
+        &self,
+        request: Req,
+        retry_on: &[Code],
+        f: F,
+    ) -> Result<Res, Error>
+    where
+        Req: Clone,
+        F: Fn(CatalogServiceClient<Transport>, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
+        let attempt = || async {
+            f(self.catalog.clone(), request.clone())
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(Error::Status)
+        };
+        attempt
+            .retry(self.retry.backoff())
+            .sleep(tokio::time::sleep)
+            .when(|e: &Error| retry_on.contains(&e.code()))
+            .await
+    }
+}
+
+/// Retried for commands: the request id makes a retry safe.
+const COMMAND_RETRY: &[Code] = &[Code::Unavailable, Code::Aborted];
+/// Retried for reads.
+const READ_RETRY: &[Code] = &[Code::Unavailable];
+
+macro_rules! commands {
+    ($($(#[$doc:meta])* $method:ident($req:ident) -> $res:ident;)*) => {
+        impl Client {
+            $(
+                $(#[$doc])*
+                ///
+                /// Fills in `request_id` when empty; retries with the same id.
+                pub async fn $method(&self, mut request: pb::$req) -> Result<pb::$res, Error> {
+                    if request.request_id.is_empty() {
+                        request.request_id = Self::new_request_id();
+                    }
+                    self.call(request, COMMAND_RETRY, |mut c, r| async move { c.$method(r).await })
+                        .await
+                }
+            )*
+        }
+    };
+}
+
+commands! {
+    /// Creates a team (admins).
+    create_team(CreateTeamRequest) -> CommandResponse;
+    update_team_profile(UpdateTeamProfileRequest) -> CommandResponse;
+    add_team_member(TeamMemberRequest) -> CommandResponse;
+    remove_team_member(TeamMemberRequest) -> CommandResponse;
+    set_team_parent(SetTeamParentRequest) -> CommandResponse;
+    retire_team(RetireRequest) -> CommandResponse;
+    create_system(CreateSystemRequest) -> CommandResponse;
+    update_system(UpdateSystemRequest) -> CommandResponse;
+    transfer_system_ownership(TransferOwnershipRequest) -> CommandResponse;
+    retire_system(RetireRequest) -> CommandResponse;
+    /// Registers a service.
+    register_service(RegisterServiceRequest) -> CommandResponse;
+    update_service(UpdateServiceRequest) -> CommandResponse;
+    transfer_service_ownership(TransferOwnershipRequest) -> CommandResponse;
+    deprecate_service(RetireRequest) -> CommandResponse;
+    retire_service(RetireRequest) -> CommandResponse;
+    add_dependency(AddDependencyRequest) -> CommandResponse;
+    remove_dependency(RemoveDependencyRequest) -> CommandResponse;
+    set_slo(SetSloRequest) -> CommandResponse;
+    remove_slo(RemoveSloRequest) -> CommandResponse;
+    /// Imports Backstage descriptor YAML (multi-document).
+    import_backstage(ImportBackstageRequest) -> ImportBackstageResponse;
+}
+
+/// Queries at a minimum sequence; see [`Client::at`].
+pub struct Reader<'a> {
+    client: &'a Client,
+    min_sequence: u64,
+}
+
+impl Reader<'_> {
+    fn get(&self, name: &str) -> pb::GetRequest {
+        pb::GetRequest {
+            name: name.to_owned(),
+            min_sequence: self.min_sequence,
+        }
+    }
+
+    pub async fn get_team(&self, name: &str) -> Result<pb::Team, Error> {
+        self.client
+            .call(self.get(name), READ_RETRY, |mut c, r| async move {
+                c.get_team(r).await
+            })
+            .await
+    }
+
+    pub async fn get_system(&self, name: &str) -> Result<pb::System, Error> {
+        self.client
+            .call(self.get(name), READ_RETRY, |mut c, r| async move {
+                c.get_system(r).await
+            })
+            .await
+    }
+
+    pub async fn get_service(&self, name: &str) -> Result<pb::Service, Error> {
+        self.client
+            .call(self.get(name), READ_RETRY, |mut c, r| async move {
+                c.get_service(r).await
+            })
+            .await
+    }
+
+    pub async fn list_teams(
+        &self,
+        mut r: pb::ListTeamsRequest,
+    ) -> Result<pb::ListTeamsResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_teams(r).await },
+            )
+            .await
+    }
+
+    pub async fn list_systems(
+        &self,
+        mut r: pb::ListSystemsRequest,
+    ) -> Result<pb::ListSystemsResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_systems(r).await },
+            )
+            .await
+    }
+
+    pub async fn list_services(
+        &self,
+        mut r: pb::ListServicesRequest,
+    ) -> Result<pb::ListServicesResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_services(r).await },
+            )
+            .await
+    }
+
+    /// Every service matching the filters, following pages.
+    pub async fn list_all_services(
+        &self,
+        r: pb::ListServicesRequest,
+    ) -> Result<Vec<pb::Service>, Error> {
+        let mut out = Vec::new();
+        let mut page = r;
+        loop {
+            let res = self.list_services(page.clone()).await?;
+            out.extend(res.services);
+            if res.next_page_token.is_empty() {
+                return Ok(out);
+            }
+            page.page_token = res.next_page_token;
+        }
+    }
+
+    pub async fn dependency_graph(
+        &self,
+        mut r: pb::GetDependencyGraphRequest,
+    ) -> Result<pb::DependencyGraph, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call(r, READ_RETRY, |mut c, r| async move {
+                c.get_dependency_graph(r).await
+            })
+            .await
+    }
+
+    pub async fn catalog_health(&self, team: &str) -> Result<pb::CatalogHealth, Error> {
+        let r = pb::GetCatalogHealthRequest {
+            team: team.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call(r, READ_RETRY, |mut c, r| async move {
+                c.get_catalog_health(r).await
+            })
+            .await
+    }
+
+    pub async fn export_backstage(
+        &self,
+        include_retired: bool,
+    ) -> Result<pb::ExportBackstageResponse, Error> {
+        let r = pb::ExportBackstageRequest {
+            min_sequence: self.min_sequence,
+            include_retired,
+        };
+        self.client
+            .call(r, READ_RETRY, |mut c, r| async move {
+                c.export_backstage(r).await
+            })
+            .await
+    }
+}
+
+impl Client {
+    pub async fn get_team(&self, name: &str) -> Result<pb::Team, Error> {
+        self.at(0).get_team(name).await
+    }
+    pub async fn get_system(&self, name: &str) -> Result<pb::System, Error> {
+        self.at(0).get_system(name).await
+    }
+    pub async fn get_service(&self, name: &str) -> Result<pb::Service, Error> {
+        self.at(0).get_service(name).await
+    }
+}

@@ -1,1 +1,13 @@
-//! workers
+//! Paved's workers: everything that reads the log after the API wrote it.
+//!
+//! - [`runtime`]: the projection runtime ([`ProjectionWorker`]: durable
+//!   consumer, batch + checkpoint in one transaction, ack after commit, stop
+//!   on an undecodable message) and [`runtime::rebuild`] (shadow rebuild and swap).
+//! - [`projections`]: the read models: [`projections::CatalogProjection`].
+
+pub mod projections;
+pub mod runtime;
+
+pub use runtime::{
+    Health, Outcome, Projection, ProjectionError, ProjectionStatus, ProjectionWorker,
+};

@@ -1,1 +1,17 @@
-//! api
+//! Paved's gRPC edge.
+//!
+//! - [`auth`]: bearer tokens → principals (hashed tokens in `api_tokens`).
+//! - [`request`]: what every mutating RPC starts with (auth, request id, trace).
+//! - [`error`]: the one mapping from internal errors to `tonic::Status`.
+//! - [`freshness`]: read-your-writes (`min_sequence`) over the projections' checkpoints.
+//! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
+
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod freshness;
+pub mod request;
+
+pub use auth::Authenticator;
+pub use catalog::CatalogApi;
+pub use freshness::Freshness;

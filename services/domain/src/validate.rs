@@ -36,6 +36,10 @@ impl Violations {
         self.0.is_empty()
     }
 
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// `Ok` when nothing was pushed, else [`Rejection::Invalid`] with everything.
     pub fn finish(self) -> Result<(), Rejection> {
         if self.0.is_empty() {

@@ -1,1 +1,20 @@
-//! eventlog
+//! Paved's event log on NATS JetStream, and the one write path.
+//!
+//! - [`log`]: the stream (created or verified at start), subjects, the
+//!   optimistic append (`Nats-Expected-Last-Subject-Sequence` + `Nats-Msg-Id`)
+//!   and the reads the write path needs.
+//! - [`codec`]: domain events <-> `paved.v1` protobuf; a commit <-> the bytes
+//!   of one message. Strict: what does not decode is an error.
+//! - [`execute`]: [`Executor::execute`], load (cached) → decide → append →
+//!   retry on conflict / answer duplicates. The API and the side-effect
+//!   workers both write through it.
+//! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
+
+pub mod codec;
+pub mod execute;
+pub mod log;
+pub mod readmodel;
+
+pub use codec::{Commit, DecodeError, StoredCommit};
+pub use execute::{CommandMeta, ExecuteError, Executed, Executor};
+pub use log::{EventLog, LogConfig, LogError, TraceContext};

@@ -1,1 +1,18 @@
-//! paved
+//! The `paved` binary's library: everything `main` does, callable from tests.
+//!
+//! - [`settings`]: flags and `PAVED_*` environment variables.
+//! - [`telemetry`]: structured logs (pretty or JSON) and OpenTelemetry export.
+//! - [`db`]: creating the database, the pool, the migrations.
+//! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
+//!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
+//! - [`cli`]: the command line: `serve`, `api`, `worker`, `migrate`,
+//!   `replay`, `token`, and the client verbs (`catalog`, `team`).
+
+pub mod cli;
+pub mod db;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::Settings;
+pub use startup::{Application, Roles};

@@ -26,7 +26,7 @@ trait Retirable {
 }
 
 /// The aggregate's state if it exists and is not retired.
-fn live<'s, T: Retirable>(state: &'s Option<T>, me: AggregateRef) -> Result<&'s T, Rejection> {
+fn live<T: Retirable>(state: &Option<T>, me: AggregateRef) -> Result<&T, Rejection> {
     match state {
         None => Err(Rejection::NotFound(me.to_string())),
         Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::Retired(me))),

@@ -1,0 +1,1124 @@
+//! Backstage descriptor import and export (kinds Group, System, Component).
+//!
+//! Import makes the catalog match the file for every entity the file names:
+//! it validates every document first (errors name the document's index, its
+//! name and the field), then issues the same commands a client would, in
+//! dependency order: groups (parents first), systems, components, then
+//! dependencies. An entity already as described appends nothing, so
+//! importing the same file twice appends nothing the second time.
+//!
+//! Mapping (both directions):
+//! - Group: `metadata.name`, `spec.profile.displayName|email`, `spec.parent`,
+//!   `spec.members` (user refs); chat channel in annotation `paved.dev/chat-channel`.
+//! - System: `metadata.name|title|description`, `spec.owner`.
+//! - Component: `metadata.name|description|tags|links|labels|annotations`,
+//!   `spec.type|lifecycle|owner|system|dependsOn` (component refs; other
+//!   kinds such as `resource:` are not modelled by Paved and are ignored).
+//!   Paved fields Backstage lacks travel as annotations: `paved.dev/tier`,
+//!   `paved.dev/docs-url`, `paved.dev/repository-url`,
+//!   `paved.dev/deprecation-reason`. Without them, the repository URL comes
+//!   from `backstage.io/source-location` (`url:` form) or
+//!   `github.com/project-slug`, and the docs URL from a link titled "docs".
+//!   `paved.dev/*` annotations are not stored as annotations.
+//! - SLOs are not part of Backstage descriptors and are left alone.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use futures::{StreamExt, TryStreamExt};
+use paved_domain::catalog::{
+    Lifecycle, Link, Service, ServiceCommand, ServiceSpec, ServiceType, SpecField, System,
+    SystemCommand, Team, TeamCommand, TeamProfile,
+};
+use paved_domain::validate::{self, Violations};
+use paved_domain::{Aggregate, Name, Principal};
+use paved_eventlog::{CommandMeta, ExecuteError, Executed, Executor};
+use paved_proto::v1 as pb;
+use serde_json::json;
+use serde_yaml_ng::Value;
+use sqlx::PgPool;
+use tonic::Status;
+
+use crate::error;
+
+pub const ANNOTATION_TIER: &str = "paved.dev/tier";
+pub const ANNOTATION_DOCS: &str = "paved.dev/docs-url";
+pub const ANNOTATION_REPOSITORY: &str = "paved.dev/repository-url";
+pub const ANNOTATION_DEPRECATION: &str = "paved.dev/deprecation-reason";
+pub const ANNOTATION_CHAT: &str = "paved.dev/chat-channel";
+const PAVED_PREFIX: &str = "paved.dev/";
+/// Most documents one import takes.
+pub const MAX_DOCUMENTS: usize = 20_000;
+/// Commands of one phase in flight at once.
+const CONCURRENCY: usize = 64;
+
+struct GroupDoc {
+    name: Name,
+    profile: TeamProfile,
+    parent: Option<Name>,
+    members: BTreeSet<String>,
+}
+
+struct SystemDoc {
+    name: Name,
+    owner: Name,
+    display_name: String,
+    description: String,
+}
+
+struct ComponentDoc {
+    name: Name,
+    owner: Name,
+    spec: ServiceSpec,
+    deprecation: Option<String>,
+    depends_on: BTreeSet<Name>,
+}
+
+#[derive(Default)]
+struct Documents {
+    groups: Vec<GroupDoc>,
+    systems: Vec<SystemDoc>,
+    components: Vec<ComponentDoc>,
+}
+
+/// Reads one document; violations are recorded with `documents[i].<path>`.
+struct DocReader<'a> {
+    v: &'a mut Violations,
+    index: usize,
+    label: String,
+}
+
+impl DocReader<'_> {
+    fn err(&mut self, path: &str, description: impl std::fmt::Display) {
+        self.v.push(
+            format!("documents[{}].{path}", self.index),
+            format!("{}: {description}", self.label),
+        );
+    }
+
+    fn get<'v>(&self, doc: &'v Value, path: &str) -> Option<&'v Value> {
+        path.split('.').try_fold(doc, |v, key| v.get(key))
+    }
+
+    fn string(&mut self, doc: &Value, path: &str) -> String {
+        match self.get(doc, path) {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(_) => {
+                self.err(path, "must be a string");
+                String::new()
+            }
+        }
+    }
+
+    fn strings(&mut self, doc: &Value, path: &str) -> Vec<String> {
+        match self.get(doc, path) {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| match item {
+                    Value::String(s) => Some(s.clone()),
+                    _ => {
+                        self.err(&format!("{path}[{i}]"), "must be a string");
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => {
+                self.err(path, "must be a list of strings");
+                Vec::new()
+            }
+        }
+    }
+
+    fn map(&mut self, doc: &Value, path: &str) -> BTreeMap<String, String> {
+        match self.get(doc, path) {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Mapping(m)) => m
+                .iter()
+                .filter_map(|(k, v)| match (k, v) {
+                    (Value::String(k), Value::String(v)) => Some((k.clone(), v.clone())),
+                    (Value::String(k), Value::Number(n)) => Some((k.clone(), n.to_string())),
+                    (Value::String(k), Value::Bool(b)) => Some((k.clone(), b.to_string())),
+                    _ => {
+                        self.err(path, "keys and values must be strings");
+                        None
+                    }
+                })
+                .collect(),
+            Some(_) => {
+                self.err(path, "must be a map of strings");
+                BTreeMap::new()
+            }
+        }
+    }
+
+    fn name(&mut self, path: &str, value: &str) -> Option<Name> {
+        match Name::parse(value) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.err(path, format!("{value:?} {e} (Paved names are DNS labels)"));
+                None
+            }
+        }
+    }
+
+    /// `[kind:][namespace/]name` with kind `expected` (or none) and namespace `default`.
+    fn entity_ref(&mut self, path: &str, raw: &str, expected: &str) -> Option<Name> {
+        let (kind, rest) = match raw.split_once(':') {
+            Some((k, r)) => (Some(k.to_ascii_lowercase()), r),
+            None => (None, raw),
+        };
+        if kind.as_deref().is_some_and(|k| k != expected) {
+            self.err(path, format!("{raw:?} must refer to a {expected}"));
+            return None;
+        }
+        let name = match rest.split_once('/') {
+            Some(("default", n)) => n,
+            Some((ns, _)) => {
+                self.err(
+                    path,
+                    format!("namespace {ns:?} is not supported (only \"default\")"),
+                );
+                return None;
+            }
+            None => rest,
+        };
+        self.name(path, name)
+    }
+}
+
+fn parse(yaml: &str) -> Result<Documents, Status> {
+    let mut v = Violations::new();
+    let mut docs = Documents::default();
+    let mut seen: HashMap<(String, String), usize> = HashMap::new();
+    for (index, de) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        if index >= MAX_DOCUMENTS {
+            return Err(Status::resource_exhausted(format!(
+                "at most {MAX_DOCUMENTS} documents per import"
+            )));
+        }
+        let doc: Value = match serde::Deserialize::deserialize(de) {
+            Ok(doc) => doc,
+            Err(e) => {
+                v.push(
+                    format!("documents[{index}]"),
+                    format!("not valid YAML: {e}"),
+                );
+                break;
+            }
+        };
+        if doc.is_null() {
+            continue;
+        }
+        let kind = doc
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let raw_name = doc
+            .get("metadata")
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        let mut r = DocReader {
+            v: &mut v,
+            index,
+            label: format!("{kind} {raw_name:?}"),
+        };
+        let api_version = r.string(&doc, "apiVersion");
+        if !api_version.starts_with("backstage.io/") {
+            r.err("apiVersion", "must be backstage.io/v1alpha1 or v1beta1");
+        }
+        if let Some(first) = seen.insert((kind.clone(), raw_name.clone()), index) {
+            r.err("metadata.name", format!("duplicate of documents[{first}]"));
+        }
+        if r.string(&doc, "metadata.namespace").as_str() != ""
+            && r.string(&doc, "metadata.namespace") != "default"
+        {
+            r.err(
+                "metadata.namespace",
+                "only the default namespace is supported",
+            );
+        }
+        let name = r.name("metadata.name", &raw_name);
+        let annotations = r.map(&doc, "metadata.annotations");
+        match kind.as_str() {
+            "Group" => {
+                let profile = TeamProfile {
+                    display_name: r.string(&doc, "spec.profile.displayName"),
+                    email: r.string(&doc, "spec.profile.email"),
+                    chat_channel: annotations
+                        .get(ANNOTATION_CHAT)
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+                let mut pv = Violations::new();
+                profile.validate(&mut pv, "");
+                for fv in pv.into_vec() {
+                    r.err(&format!("spec.profile.{}", fv.field), fv.description);
+                }
+                let parent_raw = r.string(&doc, "spec.parent");
+                let parent = if parent_raw.is_empty() {
+                    None
+                } else {
+                    r.entity_ref("spec.parent", &parent_raw, "group")
+                };
+                let mut members = BTreeSet::new();
+                for (i, m) in r.strings(&doc, "spec.members").into_iter().enumerate() {
+                    let user = m.strip_prefix("user:").unwrap_or(&m);
+                    let user = user.strip_prefix("default/").unwrap_or(user).to_owned();
+                    let mut mv = Violations::new();
+                    mv.member("member", &user);
+                    if !mv.is_empty() {
+                        r.err(
+                            &format!("spec.members[{i}]"),
+                            "must be a user reference without whitespace",
+                        );
+                    }
+                    members.insert(user);
+                }
+                if let Some(name) = name {
+                    docs.groups.push(GroupDoc {
+                        name,
+                        profile,
+                        parent,
+                        members,
+                    });
+                }
+            }
+            "System" => {
+                let owner_raw = r.string(&doc, "spec.owner");
+                let owner = r.entity_ref("spec.owner", &owner_raw, "group");
+                let display_name = r.string(&doc, "metadata.title");
+                let description = r.string(&doc, "metadata.description");
+                if display_name.chars().count() > validate::MAX_DISPLAY_NAME {
+                    r.err("metadata.title", "too long");
+                }
+                if description.chars().count() > validate::MAX_DESCRIPTION {
+                    r.err("metadata.description", "too long");
+                }
+                if let (Some(name), Some(owner)) = (name, owner) {
+                    docs.systems.push(SystemDoc {
+                        name,
+                        owner,
+                        display_name,
+                        description,
+                    });
+                }
+            }
+            "Component" => {
+                let component = component(&mut r, &doc, annotations);
+                if let (Some(name), Some((owner, spec, deprecation, depends_on))) =
+                    (name, component)
+                {
+                    docs.components.push(ComponentDoc {
+                        name,
+                        owner,
+                        spec,
+                        deprecation,
+                        depends_on,
+                    });
+                }
+            }
+            other => r.err(
+                "kind",
+                format!("{other:?} is not imported (kinds: Group, System, Component)"),
+            ),
+        }
+    }
+    if v.is_empty() {
+        Ok(docs)
+    } else {
+        Err(error::invalid(v.into_vec()))
+    }
+}
+
+type ComponentParts = (Name, ServiceSpec, Option<String>, BTreeSet<Name>);
+
+fn component(
+    r: &mut DocReader<'_>,
+    doc: &Value,
+    mut annotations: BTreeMap<String, String>,
+) -> Option<ComponentParts> {
+    let kind_raw = r.string(doc, "spec.type");
+    let kind = ServiceType::parse(&kind_raw);
+    if kind.is_none() {
+        r.err(
+            "spec.type",
+            format!("{kind_raw:?} must be one of service, website, library, worker"),
+        );
+    }
+    let lifecycle_raw = r.string(doc, "spec.lifecycle");
+    let lifecycle = Lifecycle::parse(&lifecycle_raw);
+    if lifecycle.is_none() {
+        r.err(
+            "spec.lifecycle",
+            format!("{lifecycle_raw:?} must be one of experimental, production, deprecated"),
+        );
+    }
+    let owner_raw = r.string(doc, "spec.owner");
+    let owner = r.entity_ref("spec.owner", &owner_raw, "group");
+    let system_raw = r.string(doc, "spec.system");
+    let system = if system_raw.is_empty() {
+        None
+    } else {
+        r.entity_ref("spec.system", &system_raw, "system")
+    };
+    let mut depends_on = BTreeSet::new();
+    for (i, dep) in r.strings(doc, "spec.dependsOn").into_iter().enumerate() {
+        let is_component = dep
+            .split_once(':')
+            .is_none_or(|(k, _)| k.eq_ignore_ascii_case("component"));
+        if is_component
+            && let Some(n) = r.entity_ref(&format!("spec.dependsOn[{i}]"), &dep, "component")
+        {
+            depends_on.insert(n);
+        }
+    }
+    let mut links = Vec::new();
+    if let Some(items) = r.get(doc, "metadata.links").and_then(Value::as_sequence) {
+        for item in items {
+            links.push(Link {
+                url: item
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+                title: item
+                    .get("title")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
+            });
+        }
+    }
+    let tier = match annotations.get(ANNOTATION_TIER) {
+        None => None,
+        Some(t) => match t.parse::<u8>() {
+            Ok(t) => Some(t),
+            Err(_) => {
+                r.err(
+                    &format!("metadata.annotations[{ANNOTATION_TIER}]"),
+                    "must be 1..=5",
+                );
+                None
+            }
+        },
+    };
+    let repository_url = annotations
+        .get(ANNOTATION_REPOSITORY)
+        .cloned()
+        .or_else(|| {
+            annotations
+                .get("backstage.io/source-location")
+                .and_then(|s| s.strip_prefix("url:"))
+                .map(|s| s.trim_end_matches('/').to_owned())
+        })
+        .or_else(|| {
+            annotations
+                .get("github.com/project-slug")
+                .map(|slug| format!("https://github.com/{slug}"))
+        })
+        .unwrap_or_default();
+    let docs_url = annotations
+        .get(ANNOTATION_DOCS)
+        .cloned()
+        .or_else(|| {
+            links
+                .iter()
+                .find(|l| l.title.to_ascii_lowercase().contains("doc"))
+                .map(|l| l.url.clone())
+        })
+        .unwrap_or_default();
+    let deprecation = annotations.get(ANNOTATION_DEPRECATION).cloned();
+    annotations.retain(|k, _| !k.starts_with(PAVED_PREFIX));
+    let spec = ServiceSpec {
+        kind: kind?,
+        lifecycle: lifecycle?,
+        system,
+        description: r.string(doc, "metadata.description"),
+        tier,
+        repository_url,
+        docs_url,
+        tags: r.strings(doc, "metadata.tags"),
+        labels: r.map(doc, "metadata.labels"),
+        annotations,
+        links,
+    };
+    let mut sv = Violations::new();
+    spec.validate(&mut sv, "");
+    for fv in sv.into_vec() {
+        let path = match fv.field.split_once(['.', '[']) {
+            Some((head, _)) => head.to_owned(),
+            None => fv.field.clone(),
+        };
+        let doc_path = match path.as_str() {
+            "description" | "tags" | "labels" | "annotations" | "links" => {
+                format!("metadata.{}", fv.field)
+            }
+            "tier" => format!("metadata.annotations[{ANNOTATION_TIER}]"),
+            "docs_url" => format!("metadata.annotations[{ANNOTATION_DOCS}]"),
+            "repository_url" => format!("metadata.annotations[{ANNOTATION_REPOSITORY}]"),
+            _ => format!("spec.{}", fv.field),
+        };
+        r.err(&doc_path, fv.description);
+    }
+    Some((owner?, spec, deprecation, depends_on))
+}
+
+/// One command of the plan.
+enum Step {
+    Team(Name, TeamCommand),
+    System(Name, SystemCommand),
+    Service(Name, ServiceCommand),
+}
+
+impl Step {
+    fn label(&self) -> String {
+        match self {
+            Step::Team(n, c) => format!("team/{n}/{}", team_step(c)),
+            Step::System(n, c) => format!(
+                "system/{n}/{}",
+                match c {
+                    SystemCommand::Create { .. } => "create",
+                    SystemCommand::Update { .. } => "update",
+                    SystemCommand::TransferOwnership { .. } => "owner",
+                    SystemCommand::Retire { .. } => "retire",
+                }
+            ),
+            Step::Service(n, c) => format!(
+                "service/{n}/{}",
+                match c {
+                    ServiceCommand::Register { .. } => "register".to_owned(),
+                    ServiceCommand::Update { .. } => "update".to_owned(),
+                    ServiceCommand::TransferOwnership { .. } => "owner".to_owned(),
+                    ServiceCommand::Deprecate { .. } => "deprecate".to_owned(),
+                    ServiceCommand::AddDependency { on, .. } => format!("dep+{on}"),
+                    ServiceCommand::RemoveDependency { on } => format!("dep-{on}"),
+                    other => format!("{other:?}").chars().take(16).collect(),
+                }
+            ),
+        }
+    }
+}
+
+fn team_step(c: &TeamCommand) -> String {
+    match c {
+        TeamCommand::Create { .. } => "create".to_owned(),
+        TeamCommand::UpdateProfile { .. } => "profile".to_owned(),
+        TeamCommand::AddMember { member } => format!("member+{member}"),
+        TeamCommand::RemoveMember { member } => format!("member-{member}"),
+        TeamCommand::SetParent { .. } => "parent".to_owned(),
+        TeamCommand::Retire { .. } => "retire".to_owned(),
+    }
+}
+
+fn exec_err(e: ExecuteError) -> Status {
+    error::execute(e)
+}
+
+/// Current states of many aggregates, fetched concurrently.
+async fn states<A: Aggregate>(
+    executor: &Executor,
+    names: Vec<Name>,
+) -> Result<HashMap<Name, A>, Status> {
+    futures::stream::iter(names)
+        .map(|n| async move {
+            let loaded = executor.state::<A>(&n).await.map_err(exec_err)?;
+            Ok::<_, Status>((n, loaded.state))
+        })
+        .buffer_unordered(CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+/// Imports a multi-document Backstage YAML file.
+pub async fn import(
+    executor: &Executor,
+    meta: &CommandMeta,
+    yaml: &str,
+    dry_run: bool,
+) -> Result<pb::ImportBackstageResponse, Status> {
+    let docs = parse(yaml)?;
+    let entities = (docs.groups.len() + docs.systems.len() + docs.components.len()) as u32;
+    let teams: HashMap<Name, Option<Team>> = states(executor, referenced_teams(&docs)).await?;
+    let systems: HashMap<Name, Option<System>> =
+        states(executor, referenced_systems(&docs)).await?;
+    let services: HashMap<Name, Option<Service>> =
+        states(executor, referenced_services(&docs)).await?;
+    let (phases, unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
+    let mut response = pb::ImportBackstageResponse {
+        sequence: 0,
+        commands: phases.iter().map(|p| p.len() as u32).sum(),
+        events: 0,
+        entities,
+        unchanged,
+    };
+    if dry_run {
+        return Ok(response);
+    }
+    for phase in phases {
+        let results: Vec<Executed> = futures::stream::iter(phase)
+            .map(|step| async move {
+                let mut m = meta.clone();
+                m.command_id = format!("{}/{}", meta.command_id, step.label());
+                m.causation_id = meta.command_id.clone();
+                let done = match &step {
+                    Step::Team(n, c) => executor.execute::<Option<Team>>(n, c, &m).await,
+                    Step::System(n, c) => executor.execute::<Option<System>>(n, c, &m).await,
+                    Step::Service(n, c) => executor.execute::<Option<Service>>(n, c, &m).await,
+                };
+                done.map_err(|e| {
+                    let status = exec_err(e);
+                    Status::new(
+                        status.code(),
+                        format!("{}: {}", step.label(), status.message()),
+                    )
+                })
+            })
+            .buffer_unordered(CONCURRENCY)
+            .try_collect()
+            .await?;
+        for r in results {
+            response.sequence = response.sequence.max(r.sequence);
+            response.events += r.events;
+        }
+    }
+    Ok(response)
+}
+
+fn referenced_teams(docs: &Documents) -> Vec<Name> {
+    let mut names = BTreeSet::new();
+    for g in &docs.groups {
+        names.insert(g.name.clone());
+        names.extend(g.parent.clone());
+    }
+    names.extend(docs.systems.iter().map(|s| s.owner.clone()));
+    names.extend(docs.components.iter().map(|c| c.owner.clone()));
+    names.into_iter().collect()
+}
+
+fn referenced_systems(docs: &Documents) -> Vec<Name> {
+    let mut names: BTreeSet<Name> = docs.systems.iter().map(|s| s.name.clone()).collect();
+    names.extend(docs.components.iter().filter_map(|c| c.spec.system.clone()));
+    names.into_iter().collect()
+}
+
+fn referenced_services(docs: &Documents) -> Vec<Name> {
+    let mut names: BTreeSet<Name> = docs.components.iter().map(|c| c.name.clone()).collect();
+    for c in &docs.components {
+        names.extend(c.depends_on.iter().cloned());
+    }
+    names.into_iter().collect()
+}
+
+/// Works out the commands, phase by phase, and checks up front what would
+/// otherwise fail half-way: references to missing or retired entities,
+/// retired entities in the file, and permissions.
+fn plan(
+    docs: &Documents,
+    teams: &HashMap<Name, Option<Team>>,
+    systems: &HashMap<Name, Option<System>>,
+    services: &HashMap<Name, Option<Service>>,
+    principal: &Principal,
+) -> Result<(Vec<Vec<Step>>, u32), Status> {
+    let mut v = Violations::new();
+    let in_file_groups: BTreeSet<&Name> = docs.groups.iter().map(|g| &g.name).collect();
+    let in_file_systems: BTreeSet<&Name> = docs.systems.iter().map(|s| &s.name).collect();
+    let in_file_components: BTreeSet<&Name> = docs.components.iter().map(|c| &c.name).collect();
+    let live_team = |n: &Name| {
+        in_file_groups.contains(n)
+            || teams
+                .get(n)
+                .is_some_and(|t| t.as_ref().is_some_and(|t| t.retired.is_none()))
+    };
+    let live_system = |n: &Name| {
+        in_file_systems.contains(n)
+            || systems
+                .get(n)
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.retired.is_none()))
+    };
+    let live_service = |n: &Name| {
+        in_file_components.contains(n)
+            || services
+                .get(n)
+                .is_some_and(|s| s.as_ref().is_some_and(|s| s.retired.is_none()))
+    };
+    let mut unchanged = 0u32;
+
+    // Groups, parents before children.
+    let mut depth: HashMap<&Name, usize> = HashMap::new();
+    let by_name: HashMap<&Name, &GroupDoc> = docs.groups.iter().map(|g| (&g.name, g)).collect();
+    for g in &docs.groups {
+        let mut d = 0;
+        let mut cur = g.parent.as_ref();
+        while let Some(p) = cur.filter(|p| by_name.contains_key(p)) {
+            d += 1;
+            if d > docs.groups.len() {
+                v.push(
+                    format!("groups.{}.spec.parent", g.name),
+                    "the file's group parents form a cycle",
+                );
+                break;
+            }
+            cur = by_name[p].parent.as_ref();
+        }
+        depth.insert(&g.name, d);
+    }
+    let max_depth = depth.values().copied().max().unwrap_or(0);
+    let mut phases: Vec<Vec<Step>> = (0..=max_depth).map(|_| Vec::new()).collect();
+    for g in &docs.groups {
+        if let Some(p) = &g.parent
+            && !live_team(p)
+        {
+            v.push(
+                format!("groups.{}.spec.parent", g.name),
+                format!("team {p:?} does not exist or is retired"),
+            );
+        }
+        let steps = &mut phases[depth[&g.name]];
+        let before = steps.len();
+        match teams.get(&g.name).and_then(Option::as_ref) {
+            None => {
+                if !principal.is_admin() {
+                    v.push(format!("groups.{}", g.name), "only admins create teams");
+                }
+                steps.push(Step::Team(
+                    g.name.clone(),
+                    TeamCommand::Create {
+                        profile: g.profile.clone(),
+                        parent: g.parent.clone(),
+                        members: g.members.iter().cloned().collect(),
+                    },
+                ));
+            }
+            Some(t) if t.retired.is_some() => {
+                v.push(format!("groups.{}", g.name), "this team is retired");
+            }
+            Some(t) => {
+                if t.profile != g.profile {
+                    steps.push(Step::Team(
+                        g.name.clone(),
+                        TeamCommand::UpdateProfile {
+                            profile: g.profile.clone(),
+                        },
+                    ));
+                }
+                if t.parent != g.parent {
+                    steps.push(Step::Team(
+                        g.name.clone(),
+                        TeamCommand::SetParent {
+                            parent: g.parent.clone(),
+                        },
+                    ));
+                }
+                for m in g.members.difference(&t.members) {
+                    steps.push(Step::Team(
+                        g.name.clone(),
+                        TeamCommand::AddMember { member: m.clone() },
+                    ));
+                }
+                for m in t.members.difference(&g.members) {
+                    steps.push(Step::Team(
+                        g.name.clone(),
+                        TeamCommand::RemoveMember { member: m.clone() },
+                    ));
+                }
+                let needs_admin = t.parent != g.parent;
+                if steps.len() > before
+                    && (!principal.acts_for(&g.name) || (needs_admin && !principal.is_admin()))
+                {
+                    v.push(
+                        format!("groups.{}", g.name),
+                        format!("{} may not change this team", principal.name),
+                    );
+                }
+            }
+        }
+        if steps.len() == before {
+            unchanged += 1;
+        }
+    }
+
+    // Systems.
+    let mut system_steps = Vec::new();
+    for s in &docs.systems {
+        if !live_team(&s.owner) {
+            v.push(
+                format!("systems.{}.spec.owner", s.name),
+                format!("team {:?} does not exist or is retired", s.owner.as_str()),
+            );
+        }
+        if !principal.acts_for(&s.owner) {
+            v.push(
+                format!("systems.{}", s.name),
+                format!(
+                    "{} may not change systems of team {:?}",
+                    principal.name,
+                    s.owner.as_str()
+                ),
+            );
+        }
+        let before = system_steps.len();
+        match systems.get(&s.name).and_then(Option::as_ref) {
+            None => system_steps.push(Step::System(
+                s.name.clone(),
+                SystemCommand::Create {
+                    owner: s.owner.clone(),
+                    display_name: s.display_name.clone(),
+                    description: s.description.clone(),
+                },
+            )),
+            Some(cur) if cur.retired.is_some() => {
+                v.push(format!("systems.{}", s.name), "this system is retired");
+            }
+            Some(cur) => {
+                if !principal.acts_for(&cur.owner) {
+                    v.push(
+                        format!("systems.{}", s.name),
+                        format!("{} may not change this system", principal.name),
+                    );
+                }
+                if cur.display_name != s.display_name || cur.description != s.description {
+                    system_steps.push(Step::System(
+                        s.name.clone(),
+                        SystemCommand::Update {
+                            display_name: s.display_name.clone(),
+                            description: s.description.clone(),
+                        },
+                    ));
+                }
+                if cur.owner != s.owner {
+                    system_steps.push(Step::System(
+                        s.name.clone(),
+                        SystemCommand::TransferOwnership {
+                            to: s.owner.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        if system_steps.len() == before {
+            unchanged += 1;
+        }
+    }
+    phases.push(system_steps);
+
+    // Components, then their dependencies.
+    let mut component_steps = Vec::new();
+    let mut dependency_steps = Vec::new();
+    for c in &docs.components {
+        if !live_team(&c.owner) {
+            v.push(
+                format!("components.{}.spec.owner", c.name),
+                format!("team {:?} does not exist or is retired", c.owner.as_str()),
+            );
+        }
+        if let Some(s) = &c.spec.system
+            && !live_system(s)
+        {
+            v.push(
+                format!("components.{}.spec.system", c.name),
+                format!("system {:?} does not exist or is retired", s.as_str()),
+            );
+        }
+        for d in &c.depends_on {
+            if d == &c.name {
+                v.push(
+                    format!("components.{}.spec.dependsOn", c.name),
+                    "a service cannot depend on itself",
+                );
+            } else if !live_service(d) {
+                v.push(
+                    format!("components.{}.spec.dependsOn", c.name),
+                    format!("component {:?} does not exist or is retired", d.as_str()),
+                );
+            }
+        }
+        if !principal.acts_for(&c.owner) {
+            v.push(
+                format!("components.{}", c.name),
+                format!(
+                    "{} may not change services of team {:?}",
+                    principal.name,
+                    c.owner.as_str()
+                ),
+            );
+        }
+        let before = component_steps.len() + dependency_steps.len();
+        let current = services.get(&c.name).and_then(Option::as_ref);
+        let (current_deps, current_deprecation) = match current {
+            None => {
+                component_steps.push(Step::Service(
+                    c.name.clone(),
+                    ServiceCommand::Register {
+                        owner: c.owner.clone(),
+                        spec: c.spec.clone(),
+                    },
+                ));
+                (BTreeSet::new(), None)
+            }
+            Some(cur) if cur.retired.is_some() => {
+                v.push(format!("components.{}", c.name), "this service is retired");
+                continue;
+            }
+            Some(cur) => {
+                if !principal.acts_for(&cur.owner) {
+                    v.push(
+                        format!("components.{}", c.name),
+                        format!("{} may not change this service", principal.name),
+                    );
+                }
+                let fields: Vec<SpecField> = SpecField::ALL
+                    .into_iter()
+                    .filter(|f| f.differs(&cur.spec, &c.spec))
+                    .collect();
+                if !fields.is_empty() {
+                    component_steps.push(Step::Service(
+                        c.name.clone(),
+                        ServiceCommand::Update {
+                            spec: c.spec.clone(),
+                            fields,
+                        },
+                    ));
+                }
+                if cur.owner != c.owner {
+                    component_steps.push(Step::Service(
+                        c.name.clone(),
+                        ServiceCommand::TransferOwnership {
+                            to: c.owner.clone(),
+                        },
+                    ));
+                }
+                (
+                    cur.dependencies.keys().cloned().collect(),
+                    cur.deprecation.clone(),
+                )
+            }
+        };
+        if let Some(reason) = &c.deprecation
+            && current_deprecation.as_ref() != Some(reason)
+        {
+            dependency_steps.push(Step::Service(
+                c.name.clone(),
+                ServiceCommand::Deprecate {
+                    reason: reason.clone(),
+                },
+            ));
+        }
+        for d in c.depends_on.difference(&current_deps) {
+            dependency_steps.push(Step::Service(
+                c.name.clone(),
+                ServiceCommand::AddDependency {
+                    on: d.clone(),
+                    criticality: None,
+                },
+            ));
+        }
+        for d in current_deps.difference(&c.depends_on) {
+            dependency_steps.push(Step::Service(
+                c.name.clone(),
+                ServiceCommand::RemoveDependency { on: d.clone() },
+            ));
+        }
+        if component_steps.len() + dependency_steps.len() == before {
+            unchanged += 1;
+        }
+    }
+    phases.push(component_steps);
+    // Dependency and deprecation steps of one service must not race each other.
+    phases.extend(serialize_per_aggregate(dependency_steps));
+    if !v.is_empty() {
+        return Err(error::invalid(v.into_vec()));
+    }
+    phases.retain(|p| !p.is_empty());
+    Ok((phases, unchanged))
+}
+
+/// Splits steps into phases so that no phase holds two steps for the same
+/// aggregate (they would only conflict and retry).
+fn serialize_per_aggregate(steps: Vec<Step>) -> Vec<Vec<Step>> {
+    let mut phases: Vec<Vec<Step>> = Vec::new();
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for step in steps {
+        let key = match &step {
+            Step::Team(n, _) => format!("t/{n}"),
+            Step::System(n, _) => format!("y/{n}"),
+            Step::Service(n, _) => format!("s/{n}"),
+        };
+        let i = count.entry(key).or_insert(0);
+        if phases.len() <= *i {
+            phases.push(Vec::new());
+        }
+        phases[*i].push(step);
+        *i += 1;
+    }
+    phases
+}
+
+/// The catalog as Backstage descriptor YAML.
+pub async fn export(
+    pool: &PgPool,
+    include_retired: bool,
+) -> Result<pb::ExportBackstageResponse, Status> {
+    let mut docs: Vec<serde_json::Value> = Vec::new();
+    for t in super::queries::list_all_teams(pool, include_retired).await? {
+        let profile_pb = t.profile.unwrap_or_default();
+        let mut annotations = serde_json::Map::new();
+        if !profile_pb.chat_channel.is_empty() {
+            annotations.insert(ANNOTATION_CHAT.into(), json!(profile_pb.chat_channel));
+        }
+        if t.retired {
+            annotations.insert("paved.dev/retired".into(), json!(t.retired_reason));
+        }
+        let mut profile = serde_json::Map::new();
+        if !profile_pb.display_name.is_empty() {
+            profile.insert("displayName".into(), json!(profile_pb.display_name));
+        }
+        if !profile_pb.email.is_empty() {
+            profile.insert("email".into(), json!(profile_pb.email));
+        }
+        let mut spec = serde_json::Map::new();
+        spec.insert("type".into(), json!("team"));
+        spec.insert("profile".into(), serde_json::Value::Object(profile));
+        if !t.parent.is_empty() {
+            spec.insert("parent".into(), json!(t.parent));
+        }
+        spec.insert("children".into(), json!(t.children));
+        spec.insert("members".into(), json!(t.members));
+        docs.push(entity(
+            "Group",
+            &t.name,
+            annotations,
+            serde_json::Map::new(),
+            spec,
+        ));
+    }
+    for y in super::queries::list_all_systems(pool, include_retired).await? {
+        let mut annotations = serde_json::Map::new();
+        if y.retired {
+            annotations.insert("paved.dev/retired".into(), json!(y.retired_reason));
+        }
+        let mut meta = serde_json::Map::new();
+        if !y.display_name.is_empty() {
+            meta.insert("title".into(), json!(y.display_name));
+        }
+        if !y.description.is_empty() {
+            meta.insert("description".into(), json!(y.description));
+        }
+        let mut spec = serde_json::Map::new();
+        spec.insert("owner".into(), json!(y.owner));
+        docs.push(entity("System", &y.name, annotations, meta, spec));
+    }
+    let services = super::queries::list_all_services(pool, include_retired).await?;
+    for s in services {
+        let spec_pb = s.spec.unwrap_or_default();
+        let mut annotations: serde_json::Map<String, serde_json::Value> = spec_pb
+            .annotations
+            .into_iter()
+            .map(|(k, v)| (k, json!(v)))
+            .collect();
+        if spec_pb.tier != 0 {
+            annotations.insert(ANNOTATION_TIER.into(), json!(spec_pb.tier.to_string()));
+        }
+        if !spec_pb.docs_url.is_empty() {
+            annotations.insert(ANNOTATION_DOCS.into(), json!(spec_pb.docs_url));
+        }
+        if !spec_pb.repository_url.is_empty() {
+            annotations.insert(ANNOTATION_REPOSITORY.into(), json!(spec_pb.repository_url));
+        }
+        if !s.deprecation_reason.is_empty() {
+            annotations.insert(ANNOTATION_DEPRECATION.into(), json!(s.deprecation_reason));
+        }
+        if s.retired {
+            annotations.insert("paved.dev/retired".into(), json!(s.retired_reason));
+        }
+        let mut meta = serde_json::Map::new();
+        if !spec_pb.description.is_empty() {
+            meta.insert("description".into(), json!(spec_pb.description));
+        }
+        if !spec_pb.tags.is_empty() {
+            meta.insert("tags".into(), json!(spec_pb.tags));
+        }
+        if !spec_pb.labels.is_empty() {
+            meta.insert("labels".into(), json!(spec_pb.labels));
+        }
+        if !spec_pb.links.is_empty() {
+            let links: Vec<_> = spec_pb
+                .links
+                .iter()
+                .map(|l| {
+                    if l.title.is_empty() {
+                        json!({ "url": l.url })
+                    } else {
+                        json!({ "url": l.url, "title": l.title })
+                    }
+                })
+                .collect();
+            meta.insert("links".into(), json!(links));
+        }
+        let kind = pb::ServiceType::try_from(spec_pb.r#type)
+            .map(|t| {
+                t.as_str_name()
+                    .trim_start_matches("SERVICE_TYPE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        let lifecycle = pb::Lifecycle::try_from(spec_pb.lifecycle)
+            .map(|l| {
+                l.as_str_name()
+                    .trim_start_matches("LIFECYCLE_")
+                    .to_lowercase()
+            })
+            .unwrap_or_default();
+        let mut spec = serde_json::Map::new();
+        spec.insert("type".into(), json!(kind));
+        spec.insert("lifecycle".into(), json!(lifecycle));
+        spec.insert("owner".into(), json!(s.owner));
+        if !spec_pb.system.is_empty() {
+            spec.insert("system".into(), json!(spec_pb.system));
+        }
+        if !s.dependencies.is_empty() {
+            let deps: Vec<String> = s
+                .dependencies
+                .iter()
+                .map(|d| format!("component:{}", d.service))
+                .collect();
+            spec.insert("dependsOn".into(), json!(deps));
+        }
+        docs.push(entity("Component", &s.name, annotations, meta, spec));
+    }
+    let entities = docs.len() as u32;
+    let mut yaml = String::new();
+    for d in docs {
+        yaml.push_str("---\n");
+        yaml.push_str(&serde_yaml_ng::to_string(&d).map_err(|e| error::internal(&e))?);
+        if !yaml.ends_with('\n') {
+            yaml.push('\n');
+        }
+    }
+    Ok(pb::ExportBackstageResponse { yaml, entities })
+}
+
+fn entity(
+    kind: &str,
+    name: &str,
+    annotations: serde_json::Map<String, serde_json::Value>,
+    mut metadata: serde_json::Map<String, serde_json::Value>,
+    spec: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    metadata.insert("name".into(), json!(name));
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), serde_json::Value::Object(annotations));
+    }
+    json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": kind,
+        "metadata": metadata,
+        "spec": spec,
+    })
+}

@@ -1,0 +1,580 @@
+//! `paved.v1.CatalogService`: commands go through the write path, queries
+//! read the catalog projection's tables.
+
+mod backstage;
+mod queries;
+
+use paved_domain::catalog::{
+    Service, ServiceCommand, SpecField, System, SystemCommand, Team, TeamCommand,
+};
+use paved_domain::validate::Violations;
+use paved_domain::{Aggregate, Name};
+use paved_eventlog::codec::{
+    criticality_from_proto, profile_from_proto, slo_from_proto, spec_fields_from_proto,
+    spec_from_proto,
+};
+use paved_eventlog::readmodel::CATALOG;
+use paved_eventlog::{CommandMeta, Executor};
+use paved_proto::v1 as pb;
+use pb::catalog_service_server::CatalogService;
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Authenticator;
+use crate::error;
+use crate::freshness::Freshness;
+use crate::request::begin;
+
+/// The catalog API. Cheap to clone.
+#[derive(Clone)]
+pub struct CatalogApi {
+    executor: Executor,
+    pool: PgPool,
+    auth: Authenticator,
+    freshness: Freshness,
+}
+
+type CommandResult = Result<Response<pb::CommandResponse>, Status>;
+
+impl CatalogApi {
+    pub fn new(
+        executor: Executor,
+        pool: PgPool,
+        auth: Authenticator,
+        freshness: Freshness,
+    ) -> Self {
+        Self {
+            executor,
+            pool,
+            auth,
+            freshness,
+        }
+    }
+
+    /// Reports collected violations, or runs the command.
+    async fn execute<A: Aggregate>(
+        &self,
+        v: Violations,
+        id: Option<Name>,
+        command: Option<A::Command>,
+        meta: &CommandMeta,
+    ) -> CommandResult {
+        let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
+            return Err(error::invalid(v.into_vec()));
+        };
+        let done = self
+            .executor
+            .execute::<A>(&id, &command, meta)
+            .await
+            .map_err(error::execute)?;
+        Ok(Response::new(pb::CommandResponse {
+            sequence: done.sequence,
+            events: done.events,
+        }))
+    }
+
+    async fn reader<T>(&self, request: &Request<T>, min_sequence: u64) -> Result<(), Status> {
+        self.auth.authenticate(request).await?;
+        self.freshness.wait_for(CATALOG, min_sequence).await
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "CreateTeam"),
+        err(level = "info")
+    )]
+    async fn create_team(&self, request: Request<pb::CreateTeamRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let parent = v.optional_name("parent", &r.parent);
+        let command = TeamCommand::Create {
+            profile: profile_from_proto(r.profile.as_ref()),
+            parent,
+            members: r.members,
+        };
+        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "UpdateTeamProfile"),
+        err(level = "info")
+    )]
+    async fn update_team_profile(
+        &self,
+        request: Request<pb::UpdateTeamProfileRequest>,
+    ) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        if r.profile.is_none() {
+            v.push("profile", "is required");
+        }
+        let command = TeamCommand::UpdateProfile {
+            profile: profile_from_proto(r.profile.as_ref()),
+        };
+        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "AddTeamMember"),
+        err(level = "info")
+    )]
+    async fn add_team_member(&self, request: Request<pb::TeamMemberRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("team", &r.team);
+        let command = TeamCommand::AddMember { member: r.member };
+        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RemoveTeamMember"),
+        err(level = "info")
+    )]
+    async fn remove_team_member(&self, request: Request<pb::TeamMemberRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("team", &r.team);
+        v.member("member", &r.member);
+        let command = TeamCommand::RemoveMember { member: r.member };
+        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "SetTeamParent"),
+        err(level = "info")
+    )]
+    async fn set_team_parent(&self, request: Request<pb::SetTeamParentRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("team", &r.team);
+        let parent = v.optional_name("parent", &r.parent);
+        self.execute::<Option<Team>>(v, id, Some(TeamCommand::SetParent { parent }), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RetireTeam"),
+        err(level = "info")
+    )]
+    async fn retire_team(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let command = TeamCommand::Retire { reason: r.reason };
+        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "CreateSystem"),
+        err(level = "info")
+    )]
+    async fn create_system(&self, request: Request<pb::CreateSystemRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let owner = v.name("owner", &r.owner);
+        let command = owner.map(|owner| SystemCommand::Create {
+            owner,
+            display_name: r.display_name,
+            description: r.description,
+        });
+        self.execute::<Option<System>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "UpdateSystem"),
+        err(level = "info")
+    )]
+    async fn update_system(&self, request: Request<pb::UpdateSystemRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let command = SystemCommand::Update {
+            display_name: r.display_name,
+            description: r.description,
+        };
+        self.execute::<Option<System>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "TransferSystemOwnership"),
+        err(level = "info")
+    )]
+    async fn transfer_system_ownership(
+        &self,
+        request: Request<pb::TransferOwnershipRequest>,
+    ) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let to = v.name("new_owner", &r.new_owner);
+        let command = to.map(|to| SystemCommand::TransferOwnership { to });
+        self.execute::<Option<System>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RetireSystem"),
+        err(level = "info")
+    )]
+    async fn retire_system(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let command = SystemCommand::Retire { reason: r.reason };
+        self.execute::<Option<System>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RegisterService"),
+        err(level = "info")
+    )]
+    async fn register_service(
+        &self,
+        request: Request<pb::RegisterServiceRequest>,
+    ) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let owner = v.name("owner", &r.owner);
+        let spec = spec_from_proto(&mut v, "spec.", r.spec.as_ref());
+        let command = owner
+            .zip(spec)
+            .map(|(owner, spec)| ServiceCommand::Register { owner, spec });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "UpdateService"),
+        err(level = "info")
+    )]
+    async fn update_service(&self, request: Request<pb::UpdateServiceRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        if paths.is_empty() {
+            v.push(
+                "update_mask",
+                "must name at least one ServiceSpec field to replace",
+            );
+        }
+        let mut fields = Vec::with_capacity(paths.len());
+        for (i, path) in paths.iter().enumerate() {
+            match SpecField::parse(path.strip_prefix("spec.").unwrap_or(path)) {
+                Some(f) => fields.push(f),
+                None => v.push(
+                    format!("update_mask.paths[{i}]"),
+                    format!("unknown ServiceSpec field {path:?}"),
+                ),
+            }
+        }
+        let mut spec = paved_domain::catalog::ServiceSpec::new(
+            paved_domain::catalog::ServiceType::Service,
+            paved_domain::catalog::Lifecycle::Experimental,
+        );
+        match &r.spec {
+            Some(p) => spec_fields_from_proto(&mut v, "spec.", p, &fields, &mut spec),
+            None => v.push("spec", "is required"),
+        }
+        let command = ServiceCommand::Update { spec, fields };
+        self.execute::<Option<Service>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "TransferServiceOwnership"),
+        err(level = "info")
+    )]
+    async fn transfer_service_ownership(
+        &self,
+        request: Request<pb::TransferOwnershipRequest>,
+    ) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let to = v.name("new_owner", &r.new_owner);
+        let command = to.map(|to| ServiceCommand::TransferOwnership { to });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "DeprecateService"),
+        err(level = "info")
+    )]
+    async fn deprecate_service(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let command = ServiceCommand::Deprecate { reason: r.reason };
+        self.execute::<Option<Service>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RetireService"),
+        err(level = "info")
+    )]
+    async fn retire_service(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("name", &r.name);
+        let command = ServiceCommand::Retire { reason: r.reason };
+        self.execute::<Option<Service>>(v, id, Some(command), &meta)
+            .await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "AddDependency"),
+        err(level = "info")
+    )]
+    async fn add_dependency(&self, request: Request<pb::AddDependencyRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("service", &r.service);
+        let on = v.name("depends_on", &r.depends_on);
+        let criticality = criticality_from_proto(&mut v, "criticality", r.criticality);
+        let command = on
+            .zip(criticality)
+            .map(|(on, criticality)| ServiceCommand::AddDependency { on, criticality });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RemoveDependency"),
+        err(level = "info")
+    )]
+    async fn remove_dependency(
+        &self,
+        request: Request<pb::RemoveDependencyRequest>,
+    ) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("service", &r.service);
+        let on = v.name("depends_on", &r.depends_on);
+        let command = on.map(|on| ServiceCommand::RemoveDependency { on });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(name = "handle", skip_all, fields(rpc = "SetSlo"), err(level = "info"))]
+    async fn set_slo(&self, request: Request<pb::SetSloRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("service", &r.service);
+        let slo = slo_from_proto(&mut v, "slo.", r.slo.as_ref());
+        let command = slo.map(|slo| ServiceCommand::SetSlo { slo });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "RemoveSlo"),
+        err(level = "info")
+    )]
+    async fn remove_slo(&self, request: Request<pb::RemoveSloRequest>) -> CommandResult {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("service", &r.service);
+        let name = v.name("slo_name", &r.slo_name);
+        let command = name.map(|name| ServiceCommand::RemoveSlo { name });
+        self.execute::<Option<Service>>(v, id, command, &meta).await
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ImportBackstage"),
+        err(level = "info")
+    )]
+    async fn import_backstage(
+        &self,
+        request: Request<pb::ImportBackstageRequest>,
+    ) -> Result<Response<pb::ImportBackstageResponse>, Status> {
+        let (meta, r, v) = begin(&self.auth, request).await?;
+        if !v.is_empty() {
+            return Err(error::invalid(v.into_vec()));
+        }
+        backstage::import(&self.executor, &meta, &r.yaml, r.dry_run)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ExportBackstage"),
+        err(level = "info")
+    )]
+    async fn export_backstage(
+        &self,
+        request: Request<pb::ExportBackstageRequest>,
+    ) -> Result<Response<pb::ExportBackstageResponse>, Status> {
+        let r = request.get_ref();
+        self.reader(&request, r.min_sequence).await?;
+        backstage::export(&self.pool, r.include_retired)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetTeam"),
+        err(level = "info")
+    )]
+    async fn get_team(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Team>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::get_team(&self.pool, &request.get_ref().name)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ListTeams"),
+        err(level = "info")
+    )]
+    async fn list_teams(
+        &self,
+        request: Request<pb::ListTeamsRequest>,
+    ) -> Result<Response<pb::ListTeamsResponse>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::list_teams(&self.pool, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetSystem"),
+        err(level = "info")
+    )]
+    async fn get_system(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::System>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::get_system(&self.pool, &request.get_ref().name)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ListSystems"),
+        err(level = "info")
+    )]
+    async fn list_systems(
+        &self,
+        request: Request<pb::ListSystemsRequest>,
+    ) -> Result<Response<pb::ListSystemsResponse>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::list_systems(&self.pool, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetService"),
+        err(level = "info")
+    )]
+    async fn get_service(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Service>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::get_service(&self.pool, &request.get_ref().name)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ListServices"),
+        err(level = "info")
+    )]
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::list_services(&self.pool, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetDependencyGraph"),
+        err(level = "info")
+    )]
+    async fn get_dependency_graph(
+        &self,
+        request: Request<pb::GetDependencyGraphRequest>,
+    ) -> Result<Response<pb::DependencyGraph>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::dependency_graph(&self.pool, request.get_ref())
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetCatalogHealth"),
+        err(level = "info")
+    )]
+    async fn get_catalog_health(
+        &self,
+        request: Request<pb::GetCatalogHealthRequest>,
+    ) -> Result<Response<pb::CatalogHealth>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::catalog_health(&self.pool, &request.get_ref().team)
+            .await
+            .map(Response::new)
+    }
+}

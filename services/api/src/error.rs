@@ -1,0 +1,88 @@
+//! The one mapping from internal errors to `tonic::Status`. Internal detail
+//! goes to the log with the trace id; a client sees a code and a safe message.
+
+use paved_domain::{FieldViolation, Precondition, Rejection};
+use paved_eventlog::ExecuteError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
+
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming every bad field.
+pub fn invalid(violations: Vec<FieldViolation>) -> Status {
+    let message = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let details = ErrorDetails::with_bad_request(
+        violations
+            .into_iter()
+            .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
+    invalid(vec![FieldViolation::new(field, description)])
+}
+
+pub fn rejection(r: Rejection) -> Status {
+    match r {
+        Rejection::Invalid(v) => invalid(v),
+        Rejection::NotFound(what) => Status::not_found(format!("{what} not found")),
+        Rejection::AlreadyExists(what) => Status::already_exists(format!("{what} already exists")),
+        Rejection::PermissionDenied(why) => Status::permission_denied(why),
+        Rejection::Precondition(p) => {
+            let (kind, subject) = match &p {
+                Precondition::Retired(r) => ("RETIRED", r.to_string()),
+                Precondition::MissingReference(r) => ("MISSING_REFERENCE", r.to_string()),
+                Precondition::RetiredReference(r) => ("RETIRED_REFERENCE", r.to_string()),
+                Precondition::ParentCycle { team, .. } => ("PARENT_CYCLE", team.clone()),
+            };
+            let message = p.to_string();
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                message.clone(),
+                ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                    kind, subject, message,
+                )]),
+            )
+        }
+    }
+}
+
+pub fn execute(e: ExecuteError) -> Status {
+    match e {
+        ExecuteError::Rejected(r) => rejection(r),
+        ExecuteError::Conflict { attempts } => Status::aborted(format!(
+            "concurrent changes to the same entity; gave up after {attempts} attempts: retry with the same request_id"
+        )),
+        ExecuteError::RequestIdReused(id) => invalid_field(
+            "request_id",
+            format!("{id:?} was already used for a different command"),
+        ),
+        ExecuteError::TooLarge => Status::resource_exhausted("the command's events are too large"),
+        ExecuteError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "event log unavailable");
+            Status::unavailable("the event log is unavailable: retry with the same request_id")
+        }
+        e @ ExecuteError::Corrupt { .. } => internal(&e),
+    }
+}
+
+/// A database error: connection trouble is `UNAVAILABLE`, anything else `INTERNAL`.
+pub fn database(e: sqlx::Error) -> Status {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+            tracing::warn!(error = %e, "read models unavailable");
+            Status::unavailable("the read models are unavailable: retry")
+        }
+        e => internal(&e),
+    }
+}
+
+/// Logs the detail and returns an opaque `INTERNAL`.
+pub fn internal(e: &dyn std::fmt::Display) -> Status {
+    tracing::error!(error = %e, "internal error");
+    Status::internal("internal error (logged on the server)")
+}

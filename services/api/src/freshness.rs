@@ -1,0 +1,191 @@
+//! Read-your-writes: queries take `min_sequence` and wait, bounded, until the
+//! projection they read has applied the log up to it.
+//!
+//! "Reached N" means the projection has applied everything it reads up to N:
+//! its checkpoint is ≥ N, or its consumer had nothing pending (nor unacked)
+//! after N was in the stream. A projection that filters subjects never sees
+//! most sequences, so waiting for "message N applied" could wait forever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use paved_eventlog::EventLog;
+use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+/// How long a query waits for its read model, by default.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+/// How often, while waiting, the consumer is asked whether it is idle.
+const IDLE_CHECK: Duration = Duration::from_millis(25);
+
+/// Tracks the projections' checkpoints from `NOTIFY`s, and answers
+/// "has projection P reached sequence N?".
+#[derive(Clone)]
+pub struct Freshness {
+    pool: PgPool,
+    log: EventLog,
+    known: Arc<watch::Sender<HashMap<String, u64>>>,
+    max_wait: Duration,
+}
+
+impl Freshness {
+    /// Starts the listener task; it stops with `shutdown`.
+    pub fn start(
+        pool: PgPool,
+        log: EventLog,
+        max_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let (known, _) = watch::channel(HashMap::new());
+        let this = Self {
+            pool,
+            log,
+            known: Arc::new(known),
+            max_wait,
+        };
+        tokio::spawn(this.clone().listen(shutdown));
+        this
+    }
+
+    async fn listen(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(50);
+        while !shutdown.is_cancelled() {
+            let mut listener = match PgListener::connect_with(&self.pool).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "checkpoint listener cannot connect; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if let Err(e) = listener.listen(CHECKPOINT_CHANNEL).await {
+                tracing::warn!(error = %e, "cannot LISTEN for checkpoints");
+                continue;
+            }
+            backoff = Duration::from_millis(50);
+            // Whatever happened while we were not listening.
+            if let Err(e) = self.refresh().await {
+                tracing::warn!(error = %e, "cannot read checkpoints");
+            }
+            loop {
+                let n = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    n = listener.recv() => n,
+                };
+                match n {
+                    Ok(n) => {
+                        if let Some((name, seq)) = n.payload().rsplit_once(':')
+                            && let Ok(seq) = seq.parse::<u64>()
+                        {
+                            self.note(name, seq);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "checkpoint listener lost its connection");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn note(&self, projection: &str, seq: u64) {
+        self.known.send_if_modified(|m| {
+            let e = m.entry(projection.to_owned()).or_insert(0);
+            if seq > *e {
+                *e = seq;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    async fn refresh(&self) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT projection, last_sequence FROM projection_checkpoints")
+                .fetch_all(&self.pool)
+                .await?;
+        for (name, seq) in rows {
+            self.note(&name, seq as u64);
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&self, projection: &str) -> u64 {
+        self.known.borrow().get(projection).copied().unwrap_or(0)
+    }
+
+    /// Returns once `projection` has reached `min_sequence` (0: at once);
+    /// `UNAVAILABLE` after the bounded wait.
+    pub async fn wait_for(&self, projection: &str, min_sequence: u64) -> Result<(), Status> {
+        if min_sequence == 0 || self.checkpoint(projection) >= min_sequence {
+            return Ok(());
+        }
+        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let mut changes = self.known.subscribe();
+        // The notification may have gone by before we subscribed.
+        self.refresh().await.map_err(crate::error::database)?;
+        loop {
+            if self.checkpoint(projection) >= min_sequence {
+                return Ok(());
+            }
+            if self.consumer_idle(projection, min_sequence).await? {
+                return Ok(());
+            }
+            let tick = (tokio::time::Instant::now() + IDLE_CHECK).min(deadline);
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep_until(tick) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Status::unavailable(format!(
+                    "read model {projection:?} has not reached sequence {min_sequence} within {:?} (it is at {}): retry",
+                    self.max_wait,
+                    self.checkpoint(projection)
+                )));
+            }
+        }
+    }
+
+    /// Has the projection's consumer nothing left to apply, with the stream
+    /// already past `min_sequence`? Then everything it reads up to there is applied.
+    async fn consumer_idle(&self, projection: &str, min_sequence: u64) -> Result<bool, Status> {
+        let consumer: Option<String> =
+            sqlx::query_scalar("SELECT consumer FROM projection_checkpoints WHERE projection = $1")
+                .bind(projection)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(crate::error::database)?;
+        let Some(consumer) = consumer.filter(|c| !c.is_empty()) else {
+            return Ok(false);
+        };
+        let last = self
+            .log
+            .last_sequence()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if last < min_sequence {
+            return Err(crate::error::invalid_field(
+                "min_sequence",
+                format!("{min_sequence} is past the end of the log ({last})"),
+            ));
+        }
+        let info = self
+            .log
+            .stream()
+            .consumer_info(&consumer)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+    }
+}

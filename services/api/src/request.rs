@@ -1,0 +1,107 @@
+//! What every mutating RPC starts with: who asks, under which request id,
+//! in which trace and correlation.
+
+use paved_domain::validate::Violations;
+use paved_eventlog::{CommandMeta, TraceContext};
+use tonic::{Request, Status};
+
+use crate::auth::Authenticator;
+
+/// Longest accepted `request_id`.
+pub const MAX_REQUEST_ID: usize = 128;
+/// Optional metadata: the correlation id of the user intent (defaults to the request id).
+pub const CORRELATION_HEADER: &str = "x-correlation-id";
+/// Optional metadata: the id of the command or event that caused this request.
+pub const CAUSATION_HEADER: &str = "x-causation-id";
+/// Optional metadata: a free-text reason recorded with the commit.
+pub const REASON_HEADER: &str = "x-paved-reason";
+
+/// Requests that carry a client-chosen idempotency key.
+pub trait Idempotent {
+    fn request_id(&self) -> &str;
+}
+
+macro_rules! idempotent {
+    ($($t:ty),* $(,)?) => {
+        $(impl Idempotent for $t {
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+        })*
+    };
+}
+
+use paved_proto::v1 as pb;
+idempotent!(
+    pb::CreateTeamRequest,
+    pb::UpdateTeamProfileRequest,
+    pb::TeamMemberRequest,
+    pb::SetTeamParentRequest,
+    pb::RetireRequest,
+    pb::CreateSystemRequest,
+    pb::UpdateSystemRequest,
+    pb::TransferOwnershipRequest,
+    pb::RegisterServiceRequest,
+    pb::UpdateServiceRequest,
+    pb::AddDependencyRequest,
+    pb::RemoveDependencyRequest,
+    pb::SetSloRequest,
+    pb::RemoveSloRequest,
+    pb::ImportBackstageRequest,
+);
+
+/// 1..=128 characters of `[A-Za-z0-9._:/-]`.
+pub fn check_request_id(v: &mut Violations, id: &str) {
+    if id.is_empty() {
+        v.push(
+            "request_id",
+            "is required (an idempotency key chosen by the client, e.g. a UUID)",
+        );
+    } else if id.len() > MAX_REQUEST_ID
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'/' | b'-'))
+    {
+        v.push(
+            "request_id",
+            format!("must be 1..={MAX_REQUEST_ID} characters of [A-Za-z0-9._:/-]"),
+        );
+    }
+}
+
+fn header(request: &Request<impl Sized>, name: &str) -> String {
+    request
+        .metadata()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Authenticates a writer and builds the command meta. Returns the message
+/// and a `Violations` already holding any request-id problem, so the caller
+/// adds its own and reports all of them together.
+pub async fn begin<T: Idempotent>(
+    auth: &Authenticator,
+    request: Request<T>,
+) -> Result<(CommandMeta, T, Violations), Status> {
+    let principal = auth.authenticate_writer(&request).await?;
+    let trace = TraceContext {
+        traceparent: header(&request, "traceparent"),
+        tracestate: header(&request, "tracestate"),
+    };
+    let correlation = header(&request, CORRELATION_HEADER);
+    let causation = header(&request, CAUSATION_HEADER);
+    let reason = header(&request, REASON_HEADER);
+    let message = request.into_inner();
+    let mut v = Violations::new();
+    check_request_id(&mut v, message.request_id());
+    let mut meta = CommandMeta::new(message.request_id(), principal);
+    if !correlation.is_empty() {
+        meta.correlation_id = correlation;
+    }
+    meta.causation_id = causation;
+    meta.reason = reason;
+    meta.trace = trace;
+    Ok((meta, message, v))
+}

@@ -1,0 +1,646 @@
+//! The envelope <-> protobuf codec: domain events to `paved.v1.Event` and
+//! back, and whole commits to and from the bytes of one JetStream message.
+//!
+//! Decoding is strict: a stored message that does not map back to a valid
+//! domain event is an error, never a silent skip (invariant 4).
+
+use chrono::{DateTime, Utc};
+use paved_domain::catalog::{
+    Criticality, Lifecycle, Link, Objective, ServiceEvent, ServiceSpec, ServiceType, Slo,
+    SpecField, SystemEvent, TeamEvent, TeamProfile,
+};
+use paved_domain::validate::Violations;
+use paved_domain::{AggregateKind, Event, Name};
+use paved_proto::v1 as pb;
+use pb::event::Kind;
+use prost::Message;
+
+/// The envelope version written by this code.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One command's events on one aggregate, with who, when and why (invariant 6).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Commit {
+    pub kind: AggregateKind,
+    pub aggregate_id: Name,
+    pub command_id: String,
+    pub principal: String,
+    pub occurred_at: DateTime<Utc>,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub traceparent: String,
+    pub tracestate: String,
+    pub reason: String,
+    pub events: Vec<Event>,
+}
+
+/// A commit as read back from the stream.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredCommit {
+    /// Stream sequence of the message.
+    pub sequence: u64,
+    pub commit: Commit,
+}
+
+/// Why stored bytes did not decode into a [`Commit`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("not a paved.v1.Commit: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("unsupported schema version {0}")]
+    SchemaVersion(u32),
+    #[error("unknown aggregate type {0:?}")]
+    UnknownAggregate(String),
+    #[error("invalid field {field}: {reason}")]
+    Field { field: String, reason: String },
+    #[error("event {index} has no kind (written by a newer version?)")]
+    UnknownEvent { index: usize },
+    #[error("event {index} ({event}) does not belong to a {kind}")]
+    WrongAggregate {
+        index: usize,
+        event: &'static str,
+        kind: AggregateKind,
+    },
+}
+
+fn field_err(field: &str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::Field {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn name(field: &str, value: &str) -> Result<Name, DecodeError> {
+    Name::parse(value).map_err(|e| field_err(field, e.to_string()))
+}
+
+fn optional_name(field: &str, value: &str) -> Result<Option<Name>, DecodeError> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        name(field, value).map(Some)
+    }
+}
+
+fn violations_err(v: Violations) -> DecodeError {
+    let mut all = v.into_vec();
+    let first = all.remove(0);
+    field_err(&first.field, first.description)
+}
+
+// ---- value types ----
+
+pub fn profile_to_proto(p: &TeamProfile) -> pb::TeamProfile {
+    pb::TeamProfile {
+        display_name: p.display_name.clone(),
+        email: p.email.clone(),
+        chat_channel: p.chat_channel.clone(),
+    }
+}
+
+pub fn profile_from_proto(p: Option<&pb::TeamProfile>) -> TeamProfile {
+    p.map(|p| TeamProfile {
+        display_name: p.display_name.clone(),
+        email: p.email.clone(),
+        chat_channel: p.chat_channel.clone(),
+    })
+    .unwrap_or_default()
+}
+
+pub fn service_type_to_proto(t: ServiceType) -> pb::ServiceType {
+    match t {
+        ServiceType::Service => pb::ServiceType::Service,
+        ServiceType::Website => pb::ServiceType::Website,
+        ServiceType::Library => pb::ServiceType::Library,
+        ServiceType::Worker => pb::ServiceType::Worker,
+    }
+}
+
+/// A required `ServiceType`: unspecified and unknown values are violations.
+pub fn service_type_from_proto(v: &mut Violations, field: &str, raw: i32) -> Option<ServiceType> {
+    match pb::ServiceType::try_from(raw) {
+        Ok(pb::ServiceType::Service) => Some(ServiceType::Service),
+        Ok(pb::ServiceType::Website) => Some(ServiceType::Website),
+        Ok(pb::ServiceType::Library) => Some(ServiceType::Library),
+        Ok(pb::ServiceType::Worker) => Some(ServiceType::Worker),
+        Ok(pb::ServiceType::Unspecified) => {
+            v.push(field, "is required");
+            None
+        }
+        Err(_) => {
+            v.push(field, format!("unknown enum value {raw}"));
+            None
+        }
+    }
+}
+
+pub fn lifecycle_to_proto(l: Lifecycle) -> pb::Lifecycle {
+    match l {
+        Lifecycle::Experimental => pb::Lifecycle::Experimental,
+        Lifecycle::Production => pb::Lifecycle::Production,
+        Lifecycle::Deprecated => pb::Lifecycle::Deprecated,
+    }
+}
+
+/// A required `Lifecycle`: unspecified and unknown values are violations.
+pub fn lifecycle_from_proto(v: &mut Violations, field: &str, raw: i32) -> Option<Lifecycle> {
+    match pb::Lifecycle::try_from(raw) {
+        Ok(pb::Lifecycle::Experimental) => Some(Lifecycle::Experimental),
+        Ok(pb::Lifecycle::Production) => Some(Lifecycle::Production),
+        Ok(pb::Lifecycle::Deprecated) => Some(Lifecycle::Deprecated),
+        Ok(pb::Lifecycle::Unspecified) => {
+            v.push(field, "is required");
+            None
+        }
+        Err(_) => {
+            v.push(field, format!("unknown enum value {raw}"));
+            None
+        }
+    }
+}
+
+pub fn criticality_to_proto(c: Option<Criticality>) -> pb::Criticality {
+    match c {
+        None => pb::Criticality::Unspecified,
+        Some(Criticality::Low) => pb::Criticality::Low,
+        Some(Criticality::Medium) => pb::Criticality::Medium,
+        Some(Criticality::High) => pb::Criticality::High,
+    }
+}
+
+/// An optional `Criticality`: unspecified is `None`, unknown values are violations.
+pub fn criticality_from_proto(
+    v: &mut Violations,
+    field: &str,
+    raw: i32,
+) -> Option<Option<Criticality>> {
+    match pb::Criticality::try_from(raw) {
+        Ok(pb::Criticality::Unspecified) => Some(None),
+        Ok(pb::Criticality::Low) => Some(Some(Criticality::Low)),
+        Ok(pb::Criticality::Medium) => Some(Some(Criticality::Medium)),
+        Ok(pb::Criticality::High) => Some(Some(Criticality::High)),
+        Err(_) => {
+            v.push(field, format!("unknown enum value {raw}"));
+            None
+        }
+    }
+}
+
+pub fn spec_to_proto(s: &ServiceSpec) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        r#type: service_type_to_proto(s.kind).into(),
+        lifecycle: lifecycle_to_proto(s.lifecycle).into(),
+        system: s.system.as_ref().map(Name::to_string).unwrap_or_default(),
+        description: s.description.clone(),
+        tier: s.tier.map(u32::from).unwrap_or(0),
+        repository_url: s.repository_url.clone(),
+        docs_url: s.docs_url.clone(),
+        tags: s.tags.clone(),
+        labels: s.labels.clone(),
+        annotations: s.annotations.clone(),
+        links: s
+            .links
+            .iter()
+            .map(|l| pb::Link {
+                url: l.url.clone(),
+                title: l.title.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Copies the fields named in `fields` from a proto spec into `into`,
+/// recording malformed values in `v` under `prefix` (e.g. `spec.`). Only the
+/// named fields are read, so an update need not fill in the others.
+pub fn spec_fields_from_proto(
+    v: &mut Violations,
+    prefix: &str,
+    p: &pb::ServiceSpec,
+    fields: &[SpecField],
+    into: &mut ServiceSpec,
+) {
+    for field in fields {
+        let path = format!("{prefix}{}", field.as_str());
+        match field {
+            SpecField::Type => {
+                if let Some(t) = service_type_from_proto(v, &path, p.r#type) {
+                    into.kind = t;
+                }
+            }
+            SpecField::Lifecycle => {
+                if let Some(l) = lifecycle_from_proto(v, &path, p.lifecycle) {
+                    into.lifecycle = l;
+                }
+            }
+            SpecField::System => into.system = v.optional_name(&path, &p.system),
+            SpecField::Description => into.description.clone_from(&p.description),
+            SpecField::Tier => match u8::try_from(p.tier) {
+                Ok(0) => into.tier = None,
+                Ok(t) => into.tier = Some(t),
+                Err(_) => v.push(path, "must be 1..=5 (0 for none)"),
+            },
+            SpecField::RepositoryUrl => into.repository_url.clone_from(&p.repository_url),
+            SpecField::DocsUrl => into.docs_url.clone_from(&p.docs_url),
+            SpecField::Tags => into.tags.clone_from(&p.tags),
+            SpecField::Labels => into.labels = p.labels.clone().into_iter().collect(),
+            SpecField::Annotations => {
+                into.annotations = p.annotations.clone().into_iter().collect();
+            }
+            SpecField::Links => {
+                into.links = p
+                    .links
+                    .iter()
+                    .map(|l| Link {
+                        url: l.url.clone(),
+                        title: l.title.clone(),
+                    })
+                    .collect();
+            }
+        }
+    }
+}
+
+/// A whole spec from its proto form; `None` (with violations) if malformed.
+pub fn spec_from_proto(
+    v: &mut Violations,
+    prefix: &str,
+    p: Option<&pb::ServiceSpec>,
+) -> Option<ServiceSpec> {
+    let Some(p) = p else {
+        v.push(prefix.trim_end_matches('.'), "is required");
+        return None;
+    };
+    let before = v.len();
+    let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Experimental);
+    spec_fields_from_proto(v, prefix, p, &SpecField::ALL, &mut spec);
+    (v.len() == before).then_some(spec)
+}
+
+pub fn slo_to_proto(s: &Slo) -> pb::Slo {
+    pb::Slo {
+        name: s.name.to_string(),
+        window_days: s.window_days,
+        objective: Some(match s.objective {
+            Objective::Availability { target_percent } => {
+                pb::slo::Objective::Availability(pb::AvailabilityObjective { target_percent })
+            }
+            Objective::Latency {
+                percentile,
+                threshold_ms,
+            } => pb::slo::Objective::Latency(pb::LatencyObjective {
+                percentile,
+                threshold_ms,
+            }),
+        }),
+    }
+}
+
+/// An SLO from its proto form; `window_days` 0 means the default window.
+pub fn slo_from_proto(v: &mut Violations, prefix: &str, p: Option<&pb::Slo>) -> Option<Slo> {
+    let Some(p) = p else {
+        v.push(prefix.trim_end_matches('.'), "is required");
+        return None;
+    };
+    let name = v.name(&format!("{prefix}name"), &p.name);
+    let objective = match &p.objective {
+        Some(pb::slo::Objective::Availability(a)) => Some(Objective::Availability {
+            target_percent: a.target_percent,
+        }),
+        Some(pb::slo::Objective::Latency(l)) => Some(Objective::Latency {
+            percentile: l.percentile,
+            threshold_ms: l.threshold_ms,
+        }),
+        None => {
+            v.push(
+                format!("{prefix}objective"),
+                "one of availability or latency is required",
+            );
+            None
+        }
+    };
+    let window_days = if p.window_days == 0 {
+        Slo::DEFAULT_WINDOW_DAYS
+    } else {
+        p.window_days
+    };
+    Some(Slo {
+        name: name?,
+        objective: objective?,
+        window_days,
+    })
+}
+
+// ---- events ----
+
+pub fn event_to_proto(e: &Event) -> pb::Event {
+    let kind = match e {
+        Event::Team(e) => match e {
+            TeamEvent::Created {
+                name,
+                profile,
+                parent,
+            } => Kind::TeamCreated(pb::TeamCreated {
+                name: name.to_string(),
+                profile: Some(profile_to_proto(profile)),
+                parent: opt(parent),
+            }),
+            TeamEvent::ProfileUpdated { profile } => {
+                Kind::TeamProfileUpdated(pb::TeamProfileUpdated {
+                    profile: Some(profile_to_proto(profile)),
+                })
+            }
+            TeamEvent::MemberAdded { member } => Kind::TeamMemberAdded(pb::TeamMemberAdded {
+                member: member.clone(),
+            }),
+            TeamEvent::MemberRemoved { member } => Kind::TeamMemberRemoved(pb::TeamMemberRemoved {
+                member: member.clone(),
+            }),
+            TeamEvent::ParentChanged { parent } => Kind::TeamParentChanged(pb::TeamParentChanged {
+                parent: opt(parent),
+            }),
+            TeamEvent::Retired { reason } => Kind::TeamRetired(pb::TeamRetired {
+                reason: reason.clone(),
+            }),
+        },
+        Event::System(e) => match e {
+            SystemEvent::Created {
+                name,
+                owner,
+                display_name,
+                description,
+            } => Kind::SystemCreated(pb::SystemCreated {
+                name: name.to_string(),
+                owner: owner.to_string(),
+                display_name: display_name.clone(),
+                description: description.clone(),
+            }),
+            SystemEvent::Updated {
+                display_name,
+                description,
+            } => Kind::SystemUpdated(pb::SystemUpdated {
+                display_name: display_name.clone(),
+                description: description.clone(),
+            }),
+            SystemEvent::OwnershipTransferred { from, to } => {
+                Kind::SystemOwnershipTransferred(pb::SystemOwnershipTransferred {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+            }
+            SystemEvent::Retired { reason } => Kind::SystemRetired(pb::SystemRetired {
+                reason: reason.clone(),
+            }),
+        },
+        Event::Service(e) => match e {
+            ServiceEvent::Registered { name, owner, spec } => {
+                Kind::ServiceRegistered(pb::ServiceRegistered {
+                    name: name.to_string(),
+                    owner: owner.to_string(),
+                    spec: Some(spec_to_proto(spec)),
+                })
+            }
+            ServiceEvent::Updated { spec, fields } => Kind::ServiceUpdated(pb::ServiceUpdated {
+                spec: Some(spec_to_proto(spec)),
+                changed_fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
+            }),
+            ServiceEvent::OwnershipTransferred { from, to } => {
+                Kind::ServiceOwnershipTransferred(pb::ServiceOwnershipTransferred {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                })
+            }
+            ServiceEvent::Deprecated { reason } => Kind::ServiceDeprecated(pb::ServiceDeprecated {
+                reason: reason.clone(),
+            }),
+            ServiceEvent::Retired { reason } => Kind::ServiceRetired(pb::ServiceRetired {
+                reason: reason.clone(),
+            }),
+            ServiceEvent::DependencyAdded { on, criticality } => {
+                Kind::DependencyAdded(pb::DependencyAdded {
+                    depends_on: on.to_string(),
+                    criticality: criticality_to_proto(*criticality).into(),
+                })
+            }
+            ServiceEvent::DependencyRemoved { on } => {
+                Kind::DependencyRemoved(pb::DependencyRemoved {
+                    depends_on: on.to_string(),
+                })
+            }
+            ServiceEvent::SloSet { slo } => Kind::SloSet(pb::SloSet {
+                slo: Some(slo_to_proto(slo)),
+            }),
+            ServiceEvent::SloRemoved { name } => Kind::SloRemoved(pb::SloRemoved {
+                name: name.to_string(),
+            }),
+        },
+    };
+    pb::Event { kind: Some(kind) }
+}
+
+fn opt(name: &Option<Name>) -> String {
+    name.as_ref().map(Name::to_string).unwrap_or_default()
+}
+
+/// Runs a mapping that records violations and turns the first into a decode error.
+fn strict<T>(f: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, DecodeError> {
+    let mut v = Violations::new();
+    match f(&mut v) {
+        Some(t) if v.is_empty() => Ok(t),
+        _ if !v.is_empty() => Err(violations_err(v)),
+        _ => Err(field_err("event", "missing value")),
+    }
+}
+
+pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeError> {
+    let Some(kind) = &e.kind else {
+        return Err(DecodeError::UnknownEvent { index });
+    };
+    Ok(match kind {
+        Kind::TeamCreated(e) => TeamEvent::Created {
+            name: name("name", &e.name)?,
+            profile: profile_from_proto(e.profile.as_ref()),
+            parent: optional_name("parent", &e.parent)?,
+        }
+        .into(),
+        Kind::TeamProfileUpdated(e) => TeamEvent::ProfileUpdated {
+            profile: profile_from_proto(e.profile.as_ref()),
+        }
+        .into(),
+        Kind::TeamMemberAdded(e) => TeamEvent::MemberAdded {
+            member: e.member.clone(),
+        }
+        .into(),
+        Kind::TeamMemberRemoved(e) => TeamEvent::MemberRemoved {
+            member: e.member.clone(),
+        }
+        .into(),
+        Kind::TeamParentChanged(e) => TeamEvent::ParentChanged {
+            parent: optional_name("parent", &e.parent)?,
+        }
+        .into(),
+        Kind::TeamRetired(e) => TeamEvent::Retired {
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::SystemCreated(e) => SystemEvent::Created {
+            name: name("name", &e.name)?,
+            owner: name("owner", &e.owner)?,
+            display_name: e.display_name.clone(),
+            description: e.description.clone(),
+        }
+        .into(),
+        Kind::SystemUpdated(e) => SystemEvent::Updated {
+            display_name: e.display_name.clone(),
+            description: e.description.clone(),
+        }
+        .into(),
+        Kind::SystemOwnershipTransferred(e) => SystemEvent::OwnershipTransferred {
+            from: name("from", &e.from)?,
+            to: name("to", &e.to)?,
+        }
+        .into(),
+        Kind::SystemRetired(e) => SystemEvent::Retired {
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::ServiceRegistered(e) => ServiceEvent::Registered {
+            name: name("name", &e.name)?,
+            owner: name("owner", &e.owner)?,
+            spec: strict(|v| spec_from_proto(v, "spec.", e.spec.as_ref()))?,
+        }
+        .into(),
+        Kind::ServiceUpdated(e) => {
+            let fields = e
+                .changed_fields
+                .iter()
+                .map(|f| SpecField::parse(f).ok_or_else(|| field_err("changed_fields", f.clone())))
+                .collect::<Result<Vec<_>, _>>()?;
+            let p = e
+                .spec
+                .as_ref()
+                .ok_or_else(|| field_err("spec", "missing"))?;
+            let spec = strict(|v| {
+                let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Experimental);
+                spec_fields_from_proto(v, "spec.", p, &fields, &mut spec);
+                Some(spec)
+            })?;
+            ServiceEvent::Updated { spec, fields }.into()
+        }
+        Kind::ServiceOwnershipTransferred(e) => ServiceEvent::OwnershipTransferred {
+            from: name("from", &e.from)?,
+            to: name("to", &e.to)?,
+        }
+        .into(),
+        Kind::ServiceDeprecated(e) => ServiceEvent::Deprecated {
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::ServiceRetired(e) => ServiceEvent::Retired {
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::DependencyAdded(e) => ServiceEvent::DependencyAdded {
+            on: name("depends_on", &e.depends_on)?,
+            criticality: strict(|v| criticality_from_proto(v, "criticality", e.criticality))?,
+        }
+        .into(),
+        Kind::DependencyRemoved(e) => ServiceEvent::DependencyRemoved {
+            on: name("depends_on", &e.depends_on)?,
+        }
+        .into(),
+        Kind::SloSet(e) => ServiceEvent::SloSet {
+            slo: strict(|v| slo_from_proto(v, "slo.", e.slo.as_ref()))?,
+        }
+        .into(),
+        Kind::SloRemoved(e) => ServiceEvent::SloRemoved {
+            name: name("name", &e.name)?,
+        }
+        .into(),
+    })
+}
+
+// ---- commits ----
+
+fn timestamp(t: DateTime<Utc>) -> paved_proto::wkt::Timestamp {
+    paved_proto::wkt::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn commit_to_proto(c: &Commit) -> pb::Commit {
+    pb::Commit {
+        schema_version: SCHEMA_VERSION,
+        context: c.kind.context().to_owned(),
+        aggregate_type: c.kind.type_name().to_owned(),
+        aggregate_id: c.aggregate_id.to_string(),
+        command_id: c.command_id.clone(),
+        principal: c.principal.clone(),
+        occurred_at: Some(timestamp(c.occurred_at)),
+        correlation_id: c.correlation_id.clone(),
+        causation_id: c.causation_id.clone(),
+        traceparent: c.traceparent.clone(),
+        tracestate: c.tracestate.clone(),
+        reason: c.reason.clone(),
+        events: c.events.iter().map(event_to_proto).collect(),
+    }
+}
+
+/// The bytes of one JetStream message.
+pub fn encode_commit(c: &Commit) -> Vec<u8> {
+    commit_to_proto(c).encode_to_vec()
+}
+
+pub fn commit_from_proto(p: pb::Commit) -> Result<Commit, DecodeError> {
+    if p.schema_version != SCHEMA_VERSION {
+        return Err(DecodeError::SchemaVersion(p.schema_version));
+    }
+    let kind = AggregateKind::parse(&p.aggregate_type)
+        .ok_or_else(|| DecodeError::UnknownAggregate(p.aggregate_type.clone()))?;
+    let occurred_at = p
+        .occurred_at
+        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        .ok_or_else(|| field_err("occurred_at", "missing or out of range"))?;
+    let events = p
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let event = event_from_proto(e, i)?;
+            if event_kind(&event) != kind {
+                return Err(DecodeError::WrongAggregate {
+                    index: i,
+                    event: event.type_name(),
+                    kind,
+                });
+            }
+            Ok(event)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Commit {
+        kind,
+        aggregate_id: name("aggregate_id", &p.aggregate_id)?,
+        command_id: p.command_id,
+        principal: p.principal,
+        occurred_at,
+        correlation_id: p.correlation_id,
+        causation_id: p.causation_id,
+        traceparent: p.traceparent,
+        tracestate: p.tracestate,
+        reason: p.reason,
+        events,
+    })
+}
+
+pub fn decode_commit(bytes: &[u8]) -> Result<Commit, DecodeError> {
+    commit_from_proto(pb::Commit::decode(bytes)?)
+}
+
+/// The aggregate kind an event belongs to.
+pub fn event_kind(e: &Event) -> AggregateKind {
+    match e {
+        Event::Team(_) => AggregateKind::Team,
+        Event::System(_) => AggregateKind::System,
+        Event::Service(_) => AggregateKind::Service,
+    }
+}

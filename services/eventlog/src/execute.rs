@@ -1,0 +1,376 @@
+//! The one write path: `execute(aggregate, command, meta)` = load (cached)
+//! → decide → append → retry on conflict / answer duplicates.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use lru::LruCache;
+use paved_domain::catalog::{Service, System, Team};
+use paved_domain::{
+    Aggregate, AggregateKind, AggregateRef, Context, Name, Principal, References, Rejection,
+};
+
+use crate::codec::{self, Commit, DecodeError};
+use crate::log::{AppendError, EventLog, LogError, StoredMessage, TraceContext};
+
+/// How many times a command is re-decided after losing a race.
+pub const MAX_ATTEMPTS: usize = 5;
+/// Command ids remembered per aggregate, so a retried request is answered
+/// from the log even after the stream's duplicate window has passed.
+pub const RECENT_COMMANDS: usize = 128;
+/// How far the chain of references of one command may go.
+const MAX_REFERENCE_ROUNDS: usize = 70;
+
+/// Who issued a command, why, and in which trace (invariant 6).
+#[derive(Clone, Debug)]
+pub struct CommandMeta {
+    /// The client's request id; also the `Nats-Msg-Id`.
+    pub command_id: String,
+    pub principal: Principal,
+    pub correlation_id: String,
+    pub causation_id: String,
+    pub reason: String,
+    pub trace: TraceContext,
+    pub now: DateTime<Utc>,
+}
+
+impl CommandMeta {
+    /// Meta for a command that starts its own correlation.
+    pub fn new(command_id: impl Into<String>, principal: Principal) -> Self {
+        let command_id = command_id.into();
+        Self {
+            correlation_id: command_id.clone(),
+            causation_id: String::new(),
+            command_id,
+            principal,
+            reason: String::new(),
+            trace: TraceContext::default(),
+            now: Utc::now(),
+        }
+    }
+}
+
+/// A command's result: the commit's sequence and how many events it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Executed {
+    /// The commit's stream sequence; for a no-op, the aggregate's last sequence.
+    pub sequence: u64,
+    pub events: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("gave up after {attempts} conflicting attempts")]
+    Conflict { attempts: usize },
+    #[error("request id {0:?} was already used for another command")]
+    RequestIdReused(String),
+    #[error("the commit is too large")]
+    TooLarge,
+    #[error("event log unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored commit at sequence {sequence} does not decode: {source}")]
+    Corrupt {
+        sequence: u64,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+impl From<LogError> for ExecuteError {
+    fn from(e: LogError) -> Self {
+        ExecuteError::Unavailable(e.to_string())
+    }
+}
+
+/// An aggregate's state as of `version` (its last stream sequence), plus the
+/// ids of its most recent commands.
+#[derive(Clone, Debug)]
+pub struct Loaded<A> {
+    pub state: A,
+    pub version: u64,
+    recent: VecDeque<(String, Executed)>,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    fn empty() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            recent: VecDeque::new(),
+        }
+    }
+
+    fn apply(&mut self, sequence: u64, commit: &Commit) {
+        for event in &commit.events {
+            if let Some(e) = A::select(event) {
+                self.state.evolve(e);
+            }
+        }
+        self.version = sequence;
+        if self.recent.len() == RECENT_COMMANDS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((
+            commit.command_id.clone(),
+            Executed {
+                sequence,
+                events: commit.events.len() as u32,
+            },
+        ));
+    }
+
+    fn answered(&self, command_id: &str) -> Option<Executed> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(id, _)| id == command_id)
+            .map(|(_, e)| *e)
+    }
+}
+
+type CachedState = Arc<dyn Any + Send + Sync>;
+
+/// Runs commands against the log. Holds a bounded in-process cache of
+/// aggregate states; the cache is only a cache (the stream's expected-sequence
+/// check is what guarantees correctness), refreshed whenever a race is lost.
+#[derive(Clone)]
+pub struct Executor {
+    log: EventLog,
+    cache: Arc<Mutex<LruCache<AggregateRef, CachedState>>>,
+}
+
+impl Executor {
+    pub fn new(log: EventLog, cache_capacity: usize) -> Self {
+        let cap = NonZeroUsize::new(cache_capacity).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            log,
+            cache: Arc::new(Mutex::new(LruCache::new(cap))),
+        }
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Decides `command` against aggregate `id` and appends the resulting
+    /// events as one commit. Retrying with the same `meta.command_id` answers
+    /// the original result and appends nothing.
+    #[tracing::instrument(
+        skip_all,
+        fields(aggregate = %A::KIND, id = %id, command_id = %meta.command_id, principal = %meta.principal.name),
+        err(level = "debug")
+    )]
+    pub async fn execute<A: Aggregate>(
+        &self,
+        id: &Name,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Executed, ExecuteError> {
+        let me = AggregateRef {
+            kind: A::KIND,
+            id: id.clone(),
+        };
+        let subject = self.log.subject(A::KIND, id);
+        let mut refresh = false;
+        for _ in 0..MAX_ATTEMPTS {
+            let loaded = self.load::<A>(&me, &subject, refresh).await?;
+            if let Some(done) = loaded.answered(&meta.command_id) {
+                return Ok(done);
+            }
+            let refs = self.references(&loaded.state, command).await?;
+            let ctx = Context {
+                id,
+                principal: &meta.principal,
+                now: meta.now,
+                refs: &refs,
+            };
+            let events = loaded.state.decide(command, &ctx)?;
+            if events.is_empty() {
+                return Ok(Executed {
+                    sequence: loaded.version,
+                    events: 0,
+                });
+            }
+            let commit = Commit {
+                kind: A::KIND,
+                aggregate_id: id.clone(),
+                command_id: meta.command_id.clone(),
+                principal: meta.principal.name.clone(),
+                occurred_at: meta.now,
+                correlation_id: meta.correlation_id.clone(),
+                causation_id: meta.causation_id.clone(),
+                traceparent: meta.trace.traceparent.clone(),
+                tracestate: meta.trace.tracestate.clone(),
+                reason: meta.reason.clone(),
+                events: events.into_iter().map(Into::into).collect(),
+            };
+            let appended = self
+                .log
+                .append(
+                    subject.clone(),
+                    loaded.version,
+                    &meta.command_id,
+                    codec::encode_commit(&commit),
+                    &meta.trace,
+                )
+                .await;
+            match appended {
+                Ok(a) if !a.duplicate => {
+                    let mut next = loaded;
+                    next.apply(a.sequence, &commit);
+                    let done = Executed {
+                        sequence: a.sequence,
+                        events: commit.events.len() as u32,
+                    };
+                    self.store(&me, next);
+                    return Ok(done);
+                }
+                Ok(a) => {
+                    return self
+                        .duplicate::<A>(&me, &subject, &meta.command_id, a.sequence)
+                        .await;
+                }
+                // Lost a race, or (NATS >= 2.12) a retry whose first attempt
+                // landed: re-read, then either answer it or re-decide.
+                Err(AppendError::Conflict) => refresh = true,
+                Err(AppendError::TooLarge) => return Err(ExecuteError::TooLarge),
+                Err(AppendError::Unavailable(e)) => return Err(ExecuteError::Unavailable(e)),
+            }
+        }
+        Err(ExecuteError::Conflict {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// The stream said our `Nats-Msg-Id` was seen before, at `sequence`. If
+    /// that message is this aggregate's, the command already happened: answer
+    /// it. Otherwise the client reused a request id for another command.
+    async fn duplicate<A: Aggregate>(
+        &self,
+        me: &AggregateRef,
+        subject: &str,
+        command_id: &str,
+        sequence: u64,
+    ) -> Result<Executed, ExecuteError> {
+        let loaded = self.load::<A>(me, subject, true).await?;
+        if let Some(done) = loaded.answered(command_id) {
+            return Ok(done);
+        }
+        match self.log.get(sequence).await? {
+            Some(m) if m.subject == subject => {
+                let commit = decode(&m)?;
+                Ok(Executed {
+                    sequence,
+                    events: commit.events.len() as u32,
+                })
+            }
+            _ => Err(ExecuteError::RequestIdReused(command_id.to_owned())),
+        }
+    }
+
+    /// The aggregate's current state, read fresh from the log (through the cache).
+    pub async fn state<A: Aggregate>(&self, id: &Name) -> Result<Loaded<A>, ExecuteError> {
+        let me = AggregateRef {
+            kind: A::KIND,
+            id: id.clone(),
+        };
+        let subject = self.log.subject(A::KIND, id);
+        self.load::<A>(&me, &subject, true).await
+    }
+
+    /// The aggregate's state, from the cache or the log. With `refresh`, a
+    /// cached state first reads whatever was appended after it.
+    pub async fn load<A: Aggregate>(
+        &self,
+        me: &AggregateRef,
+        subject: &str,
+        refresh: bool,
+    ) -> Result<Loaded<A>, ExecuteError> {
+        let cached = self.cached::<A>(me);
+        let (mut loaded, read) = match cached {
+            Some(l) if !refresh => return Ok(l),
+            Some(l) => (l, true),
+            None => (Loaded::empty(), true),
+        };
+        if read {
+            let messages = self.log.read_subject(subject, loaded.version + 1).await?;
+            if messages.is_empty() && loaded.version > 0 {
+                return Ok(loaded);
+            }
+            for m in &messages {
+                loaded.apply(m.sequence, &decode(m)?);
+            }
+            self.store(me, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    fn cached<A: Aggregate>(&self, me: &AggregateRef) -> Option<Loaded<A>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(me)
+            .and_then(|c| c.downcast_ref::<Loaded<A>>())
+            .cloned()
+    }
+
+    /// Caches `loaded` unless a newer version is cached already.
+    fn store<A: Aggregate>(&self, me: &AggregateRef, loaded: Loaded<A>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = cache
+            .peek(me)
+            .and_then(|c| c.downcast_ref::<Loaded<A>>())
+            .is_some_and(|c| c.version > loaded.version);
+        if !newer {
+            cache.put(me.clone(), Arc::new(loaded));
+        }
+    }
+
+    /// Loads, fresh from the log, every aggregate the command refers to.
+    async fn references<A: Aggregate>(
+        &self,
+        state: &A,
+        command: &A::Command,
+    ) -> Result<References, ExecuteError> {
+        let mut refs = References::default();
+        for _ in 0..MAX_REFERENCE_ROUNDS {
+            let wanted: Vec<AggregateRef> = state
+                .references(command, &refs)
+                .into_iter()
+                .filter(|r| !refs.contains(r))
+                .collect();
+            if wanted.is_empty() {
+                break;
+            }
+            for r in wanted {
+                let subject = self.log.subject(r.kind, &r.id);
+                match r.kind {
+                    AggregateKind::Team => {
+                        let l = self.load::<Option<Team>>(&r, &subject, true).await?;
+                        refs.insert_team(r.id, l.state);
+                    }
+                    AggregateKind::System => {
+                        let l = self.load::<Option<System>>(&r, &subject, true).await?;
+                        refs.insert_system(r.id, l.state);
+                    }
+                    AggregateKind::Service => {
+                        let l = self.load::<Option<Service>>(&r, &subject, true).await?;
+                        refs.insert_service(r.id, l.state);
+                    }
+                }
+            }
+        }
+        Ok(refs)
+    }
+}
+
+fn decode(m: &StoredMessage) -> Result<Commit, ExecuteError> {
+    codec::decode_commit(&m.payload).map_err(|source| ExecuteError::Corrupt {
+        sequence: m.sequence,
+        source,
+    })
+}

@@ -1,0 +1,345 @@
+//! The JetStream log: the stream, its subjects, the optimistic append and
+//! the reads the write path needs.
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{
+    self,
+    context::PublishErrorKind,
+    message::PublishMessage,
+    stream::{Config, DirectGetErrorKind, DiscardPolicy, RetentionPolicy, StorageType, Stream},
+};
+use bytes::Bytes;
+use paved_domain::{AggregateKind, Name};
+
+/// Where the log lives. Tests give each run its own stream and prefix.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// JetStream stream name (`PAVED`).
+    pub stream: String,
+    /// First subject token (`paved`): subjects are `<prefix>.<context>.<type>.<id>`.
+    pub subject_prefix: String,
+    /// Stream replicas: 1 in development, 3 in production.
+    pub replicas: usize,
+    /// `Nats-Msg-Id` de-duplication window (at least 2 minutes).
+    pub duplicate_window: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            stream: "PAVED".to_owned(),
+            subject_prefix: "paved".to_owned(),
+            replicas: 1,
+            duplicate_window: MIN_DUPLICATE_WINDOW,
+        }
+    }
+}
+
+pub const MIN_DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// W3C trace context carried in message headers (and in the commit).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceContext {
+    pub traceparent: String,
+    pub tracestate: String,
+}
+
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+
+impl TraceContext {
+    pub fn from_headers(headers: Option<&HeaderMap>) -> Self {
+        let get = |k: &str| {
+            headers
+                .and_then(|h| h.get(k))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default()
+        };
+        Self {
+            traceparent: get(TRACEPARENT),
+            tracestate: get(TRACESTATE),
+        }
+    }
+}
+
+/// A raw message read back from the stream.
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub subject: String,
+    pub headers: HeaderMap,
+    pub payload: Bytes,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+    #[error("stream {stream} is configured more weakly than Paved requires: {problems:?}")]
+    WeakStream {
+        stream: String,
+        problems: Vec<String>,
+    },
+    #[error("jetstream: {0}")]
+    Other(String),
+}
+
+/// Why an append did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Someone else appended to the aggregate first (`WrongLastSequence`).
+    #[error("the aggregate changed since it was read")]
+    Conflict,
+    #[error("the commit is larger than the server's max_payload")]
+    TooLarge,
+    #[error("NATS unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The result of a successful publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub sequence: u64,
+    /// The server had this `Nats-Msg-Id` already; `sequence` is the original's.
+    pub duplicate: bool,
+}
+
+/// A handle on the stream. Cheap to clone.
+#[derive(Clone)]
+pub struct EventLog {
+    js: jetstream::Context,
+    stream: Stream,
+    config: LogConfig,
+}
+
+impl EventLog {
+    /// Creates the stream, or verifies an existing one (invariant 7: no
+    /// deletes, no purges, no age limit). A weaker existing stream is
+    /// reported, never silently changed.
+    #[tracing::instrument(skip_all, fields(stream = %config.stream), err)]
+    pub async fn open(client: async_nats::Client, config: LogConfig) -> Result<Self, LogError> {
+        let js = jetstream::new(client);
+        let wanted = Config {
+            name: config.stream.clone(),
+            description: Some("Paved: the platform's append-only event log".to_owned()),
+            subjects: vec![format!("{}.>", config.subject_prefix)],
+            retention: RetentionPolicy::Limits,
+            storage: StorageType::File,
+            discard: DiscardPolicy::New,
+            num_replicas: config.replicas,
+            duplicate_window: config.duplicate_window.max(MIN_DUPLICATE_WINDOW),
+            deny_delete: true,
+            deny_purge: true,
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = match js.get_stream(&config.stream).await {
+            Ok(mut stream) => {
+                let info = stream.info().await.map_err(other)?;
+                let problems = weaknesses(&info.config, &wanted);
+                if !problems.is_empty() {
+                    return Err(LogError::WeakStream {
+                        stream: config.stream.clone(),
+                        problems,
+                    });
+                }
+                stream
+            }
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(je)
+                    if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                tracing::info!(stream = %config.stream, "creating stream");
+                js.create_stream(wanted).await.map_err(other)?
+            }
+            Err(e) => return Err(LogError::Unavailable(e.to_string())),
+        };
+        Ok(Self { js, stream, config })
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// `<prefix>.<context>.<type>.<id>`.
+    pub fn subject(&self, kind: AggregateKind, id: &Name) -> String {
+        format!(
+            "{}.{}.{}.{}",
+            self.config.subject_prefix,
+            kind.context(),
+            kind.type_name(),
+            id
+        )
+    }
+
+    /// The filter for one bounded context, e.g. `paved.catalog.>`.
+    pub fn context_filter(&self, context: &str) -> String {
+        format!("{}.{context}.>", self.config.subject_prefix)
+    }
+
+    /// Publishes one commit with `Nats-Expected-Last-Subject-Sequence` and
+    /// `Nats-Msg-Id` (invariant 2) and waits for the stream's ack.
+    #[tracing::instrument(skip_all, fields(subject = %subject, expected, msg_id = %msg_id), err(level = "debug"))]
+    pub async fn append(
+        &self,
+        subject: String,
+        expected: u64,
+        msg_id: &str,
+        payload: Vec<u8>,
+        trace: &TraceContext,
+    ) -> Result<Appended, AppendError> {
+        let mut message = PublishMessage::build()
+            .payload(Bytes::from(payload))
+            .message_id(msg_id)
+            .expected_last_subject_sequence(expected);
+        if !trace.traceparent.is_empty() {
+            message = message.header(TRACEPARENT, trace.traceparent.as_str());
+        }
+        if !trace.tracestate.is_empty() {
+            message = message.header(TRACESTATE, trace.tracestate.as_str());
+        }
+        let ack = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(publish_error)?
+            .await
+            .map_err(publish_error)?;
+        Ok(Appended {
+            sequence: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// Every message on `subject` from stream sequence `from` on, in order.
+    /// One direct get per message: aggregates are short, and the write path
+    /// caches what it read.
+    pub async fn read_subject(
+        &self,
+        subject: &str,
+        from: u64,
+    ) -> Result<Vec<StoredMessage>, LogError> {
+        let mut out = Vec::new();
+        let mut next = from.max(1);
+        loop {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject, Some(next))
+                .await
+            {
+                Ok(m) => {
+                    next = m.sequence + 1;
+                    out.push(StoredMessage {
+                        sequence: m.sequence,
+                        subject: m.subject.to_string(),
+                        headers: m.headers,
+                        payload: m.payload,
+                    });
+                }
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(out),
+                Err(e) => return Err(LogError::Unavailable(e.to_string())),
+            }
+        }
+    }
+
+    /// The message at `sequence`, if there is one.
+    pub async fn get(&self, sequence: u64) -> Result<Option<StoredMessage>, LogError> {
+        match self.stream.direct_get(sequence).await {
+            Ok(m) => Ok(Some(StoredMessage {
+                sequence: m.sequence,
+                subject: m.subject.to_string(),
+                headers: m.headers,
+                payload: m.payload,
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The last message on `subject`, if there is one.
+    pub async fn last_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some(StoredMessage {
+                sequence: m.sequence,
+                subject: m.subject.to_string(),
+                headers: m.headers,
+                payload: m.payload,
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The stream's last sequence right now.
+    pub async fn last_sequence(&self) -> Result<u64, LogError> {
+        let info = self.stream.get_info().await.map_err(other)?;
+        Ok(info.state.last_sequence)
+    }
+}
+
+fn other(e: impl std::fmt::Display) -> LogError {
+    LogError::Other(e.to_string())
+}
+
+fn publish_error(e: jetstream::context::PublishError) -> AppendError {
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => AppendError::Conflict,
+        PublishErrorKind::MaxPayloadExceeded => AppendError::TooLarge,
+        _ => AppendError::Unavailable(e.to_string()),
+    }
+}
+
+/// What an existing stream lacks compared with what Paved creates.
+fn weaknesses(have: &Config, want: &Config) -> Vec<String> {
+    let mut p = Vec::new();
+    if !want.subjects.iter().all(|s| have.subjects.contains(s)) {
+        p.push(format!(
+            "subjects {:?} do not include {:?}",
+            have.subjects, want.subjects
+        ));
+    }
+    if !have.deny_delete {
+        p.push("deny_delete is off".to_owned());
+    }
+    if !have.deny_purge {
+        p.push("deny_purge is off".to_owned());
+    }
+    if !have.allow_direct {
+        p.push("allow_direct is off (the write path reads aggregates by direct get)".to_owned());
+    }
+    if have.max_age != Duration::ZERO {
+        p.push(format!("max_age is {:?}, must be unlimited", have.max_age));
+    }
+    if have.max_messages > 0 || have.max_bytes > 0 || have.max_messages_per_subject > 0 {
+        p.push("message or byte limits are set; the log must keep everything".to_owned());
+    }
+    if have.retention != RetentionPolicy::Limits {
+        p.push(format!("retention is {:?}, must be limits", have.retention));
+    }
+    if have.storage != StorageType::File {
+        p.push("storage is not file".to_owned());
+    }
+    if have.duplicate_window < MIN_DUPLICATE_WINDOW {
+        p.push(format!(
+            "duplicate_window is {:?}, must be at least {:?}",
+            have.duplicate_window, MIN_DUPLICATE_WINDOW
+        ));
+    }
+    if have.num_replicas < want.num_replicas {
+        p.push(format!(
+            "{} replicas, configured {}",
+            have.num_replicas, want.num_replicas
+        ));
+    }
+    p
+}

@@ -1,0 +1,973 @@
+//! Client verbs for the catalog, through the SDK: `paved catalog …`, `paved team …`.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context as _;
+use paved_sdk::{Client, pb};
+
+use super::output::{self, Output};
+
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Paved's gRPC address.
+    #[arg(
+        long,
+        env = "PAVED_SERVER",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
+    server: String,
+    /// API token (`paved token create`, or the one printed on first start).
+    #[arg(long, env = "PAVED_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+    output: Output,
+}
+
+impl ClientArgs {
+    async fn connect(&self) -> anyhow::Result<Client> {
+        let token = self
+            .token
+            .as_deref()
+            .context("no token: pass --token or set PAVED_TOKEN")?;
+        Client::connect(self.server.clone(), token)
+            .await
+            .with_context(|| format!("cannot reach Paved at {}", self.server))
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: CatalogCommand,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum TypeArg {
+    Service,
+    Website,
+    Library,
+    Worker,
+}
+
+impl From<TypeArg> for pb::ServiceType {
+    fn from(t: TypeArg) -> Self {
+        match t {
+            TypeArg::Service => pb::ServiceType::Service,
+            TypeArg::Website => pb::ServiceType::Website,
+            TypeArg::Library => pb::ServiceType::Library,
+            TypeArg::Worker => pb::ServiceType::Worker,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum LifecycleArg {
+    Experimental,
+    Production,
+    Deprecated,
+}
+
+impl From<LifecycleArg> for pb::Lifecycle {
+    fn from(l: LifecycleArg) -> Self {
+        match l {
+            LifecycleArg::Experimental => pb::Lifecycle::Experimental,
+            LifecycleArg::Production => pb::Lifecycle::Production,
+            LifecycleArg::Deprecated => pb::Lifecycle::Deprecated,
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CriticalityArg {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum DirectionArg {
+    Upstream,
+    Downstream,
+    Both,
+}
+
+/// Spec fields settable from the command line; for `update`, the fields
+/// given are the ones replaced.
+#[derive(clap::Args, Debug, Default)]
+struct SpecArgs {
+    #[arg(long = "type", value_enum)]
+    kind: Option<TypeArg>,
+    #[arg(long, value_enum)]
+    lifecycle: Option<LifecycleArg>,
+    /// System the service belongs to ("" for none).
+    #[arg(long)]
+    system: Option<String>,
+    #[arg(long)]
+    description: Option<String>,
+    /// 1 (most critical) to 5; 0 for none.
+    #[arg(long)]
+    tier: Option<u32>,
+    #[arg(long = "repo")]
+    repository_url: Option<String>,
+    #[arg(long = "docs")]
+    docs_url: Option<String>,
+    /// Repeatable; replaces all tags.
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// KEY=VALUE, repeatable; replaces all labels.
+    #[arg(long = "label", value_parser = key_value)]
+    labels: Vec<(String, String)>,
+    /// KEY=VALUE, repeatable; replaces all annotations.
+    #[arg(long = "annotation", value_parser = key_value)]
+    annotations: Vec<(String, String)>,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} must be KEY=VALUE"))
+}
+
+impl SpecArgs {
+    /// The spec and the names of the fields that were given.
+    fn spec(&self) -> (pb::ServiceSpec, Vec<String>) {
+        let mut mask = Vec::new();
+        let mut spec = pb::ServiceSpec::default();
+        if let Some(k) = self.kind {
+            spec.r#type = pb::ServiceType::from(k).into();
+            mask.push("type");
+        }
+        if let Some(l) = self.lifecycle {
+            spec.lifecycle = pb::Lifecycle::from(l).into();
+            mask.push("lifecycle");
+        }
+        if let Some(s) = &self.system {
+            spec.system = s.clone();
+            mask.push("system");
+        }
+        if let Some(d) = &self.description {
+            spec.description = d.clone();
+            mask.push("description");
+        }
+        if let Some(t) = self.tier {
+            spec.tier = t;
+            mask.push("tier");
+        }
+        if let Some(u) = &self.repository_url {
+            spec.repository_url = u.clone();
+            mask.push("repository_url");
+        }
+        if let Some(u) = &self.docs_url {
+            spec.docs_url = u.clone();
+            mask.push("docs_url");
+        }
+        if !self.tags.is_empty() {
+            spec.tags = self.tags.clone();
+            mask.push("tags");
+        }
+        if !self.labels.is_empty() {
+            spec.labels = self.labels.iter().cloned().collect::<BTreeMap<_, _>>();
+            mask.push("labels");
+        }
+        if !self.annotations.is_empty() {
+            spec.annotations = self.annotations.iter().cloned().collect::<BTreeMap<_, _>>();
+            mask.push("annotations");
+        }
+        (spec, mask.into_iter().map(str::to_owned).collect())
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum CatalogCommand {
+    /// Register a service.
+    Register {
+        name: String,
+        #[arg(long)]
+        owner: String,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Replace the given fields of a service.
+    Update {
+        name: String,
+        #[command(flatten)]
+        spec: SpecArgs,
+    },
+    /// Show one service with its dependencies, dependents and SLOs.
+    Get { name: String },
+    /// List services.
+    List {
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long, value_enum)]
+        lifecycle: Option<LifecycleArg>,
+        #[arg(long = "type", value_enum)]
+        kind: Option<TypeArg>,
+        #[arg(long)]
+        tag: Option<String>,
+        /// Include retired services.
+        #[arg(long)]
+        all: bool,
+    },
+    /// The dependency graph around a service.
+    Graph {
+        name: String,
+        #[arg(long, value_enum, default_value = "both")]
+        direction: DirectionArg,
+        #[arg(long, default_value_t = 3)]
+        depth: u32,
+    },
+    /// Catalog health: services without docs, without SLOs, orphaned, deprecated but depended upon.
+    Health {
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Import Backstage descriptor YAML (multi-document).
+    Import {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Export the catalog as Backstage descriptor YAML on stdout.
+    Export {
+        #[arg(long)]
+        include_retired: bool,
+    },
+    /// Transfer a service to another team.
+    Transfer {
+        name: String,
+        #[arg(long)]
+        to: String,
+    },
+    /// Mark a service deprecated.
+    Deprecate {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Retire a service (a tombstone; the name stays taken).
+    Retire {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Record that NAME depends on another service.
+    Depend {
+        name: String,
+        #[arg(long)]
+        on: String,
+        #[arg(long, value_enum)]
+        criticality: Option<CriticalityArg>,
+    },
+    /// Remove a dependency.
+    Undepend {
+        name: String,
+        #[arg(long)]
+        on: String,
+    },
+    /// Set an SLO: --availability PERCENT, or --latency-ms MS with --percentile P.
+    Slo {
+        name: String,
+        /// SLO name, e.g. availability.
+        #[arg(long = "slo")]
+        slo_name: String,
+        #[arg(long, conflicts_with = "latency_ms")]
+        availability: Option<f64>,
+        #[arg(long, requires = "percentile")]
+        latency_ms: Option<u32>,
+        #[arg(long)]
+        percentile: Option<f64>,
+        #[arg(long, default_value_t = 28)]
+        window_days: u32,
+    },
+    /// Create a system.
+    System {
+        name: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+}
+
+fn enum_name(s: &str, prefix: &str) -> String {
+    s.trim_start_matches(prefix).to_lowercase()
+}
+
+fn lifecycle_name(l: i32) -> String {
+    pb::Lifecycle::try_from(l)
+        .map(|l| enum_name(l.as_str_name(), "LIFECYCLE_"))
+        .unwrap_or_default()
+}
+
+fn type_name(t: i32) -> String {
+    pb::ServiceType::try_from(t)
+        .map(|t| enum_name(t.as_str_name(), "SERVICE_TYPE_"))
+        .unwrap_or_default()
+}
+
+fn done(out: Output, what: &str, r: &pb::CommandResponse) -> anyhow::Result<()> {
+    match out {
+        Output::Json => output::json(r),
+        Output::Table => {
+            if r.events == 0 {
+                println!("{what}: nothing to change (sequence {})", r.sequence);
+            } else {
+                println!("{what}: recorded at sequence {}", r.sequence);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
+    let out = a.client.output;
+    let client = a.client.connect().await?;
+    match a.command {
+        CatalogCommand::Register { name, owner, spec } => {
+            let (spec, _) = spec.spec();
+            let r = client
+                .register_service(pb::RegisterServiceRequest {
+                    name: name.clone(),
+                    owner,
+                    spec: Some(spec),
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            done(out, &format!("registered {name}"), &r)
+        }
+        CatalogCommand::Update { name, spec } => {
+            let (spec, mask) = spec.spec();
+            anyhow::ensure!(
+                !mask.is_empty(),
+                "give at least one field to change (see --help)"
+            );
+            let r = client
+                .update_service(pb::UpdateServiceRequest {
+                    name: name.clone(),
+                    spec: Some(spec),
+                    update_mask: Some(paved_proto::wkt::FieldMask { paths: mask }),
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            done(out, &format!("updated {name}"), &r)
+        }
+        CatalogCommand::Get { name } => {
+            let s = client.get_service(&name).await?;
+            match out {
+                Output::Json => output::json(&s),
+                Output::Table => {
+                    print_service(&s);
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::List {
+            owner,
+            system,
+            lifecycle,
+            kind,
+            tag,
+            all,
+        } => {
+            let services = client
+                .at(0)
+                .list_all_services(pb::ListServicesRequest {
+                    owner: owner.unwrap_or_default(),
+                    system: system.unwrap_or_default(),
+                    lifecycle: lifecycle
+                        .map(|l| pb::Lifecycle::from(l).into())
+                        .unwrap_or(0),
+                    r#type: kind.map(|k| pb::ServiceType::from(k).into()).unwrap_or(0),
+                    tag: tag.unwrap_or_default(),
+                    include_retired: all,
+                    page_size: 1000,
+                    ..Default::default()
+                })
+                .await?;
+            match out {
+                Output::Json => output::json(&services),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = services
+                        .iter()
+                        .map(|s| {
+                            let spec = s.spec.clone().unwrap_or_default();
+                            vec![
+                                s.name.clone(),
+                                s.owner.clone(),
+                                type_name(spec.r#type),
+                                if s.retired {
+                                    "retired".into()
+                                } else {
+                                    lifecycle_name(spec.lifecycle)
+                                },
+                                spec.system,
+                                s.dependencies.len().to_string(),
+                                s.slos.len().to_string(),
+                            ]
+                        })
+                        .collect();
+                    output::table(
+                        &[
+                            "NAME",
+                            "OWNER",
+                            "TYPE",
+                            "LIFECYCLE",
+                            "SYSTEM",
+                            "DEPS",
+                            "SLOS",
+                        ],
+                        &rows,
+                    );
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::Graph {
+            name,
+            direction,
+            depth,
+        } => {
+            let g = client
+                .at(0)
+                .dependency_graph(pb::GetDependencyGraphRequest {
+                    service: name,
+                    direction: match direction {
+                        DirectionArg::Upstream => pb::GraphDirection::Upstream,
+                        DirectionArg::Downstream => pb::GraphDirection::Downstream,
+                        DirectionArg::Both => pb::GraphDirection::Both,
+                    }
+                    .into(),
+                    depth,
+                    ..Default::default()
+                })
+                .await?;
+            match out {
+                Output::Json => output::json(&g),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = g
+                        .nodes
+                        .iter()
+                        .map(|n| {
+                            vec![
+                                n.distance.to_string(),
+                                n.name.clone(),
+                                n.owner.clone(),
+                                if n.retired {
+                                    "retired".into()
+                                } else {
+                                    lifecycle_name(n.lifecycle)
+                                },
+                            ]
+                        })
+                        .collect();
+                    output::table(&["HOPS", "SERVICE", "OWNER", "LIFECYCLE"], &rows);
+                    println!();
+                    for e in &g.edges {
+                        println!("{} -> {}", e.from, e.to);
+                    }
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::Health { team } => {
+            let h = client
+                .at(0)
+                .catalog_health(&team.unwrap_or_default())
+                .await?;
+            match out {
+                Output::Json => output::json(&h),
+                Output::Table => {
+                    let row = |f: &pb::HealthFigures| {
+                        vec![
+                            if f.team.is_empty() {
+                                "(all)".into()
+                            } else {
+                                f.team.clone()
+                            },
+                            f.services.to_string(),
+                            format!("{} ({:.0}%)", f.without_docs, f.without_docs_percent),
+                            format!("{} ({:.0}%)", f.without_slo, f.without_slo_percent),
+                            format!("{} ({:.0}%)", f.orphaned, f.orphaned_percent),
+                            f.deprecated.to_string(),
+                            f.deprecated_depended_upon.to_string(),
+                        ]
+                    };
+                    let mut rows: Vec<Vec<String>> = h.teams.iter().map(row).collect();
+                    rows.extend(h.overall.as_ref().map(row));
+                    output::table(
+                        &[
+                            "TEAM",
+                            "SERVICES",
+                            "NO DOCS",
+                            "NO SLO",
+                            "ORPHANED",
+                            "DEPRECATED",
+                            "DEPRECATED+USED",
+                        ],
+                        &rows,
+                    );
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::Import { file, dry_run } => {
+            let yaml = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let r = client
+                .import_backstage(pb::ImportBackstageRequest {
+                    yaml,
+                    dry_run,
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            match out {
+                Output::Json => output::json(&r),
+                Output::Table => {
+                    println!(
+                        "{}{} entities: {} unchanged, {} commands, {} events{}",
+                        if dry_run { "dry run: " } else { "" },
+                        r.entities,
+                        r.unchanged,
+                        r.commands,
+                        r.events,
+                        if r.sequence > 0 {
+                            format!(", up to sequence {}", r.sequence)
+                        } else {
+                            String::new()
+                        }
+                    );
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::Export { include_retired } => {
+            let r = client.at(0).export_backstage(include_retired).await?;
+            match out {
+                Output::Json => output::json(&r),
+                Output::Table => {
+                    print!("{}", r.yaml);
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::Transfer { name, to } => {
+            let r = client
+                .transfer_service_ownership(pb::TransferOwnershipRequest {
+                    name: name.clone(),
+                    new_owner: to,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("transferred {name}"), &r)
+        }
+        CatalogCommand::Deprecate { name, reason } => {
+            let r = client
+                .deprecate_service(pb::RetireRequest {
+                    name: name.clone(),
+                    reason,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("deprecated {name}"), &r)
+        }
+        CatalogCommand::Retire { name, reason } => {
+            let r = client
+                .retire_service(pb::RetireRequest {
+                    name: name.clone(),
+                    reason,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("retired {name}"), &r)
+        }
+        CatalogCommand::Depend {
+            name,
+            on,
+            criticality,
+        } => {
+            let r = client
+                .add_dependency(pb::AddDependencyRequest {
+                    service: name.clone(),
+                    depends_on: on.clone(),
+                    criticality: match criticality {
+                        None => pb::Criticality::Unspecified,
+                        Some(CriticalityArg::Low) => pb::Criticality::Low,
+                        Some(CriticalityArg::Medium) => pb::Criticality::Medium,
+                        Some(CriticalityArg::High) => pb::Criticality::High,
+                    }
+                    .into(),
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("{name} depends on {on}"), &r)
+        }
+        CatalogCommand::Undepend { name, on } => {
+            let r = client
+                .remove_dependency(pb::RemoveDependencyRequest {
+                    service: name.clone(),
+                    depends_on: on.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("{name} no longer depends on {on}"), &r)
+        }
+        CatalogCommand::Slo {
+            name,
+            slo_name,
+            availability,
+            latency_ms,
+            percentile,
+            window_days,
+        } => {
+            let objective = match (availability, latency_ms) {
+                (Some(target_percent), _) => {
+                    pb::slo::Objective::Availability(pb::AvailabilityObjective { target_percent })
+                }
+                (None, Some(threshold_ms)) => pb::slo::Objective::Latency(pb::LatencyObjective {
+                    percentile: percentile.unwrap_or(99.0),
+                    threshold_ms,
+                }),
+                (None, None) => anyhow::bail!("give --availability or --latency-ms"),
+            };
+            let r = client
+                .set_slo(pb::SetSloRequest {
+                    service: name.clone(),
+                    slo: Some(pb::Slo {
+                        name: slo_name,
+                        objective: Some(objective),
+                        window_days,
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("SLO set on {name}"), &r)
+        }
+        CatalogCommand::System {
+            name,
+            owner,
+            display_name,
+            description,
+        } => {
+            let r = client
+                .create_system(pb::CreateSystemRequest {
+                    name: name.clone(),
+                    owner,
+                    display_name,
+                    description,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("created system {name}"), &r)
+        }
+    }
+}
+
+/// Adds the field violations to an error's message.
+fn explain(e: paved_sdk::Error) -> anyhow::Error {
+    let violations = e.field_violations();
+    if violations.is_empty() {
+        return e.into();
+    }
+    let lines: Vec<String> = violations
+        .into_iter()
+        .map(|(f, d)| format!("  {f}: {d}"))
+        .collect();
+    anyhow::anyhow!("invalid argument:\n{}", lines.join("\n"))
+}
+
+fn print_service(s: &pb::Service) {
+    let spec = s.spec.clone().unwrap_or_default();
+    let deps = |d: &[pb::Dependency]| {
+        d.iter()
+            .map(|d| d.service.clone())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let slos = s
+        .slos
+        .iter()
+        .map(|slo| match &slo.objective {
+            Some(pb::slo::Objective::Availability(a)) => {
+                format!(
+                    "{}: {}% over {}d",
+                    slo.name, a.target_percent, slo.window_days
+                )
+            }
+            Some(pb::slo::Objective::Latency(l)) => format!(
+                "{}: p{} < {}ms over {}d",
+                slo.name, l.percentile, l.threshold_ms, slo.window_days
+            ),
+            None => slo.name.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    output::fields(&[
+        ("name", s.name.clone()),
+        ("owner", s.owner.clone()),
+        ("type", type_name(spec.r#type)),
+        (
+            "lifecycle",
+            if s.retired {
+                format!("retired ({})", s.retired_reason)
+            } else {
+                lifecycle_name(spec.lifecycle)
+            },
+        ),
+        ("system", spec.system),
+        ("description", spec.description),
+        (
+            "tier",
+            if spec.tier == 0 {
+                String::new()
+            } else {
+                spec.tier.to_string()
+            },
+        ),
+        ("repository", spec.repository_url),
+        ("docs", spec.docs_url),
+        ("tags", spec.tags.join(", ")),
+        ("depends on", deps(&s.dependencies)),
+        ("used by", deps(&s.dependents)),
+        ("slos", slos),
+        ("sequence", s.sequence.to_string()),
+    ]);
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TeamArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: TeamCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TeamCommand {
+    /// Create a team (admins).
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        #[arg(long, default_value = "")]
+        chat: String,
+        #[arg(long, default_value = "")]
+        parent: String,
+        /// Repeatable.
+        #[arg(long = "member")]
+        members: Vec<String>,
+    },
+    /// Replace a team's profile.
+    Update {
+        name: String,
+        #[arg(long, default_value = "")]
+        display_name: String,
+        #[arg(long, default_value = "")]
+        email: String,
+        #[arg(long, default_value = "")]
+        chat: String,
+    },
+    Get {
+        name: String,
+    },
+    List {
+        /// Include retired teams.
+        #[arg(long)]
+        all: bool,
+    },
+    AddMember {
+        team: String,
+        member: String,
+    },
+    RemoveMember {
+        team: String,
+        member: String,
+    },
+    /// Set ("" to clear) a team's parent (admins).
+    SetParent {
+        team: String,
+        parent: String,
+    },
+    /// Retire a team (admins).
+    Retire {
+        name: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
+    let out = a.client.output;
+    let client = a.client.connect().await?;
+    match a.command {
+        TeamCommand::Create {
+            name,
+            display_name,
+            email,
+            chat,
+            parent,
+            members,
+        } => {
+            let r = client
+                .create_team(pb::CreateTeamRequest {
+                    name: name.clone(),
+                    profile: Some(pb::TeamProfile {
+                        display_name,
+                        email,
+                        chat_channel: chat,
+                    }),
+                    parent,
+                    members,
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            done(out, &format!("created team {name}"), &r)
+        }
+        TeamCommand::Update {
+            name,
+            display_name,
+            email,
+            chat,
+        } => {
+            let r = client
+                .update_team_profile(pb::UpdateTeamProfileRequest {
+                    name: name.clone(),
+                    profile: Some(pb::TeamProfile {
+                        display_name,
+                        email,
+                        chat_channel: chat,
+                    }),
+                    ..Default::default()
+                })
+                .await
+                .map_err(explain)?;
+            done(out, &format!("updated team {name}"), &r)
+        }
+        TeamCommand::Get { name } => {
+            let t = client.get_team(&name).await?;
+            match out {
+                Output::Json => output::json(&t),
+                Output::Table => {
+                    let p = t.profile.clone().unwrap_or_default();
+                    output::fields(&[
+                        ("name", t.name.clone()),
+                        ("display name", p.display_name),
+                        ("email", p.email),
+                        ("chat", p.chat_channel),
+                        ("parent", t.parent.clone()),
+                        ("children", t.children.join(", ")),
+                        ("members", t.members.join(", ")),
+                        ("services", t.services.to_string()),
+                        (
+                            "retired",
+                            if t.retired {
+                                t.retired_reason.clone()
+                            } else {
+                                "no".into()
+                            },
+                        ),
+                        ("sequence", t.sequence.to_string()),
+                    ]);
+                    Ok(())
+                }
+            }
+        }
+        TeamCommand::List { all } => {
+            let mut teams = Vec::new();
+            let mut page = pb::ListTeamsRequest {
+                include_retired: all,
+                page_size: 1000,
+                ..Default::default()
+            };
+            loop {
+                let r = client.at(0).list_teams(page.clone()).await?;
+                teams.extend(r.teams);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page.page_token = r.next_page_token;
+            }
+            match out {
+                Output::Json => output::json(&teams),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = teams
+                        .iter()
+                        .map(|t| {
+                            vec![
+                                t.name.clone(),
+                                t.profile.clone().unwrap_or_default().display_name,
+                                t.parent.clone(),
+                                t.members.len().to_string(),
+                                t.services.to_string(),
+                                if t.retired {
+                                    "retired".into()
+                                } else {
+                                    String::new()
+                                },
+                            ]
+                        })
+                        .collect();
+                    output::table(
+                        &["NAME", "DISPLAY NAME", "PARENT", "MEMBERS", "SERVICES", ""],
+                        &rows,
+                    );
+                    Ok(())
+                }
+            }
+        }
+        TeamCommand::AddMember { team, member } => {
+            let r = client
+                .add_team_member(pb::TeamMemberRequest {
+                    team: team.clone(),
+                    member: member.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("added {member} to {team}"), &r)
+        }
+        TeamCommand::RemoveMember { team, member } => {
+            let r = client
+                .remove_team_member(pb::TeamMemberRequest {
+                    team: team.clone(),
+                    member: member.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("removed {member} from {team}"), &r)
+        }
+        TeamCommand::SetParent { team, parent } => {
+            let r = client
+                .set_team_parent(pb::SetTeamParentRequest {
+                    team: team.clone(),
+                    parent,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("set the parent of {team}"), &r)
+        }
+        TeamCommand::Retire { name, reason } => {
+            let r = client
+                .retire_team(pb::RetireRequest {
+                    name: name.clone(),
+                    reason,
+                    ..Default::default()
+                })
+                .await?;
+            done(out, &format!("retired team {name}"), &r)
+        }
+    }
+}

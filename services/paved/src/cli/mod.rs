@@ -1,0 +1,119 @@
+//! The `paved` command line.
+
+mod admin;
+mod catalog;
+pub mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+use crate::startup::{Application, Roles};
+use crate::telemetry::{self, LogFormat};
+
+/// Paved: the control plane of an Internal Developer Platform.
+///
+/// Commands are appended to an event log on NATS JetStream; workers project
+/// it into PostgreSQL read models. Every flag has a PAVED_* variable.
+#[derive(Parser, Debug)]
+#[command(name = "paved", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, env = "PAVED_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the gRPC API and every worker in one process (creates the
+    /// database, runs migrations, creates or verifies the stream).
+    Serve(ServerArgs),
+    /// Run only the gRPC API.
+    Api(ServerArgs),
+    /// Run only the workers (projections).
+    Worker(ServerArgs),
+    /// Create the database if needed and apply the migrations, then exit.
+    Migrate(admin::MigrateArgs),
+    /// Rebuild read models from the log (sequence 1), with a progress bar.
+    Replay(admin::ReplayArgs),
+    /// Manage API tokens (stored hashed in PostgreSQL).
+    #[command(subcommand)]
+    Token(admin::TokenCommand),
+    /// Services and systems in the catalog (client verbs).
+    Catalog(catalog::CatalogArgs),
+    /// Teams in the catalog (client verbs).
+    Team(catalog::TeamArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Parses the command line, runs it, and turns failures into exit code 1.
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    match run(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve(a) => serve(a.settings, Roles::ALL).await,
+        Command::Api(a) => serve(a.settings, Roles::API).await,
+        Command::Worker(a) => serve(a.settings, Roles::WORKERS).await,
+        Command::Migrate(a) => admin::migrate(a).await,
+        Command::Replay(a) => admin::replay(a).await,
+        Command::Token(t) => admin::token(t).await,
+        Command::Catalog(a) => catalog::catalog(a).await,
+        Command::Team(a) => catalog::team(a).await,
+    }
+}
+
+async fn serve(settings: Settings, roles: Roles) -> anyhow::Result<()> {
+    let app = Application::build(settings, roles).await?;
+    if let Some(token) = app.admin_token() {
+        println!("First start in dev mode: created an admin token. It is shown only this once:");
+        println!();
+        println!("    export PAVED_TOKEN={token}");
+        println!();
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    app.run_until_stopped(shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on ctrl-c or SIGTERM.
+pub async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("ctrl-c: draining"),
+        _ = term => tracing::info!("SIGTERM: draining"),
+    }
+    token.cancel();
+}

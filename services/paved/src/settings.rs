@@ -1,0 +1,82 @@
+//! Server configuration: every knob is a flag and a `PAVED_*` variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use paved_eventlog::LogConfig;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Settings {
+    /// Address the gRPC API listens on (port 0 picks a free port).
+    #[arg(long, env = "PAVED_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// NATS server with JetStream.
+    #[arg(long, env = "PAVED_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+
+    /// PostgreSQL database for the read models; created if missing.
+    #[arg(
+        long,
+        env = "PAVED_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/paved"
+    )]
+    pub database_url: String,
+
+    /// JetStream stream holding the log.
+    #[arg(long, env = "PAVED_STREAM", default_value = "PAVED")]
+    pub stream: String,
+
+    /// First token of every subject (`<prefix>.<context>.<type>.<id>`).
+    #[arg(long, env = "PAVED_SUBJECT_PREFIX", default_value = "paved")]
+    pub subject_prefix: String,
+
+    /// Replicas of the stream when Paved creates it (3 in production).
+    #[arg(long, env = "PAVED_STREAM_REPLICAS", default_value_t = 1)]
+    pub stream_replicas: usize,
+
+    /// Aggregate states kept in the write path's cache.
+    #[arg(long, env = "PAVED_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: usize,
+
+    /// PostgreSQL connections in the pool.
+    #[arg(long, env = "PAVED_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// How long a query with `min_sequence` waits for its read model, in ms.
+    #[arg(long, env = "PAVED_READ_WAIT_MS", default_value_t = 5000)]
+    pub read_wait_ms: u64,
+
+    /// Development mode: on first start (no tokens yet) create an admin token
+    /// and print it once.
+    #[arg(long, env = "PAVED_DEV", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dev: bool,
+}
+
+impl Settings {
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            stream: self.stream.clone(),
+            subject_prefix: self.subject_prefix.clone(),
+            replicas: self.stream_replicas,
+            ..LogConfig::default()
+        }
+    }
+
+    pub fn read_wait(&self) -> Duration {
+        Duration::from_millis(self.read_wait_ms)
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        // Parsing no arguments yields the documented defaults (and the environment).
+        Wrapper::parse_from(["paved"]).settings
+    }
+}

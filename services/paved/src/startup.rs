@@ -1,0 +1,235 @@
+//! [`Application`]: the API and the workers, built from [`Settings`], run
+//! until a shutdown token fires, then drained.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use paved_api::{Authenticator, CatalogApi, Freshness};
+use paved_domain::Principal;
+use paved_eventlog::{EventLog, Executor};
+use paved_proto::v1::catalog_service_server::CatalogServiceServer;
+use paved_workers::projections::CatalogProjection;
+use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::settings::Settings;
+
+/// Largest request the API accepts (a Backstage import of ~20,000 entities).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest response it sends (a Backstage export).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// How long in-flight requests get to finish after a shutdown signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Which halves run in this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub workers: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        workers: true,
+    };
+    pub const API: Roles = Roles {
+        api: true,
+        workers: false,
+    };
+    pub const WORKERS: Roles = Roles {
+        api: false,
+        workers: true,
+    };
+}
+
+/// A built, not yet running, Paved.
+pub struct Application {
+    settings: Settings,
+    log: EventLog,
+    pool: PgPool,
+    listener: Option<TcpListener>,
+    admin_token: Option<String>,
+    statuses: Vec<watch::Receiver<ProjectionStatus>>,
+    catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
+}
+
+impl Application {
+    /// Connects to NATS and PostgreSQL, creates or verifies the stream,
+    /// creates and migrates the database, and binds the API's port.
+    pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
+        let nats = async_nats::ConnectOptions::new()
+            .name("paved")
+            .connect(&settings.nats_url)
+            .await
+            .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
+        let log = EventLog::open(nats, settings.log_config())
+            .await
+            .context("cannot open the event log stream")?;
+        let pool = crate::db::connect(&settings.database_url, settings.db_pool_size)
+            .await
+            .with_context(|| "cannot prepare the PostgreSQL database".to_string())?;
+        let admin_token = if settings.dev && paved_api::auth::count_tokens(&pool).await? == 0 {
+            Some(paved_api::auth::create_token(&pool, &Principal::admin("admin")).await?)
+        } else {
+            None
+        };
+        let listener = if roles.api {
+            Some(
+                TcpListener::bind(settings.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", settings.listen))?,
+            )
+        } else {
+            None
+        };
+        let catalog_worker = roles
+            .workers
+            .then(|| ProjectionWorker::new(CatalogProjection, pool.clone(), log.clone()));
+        let statuses = catalog_worker
+            .iter()
+            .map(ProjectionWorker::status)
+            .collect();
+        Ok(Self {
+            settings,
+            log,
+            pool,
+            listener,
+            admin_token,
+            statuses,
+            catalog_worker,
+        })
+    }
+
+    /// The API's address (useful with port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The admin token created on first start in dev mode.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.admin_token.as_deref()
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn log(&self) -> &EventLog {
+        &self.log
+    }
+
+    /// Live status of each projection this process runs.
+    pub fn projection_statuses(&self) -> Vec<watch::Receiver<ProjectionStatus>> {
+        self.statuses.clone()
+    }
+
+    /// Serves until `shutdown` fires; then stops taking requests, lets the
+    /// in-flight ones and the current batches finish, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        if let Some(worker) = self.catalog_worker {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                worker
+                    .run(token)
+                    .await
+                    .context("catalog projection stopped")
+            });
+        }
+        for status in self.statuses.clone() {
+            tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
+        }
+        if let Some(listener) = self.listener {
+            let executor = Executor::new(self.log.clone(), self.settings.cache_capacity);
+            let freshness = Freshness::start(
+                self.pool.clone(),
+                self.log.clone(),
+                self.settings.read_wait(),
+                shutdown.clone(),
+            );
+            let auth = Authenticator::new(self.pool.clone());
+            let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness);
+            health
+                .set_serving::<CatalogServiceServer<CatalogApi>>()
+                .await;
+            let reflection = tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(paved_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "gRPC API listening");
+            let server = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(health_service)
+                .add_service(reflection)
+                .add_service(
+                    CatalogServiceServer::new(catalog)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                );
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let drained = server.serve_with_incoming_shutdown(incoming, stop.cancelled());
+                // In-flight requests get DRAIN_TIMEOUT after the signal.
+                tokio::select! {
+                    r = drained => r.context("gRPC server failed"),
+                    _ = async { stop.cancelled().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
+                        tracing::warn!("drain timeout: closing remaining connections");
+                        Ok(())
+                    }
+                }
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = tasks.join_next().await {
+            let outcome = done.context("task panicked").and_then(|r| r);
+            if let Err(e) = outcome {
+                tracing::error!(error = format!("{e:#}"), "component stopped with an error");
+                // A failed projection stops itself (and reports unhealthy);
+                // the rest of the process keeps serving until shutdown.
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) if !shutdown.is_cancelled() => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Mirrors a projection's health into `grpc.health.v1` as `paved.projection.<name>`.
+async fn report_health(
+    mut status: watch::Receiver<ProjectionStatus>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        let (name, serving) = {
+            let s = status.borrow_and_update();
+            let serving = match s.health {
+                Health::Running => ServingStatus::Serving,
+                Health::Starting | Health::Stopped | Health::Failed(_) => ServingStatus::NotServing,
+            };
+            (s.name, serving)
+        };
+        health
+            .set_service_status(format!("paved.projection.{name}"), serving)
+            .await;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = status.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The projection runtime: a durable pull consumer per projection, batches
+//! applied in one PostgreSQL transaction together with the checkpoint, acked
+//! after commit (invariant 4); and the shadow rebuild behind `paved replay`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Message;
+use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use futures::StreamExt;
+use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
+use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Most messages applied in one transaction.
+pub const MAX_BATCH: usize = 1000;
+/// How long the server waits for a batch's ack before redelivering it.
+const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// A read model fed by the log. `apply` writes one batch of commits (already
+/// filtered to those after the checkpoint) inside the caller's transaction;
+/// it must not commit, and it must not write the checkpoint.
+pub trait Projection: Send + Sync + 'static {
+    /// The projection's name in `projection_checkpoints`.
+    const NAME: &'static str;
+    /// The bounded context it reads (`paved.<context>.>`); `None` reads everything.
+    const CONTEXT: Option<&'static str>;
+    /// The tables it writes, and only it writes.
+    const TABLES: &'static [&'static str];
+
+    fn apply(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[StoredCommit],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
+    #[error("read-model row does not parse: {0}")]
+    BadRow(String),
+    #[error("message at sequence {sequence} does not decode: {source}")]
+    Decode {
+        sequence: u64,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("jetstream: {0}")]
+    JetStream(String),
+}
+
+fn js_err(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::JetStream(e.to_string())
+}
+
+/// Where a projection stands; published on a watch channel for health and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Health {
+    Starting,
+    Running,
+    /// Stopped by an error it cannot get past (an undecodable message).
+    Failed(String),
+    Stopped,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    pub health: Health,
+    /// Last stream sequence applied.
+    pub checkpoint: u64,
+    /// Messages the server still holds for the consumer after the last batch.
+    pub pending: u64,
+    pub applied_messages: u64,
+    pub batches: u64,
+    pub decode_errors: u64,
+    /// Milliseconds from the newest message's publish time to its commit, last batch.
+    pub lag_ms: u64,
+}
+
+/// What one unit of work did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A batch was committed up to `checkpoint`.
+    Applied {
+        messages: usize,
+        skipped: usize,
+        checkpoint: u64,
+    },
+    /// Every message in the batch was at or below the checkpoint (a redelivery).
+    Skipped { messages: usize },
+}
+
+/// The durable consumer name of a projection.
+pub fn consumer_name(projection: &str) -> String {
+    format!("paved-projection-{projection}")
+}
+
+/// One projection, fed by its durable consumer.
+pub struct ProjectionWorker<P: Projection> {
+    projection: P,
+    pool: PgPool,
+    log: EventLog,
+    status: watch::Sender<ProjectionStatus>,
+}
+
+/// An open consumer session: the pull stream of a running worker.
+pub struct Session {
+    messages: futures::stream::BoxStream<'static, Vec<Result<Message, ProjectionError>>>,
+}
+
+impl<P: Projection> ProjectionWorker<P> {
+    pub fn new(projection: P, pool: PgPool, log: EventLog) -> Self {
+        let (status, _) = watch::channel(ProjectionStatus {
+            name: P::NAME,
+            health: Health::Starting,
+            checkpoint: 0,
+            pending: 0,
+            applied_messages: 0,
+            batches: 0,
+            decode_errors: 0,
+            lag_ms: 0,
+        });
+        Self {
+            projection,
+            pool,
+            log,
+            status,
+        }
+    }
+
+    pub fn status(&self) -> watch::Receiver<ProjectionStatus> {
+        self.status.subscribe()
+    }
+
+    /// Opens (or resumes) the durable consumer. A consumer created anew starts
+    /// right after the checkpoint.
+    pub async fn open(&self) -> Result<Session, ProjectionError> {
+        let checkpoint = ensure_checkpoint(&self.pool, P::NAME).await?;
+        let name = consumer_name(P::NAME);
+        let stream = self.log.stream();
+        let consumer: consumer::Consumer<pull::Config> =
+            match stream.get_consumer::<pull::Config>(&name).await {
+                Ok(c) => c,
+                Err(_) => stream
+                    .create_consumer(pull::Config {
+                        durable_name: Some(name.clone()),
+                        name: Some(name.clone()),
+                        description: Some(format!("Paved projection {}", P::NAME)),
+                        filter_subject: filter::<P>(&self.log),
+                        deliver_policy: if checkpoint == 0 {
+                            DeliverPolicy::All
+                        } else {
+                            DeliverPolicy::ByStartSequence {
+                                start_sequence: checkpoint + 1,
+                            }
+                        },
+                        ack_policy: AckPolicy::All,
+                        ack_wait: ACK_WAIT,
+                        max_ack_pending: (MAX_BATCH * 20) as i64,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(js_err)?,
+            };
+        sqlx::query(
+            "UPDATE projection_checkpoints SET consumer = $2 WHERE projection = $1 AND consumer <> $2",
+        )
+        .bind(P::NAME)
+        .bind(&name)
+        .execute(&self.pool)
+        .await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(MAX_BATCH)
+            .heartbeat(Duration::from_secs(5))
+            .messages()
+            .await
+            .map_err(js_err)?
+            .map(|m| m.map_err(js_err))
+            .ready_chunks(MAX_BATCH)
+            .boxed();
+        self.status.send_modify(|s| {
+            s.checkpoint = checkpoint;
+            s.health = Health::Running;
+        });
+        Ok(Session { messages })
+    }
+
+    /// Runs until `shutdown`: a batch in flight is committed and acked first.
+    /// Returns an error, and leaves the health `Failed`, when a message does
+    /// not decode: the projection stops there instead of skipping it.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectionError> {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let mut session = match self.open().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot open consumer; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = self.process_next(&mut session) => next,
+                };
+                match next {
+                    Ok(_) => {}
+                    Err(e @ ProjectionError::Decode { .. }) => {
+                        self.fail(&e);
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        tracing::warn!(projection = P::NAME, error = %e, "batch failed; reopening the consumer");
+                        break;
+                    }
+                }
+            }
+        }
+        self.status.send_modify(|s| s.health = Health::Stopped);
+        tracing::info!(projection = P::NAME, "projection stopped");
+        Ok(())
+    }
+
+    fn fail(&self, e: &ProjectionError) {
+        tracing::error!(projection = P::NAME, error = %e, "projection stopped: undecodable message");
+        self.status.send_modify(|s| {
+            s.decode_errors += 1;
+            s.health = Health::Failed(e.to_string());
+        });
+    }
+
+    /// Waits for the next ready messages (up to [`MAX_BATCH`]) and applies
+    /// them: one transaction with the checkpoint, then one ack for the batch.
+    pub async fn process_next(&self, session: &mut Session) -> Result<Outcome, ProjectionError> {
+        let chunk = session
+            .messages
+            .next()
+            .await
+            .ok_or_else(|| js_err("consumer stream ended"))?;
+        let messages = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let outcome = self.apply_messages(&messages).await;
+        if let Err(e @ ProjectionError::Decode { .. }) = &outcome {
+            self.fail(e);
+        }
+        let outcome = outcome?;
+        if let Some(last) = messages.last() {
+            last.double_ack().await.map_err(js_err)?;
+            let pending = last.info().map(|i| i.pending).unwrap_or(0);
+            self.status.send_modify(|s| s.pending = pending);
+        }
+        Ok(outcome)
+    }
+
+    #[tracing::instrument(
+        name = "project",
+        skip_all,
+        fields(projection = P::NAME, messages = messages.len(), first_sequence, last_sequence, traceparent),
+        err
+    )]
+    async fn apply_messages(&self, messages: &[Message]) -> Result<Outcome, ProjectionError> {
+        let span = tracing::Span::current();
+        let mut batch = Vec::with_capacity(messages.len());
+        for m in messages {
+            let sequence = m.info().map_err(js_err)?.stream_sequence;
+            let commit = codec::decode_commit(&m.payload)
+                .map_err(|source| ProjectionError::Decode { sequence, source })?;
+            batch.push(StoredCommit { sequence, commit });
+        }
+        if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+            span.record("first_sequence", first.sequence);
+            span.record("last_sequence", last.sequence);
+        }
+        if let Some(m) = messages.last() {
+            let trace = TraceContext::from_headers(m.headers.as_ref());
+            span.record("traceparent", trace.traceparent.as_str());
+        }
+        let mut tx = self.pool.begin().await?;
+        let checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
+        let total = batch.len();
+        batch.retain(|c| c.sequence > checkpoint);
+        let Some(last) = batch.last().map(|c| c.sequence) else {
+            tx.rollback().await?;
+            return Ok(Outcome::Skipped { messages: total });
+        };
+        self.projection.apply(&mut tx, &batch).await?;
+        write_checkpoint(&mut tx, P::NAME, last).await?;
+        tx.commit().await?;
+        let newest = messages
+            .last()
+            .and_then(|m| m.info().ok())
+            .map(|i| i.published);
+        let now_ns = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0) as i128;
+        let lag_ms = newest
+            .map(|p| ((now_ns - p.unix_timestamp_nanos()) / 1_000_000).max(0) as u64)
+            .unwrap_or(0);
+        self.status.send_modify(|s| {
+            s.checkpoint = last;
+            s.applied_messages += batch.len() as u64;
+            s.batches += 1;
+            s.lag_ms = lag_ms;
+        });
+        Ok(Outcome::Applied {
+            messages: batch.len(),
+            skipped: total - batch.len(),
+            checkpoint: last,
+        })
+    }
+}
+
+fn filter<P: Projection>(log: &EventLog) -> String {
+    match P::CONTEXT {
+        Some(context) => log.context_filter(context),
+        None => format!("{}.>", log.config().subject_prefix),
+    }
+}
+
+/// The checkpoint row, created at 0 if missing; returns its sequence.
+pub async fn ensure_checkpoint(pool: &PgPool, projection: &str) -> Result<u64, ProjectionError> {
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO projection_checkpoints (projection) VALUES ($1)
+         ON CONFLICT (projection) DO UPDATE SET projection = EXCLUDED.projection
+         RETURNING last_sequence",
+    )
+    .bind(projection)
+    .fetch_one(pool)
+    .await?;
+    Ok(seq as u64)
+}
+
+/// Locks the checkpoint row for this transaction: batches of one projection
+/// (and a rebuild's final swap) never interleave.
+async fn lock_checkpoint(
+    conn: &mut PgConnection,
+    projection: &str,
+) -> Result<u64, ProjectionError> {
+    let seq: i64 = sqlx::query_scalar(
+        "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+    )
+    .bind(projection)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(seq as u64)
+}
+
+/// Moves the checkpoint forward (never back) and tells listeners.
+async fn write_checkpoint(
+    conn: &mut PgConnection,
+    projection: &str,
+    sequence: u64,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "UPDATE projection_checkpoints
+            SET last_sequence = GREATEST(last_sequence, $2), updated_at = now()
+          WHERE projection = $1",
+    )
+    .bind(projection)
+    .bind(sequence as i64)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHECKPOINT_CHANNEL)
+        .bind(format!("{projection}:{sequence}"))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Progress of a rebuild, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildProgress {
+    pub applied: u64,
+    pub total: u64,
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildReport {
+    pub messages: u64,
+    pub checkpoint: u64,
+    pub elapsed: Duration,
+}
+
+/// The schema a rebuild writes into before it swaps.
+pub fn shadow_schema(projection: &str) -> String {
+    format!("paved_rebuild_{projection}")
+}
+
+/// Rebuilds a projection from sequence 1 into a shadow schema while the live
+/// tables keep serving, then swaps: in one transaction that holds the
+/// checkpoint lock (so the live worker waits), applies whatever the live
+/// worker got to in the meantime, replaces the live rows with the rebuilt
+/// ones and sets the checkpoint. Readers see the old rows until that commit.
+pub async fn rebuild<P: Projection>(
+    projection: &P,
+    pool: &PgPool,
+    log: &EventLog,
+    progress: impl Fn(RebuildProgress),
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    ensure_checkpoint(pool, P::NAME).await?;
+    let shadow = shadow_schema(P::NAME);
+    let live: String = sqlx::query_scalar("SELECT current_schema()")
+        .fetch_one(pool)
+        .await?;
+    create_shadow::<P>(pool, &live, &shadow).await?;
+
+    let consumer = log
+        .stream()
+        .create_consumer(pull::Config {
+            description: Some(format!("Paved rebuild of {}", P::NAME)),
+            filter_subject: filter::<P>(log),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(60),
+            ..Default::default()
+        })
+        .await
+        .map_err(js_err)?;
+    let total = consumer.cached_info().num_pending;
+    let mut messages = consumer
+        .stream()
+        .max_messages_per_batch(MAX_BATCH * 2)
+        .messages()
+        .await
+        .map_err(js_err)?
+        .ready_chunks(MAX_BATCH);
+
+    let mut applied = 0u64;
+    let mut last = 0u64;
+    let mut conn = pool.acquire().await?;
+    while applied < total {
+        let chunk = messages
+            .next()
+            .await
+            .ok_or_else(|| js_err("rebuild consumer ended"))?;
+        let batch = decode_chunk(chunk, u64::MAX)?;
+        applied += batch.len() as u64;
+        if let Some(l) = batch.last() {
+            last = l.sequence;
+        }
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        set_search_path(&mut tx, &shadow).await?;
+        projection.apply(&mut tx, &batch).await?;
+        tx.commit().await?;
+        progress(RebuildProgress { applied, total });
+    }
+
+    // The swap. The live worker's batches lock the same row, so from here on
+    // it waits for us.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    let live_checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
+    set_search_path(&mut tx, &shadow).await?;
+    while last < live_checkpoint {
+        let chunk = messages
+            .next()
+            .await
+            .ok_or_else(|| js_err("rebuild consumer ended"))?;
+        let batch = decode_chunk(chunk, live_checkpoint)?;
+        if let Some(l) = batch.last() {
+            last = l.sequence;
+        }
+        applied += batch.len() as u64;
+        projection.apply(&mut tx, &batch).await?;
+        if batch.is_empty() {
+            break;
+        }
+    }
+    set_search_path(&mut tx, &live).await?;
+    for table in P::TABLES {
+        let sql = format!(
+            "DELETE FROM {live}.{table}; INSERT INTO {live}.{table} SELECT * FROM {shadow}.{table}"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let checkpoint = last.max(live_checkpoint);
+    sqlx::query(
+        "UPDATE projection_checkpoints SET last_sequence = $2, updated_at = now() WHERE projection = $1",
+    )
+    .bind(P::NAME)
+    .bind(checkpoint as i64)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHECKPOINT_CHANNEL)
+        .bind(format!("{}:{checkpoint}", P::NAME))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    drop_shadow(pool, &shadow).await?;
+    Ok(RebuildReport {
+        messages: applied,
+        checkpoint,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn decode_chunk(
+    chunk: Vec<Result<Message, consumer::pull::MessagesError>>,
+    up_to: u64,
+) -> Result<Vec<StoredCommit>, ProjectionError> {
+    let mut batch = Vec::with_capacity(chunk.len());
+    for m in chunk {
+        let m = m.map_err(js_err)?;
+        let sequence = m.info().map_err(js_err)?.stream_sequence;
+        if sequence > up_to {
+            break;
+        }
+        let commit = codec::decode_commit(&m.payload)
+            .map_err(|source| ProjectionError::Decode { sequence, source })?;
+        batch.push(StoredCommit { sequence, commit });
+    }
+    Ok(batch)
+}
+
+async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET LOCAL search_path TO {schema}"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A fresh shadow schema holding empty copies of the projection's tables.
+pub async fn create_shadow<P: Projection>(
+    pool: &PgPool,
+    live: &str,
+    shadow: &str,
+) -> Result<(), ProjectionError> {
+    let mut sql = format!("DROP SCHEMA IF EXISTS {shadow} CASCADE; CREATE SCHEMA {shadow};");
+    for table in P::TABLES {
+        sql.push_str(&format!(
+            "CREATE TABLE {shadow}.{table} (LIKE {live}.{table} INCLUDING ALL);"
+        ));
+    }
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn drop_shadow(pool: &PgPool, shadow: &str) -> Result<(), ProjectionError> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {shadow} CASCADE"
+    )))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
