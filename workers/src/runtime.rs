@@ -5,8 +5,9 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::stream::ConsumerErrorKind;
+use async_nats::jetstream::{ErrorCode, Message};
 use futures::StreamExt;
 use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
@@ -137,36 +138,38 @@ impl<P: Projection> ProjectionWorker<P> {
         self.status.subscribe()
     }
 
-    /// Opens (or resumes) the durable consumer. A consumer created anew starts
-    /// right after the checkpoint.
+    /// Opens a session: (re)creates the durable consumer so that it starts
+    /// right after the checkpoint. The checkpoint, not the consumer's ack
+    /// floor, is the position: a batch that was delivered but never committed
+    /// (a crash) is delivered again at once instead of after the ack wait, and
+    /// an ack for a later batch can never cover it.
     pub async fn open(&self) -> Result<Session, ProjectionError> {
         let checkpoint = ensure_checkpoint(&self.pool, P::NAME).await?;
         let name = consumer_name(P::NAME);
         let stream = self.log.stream();
-        let consumer: consumer::Consumer<pull::Config> =
-            match stream.get_consumer::<pull::Config>(&name).await {
-                Ok(c) => c,
-                Err(_) => stream
-                    .create_consumer(pull::Config {
-                        durable_name: Some(name.clone()),
-                        name: Some(name.clone()),
-                        description: Some(format!("Paved projection {}", P::NAME)),
-                        filter_subject: filter::<P>(&self.log),
-                        deliver_policy: if checkpoint == 0 {
-                            DeliverPolicy::All
-                        } else {
-                            DeliverPolicy::ByStartSequence {
-                                start_sequence: checkpoint + 1,
-                            }
-                        },
-                        ack_policy: AckPolicy::All,
-                        ack_wait: ACK_WAIT,
-                        max_ack_pending: (MAX_BATCH * 20) as i64,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(js_err)?,
-            };
+        match stream.delete_consumer(&name).await {
+            Ok(_) => {}
+            Err(e)
+                if matches!(e.kind(), ConsumerErrorKind::JetStream(je)
+                    if je.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
+            Err(e) => return Err(js_err(e)),
+        }
+        let consumer: consumer::Consumer<pull::Config> = stream
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                name: Some(name.clone()),
+                description: Some(format!("Paved projection {}", P::NAME)),
+                filter_subject: filter::<P>(&self.log),
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: checkpoint + 1,
+                },
+                ack_policy: AckPolicy::All,
+                ack_wait: ACK_WAIT,
+                max_ack_pending: (MAX_BATCH * 20) as i64,
+                ..Default::default()
+            })
+            .await
+            .map_err(js_err)?;
         sqlx::query(
             "UPDATE projection_checkpoints SET consumer = $2 WHERE projection = $1 AND consumer <> $2",
         )
@@ -195,6 +198,11 @@ impl<P: Projection> ProjectionWorker<P> {
     /// Returns an error, and leaves the health `Failed`, when a message does
     /// not decode: the projection stops there instead of skipping it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectionError> {
+        // One active consumer per projection: a second worker waits here as a standby.
+        let _lock = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            lock = self.lock() => lock?,
+        };
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
             let mut session = match self.open().await {
@@ -217,10 +225,8 @@ impl<P: Projection> ProjectionWorker<P> {
                 };
                 match next {
                     Ok(_) => {}
-                    Err(e @ ProjectionError::Decode { .. }) => {
-                        self.fail(&e);
-                        return Err(e);
-                    }
+                    // Already reported (health, metric, log) by process_next.
+                    Err(e @ ProjectionError::Decode { .. }) => return Err(e),
                     Err(e) => {
                         tracing::warn!(projection = P::NAME, error = %e, "batch failed; reopening the consumer");
                         break;
@@ -233,6 +239,31 @@ impl<P: Projection> ProjectionWorker<P> {
         Ok(())
     }
 
+    /// Takes the projection's advisory lock on a connection of its own, held
+    /// (and released when dropped) for as long as this worker runs.
+    pub async fn lock(&self) -> Result<PgConnection, ProjectionError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let key = format!("paved.projection.{}", P::NAME);
+        let mut told = false;
+        loop {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut conn)
+                .await?;
+            if got {
+                return Ok(conn);
+            }
+            if !told {
+                tracing::info!(
+                    projection = P::NAME,
+                    "another worker runs this projection; standing by"
+                );
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     fn fail(&self, e: &ProjectionError) {
         tracing::error!(projection = P::NAME, error = %e, "projection stopped: undecodable message");
         self.status.send_modify(|s| {
@@ -243,6 +274,8 @@ impl<P: Projection> ProjectionWorker<P> {
 
     /// Waits for the next ready messages (up to [`MAX_BATCH`]) and applies
     /// them: one transaction with the checkpoint, then one ack for the batch.
+    /// Messages before an undecodable one are applied; the undecodable one
+    /// stops the projection (health `Failed`) and is never skipped.
     pub async fn process_next(&self, session: &mut Session) -> Result<Outcome, ProjectionError> {
         let chunk = session
             .messages
@@ -250,15 +283,17 @@ impl<P: Projection> ProjectionWorker<P> {
             .await
             .ok_or_else(|| js_err("consumer stream ended"))?;
         let messages = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let outcome = self.apply_messages(&messages).await;
-        if let Err(e @ ProjectionError::Decode { .. }) = &outcome {
-            self.fail(e);
-        }
-        let outcome = outcome?;
-        if let Some(last) = messages.last() {
+        let (batch, bad) = decode(&messages, u64::MAX);
+        let good = &messages[..batch.len()];
+        let outcome = self.apply(batch, good).await?;
+        if let Some(last) = good.last() {
             last.double_ack().await.map_err(js_err)?;
             let pending = last.info().map(|i| i.pending).unwrap_or(0);
             self.status.send_modify(|s| s.pending = pending);
+        }
+        if let Some(e) = bad {
+            self.fail(&e);
+            return Err(e);
         }
         Ok(outcome)
     }
@@ -269,15 +304,12 @@ impl<P: Projection> ProjectionWorker<P> {
         fields(projection = P::NAME, messages = messages.len(), first_sequence, last_sequence, traceparent),
         err
     )]
-    async fn apply_messages(&self, messages: &[Message]) -> Result<Outcome, ProjectionError> {
+    async fn apply(
+        &self,
+        mut batch: Vec<StoredCommit>,
+        messages: &[Message],
+    ) -> Result<Outcome, ProjectionError> {
         let span = tracing::Span::current();
-        let mut batch = Vec::with_capacity(messages.len());
-        for m in messages {
-            let sequence = m.info().map_err(js_err)?.stream_sequence;
-            let commit = codec::decode_commit(&m.payload)
-                .map_err(|source| ProjectionError::Decode { sequence, source })?;
-            batch.push(StoredCommit { sequence, commit });
-        }
         if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
             span.record("first_sequence", first.sequence);
             span.record("last_sequence", last.sequence);
@@ -286,9 +318,12 @@ impl<P: Projection> ProjectionWorker<P> {
             let trace = TraceContext::from_headers(m.headers.as_ref());
             span.record("traceparent", trace.traceparent.as_str());
         }
+        let total = batch.len();
+        if total == 0 {
+            return Ok(Outcome::Skipped { messages: 0 });
+        }
         let mut tx = self.pool.begin().await?;
         let checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
-        let total = batch.len();
         batch.retain(|c| c.sequence > checkpoint);
         let Some(last) = batch.last().map(|c| c.sequence) else {
             tx.rollback().await?;
@@ -317,6 +352,26 @@ impl<P: Projection> ProjectionWorker<P> {
             checkpoint: last,
         })
     }
+}
+
+/// Decodes messages in order up to stream sequence `up_to`; stops at the
+/// first one that does not decode and returns its error beside the prefix.
+fn decode(messages: &[Message], up_to: u64) -> (Vec<StoredCommit>, Option<ProjectionError>) {
+    let mut batch = Vec::with_capacity(messages.len());
+    for m in messages {
+        let sequence = match m.info() {
+            Ok(i) => i.stream_sequence,
+            Err(e) => return (batch, Some(js_err(e))),
+        };
+        if sequence > up_to {
+            break;
+        }
+        match codec::decode_commit(&m.payload) {
+            Ok(commit) => batch.push(StoredCommit { sequence, commit }),
+            Err(source) => return (batch, Some(ProjectionError::Decode { sequence, source })),
+        }
+    }
+    (batch, None)
 }
 
 fn filter<P: Projection>(log: &EventLog) -> String {
@@ -406,7 +461,7 @@ pub async fn rebuild<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
-    progress: impl Fn(RebuildProgress),
+    mut progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
     ensure_checkpoint(pool, P::NAME).await?;
@@ -512,18 +567,14 @@ fn decode_chunk(
     chunk: Vec<Result<Message, consumer::pull::MessagesError>>,
     up_to: u64,
 ) -> Result<Vec<StoredCommit>, ProjectionError> {
-    let mut batch = Vec::with_capacity(chunk.len());
-    for m in chunk {
-        let m = m.map_err(js_err)?;
-        let sequence = m.info().map_err(js_err)?.stream_sequence;
-        if sequence > up_to {
-            break;
-        }
-        let commit = codec::decode_commit(&m.payload)
-            .map_err(|source| ProjectionError::Decode { sequence, source })?;
-        batch.push(StoredCommit { sequence, commit });
+    let messages = chunk
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(js_err)?;
+    match decode(&messages, up_to) {
+        (batch, None) => Ok(batch),
+        (_, Some(e)) => Err(e),
     }
-    Ok(batch)
 }
 
 async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {

@@ -1,0 +1,234 @@
+//! Backstage descriptor import and export.
+
+use paved_sdk::pb;
+use tonic::Code;
+
+use crate::helpers::spawn_app;
+
+/// The seed's organisation shape: 5 teams (one nested), 2 systems, 22 components.
+fn techflow_yaml() -> String {
+    let mut y = String::new();
+    let teams = [
+        "platform",
+        "payments",
+        "workflows",
+        "integrations",
+        "growth",
+    ];
+    for t in teams {
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: {t}\n  annotations:\n    paved.dev/chat-channel: '#{t}'\nspec:\n  type: team\n  profile:\n    displayName: {T}\n    email: {t}@techflow.example\n{parent}  children: []\n  members: [user:default/{t}-lead, {t}-dev]\n",
+            T = t.to_uppercase(),
+            parent = if t == "platform" { "" } else { "  parent: group:default/platform\n" },
+        ));
+    }
+    for (s, owner) in [("billing", "payments"), ("automation", "workflows")] {
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: System\nmetadata:\n  name: {s}\n  title: {s} system\n  description: Everything {s}\nspec:\n  owner: {owner}\n"
+        ));
+    }
+    for i in 0..22 {
+        let owner = teams[i % 5];
+        let system = match owner {
+            "payments" => "  system: billing\n",
+            "workflows" => "  system: automation\n",
+            _ => "",
+        };
+        let deps = if i == 0 {
+            String::new()
+        } else {
+            format!(
+                "  dependsOn:\n    - component:default/svc-{:02}\n    - resource:default/db-{i}\n",
+                i / 2
+            )
+        };
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: svc-{i:02}\n  description: Service number {i}\n  tags: [rust, tier-{tier}]\n  links:\n    - url: https://docs.techflow.example/svc-{i:02}\n      title: Docs\n  annotations:\n    github.com/project-slug: techflow/svc-{i:02}\n    backstage.io/techdocs-ref: dir:.\nspec:\n  type: {kind}\n  lifecycle: {lifecycle}\n  owner: group:{owner}\n{system}{deps}",
+            tier = i % 3 + 1,
+            kind = if i % 7 == 0 { "website" } else { "service" },
+            lifecycle = if i % 11 == 10 { "deprecated" } else { "production" },
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn import_then_export_then_import_again_appends_nothing() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let yaml = techflow_yaml();
+
+    let dry = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.clone(),
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dry.entities, 29);
+    assert_eq!(app.last_sequence().await, 0, "a dry run appends nothing");
+
+    let first = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.entities, 29);
+    assert_eq!(first.unchanged, 0);
+    assert_eq!(first.commands, dry.commands);
+    assert_eq!(first.sequence, app.last_sequence().await);
+
+    let r = c.at(first.sequence);
+    let services = r.list_all_services(Default::default()).await.unwrap();
+    assert_eq!(services.len(), 22);
+    let svc3 = r.get_service("svc-03").await.unwrap();
+    let spec = svc3.spec.unwrap();
+    assert_eq!(svc3.owner, "integrations");
+    assert_eq!(spec.repository_url, "https://github.com/techflow/svc-03");
+    assert_eq!(spec.docs_url, "https://docs.techflow.example/svc-03");
+    assert_eq!(svc3.dependencies.len(), 1, "resource refs are not modelled");
+    assert_eq!(svc3.dependencies[0].service, "svc-01");
+    let payments = r.get_team("payments").await.unwrap();
+    assert_eq!(payments.parent, "platform");
+    assert_eq!(payments.members, ["payments-dev", "payments-lead"]);
+    assert_eq!(payments.profile.unwrap().chat_channel, "#payments");
+
+    // The same file again: nothing to do.
+    let again = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((again.commands, again.events, again.unchanged), (0, 0, 29));
+
+    // Export, and import the export: still nothing to do.
+    let exported = r.export_backstage(false).await.unwrap();
+    assert_eq!(exported.entities, 29);
+    let before = app.last_sequence().await;
+    let round_trip = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: exported.yaml.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(round_trip.commands, 0, "export → import is a fixed point");
+    assert_eq!(app.last_sequence().await, before);
+}
+
+#[tokio::test]
+async fn a_changed_file_applies_only_the_differences() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let yaml = techflow_yaml();
+    c.import_backstage(pb::ImportBackstageRequest {
+        yaml: yaml.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let changed = yaml
+        .replace(
+            "description: Service number 4\n",
+            "description: Rewritten\n",
+        )
+        .replace(
+            "members: [user:default/growth-lead, growth-dev]",
+            "members: [growth-dev]",
+        );
+    let r = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: changed,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.commands, 2, "one service update, one member removal");
+    assert_eq!(r.unchanged, 27);
+    let svc = c.at(r.sequence).get_service("svc-04").await.unwrap();
+    assert_eq!(svc.spec.unwrap().description, "Rewritten");
+}
+
+#[tokio::test]
+async fn import_errors_name_the_document_and_the_field_and_apply_nothing() {
+    let app = spawn_app().await;
+    let yaml = "\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: payments
+spec:
+  type: team
+  children: []
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: Checkout_Service
+spec:
+  type: service
+  lifecycle: production
+  owner: payments
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: ledger
+spec:
+  type: database
+  lifecycle: production
+  owner: user:alice
+";
+    let e = app
+        .client
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let v = e.field_violations();
+    let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(
+        fields,
+        [
+            "documents[1].metadata.name",
+            "documents[2].spec.type",
+            "documents[2].spec.owner"
+        ]
+    );
+    assert!(
+        v[1].1.contains("ledger"),
+        "the description names the entity: {}",
+        v[1].1
+    );
+    assert_eq!(app.last_sequence().await, 0);
+
+    // A reference to nothing is caught before anything is appended.
+    let dangling = "\
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: ledger
+spec:
+  type: service
+  lifecycle: production
+  owner: ghosts
+";
+    let e = app
+        .client
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: dangling.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(app.last_sequence().await, 0);
+}

@@ -1,0 +1,294 @@
+//! The catalog through the SDK: commands, then reads with `min_sequence`.
+
+use paved_sdk::pb;
+use tonic::Code;
+
+use crate::helpers::{fixtures, spawn_app};
+
+#[tokio::test]
+async fn a_registered_service_is_visible_with_min_sequence() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let mut req = fixtures::service("payments-api", "payments");
+    req.spec.as_mut().unwrap().docs_url = "https://docs.example.com/payments-api".into();
+    req.spec.as_mut().unwrap().tags = vec!["rust".into()];
+    let done = c.register_service(req).await.unwrap();
+    assert_eq!(done.events, 1);
+
+    let s = c
+        .at(done.sequence)
+        .get_service("payments-api")
+        .await
+        .unwrap();
+    assert_eq!(s.owner, "payments");
+    assert_eq!(s.sequence, done.sequence);
+    let spec = s.spec.unwrap();
+    assert_eq!(spec.docs_url, "https://docs.example.com/payments-api");
+    assert_eq!(spec.tags, ["rust"]);
+    let team = c.at(done.sequence).get_team("payments").await.unwrap();
+    assert_eq!(team.services, 1);
+}
+
+#[tokio::test]
+async fn dependencies_show_both_ways_and_slos_are_first_class() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    for s in ["checkout", "ledger", "fx"] {
+        c.register_service(fixtures::service(s, "payments"))
+            .await
+            .unwrap();
+    }
+    for (from, to) in [("checkout", "ledger"), ("ledger", "fx")] {
+        c.add_dependency(pb::AddDependencyRequest {
+            service: from.into(),
+            depends_on: to.into(),
+            criticality: pb::Criticality::High.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let done = c
+        .set_slo(pb::SetSloRequest {
+            service: "ledger".into(),
+            slo: Some(pb::Slo {
+                name: "latency".into(),
+                objective: Some(pb::slo::Objective::Latency(pb::LatencyObjective {
+                    percentile: 99.0,
+                    threshold_ms: 250,
+                })),
+                window_days: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let ledger = c.at(done.sequence).get_service("ledger").await.unwrap();
+    assert_eq!(ledger.dependencies.len(), 1);
+    assert_eq!(ledger.dependencies[0].service, "fx");
+    assert_eq!(ledger.dependents.len(), 1);
+    assert_eq!(ledger.dependents[0].service, "checkout");
+    assert_eq!(ledger.slos.len(), 1);
+    assert_eq!(ledger.slos[0].window_days, 28, "0 means the default window");
+
+    let graph = c
+        .at(done.sequence)
+        .dependency_graph(pb::GetDependencyGraphRequest {
+            service: "fx".into(),
+            direction: pb::GraphDirection::Downstream.into(),
+            depth: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let nodes: Vec<(&str, i32)> = graph
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.distance))
+        .collect();
+    assert_eq!(nodes, [("fx", 0), ("ledger", 1), ("checkout", 2)]);
+    assert_eq!(graph.edges.len(), 2);
+
+    let depth1 = c
+        .at(done.sequence)
+        .dependency_graph(pb::GetDependencyGraphRequest {
+            service: "checkout".into(),
+            direction: pb::GraphDirection::Upstream.into(),
+            depth: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(depth1.nodes.len(), 2, "checkout and ledger, not fx");
+}
+
+#[tokio::test]
+async fn list_filters_and_pages() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.create_team(fixtures::team("search")).await.unwrap();
+    let mut last = 0;
+    for i in 0..7 {
+        let owner = if i % 2 == 0 { "payments" } else { "search" };
+        let mut req = fixtures::service(&format!("svc-{i}"), owner);
+        if i < 3 {
+            req.spec.as_mut().unwrap().tags = vec!["edge".into()];
+        }
+        last = c.register_service(req).await.unwrap().sequence;
+    }
+    let r = c.at(last);
+    let payments = r
+        .list_all_services(pb::ListServicesRequest {
+            owner: "payments".into(),
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<_> = payments.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["svc-0", "svc-2", "svc-4", "svc-6"]);
+
+    let first = r
+        .list_services(pb::ListServicesRequest {
+            page_size: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.services.len(), 3);
+    assert!(!first.next_page_token.is_empty());
+
+    let tagged = r
+        .list_all_services(pb::ListServicesRequest {
+            tag: "edge".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 3);
+}
+
+#[tokio::test]
+async fn business_rules_map_to_status_codes() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+
+    let again = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+
+    let no_owner = c
+        .register_service(fixtures::service("fx", "ghosts"))
+        .await
+        .unwrap_err();
+    assert_eq!(no_owner.code(), Code::FailedPrecondition);
+
+    let missing = c
+        .deprecate_service(pb::RetireRequest {
+            name: "nope".into(),
+            reason: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+
+    c.retire_service(pb::RetireRequest {
+        name: "ledger".into(),
+        reason: "replaced by ledger-v2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let after = app.last_sequence().await;
+    let retired = c
+        .deprecate_service(pb::RetireRequest {
+            name: "ledger".into(),
+            reason: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(retired.code(), Code::FailedPrecondition);
+    assert_eq!(app.last_sequence().await, after, "nothing appended");
+
+    let s = c.at(after).get_service("ledger").await.unwrap();
+    assert!(s.retired);
+    assert_eq!(s.retired_reason, "replaced by ledger-v2");
+}
+
+#[tokio::test]
+async fn an_update_replaces_only_the_masked_fields() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let mut req = fixtures::service("ledger", "payments");
+    req.spec.as_mut().unwrap().description = "Books".into();
+    req.spec.as_mut().unwrap().tags = vec!["java".into()];
+    c.register_service(req).await.unwrap();
+    let done = c
+        .update_service(pb::UpdateServiceRequest {
+            name: "ledger".into(),
+            spec: Some(pb::ServiceSpec {
+                description: "Double-entry books".into(),
+                tags: vec!["rust".into()],
+                ..Default::default()
+            }),
+            update_mask: Some(paved_proto::wkt::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let spec = c
+        .at(done.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap()
+        .spec
+        .unwrap();
+    assert_eq!(spec.description, "Double-entry books");
+    assert_eq!(spec.tags, ["java"], "tags were not in the mask");
+    assert_eq!(spec.lifecycle, i32::from(pb::Lifecycle::Production));
+}
+
+#[tokio::test]
+async fn catalog_health_counts_what_the_seed_measured() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.create_team(fixtures::team("legacy")).await.unwrap();
+    let mut documented = fixtures::service("ledger", "payments");
+    documented.spec.as_mut().unwrap().docs_url = "https://docs.example.com/ledger".into();
+    c.register_service(documented).await.unwrap();
+    c.register_service(fixtures::service("old-fx", "payments"))
+        .await
+        .unwrap();
+    c.register_service(fixtures::service("cron", "legacy"))
+        .await
+        .unwrap();
+    c.add_dependency(pb::AddDependencyRequest {
+        service: "ledger".into(),
+        depends_on: "old-fx".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.deprecate_service(pb::RetireRequest {
+        name: "old-fx".into(),
+        reason: "use fx-v2".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let done = c
+        .retire_team(pb::RetireRequest {
+            name: "legacy".into(),
+            reason: "merged into payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let h = c.at(done.sequence).catalog_health("").await.unwrap();
+    let all = h.overall.unwrap();
+    assert_eq!(all.services, 3);
+    assert_eq!(all.without_docs, 2);
+    assert_eq!(all.without_slo, 3);
+    assert_eq!(all.orphaned, 1, "cron's owner is retired");
+    assert_eq!(all.deprecated, 1);
+    assert_eq!(all.deprecated_depended_upon, 1);
+    let payments = h.teams.iter().find(|t| t.team == "payments").unwrap();
+    assert_eq!(payments.services, 2);
+    assert!((payments.without_docs_percent - 50.0).abs() < 1e-9);
+}

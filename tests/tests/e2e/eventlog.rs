@@ -1,0 +1,201 @@
+//! The event log's guarantees, against real JetStream.
+
+use paved_domain::catalog::{Team, TeamCommand, TeamProfile};
+use paved_domain::{Name, Principal, Rejection};
+use paved_eventlog::{CommandMeta, ExecuteError, Executor};
+use paved_sdk::pb;
+use tonic::Code;
+
+use crate::helpers::{fixtures, spawn_app};
+
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
+fn create(members: &[&str]) -> TeamCommand {
+    TeamCommand::Create {
+        profile: TeamProfile::default(),
+        parent: None,
+        members: members.iter().map(|m| m.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn two_writers_on_one_aggregate_one_wins_the_other_re_decides() {
+    let app = spawn_app().await;
+    // Two API replicas: separate logs handles and separate caches.
+    let a = Executor::new(app.open_log().await, 100);
+    let b = Executor::new(app.open_log().await, 100);
+    let admin = Principal::admin("root");
+    let team = name("payments");
+    a.execute::<Option<Team>>(&team, &create(&[]), &CommandMeta::new("c1", admin.clone()))
+        .await
+        .unwrap();
+    // Both caches now hold version 1.
+    b.state::<Option<Team>>(&team).await.unwrap();
+
+    // a appends first; b still believes version 1, loses the race, reloads,
+    // re-decides, and the rule (no duplicate member) now says no.
+    let add = TeamCommand::AddMember {
+        member: "carol".into(),
+    };
+    a.execute::<Option<Team>>(&team, &add, &CommandMeta::new("c2", admin.clone()))
+        .await
+        .unwrap();
+    let before = app.last_sequence().await;
+    let lost = b
+        .execute::<Option<Team>>(&team, &add, &CommandMeta::new("c3", admin.clone()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(lost, ExecuteError::Rejected(Rejection::AlreadyExists(_))),
+        "{lost:?}"
+    );
+    assert_eq!(
+        app.last_sequence().await,
+        before,
+        "the loser appended nothing"
+    );
+
+    // Concurrent writers on one aggregate: every command lands exactly once.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let ex = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let admin = admin.clone();
+        let team = team.clone();
+        tasks.push(tokio::spawn(async move {
+            let cmd = TeamCommand::AddMember {
+                member: format!("m{i}"),
+            };
+            ex.execute::<Option<Team>>(&team, &cmd, &CommandMeta::new(format!("m{i}"), admin))
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            // Under heavy contention a command may exhaust its retries; the
+            // client retries it with the same id (the SDK does).
+            Err(ExecuteError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let state = a.state::<Option<Team>>(&team).await.unwrap();
+    let members = state.state.unwrap().members;
+    assert_eq!(
+        members.len(),
+        1 + ok,
+        "carol plus every command that succeeded"
+    );
+    assert_eq!(state.version, app.last_sequence().await);
+}
+
+#[tokio::test]
+async fn the_same_request_id_three_times_is_one_commit_and_the_same_answer() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let mut req = fixtures::team("payments");
+    req.request_id = "create-payments-1".into();
+    let first = c.create_team(req.clone()).await.unwrap();
+    let after_first = app.last_sequence().await;
+    let second = c.create_team(req.clone()).await.unwrap();
+    let third = c.create_team(req.clone()).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(first, third);
+    assert_eq!(app.last_sequence().await, after_first, "one commit only");
+
+    // After the duplicate window (simulated: a fresh replica whose cache is
+    // cold still answers from the aggregate's recent command ids).
+    let cold = Executor::new(app.open_log().await, 10);
+    let again = cold
+        .execute::<Option<Team>>(
+            &name("payments"),
+            &create(&[]),
+            &CommandMeta::new("create-payments-1", Principal::admin("admin")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.sequence, first.sequence);
+    assert_eq!(app.last_sequence().await, after_first);
+}
+
+#[tokio::test]
+async fn a_request_id_reused_for_another_command_is_refused() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let mut a = fixtures::team("payments");
+    a.request_id = "same-id".into();
+    c.create_team(a).await.unwrap();
+    let mut b = fixtures::team("search");
+    b.request_id = "same-id".into();
+    let e = c.create_team(b).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.field_violations()[0].0, "request_id");
+}
+
+#[tokio::test]
+async fn the_stream_refuses_delete_and_purge() {
+    let app = spawn_app().await;
+    let seq = app
+        .client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap()
+        .sequence;
+    let stream = app.log.stream();
+    assert!(stream.delete_message(seq).await.is_err(), "delete refused");
+    assert!(stream.purge().await.is_err(), "purge refused");
+    assert_eq!(app.last_sequence().await, seq);
+    let info = stream.get_info().await.unwrap();
+    assert!(info.config.deny_delete && info.config.deny_purge);
+    assert_eq!(info.state.messages, 1);
+}
+
+#[tokio::test]
+async fn every_commit_says_who_when_and_why() {
+    let app = spawn_app().await;
+    let mut req = fixtures::team("payments");
+    req.request_id = "req-42".into();
+    let mut request = tonic::Request::new(req);
+    let md = request.metadata_mut();
+    md.insert(
+        "authorization",
+        format!("Bearer {}", app.admin_token).parse().unwrap(),
+    );
+    md.insert("x-correlation-id", "onboarding-7".parse().unwrap());
+    md.insert("x-paved-reason", "new team".parse().unwrap());
+    md.insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let done = app
+        .client
+        .catalog()
+        .create_team(request)
+        .await
+        .unwrap()
+        .into_inner();
+    let stored = app.log.get(done.sequence).await.unwrap().unwrap();
+    let commit = paved_eventlog::codec::decode_commit(&stored.payload).unwrap();
+    assert_eq!(commit.command_id, "req-42");
+    assert_eq!(commit.principal, "admin");
+    assert_eq!(commit.correlation_id, "onboarding-7");
+    assert_eq!(commit.reason, "new team");
+    assert!(
+        commit
+            .traceparent
+            .contains("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert!(
+        stored.headers.get("traceparent").is_some(),
+        "trace context travels in the NATS headers too"
+    );
+    assert_eq!(
+        stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
+        Some("req-42")
+    );
+    let _ = pb::CommandResponse::default();
+}

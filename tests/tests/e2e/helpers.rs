@@ -1,0 +1,204 @@
+//! `spawn_app()`: a whole Paved per test, isolated, torn down on drop.
+
+use std::future::Future;
+use std::time::Duration;
+
+use paved::{Application, Roles, Settings};
+use paved_domain::Principal;
+use paved_eventlog::{EventLog, LogConfig};
+use paved_sdk::Client;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
+
+pub struct TestApp {
+    pub id: String,
+    pub url: String,
+    pub admin_token: String,
+    pub client: Client,
+    pub pool: PgPool,
+    pub log: EventLog,
+    pub settings: Settings,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Settings for an isolated instance: its own stream, prefix and database.
+pub fn isolated_settings() -> (String, Settings) {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let mut s = Settings::default();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    s.nats_url = NATS_URL.to_owned();
+    s.database_url = format!("{PG_URL}/paved_test_{id}");
+    s.stream = format!("TEST_{}", id.to_uppercase());
+    s.subject_prefix = format!("t{id}");
+    s.db_pool_size = 8;
+    s.dev = true;
+    (id, s)
+}
+
+/// Paved with the API and the workers.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(Roles::ALL).await
+}
+
+/// Paved with only some of its halves (tests drive workers themselves).
+pub async fn spawn_with(roles: Roles) -> TestApp {
+    let (id, settings) = isolated_settings();
+    let app = Application::build(settings.clone(), roles)
+        .await
+        .expect("build paved");
+    let admin_token = app.admin_token().expect("dev mode admin token").to_owned();
+    let pool = app.pool().clone();
+    let log = app.log().clone();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = if roles.api {
+        Client::connect(url.clone(), &admin_token)
+            .await
+            .expect("connect the SDK")
+    } else {
+        // A client that is never used to call: build it lazily.
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect_lazy();
+        Client::with_channel(channel, &admin_token).unwrap()
+    };
+    TestApp {
+        id,
+        url,
+        admin_token,
+        client,
+        pool,
+        log,
+        settings,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// A client authenticated as `principal` (its token created for the test).
+    pub async fn client_as(&self, principal: Principal) -> Client {
+        let token = paved_api::auth::create_token(&self.pool, &principal)
+            .await
+            .unwrap();
+        Client::connect(self.url.clone(), &token).await.unwrap()
+    }
+
+    /// The stream's last sequence: what "nothing was appended" is checked against.
+    pub async fn last_sequence(&self) -> u64 {
+        self.log.last_sequence().await.unwrap()
+    }
+
+    /// Another handle on the same log (a second API replica, a worker).
+    pub async fn open_log(&self) -> EventLog {
+        let nats = async_nats::connect(NATS_URL).await.unwrap();
+        EventLog::open(nats, self.log_config()).await.unwrap()
+    }
+
+    pub fn log_config(&self) -> LogConfig {
+        self.settings.log_config()
+    }
+
+    /// Stops the app and waits until it has drained.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        match self.handle.take() {
+            Some(h) => h.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+        // Best effort: remove this test's stream and database (FORCE ends the
+        // pool's connections, which belong to the test's runtime).
+        let stream = self.settings.stream.clone();
+        let db = format!("paved_test_{}", self.id);
+        // Its own thread and runtime: this runtime may be the one dropping us.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok(nats) = async_nats::connect(NATS_URL).await {
+                    let js = async_nats::jetstream::new(nats);
+                    js.delete_stream(&stream).await.ok();
+                }
+                if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+                    )))
+                    .execute(&admin)
+                    .await
+                    .ok();
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// Waits until `check` returns `Some`, polling, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(t) = check().await {
+            return t;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A team and a service spec, the smallest valid inputs.
+pub mod fixtures {
+    use paved_sdk::pb;
+
+    pub fn team(name: &str) -> pb::CreateTeamRequest {
+        pb::CreateTeamRequest {
+            name: name.into(),
+            profile: Some(pb::TeamProfile {
+                display_name: name.to_uppercase(),
+                email: format!("{name}@example.com"),
+                chat_channel: format!("#{name}"),
+            }),
+            ..Default::default()
+        }
+    }
+
+    pub fn spec() -> pb::ServiceSpec {
+        pb::ServiceSpec {
+            r#type: pb::ServiceType::Service.into(),
+            lifecycle: pb::Lifecycle::Production.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn service(name: &str, owner: &str) -> pb::RegisterServiceRequest {
+        pb::RegisterServiceRequest {
+            name: name.into(),
+            owner: owner.into(),
+            spec: Some(spec()),
+            ..Default::default()
+        }
+    }
+}

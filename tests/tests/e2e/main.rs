@@ -1,0 +1,12 @@
+//! End-to-end tests: the real `paved` (API + workers) on port 0 against the
+//! machine's NATS JetStream and PostgreSQL, driven through the SDK. Every
+//! test has its own stream, subject prefix and database, so they run in
+//! parallel.
+
+mod auth;
+mod backstage;
+mod bad_input;
+mod catalog;
+mod eventlog;
+mod helpers;
+mod projection;
