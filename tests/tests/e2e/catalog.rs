@@ -292,3 +292,50 @@ async fn catalog_health_counts_what_the_seed_measured() {
     assert_eq!(payments.services, 2);
     assert!((payments.without_docs_percent - 50.0).abs() < 1e-9);
 }
+
+#[tokio::test]
+async fn a_drained_shutdown_and_a_restart_keep_everything() {
+    let mut app = spawn_app().await;
+    app.client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    let done = app
+        .client
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    app.client
+        .at(done.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap();
+    app.stop().await.expect("a clean, drained stop");
+
+    // Same stream, same database: the log and the read models are still there,
+    // and no second admin token is minted.
+    let again = paved::Application::build(app.settings.clone(), paved::Roles::ALL)
+        .await
+        .unwrap();
+    assert!(again.admin_token().is_none());
+    let url = format!("http://127.0.0.1:{}", again.port());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handle = tokio::spawn(again.run_until_stopped(stop.clone()));
+    let client = paved_sdk::Client::connect(url, &app.admin_token)
+        .await
+        .unwrap();
+    let s = client
+        .at(done.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap();
+    assert_eq!(s.owner, "payments");
+    let next = client
+        .register_service(fixtures::service("fx", "payments"))
+        .await
+        .unwrap();
+    assert!(next.sequence > done.sequence);
+    client.at(next.sequence).get_service("fx").await.unwrap();
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

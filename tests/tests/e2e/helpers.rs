@@ -29,14 +29,16 @@ pub struct TestApp {
 /// Settings for an isolated instance: its own stream, prefix and database.
 pub fn isolated_settings() -> (String, Settings) {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    let mut s = Settings::default();
-    s.listen = "127.0.0.1:0".parse().unwrap();
-    s.nats_url = NATS_URL.to_owned();
-    s.database_url = format!("{PG_URL}/paved_test_{id}");
-    s.stream = format!("TEST_{}", id.to_uppercase());
-    s.subject_prefix = format!("t{id}");
-    s.db_pool_size = 8;
-    s.dev = true;
+    let s = Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        nats_url: NATS_URL.to_owned(),
+        database_url: format!("{PG_URL}/paved_test_{id}"),
+        stream: format!("TEST_{}", id.to_uppercase()),
+        subject_prefix: format!("t{id}"),
+        db_pool_size: 8,
+        dev: true,
+        ..Settings::default()
+    };
     (id, s)
 }
 
