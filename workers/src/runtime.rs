@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
 use sqlx::{PgConnection, PgPool};
@@ -111,7 +111,7 @@ pub struct ProjectionWorker<P: Projection> {
 
 /// An open consumer session: the pull stream of a running worker.
 pub struct Session {
-    messages: futures::stream::BoxStream<'static, Vec<Result<Message, ProjectionError>>>,
+    messages: futures::stream::BoxStream<'static, Result<Message, ProjectionError>>,
 }
 
 impl<P: Projection> ProjectionWorker<P> {
@@ -185,7 +185,6 @@ impl<P: Projection> ProjectionWorker<P> {
             .await
             .map_err(js_err)?
             .map(|m| m.map_err(js_err))
-            .ready_chunks(MAX_BATCH)
             .boxed();
         self.status.send_modify(|s| {
             s.checkpoint = checkpoint;
@@ -277,12 +276,7 @@ impl<P: Projection> ProjectionWorker<P> {
     /// Messages before an undecodable one are applied; the undecodable one
     /// stops the projection (health `Failed`) and is never skipped.
     pub async fn process_next(&self, session: &mut Session) -> Result<Outcome, ProjectionError> {
-        let chunk = session
-            .messages
-            .next()
-            .await
-            .ok_or_else(|| js_err("consumer stream ended"))?;
-        let messages = chunk.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let messages = next_batch(&mut session.messages).await?;
         let (batch, bad) = decode(&messages, u64::MAX);
         let good = &messages[..batch.len()];
         let outcome = self.apply(batch, good).await?;
@@ -314,15 +308,18 @@ impl<P: Projection> ProjectionWorker<P> {
             span.record("first_sequence", first.sequence);
             span.record("last_sequence", last.sequence);
         }
+        // The batch's span continues the trace of the newest command in it.
         if let Some(m) = messages.last() {
             let trace = TraceContext::from_headers(m.headers.as_ref());
             span.record("traceparent", trace.traceparent.as_str());
+            paved_eventlog::trace::continue_trace(&span, &trace);
         }
         let total = batch.len();
         if total == 0 {
             return Ok(Outcome::Skipped { messages: 0 });
         }
         let mut tx = self.pool.begin().await?;
+        custom_plans(&mut tx).await?;
         let checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
         batch.retain(|c| c.sequence > checkpoint);
         let Some(last) = batch.last().map(|c| c.sequence) else {
@@ -352,6 +349,49 @@ impl<P: Projection> ProjectionWorker<P> {
             checkpoint: last,
         })
     }
+}
+
+/// How long a batch waits for messages the server says are on their way.
+const BATCH_WAIT: Duration = Duration::from_millis(20);
+
+/// The next batch: waits for one message, then takes what follows while the
+/// server reports more pending for this consumer (up to [`MAX_BATCH`]). A
+/// caught-up projection applies each message at once (low lag); one with a
+/// backlog applies big batches (high throughput).
+async fn next_batch<S, E>(messages: &mut S) -> Result<Vec<Message>, ProjectionError>
+where
+    S: futures::Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let first = messages
+        .next()
+        .await
+        .ok_or_else(|| js_err("consumer stream ended"))?
+        .map_err(js_err)?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        let ready = match messages.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                let pending = batch
+                    .last()
+                    .and_then(|m| m.info().ok())
+                    .map_or(0, |i| i.pending);
+                if pending == 0 {
+                    break;
+                }
+                match tokio::time::timeout(BATCH_WAIT, messages.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                }
+            }
+        };
+        match ready {
+            Some(m) => batch.push(m.map_err(js_err)?),
+            None => break,
+        }
+    }
+    Ok(batch)
 }
 
 /// Decodes messages in order up to stream sequence `up_to`; stops at the
@@ -489,23 +529,19 @@ pub async fn rebuild<P: Projection>(
         .max_messages_per_batch(MAX_BATCH * 2)
         .messages()
         .await
-        .map_err(js_err)?
-        .ready_chunks(MAX_BATCH);
+        .map_err(js_err)?;
 
     let mut applied = 0u64;
     let mut last = 0u64;
     let mut conn = pool.acquire().await?;
     while applied < total {
-        let chunk = messages
-            .next()
-            .await
-            .ok_or_else(|| js_err("rebuild consumer ended"))?;
-        let batch = decode_chunk(chunk, u64::MAX)?;
+        let batch = decode_all(&next_batch(&mut messages).await?, u64::MAX)?;
         applied += batch.len() as u64;
         if let Some(l) = batch.last() {
             last = l.sequence;
         }
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        custom_plans(&mut tx).await?;
         set_search_path(&mut tx, &shadow).await?;
         projection.apply(&mut tx, &batch).await?;
         tx.commit().await?;
@@ -515,14 +551,11 @@ pub async fn rebuild<P: Projection>(
     // The swap. The live worker's batches lock the same row, so from here on
     // it waits for us.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    custom_plans(&mut tx).await?;
     let live_checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
     set_search_path(&mut tx, &shadow).await?;
     while last < live_checkpoint {
-        let chunk = messages
-            .next()
-            .await
-            .ok_or_else(|| js_err("rebuild consumer ended"))?;
-        let batch = decode_chunk(chunk, live_checkpoint)?;
+        let batch = decode_all(&next_batch(&mut messages).await?, live_checkpoint)?;
         if let Some(l) = batch.last() {
             last = l.sequence;
         }
@@ -563,18 +596,22 @@ pub async fn rebuild<P: Projection>(
     })
 }
 
-fn decode_chunk(
-    chunk: Vec<Result<Message, consumer::pull::MessagesError>>,
-    up_to: u64,
-) -> Result<Vec<StoredCommit>, ProjectionError> {
-    let messages = chunk
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(js_err)?;
-    match decode(&messages, up_to) {
+fn decode_all(messages: &[Message], up_to: u64) -> Result<Vec<StoredCommit>, ProjectionError> {
+    match decode(messages, up_to) {
         (batch, None) => Ok(batch),
         (_, Some(e)) => Err(e),
     }
+}
+
+/// Plans each batch's statements for its own parameters. A projection's
+/// statements look up hundreds of keys at once in tables that grow from empty
+/// (above all during a rebuild); a generic plan cached while a table was
+/// small keeps scanning it whole once it is large.
+async fn custom_plans(conn: &mut PgConnection) -> Result<(), ProjectionError> {
+    sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn set_search_path(conn: &mut PgConnection, schema: &str) -> Result<(), ProjectionError> {

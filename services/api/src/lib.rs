@@ -4,14 +4,17 @@
 //! - [`request`]: what every mutating RPC starts with (auth, request id, trace).
 //! - [`error`]: the one mapping from internal errors to `tonic::Status`.
 //! - [`freshness`]: read-your-writes (`min_sequence`) over the projections' checkpoints.
+//! - [`metrics`]: command counters for the `/metrics` endpoint.
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod freshness;
+pub mod metrics;
 pub mod request;
 
 pub use auth::Authenticator;
 pub use catalog::CatalogApi;
 pub use freshness::Freshness;
+pub use metrics::CommandCounters;

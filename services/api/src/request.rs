@@ -86,10 +86,13 @@ pub async fn begin<T: Idempotent>(
     request: Request<T>,
 ) -> Result<(CommandMeta, T, Violations), Status> {
     let principal = auth.authenticate_writer(&request).await?;
-    let trace = TraceContext {
+    let incoming = TraceContext {
         traceparent: header(&request, "traceparent"),
         tracestate: header(&request, "tracestate"),
     };
+    // The handler's span joins the caller's trace; the commit records this span.
+    paved_eventlog::trace::continue_trace(&tracing::Span::current(), &incoming);
+    let trace = paved_eventlog::trace::current_or(incoming);
     let correlation = header(&request, CORRELATION_HEADER);
     let causation = header(&request, CAUSATION_HEADER);
     let reason = header(&request, REASON_HEADER);

@@ -283,8 +283,9 @@ impl Executor {
         self.load::<A>(&me, &subject, true).await
     }
 
-    /// The aggregate's state, from the cache or the log. With `refresh`, a
-    /// cached state first reads whatever was appended after it.
+    /// The aggregate's state, from the cache or the log. With `refresh`, the
+    /// subject's last sequence is checked first (one cheap direct get) and
+    /// only commits newer than the cached state are read.
     pub async fn load<A: Aggregate>(
         &self,
         me: &AggregateRef,
@@ -292,21 +293,25 @@ impl Executor {
         refresh: bool,
     ) -> Result<Loaded<A>, ExecuteError> {
         let cached = self.cached::<A>(me);
-        let (mut loaded, read) = match cached {
+        let mut loaded = match cached {
             Some(l) if !refresh => return Ok(l),
-            Some(l) => (l, true),
-            None => (Loaded::empty(), true),
+            Some(l) => l,
+            None => Loaded::empty(),
         };
-        if read {
-            let messages = self.log.read_subject(subject, loaded.version + 1).await?;
-            if messages.is_empty() && loaded.version > 0 {
-                return Ok(loaded);
-            }
-            for m in &messages {
+        let last = match self.log.last_on_subject(subject).await? {
+            None => 0,
+            Some(m) => m.sequence,
+        };
+        if last > loaded.version {
+            for m in &self
+                .log
+                .read_subject(subject, loaded.version + 1, last)
+                .await?
+            {
                 loaded.apply(m.sequence, &decode(m)?);
             }
-            self.store(me, loaded.clone());
         }
+        self.store(me, loaded.clone());
         Ok(loaded)
     }
 

@@ -8,12 +8,14 @@
 //! - [`execute`]: [`Executor::execute`], load (cached) → decide → append →
 //!   retry on conflict / answer duplicates. The API and the side-effect
 //!   workers both write through it.
+//! - [`trace`]: W3C trace context from the request, through the log, into projections.
 //! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
 
 pub mod codec;
 pub mod execute;
 pub mod log;
 pub mod readmodel;
+pub mod trace;
 
 pub use codec::{Commit, DecodeError, StoredCommit};
 pub use execute::{CommandMeta, ExecuteError, Executed, Executor};

@@ -221,17 +221,21 @@ impl EventLog {
         })
     }
 
-    /// Every message on `subject` from stream sequence `from` on, in order.
-    /// One direct get per message: aggregates are short, and the write path
-    /// caches what it read.
+    /// The messages on `subject` from stream sequence `from` up to and
+    /// including `until` (the subject's last sequence, from
+    /// [`Self::last_on_subject`]), in order. One direct get per message: the
+    /// write path caches what it read, so only new commits are read again.
+    /// Stopping at `until` matters: asking for a message past a subject's last
+    /// one makes the server look through the rest of the stream.
     pub async fn read_subject(
         &self,
         subject: &str,
         from: u64,
+        until: u64,
     ) -> Result<Vec<StoredMessage>, LogError> {
         let mut out = Vec::new();
         let mut next = from.max(1);
-        loop {
+        while next <= until {
             match self
                 .stream
                 .direct_get_next_for_subject(subject, Some(next))
@@ -246,10 +250,11 @@ impl EventLog {
                         payload: m.payload,
                     });
                 }
-                Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok(out),
+                Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
                 Err(e) => return Err(LogError::Unavailable(e.to_string())),
             }
         }
+        Ok(out)
     }
 
     /// The message at `sequence`, if there is one.
@@ -266,7 +271,8 @@ impl EventLog {
         }
     }
 
-    /// The last message on `subject`, if there is one.
+    /// The last message on `subject`, if there is one. Cheap at any stream
+    /// size: the server keeps each subject's last sequence in memory.
     pub async fn last_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
         match self.stream.direct_get_last_for_subject(subject).await {
             Ok(m) => Ok(Some(StoredMessage {

@@ -3,13 +3,17 @@
 //! - [`settings`]: flags and `PAVED_*` environment variables.
 //! - [`telemetry`]: structured logs (pretty or JSON) and OpenTelemetry export.
 //! - [`db`]: creating the database, the pool, the migrations.
+//! - [`metrics`]: the Prometheus `/metrics` endpoint.
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
 //!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
+//! - [`bench`]: `paved bench`, the benchmark with its raw references.
 //! - [`cli`]: the command line: `serve`, `api`, `worker`, `migrate`,
 //!   `replay`, `token`, and the client verbs (`catalog`, `team`).
 
+pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod metrics;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

@@ -47,6 +47,10 @@ pub struct Settings {
     #[arg(long, env = "PAVED_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,
 
+    /// Address of the Prometheus `/metrics` endpoint; empty to turn it off.
+    #[arg(long, env = "PAVED_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+
     /// Development mode: on first start (no tokens yet) create an admin token
     /// and print it once.
     #[arg(long, env = "PAVED_DEV", default_value_t = true, action = clap::ArgAction::Set)]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paved_api::{Authenticator, CatalogApi, Freshness};
+use paved_api::{Authenticator, CatalogApi, CommandCounters, Freshness};
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
 use paved_proto::v1::catalog_service_server::CatalogServiceServer;
@@ -54,6 +54,7 @@ pub struct Application {
     log: EventLog,
     pool: PgPool,
     listener: Option<TcpListener>,
+    metrics_listener: Option<TcpListener>,
     admin_token: Option<String>,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
@@ -88,6 +89,14 @@ impl Application {
         } else {
             None
         };
+        let metrics_listener = match settings.metrics_listen.trim() {
+            "" => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for /metrics"))?,
+            ),
+        };
         let catalog_worker = roles
             .workers
             .then(|| ProjectionWorker::new(CatalogProjection, pool.clone(), log.clone()));
@@ -100,6 +109,7 @@ impl Application {
             log,
             pool,
             listener,
+            metrics_listener,
             admin_token,
             statuses,
             catalog_worker,
@@ -113,6 +123,13 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The `/metrics` endpoint's address, if it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The admin token created on first start in dev mode.
@@ -150,6 +167,15 @@ impl Application {
         for status in self.statuses.clone() {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
         }
+        let counters = self.listener.as_ref().map(|_| CommandCounters::default());
+        if let Some(listener) = self.metrics_listener {
+            let sources = crate::metrics::Sources {
+                log: self.log.clone(),
+                commands: counters.clone(),
+                projections: self.statuses.clone(),
+            };
+            tasks.spawn(crate::metrics::serve(listener, sources, shutdown.clone()));
+        }
         if let Some(listener) = self.listener {
             let executor = Executor::new(self.log.clone(), self.settings.cache_capacity);
             let freshness = Freshness::start(
@@ -159,7 +185,13 @@ impl Application {
                 shutdown.clone(),
             );
             let auth = Authenticator::new(self.pool.clone());
-            let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness);
+            let catalog = CatalogApi::new(
+                executor,
+                self.pool.clone(),
+                auth,
+                freshness,
+                counters.unwrap_or_default(),
+            );
             health
                 .set_serving::<CatalogServiceServer<CatalogApi>>()
                 .await;

@@ -339,3 +339,41 @@ async fn a_drained_shutdown_and_a_restart_keep_everything() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn metrics_are_exposed_for_prometheus() {
+    let app = spawn_app().await;
+    let done = app
+        .client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    app.client
+        .at(done.sequence)
+        .get_team("payments")
+        .await
+        .unwrap();
+    let _ = app.client.create_team(fixtures::team("payments")).await;
+    let body = app.scrape().await;
+    assert!(
+        body.contains("paved_commands_total{outcome=\"applied\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("paved_commands_total{outcome=\"rejected\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("paved_log_last_sequence {}", done.sequence)),
+        "{body}"
+    );
+    assert!(
+        body.contains("paved_projection_checkpoint{projection=\"catalog\"}"),
+        "{body}"
+    );
+    assert!(
+        body.contains("paved_projection_healthy{projection=\"catalog\"} 1"),
+        "{body}"
+    );
+    assert!(body.contains("# EOF"), "OpenMetrics text ends with # EOF");
+}

@@ -17,6 +17,8 @@ pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
 pub struct TestApp {
     pub id: String,
     pub url: String,
+    /// `host:port` of the `/metrics` endpoint.
+    pub metrics_addr: std::net::SocketAddr,
     pub admin_token: String,
     pub client: Client,
     pub pool: PgPool,
@@ -36,6 +38,7 @@ pub fn isolated_settings() -> (String, Settings) {
         stream: format!("TEST_{}", id.to_uppercase()),
         subject_prefix: format!("t{id}"),
         db_pool_size: 8,
+        metrics_listen: "127.0.0.1:0".into(),
         dev: true,
         ..Settings::default()
     };
@@ -57,6 +60,7 @@ pub async fn spawn_with(roles: Roles) -> TestApp {
     let pool = app.pool().clone();
     let log = app.log().clone();
     let url = format!("http://127.0.0.1:{}", app.port());
+    let metrics_addr = app.metrics_addr().expect("metrics endpoint");
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = if roles.api {
@@ -73,6 +77,7 @@ pub async fn spawn_with(roles: Roles) -> TestApp {
     TestApp {
         id,
         url,
+        metrics_addr,
         admin_token,
         client,
         pool,
@@ -90,6 +95,24 @@ impl TestApp {
             .await
             .unwrap();
         Client::connect(self.url.clone(), &token).await.unwrap()
+    }
+
+    /// The body of `GET /metrics` (plain HTTP/1.0 over a socket).
+    pub async fn scrape(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: paved\r\n\r\n")
+            .await
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        assert!(
+            body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200"),
+            "{body}"
+        );
+        body
     }
 
     /// The stream's last sequence: what "nothing was appended" is checked against.

@@ -28,6 +28,8 @@ pub struct CatalogProjection;
 /// A read-model row: the aggregate's state plus bookkeeping.
 struct Entry<T> {
     state: Option<T>,
+    /// The row as loaded (`None`: not in the table yet), to write only what changed.
+    before: Option<T>,
     created_at: Option<DateTime<Utc>>,
     updated_at: DateTime<Utc>,
     last_sequence: i64,
@@ -37,6 +39,7 @@ impl<T> Entry<T> {
     fn new() -> Self {
         Self {
             state: None,
+            before: None,
             created_at: None,
             updated_at: DateTime::<Utc>::MIN_UTC,
             last_sequence: 0,
@@ -184,6 +187,7 @@ async fn load_teams(
         out.insert(
             name,
             Entry {
+                before: None,
                 state: Some(team),
                 created_at: Some(r.try_get("created_at")?),
                 updated_at: r.try_get("updated_at")?,
@@ -285,6 +289,7 @@ async fn load_systems(
         out.insert(
             name,
             Entry {
+                before: None,
                 state: Some(system),
                 created_at: Some(r.try_get("created_at")?),
                 updated_at: r.try_get("updated_at")?,
@@ -425,6 +430,7 @@ async fn load_services(
         out.insert(
             name,
             Entry {
+                before: Some(service.clone()),
                 state: Some(service),
                 created_at: Some(r.try_get("created_at")?),
                 updated_at: r.try_get("updated_at")?,
@@ -506,6 +512,8 @@ async fn write_services(
 ) -> Result<(), ProjectionError> {
     let mut c = ServiceColumns::default();
     let (mut dep_service, mut dep_on, mut dep_crit) = (vec![], vec![], vec![]);
+    // Existing rows whose dependency set changed: their edges are rewritten.
+    let mut dep_delete = Vec::new();
     for e in services.values() {
         let (Some(s), Some(created_at)) = (&e.state, e.created_at) else {
             continue;
@@ -539,19 +547,33 @@ async fn write_services(
         c.created_at.push(created_at);
         c.updated_at.push(e.updated_at);
         c.last_sequence.push(e.last_sequence);
-        for (on, crit) in &s.dependencies {
-            dep_service.push(s.name.to_string());
-            dep_on.push(on.to_string());
-            dep_crit.push(crit.map(|c| c.as_str().to_owned()));
+        let deps_changed = match &e.before {
+            None => true,
+            Some(b) => {
+                let changed = b.dependencies != s.dependencies;
+                if changed {
+                    dep_delete.push(s.name.to_string());
+                }
+                changed
+            }
+        };
+        if deps_changed {
+            for (on, crit) in &s.dependencies {
+                dep_service.push(s.name.to_string());
+                dep_on.push(on.to_string());
+                dep_crit.push(crit.map(|c| c.as_str().to_owned()));
+            }
         }
     }
     if c.name.is_empty() {
         return Ok(());
     }
-    sqlx::query("DELETE FROM catalog_dependencies WHERE service = ANY($1)")
-        .bind(&c.name)
-        .execute(&mut *conn)
-        .await?;
+    if !dep_delete.is_empty() {
+        sqlx::query("DELETE FROM catalog_dependencies WHERE service = ANY($1)")
+            .bind(&dep_delete)
+            .execute(&mut *conn)
+            .await?;
+    }
     if !dep_service.is_empty() {
         sqlx::query(
             "INSERT INTO catalog_dependencies (service, depends_on, criticality)

@@ -23,6 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::auth::Authenticator;
 use crate::error;
 use crate::freshness::Freshness;
+use crate::metrics::CommandCounters;
 use crate::request::begin;
 
 /// The catalog API. Cheap to clone.
@@ -32,6 +33,7 @@ pub struct CatalogApi {
     pool: PgPool,
     auth: Authenticator,
     freshness: Freshness,
+    counters: CommandCounters,
 }
 
 type CommandResult = Result<Response<pb::CommandResponse>, Status>;
@@ -42,12 +44,14 @@ impl CatalogApi {
         pool: PgPool,
         auth: Authenticator,
         freshness: Freshness,
+        counters: CommandCounters,
     ) -> Self {
         Self {
             executor,
             pool,
             auth,
             freshness,
+            counters,
         }
     }
 
@@ -62,11 +66,9 @@ impl CatalogApi {
         let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
             return Err(error::invalid(v.into_vec()));
         };
-        let done = self
-            .executor
-            .execute::<A>(&id, &command, meta)
-            .await
-            .map_err(error::execute)?;
+        let result = self.executor.execute::<A>(&id, &command, meta).await;
+        self.counters.record(&result);
+        let done = result.map_err(error::execute)?;
         Ok(Response::new(pb::CommandResponse {
             sequence: done.sequence,
             events: done.events,

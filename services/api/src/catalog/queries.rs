@@ -246,10 +246,25 @@ pub async fn list_systems(
 
 // ---- services ----
 
-const SERVICE_COLUMNS: &str =
-    "name, owner, type, lifecycle, system, description, tier, repository_url,
-    docs_url, tags, labels, annotations, links, slos, deprecation_reason, retired_reason,
-    created_at, updated_at, last_sequence";
+/// A service row with its edges both ways, in one round trip.
+const SERVICE_COLUMNS: &str = "s.name, s.owner, s.type, s.lifecycle, s.system, s.description, s.tier,
+    s.repository_url, s.docs_url, s.tags, s.labels, s.annotations, s.links, s.slos,
+    s.deprecation_reason, s.retired_reason, s.created_at, s.updated_at, s.last_sequence,
+    COALESCE((SELECT jsonb_agg(jsonb_build_array(d.depends_on, d.criticality) ORDER BY d.depends_on)
+                FROM catalog_dependencies d WHERE d.service = s.name), '[]'::jsonb) AS upstream,
+    COALESCE((SELECT jsonb_agg(jsonb_build_array(d.service, d.criticality) ORDER BY d.service)
+                FROM catalog_dependencies d WHERE d.depends_on = s.name), '[]'::jsonb) AS downstream";
+
+fn edges(r: &PgRow, column: &str) -> Result<Vec<pb::Dependency>, Status> {
+    let pairs: Vec<(String, Option<String>)> = json(r, column)?;
+    Ok(pairs
+        .into_iter()
+        .map(|(service, c)| pb::Dependency {
+            service,
+            criticality: criticality(c),
+        })
+        .collect())
+}
 
 fn service_from_row(r: &PgRow) -> Result<pb::Service, Status> {
     let kind: String = r.try_get("type").map_err(db)?;
@@ -294,8 +309,8 @@ fn service_from_row(r: &PgRow) -> Result<pb::Service, Status> {
             .unwrap_or_default(),
         retired: retired.is_some(),
         retired_reason: retired.unwrap_or_default(),
-        dependencies: Vec::new(),
-        dependents: Vec::new(),
+        dependencies: edges(r, "upstream")?,
+        dependents: edges(r, "downstream")?,
         slos: slos.into_iter().map(slo_to_proto).collect(),
         created_at: ts(r.try_get("created_at").map_err(db)?),
         updated_at: ts(r.try_get("updated_at").map_err(db)?),
@@ -327,54 +342,17 @@ fn criticality(c: Option<String>) -> i32 {
     criticality_to_proto(c.as_deref().and_then(Criticality::parse)) as i32
 }
 
-/// Fills in both directions of the dependency edges of `services`.
-async fn attach_edges(pool: &PgPool, services: &mut [pb::Service]) -> Result<(), Status> {
-    if services.is_empty() {
-        return Ok(());
-    }
-    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
-    let edges: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT service, depends_on, criticality FROM catalog_dependencies
-          WHERE service = ANY($1) OR depends_on = ANY($1)
-          ORDER BY service, depends_on",
-    )
-    .bind(&names)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
-    let index: HashMap<String, usize> =
-        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-    for (from, to, crit) in edges {
-        if let Some(&i) = index.get(&from) {
-            services[i].dependencies.push(pb::Dependency {
-                service: to.clone(),
-                criticality: criticality(crit.clone()),
-            });
-        }
-        if let Some(&i) = index.get(&to) {
-            services[i].dependents.push(pb::Dependency {
-                service: from,
-                criticality: criticality(crit),
-            });
-        }
-    }
-    Ok(())
-}
-
 pub async fn get_service(pool: &PgPool, name: &str) -> Result<pb::Service, Status> {
     let name = name_arg("name", name)?;
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SERVICE_COLUMNS} FROM catalog_services WHERE name = $1"
+        "SELECT {SERVICE_COLUMNS} FROM catalog_services s WHERE s.name = $1"
     )))
     .bind(name.as_str())
     .fetch_optional(pool)
     .await
     .map_err(db)?
     .ok_or_else(|| Status::not_found(format!("service {:?} not found", name.as_str())))?;
-    let mut services = [service_from_row(&row)?];
-    attach_edges(pool, &mut services).await?;
-    let [service] = services;
-    Ok(service)
+    service_from_row(&row)
 }
 
 pub async fn list_services(
@@ -414,37 +392,36 @@ pub async fn list_services(
         }
     };
     let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {SERVICE_COLUMNS} FROM catalog_services WHERE true"
+        "SELECT {SERVICE_COLUMNS} FROM catalog_services s WHERE true"
     ));
     if !r.include_retired {
-        q.push(" AND retired_reason IS NULL");
+        q.push(" AND s.retired_reason IS NULL");
     }
     if let Some(o) = &owner {
-        q.push(" AND owner = ").push_bind(o.to_string());
+        q.push(" AND s.owner = ").push_bind(o.to_string());
     }
     if let Some(s) = &system {
-        q.push(" AND system = ").push_bind(s.to_string());
+        q.push(" AND s.system = ").push_bind(s.to_string());
     }
     if let Some(l) = lifecycle {
-        q.push(" AND lifecycle = ").push_bind(l);
+        q.push(" AND s.lifecycle = ").push_bind(l);
     }
     if let Some(k) = kind {
-        q.push(" AND type = ").push_bind(k);
+        q.push(" AND s.type = ").push_bind(k);
     }
     if !r.tag.is_empty() {
-        q.push(" AND tags ? ").push_bind(r.tag.clone());
+        q.push(" AND s.tags ? ").push_bind(r.tag.clone());
     }
     if let Some(a) = &after {
-        q.push(" AND name > ").push_bind(a.to_string());
+        q.push(" AND s.name > ").push_bind(a.to_string());
     }
-    q.push(" ORDER BY name LIMIT ").push_bind(limit + 1);
+    q.push(" ORDER BY s.name LIMIT ").push_bind(limit + 1);
     let rows = q.build().fetch_all(pool).await.map_err(db)?;
     let mut services = rows
         .iter()
         .map(service_from_row)
         .collect::<Result<Vec<_>, _>>()?;
     let next = next_page(&mut services, limit, |s| s.name.clone());
-    attach_edges(pool, &mut services).await?;
     Ok(pb::ListServicesResponse {
         services,
         next_page_token: next,
@@ -650,37 +627,15 @@ pub async fn list_all_services(
     let filter = if include_retired {
         ""
     } else {
-        " WHERE retired_reason IS NULL"
+        " WHERE s.retired_reason IS NULL"
     };
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {SERVICE_COLUMNS} FROM catalog_services{filter} ORDER BY name"
+        "SELECT {SERVICE_COLUMNS} FROM catalog_services s{filter} ORDER BY s.name"
     )))
     .fetch_all(pool)
     .await
     .map_err(db)?;
-    let mut services = rows
-        .iter()
-        .map(service_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    let edges: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT service, depends_on, criticality FROM catalog_dependencies ORDER BY service, depends_on")
-            .fetch_all(pool)
-            .await
-            .map_err(db)?;
-    let index: HashMap<String, usize> = services
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.clone(), i))
-        .collect();
-    for (from, to, crit) in edges {
-        if let Some(&i) = index.get(&from) {
-            services[i].dependencies.push(pb::Dependency {
-                service: to,
-                criticality: criticality(crit),
-            });
-        }
-    }
-    Ok(services)
+    rows.iter().map(service_from_row).collect()
 }
 
 /// Every team, for exports.

@@ -48,6 +48,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Teams in the catalog (client verbs).
     Team(catalog::TeamArgs),
+    /// Measure Paved against the machine's raw limits (its own stream and database).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -59,7 +61,7 @@ struct ServerArgs {
 /// Parses the command line, runs it, and turns failures into exit code 1.
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    let _telemetry = telemetry::init(cli.log_format);
     match run(cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -79,6 +81,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(t) => admin::token(t).await,
         Command::Catalog(a) => catalog::catalog(a).await,
         Command::Team(a) => catalog::team(a).await,
+        Command::Bench(a) => crate::bench::bench(*a).await,
     }
 }
 

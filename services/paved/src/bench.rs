@@ -1,0 +1,707 @@
+//! `paved bench`: Paved's speed, measured next to the raw limits of the
+//! machine in the same run (plain JetStream publish, an empty tonic call).
+//!
+//! It starts its own Paved in-process (API on port 0, its own stream and
+//! database, both removed afterwards) and drives it through the SDK. The
+//! catalog worker is driven by the bench itself, so the backlog phase can
+//! measure catch-up. Figures vary between runs on shared machines: compare
+//! the figures of one run with each other.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use futures::StreamExt;
+use paved_domain::catalog::{
+    Lifecycle, ServiceEvent, ServiceSpec, ServiceType, SpecField, TeamEvent, TeamProfile,
+};
+use paved_domain::{AggregateKind, Name};
+use paved_eventlog::codec::{self, Commit};
+use paved_eventlog::readmodel::{CATALOG, CHECKPOINT_CHANNEL};
+use paved_sdk::{Client, pb};
+use paved_workers::ProjectionWorker;
+use paved_workers::projections::CatalogProjection;
+use paved_workers::runtime;
+use serde::Serialize;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::output::{self, Output};
+use crate::settings::Settings;
+use crate::startup::{Application, Roles};
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Commands in the throughput phase.
+    #[arg(long, default_value_t = 30_000)]
+    commands: usize,
+    /// Target rate of the projection-lag phase (commands/s).
+    #[arg(long, default_value_t = 5_000)]
+    lag_rate: u64,
+    /// Length of the projection-lag phase (s).
+    #[arg(long, default_value_t = 5)]
+    lag_seconds: u64,
+    /// get-service requests in the read phase.
+    #[arg(long, default_value_t = 50_000)]
+    reads: usize,
+    /// Backstage components in the import phase.
+    #[arg(long, default_value_t = 5_000)]
+    import_components: usize,
+    /// Events in the log for the rebuild phase (0 skips it). Events beyond
+    /// what the other phases wrote are published straight to JetStream as
+    /// valid catalog commits.
+    #[arg(long, default_value_t = 1_000_000)]
+    rebuild_events: u64,
+    /// Keep the bench's stream and database afterwards.
+    #[arg(long)]
+    keep: bool,
+    #[arg(long, short, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+/// Throughput and latency of one phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Figure {
+    pub phase: String,
+    pub operations: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub target: String,
+}
+
+fn figure(
+    phase: &str,
+    ops: u64,
+    elapsed: Duration,
+    mut latencies: Vec<Duration>,
+    target: &str,
+) -> Figure {
+    latencies.sort();
+    let pct = |p: f64| {
+        (!latencies.is_empty()).then(|| {
+            let i = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+            latencies[i].as_secs_f64() * 1000.0
+        })
+    };
+    let seconds = elapsed.as_secs_f64();
+    Figure {
+        phase: phase.to_owned(),
+        operations: ops,
+        seconds,
+        per_second: ops as f64 / seconds.max(1e-9),
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        target: target.to_owned(),
+    }
+}
+
+/// Runs `total` operations over `clients` concurrent tasks; returns the wall
+/// time and each operation's latency.
+async fn concurrent<F, Fut>(
+    clients: usize,
+    total: usize,
+    op: F,
+) -> anyhow::Result<(Duration, Vec<Duration>)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let op = op.clone();
+        tasks.spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = c;
+            while i < total {
+                let t = Instant::now();
+                op(i).await?;
+                lat.push(t.elapsed());
+                i += clients;
+            }
+            anyhow::Ok(lat)
+        });
+    }
+    let mut all = Vec::with_capacity(total);
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r??);
+    }
+    Ok((started.elapsed(), all))
+}
+
+struct Bench {
+    app_url: String,
+    client: Client,
+    pool: PgPool,
+    log: paved_eventlog::EventLog,
+    worker_stop: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Bench {
+    fn start_worker(&mut self) {
+        let worker = ProjectionWorker::new(CatalogProjection, self.pool.clone(), self.log.clone());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = worker.run(token).await {
+                tracing::error!(error = %e, "bench worker failed");
+            }
+        });
+        self.worker_stop = Some((stop, handle));
+    }
+
+    async fn stop_worker(&mut self) {
+        if let Some((stop, handle)) = self.worker_stop.take() {
+            stop.cancel();
+            handle.await.ok();
+        }
+    }
+
+    async fn checkpoint(&self) -> anyhow::Result<u64> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
+        )
+        .bind(CATALOG)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+
+    /// Waits until the catalog projection has applied everything up to `seq`.
+    async fn caught_up(&self, seq: u64) -> anyhow::Result<()> {
+        self.client.at(seq).get_team("bench").await?;
+        Ok(())
+    }
+}
+
+pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let mut settings = a.settings.clone();
+    settings.listen = "127.0.0.1:0".parse()?;
+    settings.stream = format!("BENCH_{}", id.to_uppercase());
+    settings.subject_prefix = format!("bench{id}");
+    let base = settings
+        .database_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .context("database URL")?;
+    settings.database_url = format!("{base}/paved_bench_{id}");
+    settings.read_wait_ms = 60_000;
+    settings.metrics_listen = String::new();
+    settings.dev = true;
+    eprintln!(
+        "bench: stream {} database paved_bench_{id}",
+        settings.stream
+    );
+
+    let app = Application::build(settings.clone(), Roles::API).await?;
+    let token = app.admin_token().context("admin token")?.to_owned();
+    let url = format!("http://127.0.0.1:{}", app.port());
+    let pool = app.pool().clone();
+    let log = app.log().clone();
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    let client = Client::connect(url.clone(), &token).await?;
+    let mut b = Bench {
+        app_url: url,
+        client,
+        pool,
+        log,
+        worker_stop: None,
+    };
+    let result = run_phases(&mut b, &a).await;
+    b.stop_worker().await;
+    shutdown.cancel();
+    server.await.ok();
+    if !a.keep {
+        cleanup(&settings, &id).await;
+    }
+    let figures = result?;
+    match a.output {
+        Output::Json => output::json(&figures),
+        Output::Table => {
+            let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
+            output::table(
+                &[
+                    "PHASE",
+                    "OPS",
+                    "SECONDS",
+                    "PER SECOND",
+                    "P50 MS",
+                    "P99 MS",
+                    "TARGET",
+                ],
+                &figures
+                    .iter()
+                    .map(|f| {
+                        vec![
+                            f.phase.clone(),
+                            f.operations.to_string(),
+                            format!("{:.2}", f.seconds),
+                            format!("{:.0}", f.per_second),
+                            ms(f.p50_ms),
+                            ms(f.p99_ms),
+                            f.target.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn cleanup(settings: &Settings, id: &str) {
+    if let Ok(nats) = async_nats::connect(&settings.nats_url).await {
+        async_nats::jetstream::new(nats)
+            .delete_stream(&settings.stream)
+            .await
+            .ok();
+    }
+    let admin_url = settings
+        .database_url
+        .rsplit_once('/')
+        .map(|(b, _)| format!("{b}/postgres"))
+        .unwrap_or_default();
+    if let Ok(admin) = PgPool::connect(&admin_url).await {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS paved_bench_{id} WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .ok();
+    }
+}
+
+async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    let clients = a.clients;
+
+    // Reference 1: plain JetStream publish, ack awaited, same concurrency.
+    eprintln!("phase: raw JetStream publish");
+    let js = b.log.jetstream().clone();
+    let prefix = b.log.config().subject_prefix.clone();
+    let n = a.commands;
+    let (t, lat) = concurrent(clients, n, move |i| {
+        let js = js.clone();
+        let subject = format!("{prefix}.raw.bench.s{}", i % 10_000);
+        async move {
+            js.publish(subject, Bytes::from_static(&[0u8; 200]))
+                .await?
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    out.push(figure(
+        "raw: JetStream publish (ack awaited)",
+        n as u64,
+        t,
+        lat,
+        "reference",
+    ));
+
+    // Reference 2: an empty tonic round trip (grpc.health.v1 Check).
+    eprintln!("phase: raw tonic round trip");
+    let channel = tonic::transport::Endpoint::from_shared(b.app_url.clone())?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let (t, lat) = concurrent(clients, n, move |_| {
+        let mut h = health.clone();
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest::default())
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    out.push(figure(
+        "raw: empty tonic call",
+        n as u64,
+        t,
+        lat,
+        "reference",
+    ));
+
+    // Commands through the SDK (worker stopped: the API alone).
+    eprintln!("phase: commands");
+    let setup = b.client.create_team(pb::CreateTeamRequest {
+        name: "bench".into(),
+        ..Default::default()
+    });
+    let seq0 = setup.await?.sequence;
+    let c = b.client.clone();
+    let (t, lat) = concurrent(clients, n, move |i| {
+        let c = c.clone();
+        async move {
+            c.register_service(service_request(&format!("svc-{i}")))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    out.push(figure(
+        "commands: RegisterService via SDK",
+        n as u64,
+        t,
+        lat,
+        ">= 10000/s, p99 <= 10 ms",
+    ));
+    let backlog_end = b.log.last_sequence().await?;
+
+    // Catch-up: the worker starts with the whole backlog waiting.
+    eprintln!("phase: catch-up");
+    let before = b.checkpoint().await?;
+    let started = Instant::now();
+    b.start_worker();
+    b.caught_up(backlog_end).await?;
+    let applied = backlog_end.saturating_sub(before.max(seq0.saturating_sub(1)));
+    out.push(figure(
+        "catalog projection catch-up",
+        applied,
+        started.elapsed(),
+        Vec::new(),
+        ">= 30000 events/s",
+    ));
+
+    // Projection lag at a steady rate: ack → checkpoint NOTIFY.
+    eprintln!("phase: projection lag at {}/s", a.lag_rate);
+    out.push(lag_phase(b, a).await?);
+
+    // Reads: get-service with the same concurrency.
+    eprintln!("phase: get-service");
+    let c = b.client.clone();
+    let services = n.max(1);
+    let (t, lat) = concurrent(clients, a.reads, move |i| {
+        let c = c.clone();
+        async move {
+            c.get_service(&format!("svc-{}", (i * 7919) % services))
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    out.push(figure(
+        "get-service via SDK",
+        a.reads as u64,
+        t,
+        lat,
+        ">= 15000/s, p99 <= 10 ms",
+    ));
+
+    // Backstage import until every component is visible.
+    eprintln!(
+        "phase: Backstage import of {} components",
+        a.import_components
+    );
+    let yaml = backstage_yaml(a.import_components);
+    let started = Instant::now();
+    let r = b
+        .client
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await?;
+    b.caught_up(r.sequence).await?;
+    out.push(figure(
+        "Backstage import until visible",
+        r.entities as u64,
+        started.elapsed(),
+        Vec::new(),
+        "5000 components <= 2 s",
+    ));
+    out.push(Figure {
+        phase: format!(
+            "resident memory (API + worker + bench client, {} services)",
+            n + a.import_components
+        ),
+        operations: rss_mib(),
+        target: "<= 150 MiB with 5000 services (value in MiB)".into(),
+        ..Default::default()
+    });
+
+    if a.rebuild_events > 0 {
+        eprintln!("phase: rebuild of {} events", a.rebuild_events);
+        b.stop_worker().await;
+        fill_log(b, a.rebuild_events).await?;
+        let total = b.log.last_sequence().await?;
+        let started = Instant::now();
+        let bar = indicatif::ProgressBar::new(0);
+        let report = runtime::rebuild(&CatalogProjection, &b.pool, &b.log, |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.applied);
+        })
+        .await?;
+        bar.finish_and_clear();
+        out.push(figure(
+            &format!("rebuild of the catalog ({total} messages in the log)"),
+            report.messages,
+            started.elapsed(),
+            Vec::new(),
+            "1,000,000 events <= 40 s",
+        ));
+    }
+    Ok(out)
+}
+
+fn service_request(name: &str) -> pb::RegisterServiceRequest {
+    pb::RegisterServiceRequest {
+        name: name.to_owned(),
+        owner: "bench".into(),
+        spec: Some(pb::ServiceSpec {
+            r#type: pb::ServiceType::Service.into(),
+            lifecycle: pb::Lifecycle::Production.into(),
+            description: "bench".into(),
+            tags: vec!["bench".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn lag_phase(b: &Bench, a: &BenchArgs) -> anyhow::Result<Figure> {
+    let notified: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&b.pool).await?;
+    listener.listen(CHECKPOINT_CHANNEL).await?;
+    let stop = CancellationToken::new();
+    let listen_task = {
+        let notified = notified.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    n = listener.recv() => match n {
+                        Ok(n) => {
+                            if let Some((_, seq)) = n.payload().rsplit_once(':')
+                                && let Ok(seq) = seq.parse::<u64>()
+                            {
+                                notified.lock().unwrap_or_else(|p| p.into_inner()).push((seq, Instant::now()));
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }
+        })
+    };
+    let acked: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let total = (a.lag_rate * a.lag_seconds) as usize;
+    let per_client = Duration::from_secs_f64(a.clients as f64 / a.lag_rate as f64);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let stride = a.clients;
+    for client in 0..a.clients {
+        let c = b.client.clone();
+        let acked = acked.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(per_client);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut i = client;
+            while i < total {
+                tick.tick().await;
+                let r = c
+                    .update_service(pb::UpdateServiceRequest {
+                        name: format!("svc-{}", i % 1000),
+                        spec: Some(pb::ServiceSpec {
+                            description: format!("lag {i}"),
+                            ..Default::default()
+                        }),
+                        update_mask: Some(paved_proto::wkt::FieldMask {
+                            paths: vec!["description".into()],
+                        }),
+                        ..Default::default()
+                    })
+                    .await?;
+                acked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((r.sequence, Instant::now()));
+                i += stride;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let elapsed = started.elapsed();
+    let last = acked
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(0);
+    b.caught_up(last).await?;
+    // Give the listener the last notification.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && notified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .all(|(s, _)| *s < last)
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.cancel();
+    listen_task.await.ok();
+    let notes: BTreeMap<u64, Instant> = notified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let acks = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let lags: Vec<Duration> = acks
+        .iter()
+        .filter_map(|(seq, at)| {
+            notes
+                .range(*seq..)
+                .next()
+                .map(|(_, seen)| seen.saturating_duration_since(*at))
+        })
+        .collect();
+    let mut f = figure(
+        &format!("projection lag (ack → applied) at {}/s", a.lag_rate),
+        acks.len() as u64,
+        elapsed,
+        lags,
+        "p99 <= 50 ms at 5000/s",
+    );
+    f.phase = format!(
+        "{} (achieved {:.0}/s)",
+        f.phase,
+        acks.len() as f64 / elapsed.as_secs_f64()
+    );
+    Ok(f)
+}
+
+fn backstage_yaml(components: usize) -> String {
+    let mut y = String::from(
+        "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: imported\nspec:\n  type: team\n  children: []\n",
+    );
+    for i in 0..components {
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: imp-{i}\n  description: Imported component {i}\n  tags: [java]\nspec:\n  type: service\n  lifecycle: production\n  owner: imported\n{}",
+            if i > 0 { format!("  dependsOn: [component:imp-{}]\n", i / 2) } else { String::new() }
+        ));
+    }
+    y
+}
+
+/// Resident set size of this process in MiB.
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+/// Tops the log up to `events` messages with valid catalog commits
+/// (registrations, then description updates), published straight to JetStream.
+async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
+    let have = b.log.last_sequence().await?;
+    if have >= events {
+        return Ok(());
+    }
+    let missing = events - have;
+    let services = 50_000u64.min(missing);
+    let js = b.log.jetstream().clone();
+    let bar = indicatif::ProgressBar::new(missing);
+    let prefix = b.log.config().subject_prefix.clone();
+    let team = Name::parse("filler")?;
+    let commit = |kind, id: Name, events: Vec<paved_domain::Event>, n: u64| Commit {
+        kind,
+        aggregate_id: id,
+        command_id: format!("fill-{n}"),
+        principal: "bench".into(),
+        occurred_at: chrono::Utc::now(),
+        correlation_id: format!("fill-{n}"),
+        causation_id: String::new(),
+        traceparent: String::new(),
+        tracestate: String::new(),
+        reason: String::new(),
+        events,
+    };
+    let mut messages = vec![(
+        format!("{prefix}.catalog.team.filler"),
+        codec::encode_commit(&commit(
+            AggregateKind::Team,
+            team.clone(),
+            vec![
+                TeamEvent::Created {
+                    name: team.clone(),
+                    profile: TeamProfile::default(),
+                    parent: None,
+                }
+                .into(),
+            ],
+            0,
+        )),
+    )];
+    let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
+    for n in 1..missing {
+        let s = n % services;
+        let name = Name::parse(&format!("fill-{s}"))?;
+        let event: paved_domain::Event = if n <= services {
+            ServiceEvent::Registered {
+                name: name.clone(),
+                owner: team.clone(),
+                spec: spec.clone(),
+            }
+            .into()
+        } else {
+            spec.description = format!("update {n}");
+            ServiceEvent::Updated {
+                spec: spec.clone(),
+                fields: vec![SpecField::Description],
+            }
+            .into()
+        };
+        messages.push((
+            format!("{prefix}.catalog.service.{name}"),
+            codec::encode_commit(&commit(AggregateKind::Service, name, vec![event], n)),
+        ));
+    }
+    let stream = futures::stream::iter(messages).map(|(subject, payload)| {
+        let js = js.clone();
+        async move { js.publish(subject, Bytes::from(payload)).await }
+    });
+    let mut acks = stream.buffered(1024);
+    let mut pending = futures::stream::FuturesUnordered::new();
+    while let Some(ack) = acks.next().await {
+        pending.push(ack?.into_future());
+        if pending.len() >= 4096
+            && let Some(r) = pending.next().await
+        {
+            r?;
+            bar.inc(1);
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The Prometheus endpoint (`GET /metrics`, text exposition format) on its
+//! own port: commands by outcome, the log's last sequence, and each
+//! projection's checkpoint, pending messages, lag, health and decode errors.
+
+use std::net::SocketAddr;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use paved_api::CommandCounters;
+use paved_eventlog::EventLog;
+use paved_workers::{Health, ProjectionStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProjectionLabels {
+    projection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// What one process can report.
+#[derive(Clone)]
+pub struct Sources {
+    pub log: EventLog,
+    pub commands: Option<CommandCounters>,
+    pub projections: Vec<watch::Receiver<ProjectionStatus>>,
+}
+
+/// Renders the current values. Counters come from monotonic sources, so a
+/// fresh registry per scrape is exact.
+pub async fn render(sources: &Sources) -> String {
+    let mut registry = Registry::with_prefix("paved");
+    if let Some(commands) = &sources.commands {
+        let family = Family::<OutcomeLabels, Counter>::default();
+        for (outcome, n) in commands.snapshot() {
+            family
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n);
+        }
+        registry.register(
+            "commands",
+            "Commands handled by the API, by outcome (applied, unchanged, rejected, failed)",
+            family,
+        );
+    }
+    if let Ok(last) = sources.log.last_sequence().await {
+        let g = Gauge::<i64>::default();
+        g.set(last as i64);
+        registry.register("log_last_sequence", "The stream's last sequence", g);
+    }
+    let checkpoint = Family::<ProjectionLabels, Gauge>::default();
+    let pending = Family::<ProjectionLabels, Gauge>::default();
+    let lag = Family::<ProjectionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    let healthy = Family::<ProjectionLabels, Gauge>::default();
+    let applied = Family::<ProjectionLabels, Counter>::default();
+    let decode_errors = Family::<ProjectionLabels, Counter>::default();
+    for status in &sources.projections {
+        let s = status.borrow().clone();
+        let l = ProjectionLabels {
+            projection: s.name.to_owned(),
+        };
+        checkpoint.get_or_create(&l).set(s.checkpoint as i64);
+        pending.get_or_create(&l).set(s.pending as i64);
+        lag.get_or_create(&l).set(s.lag_ms as f64 / 1000.0);
+        healthy
+            .get_or_create(&l)
+            .set(i64::from(s.health == Health::Running));
+        applied.get_or_create(&l).inc_by(s.applied_messages);
+        decode_errors.get_or_create(&l).inc_by(s.decode_errors);
+    }
+    registry.register(
+        "projection_checkpoint",
+        "Last stream sequence the projection applied",
+        checkpoint,
+    );
+    registry.register(
+        "projection_pending_messages",
+        "Messages the projection's consumer has not received yet",
+        pending,
+    );
+    registry.register(
+        "projection_lag_seconds",
+        "Publish-to-commit time of the newest message of the last batch",
+        lag,
+    );
+    registry.register(
+        "projection_healthy",
+        "1 while the projection runs, 0 when stopped or failed",
+        healthy,
+    );
+    registry.register(
+        "projection_applied_messages",
+        "Messages applied since start",
+        applied,
+    );
+    registry.register(
+        "projection_decode_errors",
+        "Messages that did not decode (each stops the projection)",
+        decode_errors,
+    );
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        render(&sources).await,
+    )
+}
+
+/// Serves `/metrics` on `addr` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    sources: Sources,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "metrics endpoint listening");
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(sources);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}
