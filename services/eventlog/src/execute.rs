@@ -5,6 +5,7 @@ use std::any::Any;
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lru::LruCache;
@@ -23,6 +24,12 @@ pub const MAX_ATTEMPTS: usize = 5;
 pub const RECENT_COMMANDS: usize = 128;
 /// How far the chain of references of one command may go.
 const MAX_REFERENCE_ROUNDS: usize = 70;
+/// How old a cached state of a *referenced* aggregate (the owner team of a
+/// service, say) may be before it is checked against the log again. This
+/// process's own writes keep its cache current; the bound is for writes by
+/// other replicas. Even a fresh read races with a concurrent change of the
+/// other aggregate, so a check across aggregates is never stricter than this.
+pub const REFERENCE_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Who issued a command, why, and in which trace (invariant 6).
 #[derive(Clone, Debug)]
@@ -94,6 +101,9 @@ pub struct Loaded<A> {
     pub state: A,
     pub version: u64,
     recent: VecDeque<(String, Executed)>,
+    /// When this state was last known to match the log (`None`: assumed,
+    /// never read: an aggregate missing from the cache is first assumed new).
+    read_at: Option<Instant>,
 }
 
 impl<A: Aggregate> Loaded<A> {
@@ -102,7 +112,12 @@ impl<A: Aggregate> Loaded<A> {
             state: A::default(),
             version: 0,
             recent: VecDeque::new(),
+            read_at: None,
         }
+    }
+
+    fn fresh_within(&self, age: Duration) -> bool {
+        self.read_at.is_some_and(|at| at.elapsed() <= age)
     }
 
     fn apply(&mut self, sequence: u64, commit: &Commit) {
@@ -176,9 +191,18 @@ impl Executor {
             id: id.clone(),
         };
         let subject = self.log.subject(A::KIND, id);
+        // A state missing from the cache is assumed new: creating commands
+        // then cost one round trip (the append, whose expected sequence 0
+        // checks the assumption). Anything else is verified against the log
+        // before it is answered.
+        let mut loaded = self.cached::<A>(&me).unwrap_or_else(Loaded::empty);
         let mut refresh = false;
         for _ in 0..MAX_ATTEMPTS {
-            let loaded = self.load::<A>(&me, &subject, refresh).await?;
+            if refresh {
+                loaded = self.load::<A>(&me, &subject, true).await?;
+            }
+            let assumed = loaded.read_at.is_none();
+            refresh = true;
             if let Some(done) = loaded.answered(&meta.command_id) {
                 return Ok(done);
             }
@@ -189,7 +213,12 @@ impl Executor {
                 now: meta.now,
                 refs: &refs,
             };
-            let events = loaded.state.decide(command, &ctx)?;
+            let events = match loaded.state.decide(command, &ctx) {
+                Err(_) if assumed => continue,
+                Err(rejection) => return Err(rejection.into()),
+                Ok(events) if events.is_empty() && assumed => continue,
+                Ok(events) => events,
+            };
             if events.is_empty() {
                 return Ok(Executed {
                     sequence: loaded.version,
@@ -223,6 +252,7 @@ impl Executor {
                 Ok(a) if !a.duplicate => {
                     let mut next = loaded;
                     next.apply(a.sequence, &commit);
+                    next.read_at = Some(Instant::now());
                     let done = Executed {
                         sequence: a.sequence,
                         events: commit.events.len() as u32,
@@ -237,7 +267,7 @@ impl Executor {
                 }
                 // Lost a race, or (NATS >= 2.12) a retry whose first attempt
                 // landed: re-read, then either answer it or re-decide.
-                Err(AppendError::Conflict) => refresh = true,
+                Err(AppendError::Conflict) => {}
                 Err(AppendError::TooLarge) => return Err(ExecuteError::TooLarge),
                 Err(AppendError::Unavailable(e)) => return Err(ExecuteError::Unavailable(e)),
             }
@@ -311,6 +341,7 @@ impl Executor {
                 loaded.apply(m.sequence, &decode(m)?);
             }
         }
+        loaded.read_at = Some(Instant::now());
         self.store(me, loaded.clone());
         Ok(loaded)
     }
@@ -335,7 +366,19 @@ impl Executor {
         }
     }
 
-    /// Loads, fresh from the log, every aggregate the command refers to.
+    /// A referenced aggregate: cached if checked within [`REFERENCE_MAX_AGE`],
+    /// else read from the log.
+    async fn reference<A: Aggregate>(&self, r: &AggregateRef) -> Result<Loaded<A>, ExecuteError> {
+        match self.cached::<A>(r) {
+            Some(l) if l.fresh_within(REFERENCE_MAX_AGE) => Ok(l),
+            _ => {
+                let subject = self.log.subject(r.kind, &r.id);
+                self.load::<A>(r, &subject, true).await
+            }
+        }
+    }
+
+    /// Loads every aggregate the command refers to (see [`Self::reference`]).
     async fn references<A: Aggregate>(
         &self,
         state: &A,
@@ -352,18 +395,17 @@ impl Executor {
                 break;
             }
             for r in wanted {
-                let subject = self.log.subject(r.kind, &r.id);
                 match r.kind {
                     AggregateKind::Team => {
-                        let l = self.load::<Option<Team>>(&r, &subject, true).await?;
+                        let l = self.reference::<Option<Team>>(&r).await?;
                         refs.insert_team(r.id, l.state);
                     }
                     AggregateKind::System => {
-                        let l = self.load::<Option<System>>(&r, &subject, true).await?;
+                        let l = self.reference::<Option<System>>(&r).await?;
                         refs.insert_system(r.id, l.state);
                     }
                     AggregateKind::Service => {
-                        let l = self.load::<Option<Service>>(&r, &subject, true).await?;
+                        let l = self.reference::<Option<Service>>(&r).await?;
                         refs.insert_service(r.id, l.state);
                     }
                 }

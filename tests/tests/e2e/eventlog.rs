@@ -199,3 +199,41 @@ async fn every_commit_says_who_when_and_why() {
     );
     let _ = pb::CommandResponse::default();
 }
+
+#[tokio::test]
+async fn a_replica_with_a_cold_cache_sees_existing_aggregates() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    // A second replica has never seen these aggregates: it must not take
+    // them for new (NOT_FOUND for a change, a second creation for a create).
+    let cold = Executor::new(app.open_log().await, 100);
+    let admin = Principal::admin("root");
+    let deprecate = paved_domain::catalog::ServiceCommand::Deprecate {
+        reason: "v2".into(),
+    };
+    let done = cold
+        .execute::<Option<paved_domain::catalog::Service>>(
+            &name("ledger"),
+            &deprecate,
+            &CommandMeta::new("d1", admin.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.events, 1);
+    let again = Executor::new(app.open_log().await, 100)
+        .execute::<Option<Team>>(
+            &name("payments"),
+            &create(&[]),
+            &CommandMeta::new("c9", admin),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ExecuteError::Rejected(Rejection::AlreadyExists(_))),
+        "{again:?}"
+    );
+}
