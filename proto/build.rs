@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/types.proto",
     "paved/v1/events.proto",
     "paved/v1/catalog.proto",
+    "paved/v1/surveys.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,6 +28,7 @@ use tonic::{Code, Request, Status};
 
 pub use paved_proto::v1 as pb;
 use pb::catalog_service_client::CatalogServiceClient;
+use pb::survey_service_client::SurveyServiceClient;
 
 /// Largest message the client accepts or sends (imports, exports).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
@@ -118,6 +119,7 @@ impl RetryPolicy {
 #[derive(Clone)]
 pub struct Client {
     catalog: CatalogServiceClient<Transport>,
+    surveys: SurveyServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -137,11 +139,16 @@ impl Client {
         let value: MetadataValue<_> = format!("Bearer {token}")
             .parse()
             .map_err(|_| Error::BadToken)?;
-        let catalog = CatalogServiceClient::with_interceptor(channel, BearerToken(value))
+        let token = BearerToken(value);
+        let catalog = CatalogServiceClient::with_interceptor(channel.clone(), token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let surveys = SurveyServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
             catalog,
+            surveys,
             retry: RetryPolicy::default(),
         })
     }
@@ -154,6 +161,11 @@ impl Client {
     /// The generated client, for anything this wrapper does not cover.
     pub fn catalog(&self) -> CatalogServiceClient<Transport> {
         self.catalog.clone()
+    }
+
+    /// The generated survey client.
+    pub fn surveys(&self) -> SurveyServiceClient<Transport> {
+        self.surveys.clone()
     }
 
     /// Reads that wait until the read model has applied `min_sequence`
@@ -181,8 +193,25 @@ impl Client {
         F: Fn(CatalogServiceClient<Transport>, Req) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<Res>, Status>>,
     {
+        self.call_on(&self.catalog, request, retry_on, f).await
+    }
+
+    /// Calls `f` on `client`, retrying the codes in `retry_on` with the same request.
+    async fn call_on<C, Req, Res, F, Fut>(
+        &self,
+        client: &C,
+        request: Req,
+        retry_on: &[Code],
+        f: F,
+    ) -> Result<Res, Error>
+    where
+        C: Clone,
+        Req: Clone,
+        F: Fn(C, Req) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Res>, Status>>,
+    {
         let attempt = || async {
-            f(self.catalog.clone(), request.clone())
+            f(client.clone(), request.clone())
                 .await
                 .map(tonic::Response::into_inner)
                 .map_err(Error::Status)
@@ -201,7 +230,7 @@ const COMMAND_RETRY: &[Code] = &[Code::Unavailable, Code::Aborted];
 const READ_RETRY: &[Code] = &[Code::Unavailable];
 
 macro_rules! commands {
-    ($($(#[$doc:meta])* $method:ident($req:ident) -> $res:ident;)*) => {
+    ($field:ident: $($(#[$doc:meta])* $method:ident($req:ident) -> $res:ident;)*) => {
         impl Client {
             $(
                 $(#[$doc])*
@@ -211,8 +240,10 @@ macro_rules! commands {
                     if request.request_id.is_empty() {
                         request.request_id = Self::new_request_id();
                     }
-                    self.call(request, COMMAND_RETRY, |mut c, r| async move { c.$method(r).await })
-                        .await
+                    self.call_on(&self.$field, request, COMMAND_RETRY, |mut c, r| async move {
+                        c.$method(r).await
+                    })
+                    .await
                 }
             )*
         }
@@ -220,6 +251,16 @@ macro_rules! commands {
 }
 
 commands! {
+    surveys:
+    /// Creates a survey (admins).
+    create_survey(CreateSurveyRequest) -> SurveyCommandResponse;
+    close_survey(CloseSurveyRequest) -> SurveyCommandResponse;
+    /// Answers (or changes the answer to) a survey, anonymously.
+    submit_response(SubmitResponseRequest) -> SurveyCommandResponse;
+}
+
+commands! {
+    catalog:
     /// Creates a team (admins).
     create_team(CreateTeamRequest) -> CommandResponse;
     update_team_profile(UpdateTeamProfileRequest) -> CommandResponse;
@@ -362,6 +403,68 @@ impl Reader<'_> {
         self.client
             .call(r, READ_RETRY, |mut c, r| async move {
                 c.get_catalog_health(r).await
+            })
+            .await
+    }
+
+    pub async fn get_survey(&self, id: &str) -> Result<pb::Survey, Error> {
+        let r = pb::GetSurveyRequest {
+            id: id.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
+                c.get_survey(r).await
+            })
+            .await
+    }
+
+    pub async fn list_surveys(&self, open_only: bool) -> Result<Vec<pb::Survey>, Error> {
+        let r = pb::ListSurveysRequest {
+            min_sequence: self.min_sequence,
+            open_only,
+        };
+        self.client
+            .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
+                c.list_surveys(r).await
+            })
+            .await
+            .map(|r| r.surveys)
+    }
+
+    /// Open surveys the caller has not answered yet (including micro-surveys offered to them).
+    pub async fn my_surveys(&self) -> Result<Vec<pb::Survey>, Error> {
+        let r = pb::ListMySurveysRequest {
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
+                c.list_my_surveys(r).await
+            })
+            .await
+            .map(|r| r.surveys)
+    }
+
+    pub async fn survey_results(&self, id: &str) -> Result<pb::SurveyResults, Error> {
+        let r = pb::GetSurveyResultsRequest {
+            id: id.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
+                c.get_survey_results(r).await
+            })
+            .await
+    }
+
+    pub async fn survey_trend(&self, include_triggered: bool) -> Result<pb::SurveyTrend, Error> {
+        let r = pb::GetSurveyTrendRequest {
+            min_sequence: self.min_sequence,
+            include_triggered,
+        };
+        self.client
+            .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
+                c.get_survey_trend(r).await
             })
             .await
     }

@@ -38,6 +38,8 @@ pub fn rejection(r: Rejection) -> Status {
                 Precondition::MissingReference(r) => ("MISSING_REFERENCE", r.to_string()),
                 Precondition::RetiredReference(r) => ("RETIRED_REFERENCE", r.to_string()),
                 Precondition::ParentCycle { team, .. } => ("PARENT_CYCLE", team.clone()),
+                Precondition::SurveyNotOpen { survey, .. } => ("SURVEY_NOT_OPEN", survey.clone()),
+                Precondition::NotInAudience { survey, .. } => ("NOT_IN_AUDIENCE", survey.clone()),
             };
             let message = p.to_string();
             Status::with_error_details(

@@ -5,6 +5,7 @@
 //! - [`error`]: the one mapping from internal errors to `tonic::Status`.
 //! - [`freshness`]: read-your-writes (`min_sequence`) over the projections' checkpoints.
 //! - [`metrics`]: command counters for the `/metrics` endpoint.
+//! - [`surveys`]: `paved.v1.SurveyService` (anonymous responses, k-anonymous results).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
@@ -13,8 +14,10 @@ pub mod error;
 pub mod freshness;
 pub mod metrics;
 pub mod request;
+pub mod surveys;
 
 pub use auth::Authenticator;
 pub use catalog::CatalogApi;
 pub use freshness::Freshness;
 pub use metrics::CommandCounters;
+pub use surveys::SurveyApi;

@@ -48,6 +48,9 @@ idempotent!(
     pb::SetSloRequest,
     pb::RemoveSloRequest,
     pb::ImportBackstageRequest,
+    pb::CreateSurveyRequest,
+    pb::CloseSurveyRequest,
+    pb::SubmitResponseRequest,
 );
 
 /// 1..=128 characters of `[A-Za-z0-9._:/-]`.

@@ -17,15 +17,17 @@ pub enum AggregateKind {
     Team,
     System,
     Service,
+    Survey,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 3] = [Self::Team, Self::System, Self::Service];
+    pub const ALL: [AggregateKind; 4] = [Self::Team, Self::System, Self::Service, Self::Survey];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
     pub fn context(self) -> &'static str {
         match self {
             Self::Team | Self::System | Self::Service => "catalog",
+            Self::Survey => "surveys",
         }
     }
 
@@ -35,6 +37,7 @@ impl AggregateKind {
             Self::Team => "team",
             Self::System => "system",
             Self::Service => "service",
+            Self::Survey => "survey",
         }
     }
 
@@ -99,6 +102,7 @@ impl References {
             AggregateKind::Team => self.teams.contains_key(&r.id),
             AggregateKind::System => self.systems.contains_key(&r.id),
             AggregateKind::Service => self.services.contains_key(&r.id),
+            AggregateKind::Survey => false,
         }
     }
 

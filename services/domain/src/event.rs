@@ -1,12 +1,14 @@
 //! [`Event`]: every aggregate's events in one type, as the log stores them.
 
 use crate::catalog::{ServiceEvent, SystemEvent, TeamEvent};
+use crate::surveys::SurveyEvent;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
     Team(TeamEvent),
     System(SystemEvent),
     Service(ServiceEvent),
+    Survey(SurveyEvent),
 }
 
 impl Event {
@@ -16,8 +18,36 @@ impl Event {
             Event::Team(e) => e.type_name(),
             Event::System(e) => e.type_name(),
             Event::Service(e) => e.type_name(),
+            Event::Survey(e) => e.type_name(),
         }
     }
+
+    /// Every event type name, for things that refer to event types by name
+    /// (survey triggers, audit filters).
+    pub const TYPE_NAMES: &'static [&'static str] = &[
+        "TeamCreated",
+        "TeamProfileUpdated",
+        "TeamMemberAdded",
+        "TeamMemberRemoved",
+        "TeamParentChanged",
+        "TeamRetired",
+        "SystemCreated",
+        "SystemUpdated",
+        "SystemOwnershipTransferred",
+        "SystemRetired",
+        "ServiceRegistered",
+        "ServiceUpdated",
+        "ServiceOwnershipTransferred",
+        "ServiceDeprecated",
+        "ServiceRetired",
+        "DependencyAdded",
+        "DependencyRemoved",
+        "SloSet",
+        "SloRemoved",
+        "SurveyCreated",
+        "SurveyClosed",
+        "SurveyResponseSubmitted",
+    ];
 }
 
 impl From<TeamEvent> for Event {
@@ -33,5 +63,11 @@ impl From<SystemEvent> for Event {
 impl From<ServiceEvent> for Event {
     fn from(e: ServiceEvent) -> Self {
         Event::Service(e)
+    }
+}
+
+impl From<SurveyEvent> for Event {
+    fn from(e: SurveyEvent) -> Self {
+        Event::Survey(e)
     }
 }

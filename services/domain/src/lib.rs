@@ -8,6 +8,7 @@
 //! - [`validate`]: the field rules shared by every command (text, URLs, labels).
 //! - [`catalog`]: the service catalog: [`catalog::Team`], [`catalog::System`],
 //!   [`catalog::Service`], with their commands and events.
+//! - [`surveys`]: developer surveys (NPS) with anonymous, pseudonymous responses.
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
 //! Nothing here is async, reads a clock or draws a random number: time, ids
@@ -19,6 +20,7 @@ pub mod event;
 pub mod name;
 pub mod principal;
 pub mod rejection;
+pub mod surveys;
 pub mod validate;
 
 pub use aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};

@@ -30,6 +30,10 @@ pub enum Precondition {
     RetiredReference(AggregateRef),
     #[error("making {parent} the parent of {team} would create a cycle")]
     ParentCycle { team: String, parent: String },
+    #[error("survey {survey:?} is not open ({why})")]
+    SurveyNotOpen { survey: String, why: &'static str },
+    #[error("survey {survey:?} is for other teams than {team:?}")]
+    NotInAudience { survey: String, team: String },
 }
 
 /// Why `decide` refused a command. Nothing is appended for any of these.

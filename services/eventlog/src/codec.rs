@@ -9,6 +9,7 @@ use paved_domain::catalog::{
     Criticality, Lifecycle, Link, Objective, ServiceEvent, ServiceSpec, ServiceType, Slo,
     SpecField, SystemEvent, TeamEvent, TeamProfile,
 };
+use paved_domain::surveys::{Answers, Audience, DEFAULT_NPS_QUESTION, SurveyEvent, SurveySpec};
 use paved_domain::validate::Violations;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_proto::v1 as pb;
@@ -433,6 +434,28 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 name: name.to_string(),
             }),
         },
+        Event::Survey(e) => match e {
+            SurveyEvent::Created { id, spec } => Kind::SurveyCreated(pb::SurveyCreated {
+                id: id.to_string(),
+                definition: Some(survey_spec_to_proto(spec)),
+            }),
+            SurveyEvent::Closed { at } => Kind::SurveyClosed(pb::SurveyClosed {
+                at: Some(timestamp(*at)),
+            }),
+            SurveyEvent::ResponseSubmitted {
+                pseudonym,
+                team,
+                answers,
+                replaces,
+            } => Kind::SurveyResponseSubmitted(pb::SurveyResponseSubmitted {
+                pseudonym: pseudonym.clone(),
+                team: opt(team),
+                nps: u32::from(answers.nps),
+                comment: answers.comment.clone(),
+                scales: answers.scales.iter().map(|s| u32::from(*s)).collect(),
+                replaces: *replaces,
+            }),
+        },
     };
     pb::Event { kind: Some(kind) }
 }
@@ -556,12 +579,101 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             name: name("name", &e.name)?,
         }
         .into(),
+        Kind::SurveyCreated(e) => SurveyEvent::Created {
+            id: name("id", &e.id)?,
+            spec: strict(|v| survey_spec_from_proto(v, "definition.", e.definition.as_ref()))?,
+        }
+        .into(),
+        Kind::SurveyClosed(e) => SurveyEvent::Closed {
+            at: time_from_proto(e.at.as_ref()).ok_or_else(|| field_err("at", "missing"))?,
+        }
+        .into(),
+        Kind::SurveyResponseSubmitted(e) => SurveyEvent::ResponseSubmitted {
+            pseudonym: e.pseudonym.clone(),
+            team: optional_name("team", &e.team)?,
+            answers: Answers {
+                nps: u8::try_from(e.nps).map_err(|_| field_err("nps", "out of range"))?,
+                comment: e.comment.clone(),
+                scales: e
+                    .scales
+                    .iter()
+                    .map(|s| u8::try_from(*s).map_err(|_| field_err("scales", "out of range")))
+                    .collect::<Result<_, _>>()?,
+            },
+            replaces: e.replaces,
+        }
+        .into(),
     })
+}
+
+// ---- surveys ----
+
+pub fn survey_spec_to_proto(s: &SurveySpec) -> pb::SurveyDefinition {
+    pb::SurveyDefinition {
+        title: s.title.clone(),
+        nps_question: s.nps_question.clone(),
+        comment_question: s.comment_question.clone().unwrap_or_default(),
+        scale_questions: s.scale_questions.clone(),
+        audience: match &s.audience {
+            Audience::Everyone => Vec::new(),
+            Audience::Teams(t) => t.iter().map(Name::to_string).collect(),
+        },
+        opens_at: Some(timestamp(s.opens_at)),
+        closes_at: Some(timestamp(s.closes_at)),
+        trigger: s.trigger.clone().unwrap_or_default(),
+    }
+}
+
+/// A survey definition from its proto form. An empty `nps_question` takes
+/// the default; a missing `opens_at` means `now`.
+pub fn survey_spec_from_proto(
+    v: &mut Violations,
+    prefix: &str,
+    p: Option<&pb::SurveyDefinition>,
+) -> Option<SurveySpec> {
+    let Some(p) = p else {
+        v.push(prefix.trim_end_matches('.'), "is required");
+        return None;
+    };
+    let mut teams = std::collections::BTreeSet::new();
+    for (i, t) in p.audience.iter().enumerate() {
+        teams.extend(v.name(&format!("{prefix}audience[{i}]"), t));
+    }
+    let opens_at = time_from_proto(p.opens_at.as_ref());
+    let closes_at = time_from_proto(p.closes_at.as_ref());
+    if opens_at.is_none() {
+        v.push(format!("{prefix}opens_at"), "is required");
+    }
+    if closes_at.is_none() {
+        v.push(format!("{prefix}closes_at"), "is required");
+    }
+    Some(SurveySpec {
+        title: p.title.clone(),
+        nps_question: if p.nps_question.is_empty() {
+            DEFAULT_NPS_QUESTION.to_owned()
+        } else {
+            p.nps_question.clone()
+        },
+        comment_question: (!p.comment_question.is_empty()).then(|| p.comment_question.clone()),
+        scale_questions: p.scale_questions.clone(),
+        audience: if p.audience.is_empty() {
+            Audience::Everyone
+        } else {
+            Audience::Teams(teams)
+        },
+        opens_at: opens_at?,
+        closes_at: closes_at?,
+        trigger: (!p.trigger.is_empty()).then(|| p.trigger.clone()),
+    })
+}
+
+pub fn time_from_proto(t: Option<&paved_proto::wkt::Timestamp>) -> Option<DateTime<Utc>> {
+    t.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
 // ---- commits ----
 
-fn timestamp(t: DateTime<Utc>) -> paved_proto::wkt::Timestamp {
+pub fn timestamp(t: DateTime<Utc>) -> paved_proto::wkt::Timestamp {
     paved_proto::wkt::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
@@ -597,9 +709,7 @@ pub fn commit_from_proto(p: pb::Commit) -> Result<Commit, DecodeError> {
     }
     let kind = AggregateKind::parse(&p.aggregate_type)
         .ok_or_else(|| DecodeError::UnknownAggregate(p.aggregate_type.clone()))?;
-    let occurred_at = p
-        .occurred_at
-        .and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+    let occurred_at = time_from_proto(p.occurred_at.as_ref())
         .ok_or_else(|| field_err("occurred_at", "missing or out of range"))?;
     let events = p
         .events
@@ -642,5 +752,6 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Team(_) => AggregateKind::Team,
         Event::System(_) => AggregateKind::System,
         Event::Service(_) => AggregateKind::Service,
+        Event::Survey(_) => AggregateKind::Survey,
     }
 }

@@ -408,6 +408,8 @@ impl Executor {
                         let l = self.reference::<Option<Service>>(&r).await?;
                         refs.insert_service(r.id, l.state);
                     }
+                    // Nothing refers to a survey.
+                    AggregateKind::Survey => {}
                 }
             }
         }

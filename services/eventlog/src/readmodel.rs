@@ -4,8 +4,11 @@
 /// The catalog projection: teams, systems, services, dependencies, SLOs.
 pub const CATALOG: &str = "catalog";
 
+/// The surveys projection: surveys, anonymous responses, micro-survey offers.
+pub const SURVEYS: &str = "surveys";
+
 /// Every projection, in the order `paved replay --all` rebuilds them.
-pub const PROJECTIONS: &[&str] = &[CATALOG];
+pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS];
 
 /// The table holding each projection's checkpoint: `projection`,
 /// `last_sequence` (the last stream sequence applied), `consumer` (its

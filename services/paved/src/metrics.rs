@@ -25,6 +25,11 @@ struct ProjectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SurveyLabels {
+    survey: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -33,6 +38,8 @@ struct OutcomeLabels {
 #[derive(Clone)]
 pub struct Sources {
     pub log: EventLog,
+    pub pool: sqlx::PgPool,
+    pub survey_min_group: u32,
     pub commands: Option<CommandCounters>,
     pub projections: Vec<watch::Receiver<ProjectionStatus>>,
 }
@@ -111,11 +118,57 @@ pub async fn render(sources: &Sources) -> String {
         "Messages that did not decode (each stops the projection)",
         decode_errors,
     );
+    surveys(&mut registry, sources).await;
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+/// NPS, mean and responses of surveys open now or closed in the last 90
+/// days, only where the whole survey has enough responses to be shown.
+async fn surveys(registry: &mut Registry, sources: &Sources) {
+    type F = Family<SurveyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+    let ids: Vec<String> = match sqlx::query_scalar(
+        "SELECT id FROM survey_surveys
+          WHERE COALESCE(closed_at, closes_at) > now() - interval '90 days' AND opens_at <= now()",
+    )
+    .fetch_all(&sources.pool)
+    .await
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read surveys for /metrics");
+            return;
+        }
+    };
+    let (nps, mean, responses) = (F::default(), F::default(), F::default());
+    for id in ids {
+        let Ok(r) =
+            paved_api::surveys::survey_results(&sources.pool, &id, sources.survey_min_group).await
+        else {
+            continue;
+        };
+        let Some(o) = r.overall.filter(|o| !o.hidden) else {
+            continue;
+        };
+        let l = SurveyLabels { survey: id };
+        nps.get_or_create(&l).set(o.nps);
+        mean.get_or_create(&l).set(o.mean);
+        responses.get_or_create(&l).set(f64::from(o.responses));
+    }
+    registry.register(
+        "survey_nps",
+        "Net promoter score of a survey (-100..100)",
+        nps,
+    );
+    registry.register(
+        "survey_mean_score",
+        "Mean NPS-question score of a survey (0..10)",
+        mean,
+    );
+    registry.register("survey_responses", "Responses to a survey", responses);
 }
 
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {

@@ -51,6 +51,16 @@ pub struct Settings {
     #[arg(long, env = "PAVED_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
 
+    /// Key of the survey pseudonyms (HMAC). Unset: generated once and kept in
+    /// the database (`api_secrets`). Whoever holds it can link responses to people.
+    #[arg(long, env = "PAVED_SURVEY_SECRET", hide_env_values = true)]
+    pub survey_secret: Option<String>,
+
+    /// Smallest group of survey responses whose figures and comments are shown (k >= 3).
+    #[arg(long, env = "PAVED_SURVEY_MIN_GROUP", default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(3..))]
+    pub survey_min_group: u32,
+
     /// Development mode: on first start (no tokens yet) create an admin token
     /// and print it once.
     #[arg(long, env = "PAVED_DEV", default_value_t = true, action = clap::ArgAction::Set)]

@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paved_api::{Authenticator, CatalogApi, CommandCounters, Freshness};
+use paved_api::{Authenticator, CatalogApi, CommandCounters, Freshness, SurveyApi};
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
 use paved_proto::v1::catalog_service_server::CatalogServiceServer;
-use paved_workers::projections::CatalogProjection;
+use paved_proto::v1::survey_service_server::SurveyServiceServer;
+use paved_workers::projections::{CatalogProjection, SurveysProjection};
 use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -58,6 +59,7 @@ pub struct Application {
     admin_token: Option<String>,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
+    surveys_worker: Option<ProjectionWorker<SurveysProjection>>,
 }
 
 impl Application {
@@ -100,9 +102,13 @@ impl Application {
         let catalog_worker = roles
             .workers
             .then(|| ProjectionWorker::new(CatalogProjection, pool.clone(), log.clone()));
+        let surveys_worker = roles
+            .workers
+            .then(|| ProjectionWorker::new(SurveysProjection, pool.clone(), log.clone()));
         let statuses = catalog_worker
             .iter()
             .map(ProjectionWorker::status)
+            .chain(surveys_worker.iter().map(ProjectionWorker::status))
             .collect();
         Ok(Self {
             settings,
@@ -113,6 +119,7 @@ impl Application {
             admin_token,
             statuses,
             catalog_worker,
+            surveys_worker,
         })
     }
 
@@ -164,6 +171,15 @@ impl Application {
                     .context("catalog projection stopped")
             });
         }
+        if let Some(worker) = self.surveys_worker {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                worker
+                    .run(token)
+                    .await
+                    .context("surveys projection stopped")
+            });
+        }
         for status in self.statuses.clone() {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
         }
@@ -171,6 +187,8 @@ impl Application {
         if let Some(listener) = self.metrics_listener {
             let sources = crate::metrics::Sources {
                 log: self.log.clone(),
+                pool: self.pool.clone(),
+                survey_min_group: self.settings.survey_min_group,
                 commands: counters.clone(),
                 projections: self.statuses.clone(),
             };
@@ -185,16 +203,26 @@ impl Application {
                 shutdown.clone(),
             );
             let auth = Authenticator::new(self.pool.clone());
-            let catalog = CatalogApi::new(
-                executor,
+            let counters = counters.unwrap_or_default();
+            let secret = paved_api::surveys::survey_secret(
+                &self.pool,
+                self.settings.survey_secret.as_deref(),
+            )
+            .await?;
+            let surveys = SurveyApi::new(
+                executor.clone(),
                 self.pool.clone(),
-                auth,
-                freshness,
-                counters.unwrap_or_default(),
+                auth.clone(),
+                freshness.clone(),
+                counters.clone(),
+                secret,
+                self.settings.survey_min_group,
             );
+            let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             health
                 .set_serving::<CatalogServiceServer<CatalogApi>>()
                 .await;
+            health.set_serving::<SurveyServiceServer<SurveyApi>>().await;
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(paved_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -207,6 +235,11 @@ impl Application {
                 .add_service(reflection)
                 .add_service(
                     CatalogServiceServer::new(catalog)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                )
+                .add_service(
+                    SurveyServiceServer::new(surveys)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 );

@@ -10,3 +10,4 @@ mod catalog;
 mod eventlog;
 mod helpers;
 mod projection;
+mod surveys;

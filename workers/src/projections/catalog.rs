@@ -127,6 +127,8 @@ impl Projection for CatalogProjection {
                     stored,
                     seq,
                 ),
+                // Not in the catalog context (the consumer filters it out).
+                AggregateKind::Survey => {}
             }
         }
         write_teams(conn, &touched.teams).await?;

@@ -1,5 +1,7 @@
 //! The projections: each writes its own tables, from its own context's events.
 
 pub mod catalog;
+pub mod surveys;
 
 pub use catalog::CatalogProjection;
+pub use surveys::SurveysProjection;

@@ -35,7 +35,7 @@ fn live<T: Retirable>(state: &Option<T>, me: AggregateRef) -> Result<&T, Rejecti
 }
 
 /// A referenced team that must exist and not be retired.
-fn live_team<'r>(refs: &'r References, id: &Name) -> Result<&'r Team, Rejection> {
+pub(crate) fn live_team<'r>(refs: &'r References, id: &Name) -> Result<&'r Team, Rejection> {
     referenced(refs.team(id), AggregateRef::team(id))
 }
 
@@ -68,7 +68,7 @@ fn require_acts_for(ctx: &Context<'_>, owner: &Name, what: &AggregateRef) -> Res
     }
 }
 
-fn require_admin(ctx: &Context<'_>, action: &str) -> Result<(), Rejection> {
+pub(crate) fn require_admin(ctx: &Context<'_>, action: &str) -> Result<(), Rejection> {
     if ctx.principal.is_admin() {
         Ok(())
     } else {

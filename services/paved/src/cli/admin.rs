@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::EventLog;
-use paved_eventlog::readmodel::{CATALOG, PROJECTIONS};
-use paved_workers::projections::CatalogProjection;
+use paved_eventlog::readmodel::{CATALOG, PROJECTIONS, SURVEYS};
+use paved_workers::projections::{CatalogProjection, SurveysProjection};
 use paved_workers::runtime::{self, RebuildProgress};
 use sqlx::PgPool;
 
@@ -36,7 +36,7 @@ pub async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// The projection to rebuild (known: catalog).
+    /// The projection to rebuild (known: catalog, surveys).
     #[arg(required_unless_present = "all")]
     projection: Option<String>,
     /// Rebuild every projection.
@@ -79,6 +79,7 @@ async fn rebuild_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Resul
     };
     let report = match name {
         CATALOG => runtime::rebuild(&CatalogProjection, pool, log, progress).await?,
+        SURVEYS => runtime::rebuild(&SurveysProjection, pool, log, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")

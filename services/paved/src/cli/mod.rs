@@ -3,6 +3,7 @@
 mod admin;
 mod catalog;
 pub mod output;
+mod survey;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,8 @@ enum Command {
     Catalog(catalog::CatalogArgs),
     /// Teams in the catalog (client verbs).
     Team(catalog::TeamArgs),
+    /// Developer surveys: create, answer (anonymously), results (client verbs).
+    Survey(survey::SurveyArgs),
     /// Measure Paved against the machine's raw limits (its own stream and database).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -81,6 +84,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Token(t) => admin::token(t).await,
         Command::Catalog(a) => catalog::catalog(a).await,
         Command::Team(a) => catalog::team(a).await,
+        Command::Survey(a) => survey::survey(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
     }
 }
