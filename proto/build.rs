@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/events.proto",
     "paved/v1/catalog.proto",
     "paved/v1/surveys.proto",
+    "paved/v1/eventlog.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,6 +28,7 @@ use tonic::{Code, Request, Status};
 
 pub use paved_proto::v1 as pb;
 use pb::catalog_service_client::CatalogServiceClient;
+use pb::event_log_service_client::EventLogServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
 
 /// Largest message the client accepts or sends (imports, exports).
@@ -120,6 +121,7 @@ impl RetryPolicy {
 pub struct Client {
     catalog: CatalogServiceClient<Transport>,
     surveys: SurveyServiceClient<Transport>,
+    events: EventLogServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -143,12 +145,15 @@ impl Client {
         let catalog = CatalogServiceClient::with_interceptor(channel.clone(), token.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        let surveys = SurveyServiceClient::with_interceptor(channel, token)
+        let surveys = SurveyServiceClient::with_interceptor(channel.clone(), token.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let events = EventLogServiceClient::with_interceptor(channel, token)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
             catalog,
             surveys,
+            events,
             retry: RetryPolicy::default(),
         })
     }
@@ -161,6 +166,29 @@ impl Client {
     /// The generated client, for anything this wrapper does not cover.
     pub fn catalog(&self) -> CatalogServiceClient<Transport> {
         self.catalog.clone()
+    }
+
+    /// Events of a range of the log, oldest first (a server stream).
+    pub async fn read_events(
+        &self,
+        request: pb::ReadEventsRequest,
+    ) -> Result<tonic::Streaming<pb::EventRecord>, Error> {
+        self.call_on(&self.events, request, READ_RETRY, |mut c, r| async move {
+            c.read_events(r).await
+        })
+        .await
+    }
+
+    /// New events from `from_sequence` on (0: from now), until dropped. To
+    /// resume after a disconnect, subscribe again from the last sequence + 1.
+    pub async fn subscribe(
+        &self,
+        request: pb::SubscribeRequest,
+    ) -> Result<tonic::Streaming<pb::EventRecord>, Error> {
+        self.call_on(&self.events, request, READ_RETRY, |mut c, r| async move {
+            c.subscribe(r).await
+        })
+        .await
     }
 
     /// The generated survey client.

@@ -504,8 +504,69 @@ pub async fn rebuild<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
-    mut progress: impl FnMut(RebuildProgress),
+    progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildReport, ProjectionError> {
+    let (report, _) = rebuild_then(projection, pool, log, progress, Finish::Swap).await?;
+    Ok(report)
+}
+
+/// One table of a `--check`: the live rows against a fresh replay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableCheck {
+    pub table: String,
+    pub live_rows: i64,
+    pub rebuilt_rows: i64,
+    pub live_digest: String,
+    pub rebuilt_digest: String,
+}
+
+impl TableCheck {
+    pub fn drifted(&self) -> bool {
+        self.live_rows != self.rebuilt_rows || self.live_digest != self.rebuilt_digest
+    }
+}
+
+/// Replays the projection into a shadow schema up to exactly the live
+/// checkpoint and compares every table (row count and an MD5 over all rows
+/// in a stable order), without touching the live tables.
+pub async fn check<P: Projection>(
+    projection: &P,
+    pool: &PgPool,
+    log: &EventLog,
+    progress: impl FnMut(RebuildProgress),
+) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
+    rebuild_then(projection, pool, log, progress, Finish::Check).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Finish {
+    Swap,
+    Check,
+}
+
+/// How long a check waits for a live projection that is behind the replay.
+const CHECK_WAIT: Duration = Duration::from_secs(30);
+
+async fn digest(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(i64, String), ProjectionError> {
+    let row: (i64, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT count(*), md5(string_agg(t::text, E'\\n' ORDER BY t::text)) FROM {schema}.{table} t"
+    )))
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok((row.0, row.1.unwrap_or_default()))
+}
+
+async fn rebuild_then<P: Projection>(
+    projection: &P,
+    pool: &PgPool,
+    log: &EventLog,
+    mut progress: impl FnMut(RebuildProgress),
+    finish: Finish,
+) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let started = Instant::now();
     ensure_checkpoint(pool, P::NAME).await?;
     let shadow = shadow_schema(P::NAME);
@@ -551,6 +612,24 @@ pub async fn rebuild<P: Projection>(
         progress(RebuildProgress { applied, total });
     }
 
+    if finish == Finish::Check {
+        // Compare like with like: the live tables must have got as far as the replay.
+        let deadline = Instant::now() + CHECK_WAIT;
+        loop {
+            let live_at = ensure_checkpoint(pool, P::NAME).await?;
+            if live_at >= last {
+                break;
+            }
+            if Instant::now() >= deadline {
+                drop_shadow(pool, &shadow).await?;
+                return Err(ProjectionError::BadRow(format!(
+                    "the live projection is at {live_at}, behind the log ({last}): start its worker and check again"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     // The swap. The live worker's batches lock the same row, so from here on
     // it waits for us.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
@@ -572,6 +651,28 @@ pub async fn rebuild<P: Projection>(
         }
     }
     set_search_path(&mut tx, &live).await?;
+    if finish == Finish::Check {
+        let mut checks = Vec::new();
+        for table in P::TABLES {
+            let (live_rows, live_digest) = digest(&mut tx, &live, table).await?;
+            let (rebuilt_rows, rebuilt_digest) = digest(&mut tx, &shadow, table).await?;
+            checks.push(TableCheck {
+                table: (*table).to_owned(),
+                live_rows,
+                rebuilt_rows,
+                live_digest,
+                rebuilt_digest,
+            });
+        }
+        tx.rollback().await?;
+        drop_shadow(pool, &shadow).await?;
+        let report = RebuildReport {
+            messages: applied,
+            checkpoint: last.max(live_checkpoint),
+            elapsed: started.elapsed(),
+        };
+        return Ok((report, checks));
+    }
     for table in P::TABLES {
         let sql = format!(
             "DELETE FROM {live}.{table}; INSERT INTO {live}.{table} SELECT * FROM {shadow}.{table}"
@@ -595,11 +696,12 @@ pub async fn rebuild<P: Projection>(
         .await?;
     tx.commit().await?;
     drop_shadow(pool, &shadow).await?;
-    Ok(RebuildReport {
+    let report = RebuildReport {
         messages: applied,
         checkpoint,
         elapsed: started.elapsed(),
-    })
+    };
+    Ok((report, Vec::new()))
 }
 
 fn decode_all(messages: &[Message], up_to: u64) -> Result<Vec<StoredCommit>, ProjectionError> {

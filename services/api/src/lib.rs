@@ -6,11 +6,13 @@
 //! - [`freshness`]: read-your-writes (`min_sequence`) over the projections' checkpoints.
 //! - [`metrics`]: command counters for the `/metrics` endpoint.
 //! - [`surveys`]: `paved.v1.SurveyService` (anonymous responses, k-anonymous results).
+//! - [`events`]: `paved.v1.EventLogService` (filtered reads, live tail).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod events;
 pub mod freshness;
 pub mod metrics;
 pub mod request;
@@ -18,6 +20,7 @@ pub mod surveys;
 
 pub use auth::Authenticator;
 pub use catalog::CatalogApi;
+pub use events::EventLogApi;
 pub use freshness::Freshness;
 pub use metrics::CommandCounters;
 pub use surveys::SurveyApi;

@@ -227,7 +227,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     }
     let figures = result?;
     match a.output {
-        Output::Json => output::json(&figures),
+        Output::Json | Output::Jsonl => output::json(&figures),
         Output::Table => {
             let ms = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
             output::table(

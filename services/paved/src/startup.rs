@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paved_api::{Authenticator, CatalogApi, CommandCounters, Freshness, SurveyApi};
+use paved_api::{Authenticator, CatalogApi, CommandCounters, EventLogApi, Freshness, SurveyApi};
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
 use paved_proto::v1::catalog_service_server::CatalogServiceServer;
+use paved_proto::v1::event_log_service_server::EventLogServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
 use paved_workers::projections::{CatalogProjection, SurveysProjection};
 use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
@@ -218,11 +219,15 @@ impl Application {
                 secret,
                 self.settings.survey_min_group,
             );
+            let events = EventLogApi::new(self.log.clone(), auth.clone());
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             health
                 .set_serving::<CatalogServiceServer<CatalogApi>>()
                 .await;
             health.set_serving::<SurveyServiceServer<SurveyApi>>().await;
+            health
+                .set_serving::<EventLogServiceServer<EventLogApi>>()
+                .await;
             let reflection = tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(paved_proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -235,6 +240,11 @@ impl Application {
                 .add_service(reflection)
                 .add_service(
                     CatalogServiceServer::new(catalog)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                )
+                .add_service(
+                    EventLogServiceServer::new(events)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 )

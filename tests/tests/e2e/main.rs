@@ -8,6 +8,7 @@ mod backstage;
 mod bad_input;
 mod catalog;
 mod eventlog;
+mod events;
 mod helpers;
 mod projection;
 mod surveys;

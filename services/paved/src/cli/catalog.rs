@@ -316,7 +316,7 @@ fn type_name(t: i32) -> String {
 
 fn done(out: Output, what: &str, r: &pb::CommandResponse) -> anyhow::Result<()> {
     match out {
-        Output::Json => output::json(r),
+        Output::Json | Output::Jsonl => output::json(r),
         Output::Table => {
             if r.events == 0 {
                 println!("{what}: nothing to change (sequence {})", r.sequence);
@@ -365,7 +365,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Get { name } => {
             let s = client.get_service(&name).await?;
             match out {
-                Output::Json => output::json(&s),
+                Output::Json | Output::Jsonl => output::json(&s),
                 Output::Table => {
                     print_service(&s);
                     Ok(())
@@ -396,7 +396,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                 })
                 .await?;
             match out {
-                Output::Json => output::json(&services),
+                Output::Json | Output::Jsonl => output::json(&services),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = services
                         .iter()
@@ -453,7 +453,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                 })
                 .await?;
             match out {
-                Output::Json => output::json(&g),
+                Output::Json | Output::Jsonl => output::json(&g),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = g
                         .nodes
@@ -486,7 +486,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                 .catalog_health(&team.unwrap_or_default())
                 .await?;
             match out {
-                Output::Json => output::json(&h),
+                Output::Json | Output::Jsonl => output::json(&h),
                 Output::Table => {
                     let row = |f: &pb::HealthFigures| {
                         vec![
@@ -533,7 +533,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                 .await
                 .map_err(explain)?;
             match out {
-                Output::Json => output::json(&r),
+                Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
                     println!(
                         "{}{} entities: {} unchanged, {} commands, {} events{}",
@@ -555,7 +555,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Export { include_retired } => {
             let r = client.at(0).export_backstage(include_retired).await?;
             match out {
-                Output::Json => output::json(&r),
+                Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
                     print!("{}", r.yaml);
                     Ok(())
@@ -687,7 +687,7 @@ pub(super) fn explain(e: paved_sdk::Error) -> anyhow::Error {
     anyhow::anyhow!("invalid argument:\n{}", lines.join("\n"))
 }
 
-fn print_service(s: &pb::Service) {
+pub(super) fn print_service(s: &pb::Service) {
     let spec = s.spec.clone().unwrap_or_default();
     let deps = |d: &[pb::Dependency]| {
         d.iter()
@@ -860,7 +860,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         TeamCommand::Get { name } => {
             let t = client.get_team(&name).await?;
             match out {
-                Output::Json => output::json(&t),
+                Output::Json | Output::Jsonl => output::json(&t),
                 Output::Table => {
                     let p = t.profile.clone().unwrap_or_default();
                     output::fields(&[
@@ -902,7 +902,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
                 page.page_token = r.next_page_token;
             }
             match out {
-                Output::Json => output::json(&teams),
+                Output::Json | Output::Jsonl => output::json(&teams),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = teams
                         .iter()

@@ -1,6 +1,7 @@
 //! The `paved` command line.
 
 mod admin;
+mod audit;
 mod catalog;
 pub mod output;
 mod survey;
@@ -51,6 +52,8 @@ enum Command {
     Team(catalog::TeamArgs),
     /// Developer surveys: create, answer (anonymously), results (client verbs).
     Survey(survey::SurveyArgs),
+    /// Read the log: who did what when, exports, the state at a time.
+    Audit(audit::AuditArgs),
     /// Measure Paved against the machine's raw limits (its own stream and database).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -85,6 +88,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Catalog(a) => catalog::catalog(a).await,
         Command::Team(a) => catalog::team(a).await,
         Command::Survey(a) => survey::survey(a).await,
+        Command::Audit(a) => audit::audit(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
     }
 }

@@ -7,11 +7,19 @@ pub enum Output {
     #[default]
     Table,
     Json,
+    /// One JSON document per line (for `paved audit`; elsewhere the same as json).
+    Jsonl,
 }
 
 /// Prints `value` as pretty JSON (proto3 JSON mapping for API messages).
 pub fn json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints `value` as one line of JSON.
+pub fn json_line<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
     Ok(())
 }
 

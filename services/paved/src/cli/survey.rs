@@ -96,7 +96,7 @@ fn when(t: Option<&paved_proto::wkt::Timestamp>) -> String {
 
 fn print_surveys(out: Output, surveys: &[pb::Survey]) -> anyhow::Result<()> {
     match out {
-        Output::Json => output::json(&surveys),
+        Output::Json | Output::Jsonl => output::json(&surveys),
         Output::Table => {
             let rows: Vec<Vec<String>> = surveys
                 .iter()
@@ -286,7 +286,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
         SurveyCommand::Results { id } => {
             let r = client.at(0).survey_results(&id).await?;
             match out {
-                Output::Json => output::json(&r),
+                Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
                     print_results(&r);
                     Ok(())
@@ -296,7 +296,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
         SurveyCommand::Trend { include_triggered } => {
             let t = client.at(0).survey_trend(include_triggered).await?;
             match out {
-                Output::Json => output::json(&t),
+                Output::Json | Output::Jsonl => output::json(&t),
                 Output::Table => {
                     let rows: Vec<Vec<String>> = t
                         .points
@@ -337,7 +337,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
 
 fn report(out: Output, what: &str, r: pb::SurveyCommandResponse) -> anyhow::Result<()> {
     match out {
-        Output::Json => output::json(&r),
+        Output::Json | Output::Jsonl => output::json(&r),
         Output::Table => {
             println!("{what}: sequence {}", r.sequence);
             Ok(())

@@ -1,0 +1,338 @@
+//! `paved.v1.EventLogService`: filtered reads of the log and a resumable live
+//! tail. Both stream through a bounded channel, so a slow client slows the
+//! read instead of making the server buffer; a client that goes away (or a
+//! deadline that passes) stops it.
+
+use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use paved_domain::{AggregateKind, Event, Name};
+use paved_eventlog::codec::{self, event_to_proto, time_from_proto, timestamp};
+use paved_eventlog::{EventLog, StoredCommit};
+use paved_proto::v1 as pb;
+use pb::event_log_service_server::EventLogService;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::Authenticator;
+use crate::error;
+
+/// Records buffered per stream before the reader waits for the client.
+const BUFFER: usize = 512;
+
+#[derive(Clone)]
+pub struct EventLogApi {
+    log: EventLog,
+    auth: Authenticator,
+}
+
+impl EventLogApi {
+    pub fn new(log: EventLog, auth: Authenticator) -> Self {
+        Self { log, auth }
+    }
+}
+
+/// A validated filter.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    subject: Option<String>,
+    event_types: Vec<String>,
+    principal: String,
+    correlation_id: String,
+}
+
+impl Filter {
+    fn parse(log: &EventLog, f: Option<&pb::EventFilter>) -> Result<Self, Status> {
+        let Some(f) = f else {
+            return Ok(Self::default());
+        };
+        let kind = match f.aggregate_type.as_str() {
+            "" => None,
+            t => Some(AggregateKind::parse(t).ok_or_else(|| {
+                error::invalid_field(
+                    "filter.aggregate_type",
+                    format!("unknown aggregate type {t:?} (team, system, service, survey)"),
+                )
+            })?),
+        };
+        let prefix = &log.config().subject_prefix;
+        let subject = match (kind, f.aggregate_id.as_str()) {
+            (None, "") => None,
+            (None, _) => {
+                return Err(error::invalid_field(
+                    "filter.aggregate_id",
+                    "needs filter.aggregate_type",
+                ));
+            }
+            (Some(k), "") => Some(format!("{prefix}.{}.{}.*", k.context(), k.type_name())),
+            (Some(k), id) => {
+                let id = Name::parse(id)
+                    .map_err(|e| error::invalid_field("filter.aggregate_id", e.to_string()))?;
+                Some(log.subject(k, &id))
+            }
+        };
+        for (i, t) in f.event_types.iter().enumerate() {
+            if !Event::TYPE_NAMES.contains(&t.as_str()) {
+                return Err(error::invalid_field(
+                    &format!("filter.event_types[{i}]"),
+                    format!("unknown event type {t:?}"),
+                ));
+            }
+        }
+        Ok(Self {
+            subject,
+            event_types: f.event_types.clone(),
+            principal: f.principal.clone(),
+            correlation_id: f.correlation_id.clone(),
+        })
+    }
+
+    fn commit_matches(&self, c: &codec::Commit) -> bool {
+        (self.principal.is_empty() || c.principal == self.principal)
+            && (self.correlation_id.is_empty() || c.correlation_id == self.correlation_id)
+    }
+
+    fn event_matches(&self, e: &Event) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.type_name())
+    }
+}
+
+/// The records of one stored commit that pass the filter.
+pub fn records(stored: &StoredCommit, filter: &Filter) -> Vec<pb::EventRecord> {
+    let c = &stored.commit;
+    if !filter.commit_matches(c) {
+        return Vec::new();
+    }
+    c.events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| filter.event_matches(e))
+        .map(|(i, e)| {
+            let event = event_to_proto(e);
+            let json = serde_json::to_string(&event).unwrap_or_default();
+            pb::EventRecord {
+                sequence: stored.sequence,
+                index: i as u32,
+                context: c.kind.context().to_owned(),
+                aggregate_type: c.kind.type_name().to_owned(),
+                aggregate_id: c.aggregate_id.to_string(),
+                command_id: c.command_id.clone(),
+                principal: c.principal.clone(),
+                occurred_at: Some(timestamp(c.occurred_at)),
+                correlation_id: c.correlation_id.clone(),
+                causation_id: c.causation_id.clone(),
+                reason: c.reason.clone(),
+                traceparent: c.traceparent.clone(),
+                event_type: e.type_name().to_owned(),
+                event: Some(event),
+                json,
+            }
+        })
+        .collect()
+}
+
+fn start_time(t: DateTime<Utc>) -> Result<time::OffsetDateTime, Status> {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+        t.timestamp_nanos_opt().unwrap_or(0),
+    ))
+    .map_err(|e| error::invalid_field("since", e.to_string()))
+}
+
+type RecordStream = ReceiverStream<Result<pb::EventRecord, Status>>;
+
+#[tonic::async_trait]
+impl EventLogService for EventLogApi {
+    type ReadEventsStream = RecordStream;
+    type SubscribeStream = RecordStream;
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ReadEvents"),
+        err(level = "info")
+    )]
+    async fn read_events(
+        &self,
+        request: Request<pb::ReadEventsRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        self.auth.authenticate(&request).await?;
+        let r = request.into_inner();
+        let filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        let since = time_from_proto(r.since.as_ref());
+        let until = time_from_proto(r.until.as_ref());
+        let now = Utc::now();
+        if since.is_some_and(|s| s > now) {
+            return Err(error::invalid_field("since", "is in the future"));
+        }
+        if let (Some(s), Some(u)) = (since, until)
+            && s > u
+        {
+            return Err(error::invalid_field("until", "is before since"));
+        }
+        if r.to_sequence != 0 && r.from_sequence > r.to_sequence {
+            return Err(error::invalid_field(
+                "to_sequence",
+                "is before from_sequence",
+            ));
+        }
+        let last = self
+            .log
+            .last_sequence()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if r.from_sequence > last + 1 {
+            return Err(Status::out_of_range(format!(
+                "from_sequence {} is past the end of the log ({last})",
+                r.from_sequence
+            )));
+        }
+        let end = if r.to_sequence == 0 {
+            last
+        } else {
+            r.to_sequence.min(last)
+        };
+        let deliver = if r.from_sequence > 1 {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: r.from_sequence,
+            }
+        } else if let Some(s) = since {
+            DeliverPolicy::ByStartTime {
+                start_time: start_time(s)?,
+            }
+        } else {
+            DeliverPolicy::All
+        };
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let log = self.log.clone();
+        let limit = if r.limit == 0 {
+            usize::MAX
+        } else {
+            r.limit as usize
+        };
+        tokio::spawn(async move {
+            let result = stream_range(&log, deliver, &filter, end, since, until, limit, &tx).await;
+            if let Err(status) = result {
+                // The client may be gone already; nothing else to tell.
+                tx.send(Err(status)).await.ok();
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "Subscribe"),
+        err(level = "info")
+    )]
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        self.auth.authenticate(&request).await?;
+        let r = request.into_inner();
+        let filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        let last = self
+            .log
+            .last_sequence()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if r.from_sequence > last + 1 {
+            return Err(Status::out_of_range(format!(
+                "from_sequence {} is past the end of the log ({last})",
+                r.from_sequence
+            )));
+        }
+        let deliver = match r.from_sequence {
+            0 => DeliverPolicy::New,
+            s => DeliverPolicy::ByStartSequence { start_sequence: s },
+        };
+        let (tx, rx) = mpsc::channel(BUFFER);
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            let result = stream_range(
+                &log,
+                deliver,
+                &filter,
+                u64::MAX,
+                None,
+                None,
+                usize::MAX,
+                &tx,
+            )
+            .await;
+            if let Err(status) = result {
+                tx.send(Err(status)).await.ok();
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Reads the log from `deliver` up to sequence `end` (inclusive) through an
+/// ordered consumer, sending matching records until the client goes.
+#[allow(clippy::too_many_arguments)]
+async fn stream_range(
+    log: &EventLog,
+    deliver: DeliverPolicy,
+    filter: &Filter,
+    end: u64,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: usize,
+    tx: &mpsc::Sender<Result<pb::EventRecord, Status>>,
+) -> Result<(), Status> {
+    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
+    let filter_subject = filter
+        .subject
+        .clone()
+        .unwrap_or_else(|| format!("{}.>", log.config().subject_prefix));
+    let consumer = log
+        .stream()
+        .create_consumer(pull::OrderedConfig {
+            filter_subject,
+            deliver_policy: deliver,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    if end != u64::MAX && consumer.cached_info().num_pending == 0 {
+        return Ok(());
+    }
+    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+    let mut sent = 0usize;
+    while let Some(m) = messages.next().await {
+        let m = m.map_err(|e| unavailable(&e))?;
+        let info = m.info().map_err(|e| unavailable(&e))?;
+        let sequence = info.stream_sequence;
+        let pending = info.pending;
+        if sequence > end {
+            return Ok(());
+        }
+        let commit = codec::decode_commit(&m.payload).map_err(|e| {
+            tracing::error!(sequence, error = %e, "undecodable message in the log");
+            Status::data_loss(format!(
+                "the message at sequence {sequence} does not decode"
+            ))
+        })?;
+        if until.is_some_and(|u| commit.occurred_at > u) {
+            return Ok(());
+        }
+        if since.is_none_or(|s| commit.occurred_at >= s) {
+            for record in records(&StoredCommit { sequence, commit }, filter) {
+                if sent == limit {
+                    return Ok(());
+                }
+                if tx.send(Ok(record)).await.is_err() {
+                    return Ok(()); // the client went away
+                }
+                sent += 1;
+            }
+        }
+        if end != u64::MAX && (sequence >= end || pending == 0) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}

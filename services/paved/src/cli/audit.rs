@@ -1,0 +1,401 @@
+//! Auditor verbs over the log, through `EventLogService`: `paved audit log`,
+//! `paved audit export` (JSON Lines) and `paved audit at` (the state at a
+//! time, rebuilt in memory with the domain's own code; read models untouched).
+//!
+//! The export format, one line per event: an `EventRecord` in the proto3
+//! JSON mapping (`sequence`, `index`, `context`, `aggregateType`,
+//! `aggregateId`, `commandId`, `principal`, `occurredAt` RFC 3339,
+//! `correlationId`, `causationId`, `reason`, `traceparent`, `eventType`,
+//! `event` (the typed event) and `json`). Fields are only ever added.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use paved_domain::catalog::{Service, System, Team};
+use paved_domain::{Aggregate, Event, Name};
+use paved_eventlog::codec::{self, timestamp};
+use paved_sdk::pb;
+
+use super::catalog::ClientArgs;
+use super::output::{self, Output};
+
+#[derive(clap::Args, Debug)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct Range {
+    /// From this time (RFC 3339, e.g. 2026-03-01T00:00:00Z).
+    #[arg(long)]
+    since: Option<DateTime<Utc>>,
+    /// Up to this time.
+    #[arg(long)]
+    until: Option<DateTime<Utc>>,
+    /// From this stream sequence.
+    #[arg(long, default_value_t = 0)]
+    from_seq: u64,
+    /// Up to this stream sequence.
+    #[arg(long, default_value_t = 0)]
+    to_seq: u64,
+}
+
+#[derive(clap::Args, Debug, Default)]
+struct Filters {
+    /// Events of one service.
+    #[arg(long, conflicts_with_all = ["team", "aggregate"])]
+    service: Option<String>,
+    /// Events of one team.
+    #[arg(long, conflicts_with = "aggregate")]
+    team: Option<String>,
+    /// TYPE/ID, e.g. system/billing or survey/devex-q4 (or just TYPE).
+    #[arg(long)]
+    aggregate: Option<String>,
+    /// Who did it (principal).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Event type; repeatable.
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Correlation id.
+    #[arg(long)]
+    correlation: Option<String>,
+}
+
+impl Filters {
+    fn to_proto(&self) -> pb::EventFilter {
+        let (aggregate_type, aggregate_id) = match (&self.service, &self.team, &self.aggregate) {
+            (Some(s), _, _) => ("service".to_owned(), s.clone()),
+            (_, Some(t), _) => ("team".to_owned(), t.clone()),
+            (_, _, Some(a)) => match a.split_once('/') {
+                Some((t, id)) => (t.to_owned(), id.to_owned()),
+                None => (a.clone(), String::new()),
+            },
+            _ => (String::new(), String::new()),
+        };
+        pb::EventFilter {
+            aggregate_type,
+            aggregate_id,
+            event_types: self.types.clone(),
+            principal: self.actor.clone().unwrap_or_default(),
+            correlation_id: self.correlation.clone().unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum AtKind {
+    Service,
+    Team,
+    System,
+    Catalog,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AuditCommand {
+    /// Who did what, when: events matching the filters.
+    Log {
+        #[command(flatten)]
+        range: Range,
+        #[command(flatten)]
+        filters: Filters,
+        /// Most events to show.
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
+    /// Every event of a range as JSON Lines on stdout (progress on stderr).
+    Export {
+        #[command(flatten)]
+        range: Range,
+        #[command(flatten)]
+        filters: Filters,
+    },
+    /// The state as of TIME, rebuilt by replaying the log up to TIME.
+    At {
+        time: DateTime<Utc>,
+        #[arg(value_enum)]
+        kind: AtKind,
+        /// The service, team or system (not for catalog).
+        name: Option<String>,
+    },
+}
+
+fn request(range: &Range, filters: &Filters, limit: u32) -> pb::ReadEventsRequest {
+    pb::ReadEventsRequest {
+        from_sequence: range.from_seq,
+        to_sequence: range.to_seq,
+        since: range.since.map(timestamp),
+        until: range.until.map(timestamp),
+        filter: Some(filters.to_proto()),
+        limit,
+    }
+}
+
+pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
+    let out = a.client.output;
+    let client = a.client.connect().await?;
+    match a.command {
+        AuditCommand::Log {
+            range,
+            filters,
+            limit,
+        } => {
+            let mut stream = client
+                .read_events(request(&range, &filters, limit))
+                .await
+                .map_err(super::catalog::explain)?;
+            let mut rows = Vec::new();
+            let mut all = Vec::new();
+            while let Some(r) = stream.message().await? {
+                match out {
+                    Output::Jsonl => output::json_line(&r)?,
+                    Output::Json => all.push(r),
+                    Output::Table => rows.push(vec![
+                        r.sequence.to_string(),
+                        r.occurred_at
+                            .as_ref()
+                            .and_then(|t| codec::time_from_proto(Some(t)))
+                            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                            .unwrap_or_default(),
+                        r.principal.clone(),
+                        format!("{}/{}", r.aggregate_type, r.aggregate_id),
+                        r.event_type.clone(),
+                        r.command_id.clone(),
+                    ]),
+                }
+            }
+            match out {
+                Output::Json => output::json(&all),
+                Output::Jsonl => Ok(()),
+                Output::Table => {
+                    output::table(
+                        &[
+                            "SEQ",
+                            "TIME (UTC)",
+                            "ACTOR",
+                            "AGGREGATE",
+                            "EVENT",
+                            "REQUEST",
+                        ],
+                        &rows,
+                    );
+                    Ok(())
+                }
+            }
+        }
+        AuditCommand::Export { range, filters } => {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(indicatif::ProgressStyle::with_template(
+                "{spinner} {pos} events exported  {per_sec}  sequence {msg}",
+            )?);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            let mut stream = client
+                .read_events(request(&range, &filters, 0))
+                .await
+                .map_err(super::catalog::explain)?;
+            use std::io::Write;
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            while let Some(r) = stream.message().await? {
+                serde_json::to_writer(&mut w, &r)?;
+                w.write_all(b"\n")?;
+                bar.inc(1);
+                if r.sequence % 1000 == 0 {
+                    bar.set_message(r.sequence.to_string());
+                }
+            }
+            w.flush()?;
+            bar.finish_and_clear();
+            eprintln!("exported {} events", bar.position());
+            Ok(())
+        }
+        AuditCommand::At { time, kind, name } => at(&client, out, time, kind, name).await,
+    }
+}
+
+/// Everything in the catalog as of a time.
+#[derive(Default)]
+struct Catalog {
+    teams: BTreeMap<Name, Option<Team>>,
+    systems: BTreeMap<Name, Option<System>>,
+    services: BTreeMap<Name, Option<Service>>,
+    sequence: HashMap<Name, u64>,
+}
+
+fn fold<A: Aggregate>(map: &mut BTreeMap<Name, A>, id: Name, event: &Event) {
+    if let Some(e) = A::select(event) {
+        map.entry(id).or_default().evolve(e);
+    }
+}
+
+async fn at(
+    client: &paved_sdk::Client,
+    out: Output,
+    time: DateTime<Utc>,
+    kind: AtKind,
+    name: Option<String>,
+) -> anyhow::Result<()> {
+    let (aggregate_type, id) = match (kind, &name) {
+        (AtKind::Catalog, _) => (String::new(), String::new()),
+        (k, Some(n)) => (format!("{k:?}").to_lowercase(), n.clone()),
+        (k, None) => anyhow::bail!("name the {k:?} to show"),
+    };
+    let mut stream = client
+        .read_events(pb::ReadEventsRequest {
+            until: Some(timestamp(time)),
+            filter: Some(pb::EventFilter {
+                aggregate_type,
+                aggregate_id: id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(super::catalog::explain)?;
+    let mut catalog = Catalog::default();
+    let mut events = 0u64;
+    while let Some(r) = stream.message().await? {
+        let Some(e) = r.event.as_ref() else { continue };
+        let event = codec::event_from_proto(e, r.index as usize)?;
+        let id = Name::parse(&r.aggregate_id)?;
+        catalog.sequence.insert(id.clone(), r.sequence);
+        match r.aggregate_type.as_str() {
+            "team" => fold(&mut catalog.teams, id, &event),
+            "system" => fold(&mut catalog.systems, id, &event),
+            "service" => fold(&mut catalog.services, id, &event),
+            _ => {}
+        }
+        events += 1;
+    }
+    eprintln!("replayed {events} events up to {time}");
+    let services: Vec<pb::Service> = catalog
+        .services
+        .iter()
+        .filter_map(|(n, s)| {
+            s.as_ref()
+                .map(|s| service_view(s, &catalog, catalog.sequence.get(n)))
+        })
+        .collect();
+    match kind {
+        AtKind::Service => {
+            let s = services
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no such service at {time}"))?;
+            match out {
+                Output::Table => super::catalog::print_service(s),
+                _ => output::json(s)?,
+            }
+        }
+        AtKind::Team => {
+            let t = catalog
+                .teams
+                .values()
+                .flatten()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no such team at {time}"))?;
+            let view = serde_json::json!({
+                "name": t.name.as_str(),
+                "displayName": t.profile.display_name,
+                "email": t.profile.email,
+                "chatChannel": t.profile.chat_channel,
+                "parent": t.parent.as_ref().map(Name::as_str),
+                "members": t.members,
+                "retired": t.retired,
+            });
+            output::json(&view)?;
+        }
+        AtKind::System => {
+            let y = catalog
+                .systems
+                .values()
+                .flatten()
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("no such system at {time}"))?;
+            output::json(&serde_json::json!({
+                "name": y.name.as_str(),
+                "owner": y.owner.as_str(),
+                "displayName": y.display_name,
+                "description": y.description,
+                "retired": y.retired,
+            }))?;
+        }
+        AtKind::Catalog => match out {
+            Output::Table => {
+                let live_teams = catalog
+                    .teams
+                    .values()
+                    .flatten()
+                    .filter(|t| t.retired.is_none())
+                    .count();
+                println!(
+                    "as of {time}: {live_teams} teams, {} systems, {} services",
+                    catalog.systems.values().flatten().count(),
+                    services.iter().filter(|s| !s.retired).count()
+                );
+                let rows: Vec<Vec<String>> = services
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            s.name.clone(),
+                            s.owner.clone(),
+                            if s.retired {
+                                "retired".into()
+                            } else {
+                                pb::Lifecycle::try_from(s.spec.as_ref().map_or(0, |x| x.lifecycle))
+                                    .map(|l| {
+                                        l.as_str_name()
+                                            .trim_start_matches("LIFECYCLE_")
+                                            .to_lowercase()
+                                    })
+                                    .unwrap_or_default()
+                            },
+                            s.dependencies.len().to_string(),
+                        ]
+                    })
+                    .collect();
+                output::table(&["SERVICE", "OWNER", "LIFECYCLE", "DEPS"], &rows);
+            }
+            _ => output::json(&services)?,
+        },
+    }
+    Ok(())
+}
+
+/// A service state in the API's shape (dependents from the same replay).
+fn service_view(s: &Service, catalog: &Catalog, sequence: Option<&u64>) -> pb::Service {
+    let dependents = catalog
+        .services
+        .values()
+        .flatten()
+        .filter_map(|o| {
+            o.dependencies.get(&s.name).map(|c| pb::Dependency {
+                service: o.name.to_string(),
+                criticality: codec::criticality_to_proto(*c).into(),
+            })
+        })
+        .collect();
+    pb::Service {
+        name: s.name.to_string(),
+        owner: s.owner.to_string(),
+        spec: Some(codec::spec_to_proto(&s.spec)),
+        deprecation_reason: s.deprecation.clone().unwrap_or_default(),
+        retired: s.retired.is_some(),
+        retired_reason: s.retired.clone().unwrap_or_default(),
+        dependencies: s
+            .dependencies
+            .iter()
+            .map(|(n, c)| pb::Dependency {
+                service: n.to_string(),
+                criticality: codec::criticality_to_proto(*c).into(),
+            })
+            .collect(),
+        dependents,
+        slos: s.slos.values().map(codec::slo_to_proto).collect(),
+        created_at: None,
+        updated_at: None,
+        sequence: sequence.copied().unwrap_or(0),
+    }
+}
