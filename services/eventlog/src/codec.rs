@@ -400,10 +400,18 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                     spec: Some(spec_to_proto(spec)),
                 })
             }
-            ServiceEvent::Updated { spec, fields } => Kind::ServiceUpdated(pb::ServiceUpdated {
-                spec: Some(spec_to_proto(spec)),
-                changed_fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
-            }),
+            ServiceEvent::Updated { spec, fields } => {
+                // Only the changed fields are stored (the others keep their
+                // defaults), so an update encodes the same way it decodes.
+                let mut changed = ServiceSpec::new(ServiceType::Service, Lifecycle::Experimental);
+                for f in fields {
+                    f.copy(spec, &mut changed);
+                }
+                Kind::ServiceUpdated(pb::ServiceUpdated {
+                    spec: Some(spec_to_proto(&changed)),
+                    changed_fields: fields.iter().map(|f| f.as_str().to_owned()).collect(),
+                })
+            }
             ServiceEvent::OwnershipTransferred { from, to } => {
                 Kind::ServiceOwnershipTransferred(pb::ServiceOwnershipTransferred {
                     from: from.to_string(),

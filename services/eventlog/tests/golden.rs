@@ -1,0 +1,439 @@
+//! Golden history: commits written by the first schema version, kept in the
+//! repository, must keep decoding and folding to the same states with
+//! today's code (like Temporal's replay tests). Regenerate only on purpose:
+//! `PAVED_WRITE_GOLDEN=1 cargo test -p paved-eventlog --test golden`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Duration, Utc};
+use paved_domain::catalog::{
+    Criticality, Lifecycle, Link, Objective, Service, ServiceEvent, ServiceSpec, ServiceType, Slo,
+    SpecField, System, SystemEvent, Team, TeamEvent, TeamProfile,
+};
+use paved_domain::surveys::{Answers, Audience, Survey, SurveyEvent, SurveySpec};
+use paved_domain::{Aggregate, AggregateKind, Event, Name};
+use paved_eventlog::codec::{Commit, decode_commit, encode_commit};
+use sha2::{Digest, Sha256};
+
+fn n(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/history-v1.bin")
+}
+
+/// The history the fixture was written from: every event type at least once.
+fn history() -> Vec<Commit> {
+    let t0: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
+    spec.description = "Takes the money".into();
+    spec.tags = vec!["rust".into()];
+    spec.labels = BTreeMap::from([("tier".into(), "1".into())]);
+    spec.annotations = BTreeMap::from([("argocd/app-name".into(), "payments".into())]);
+    spec.links = vec![Link {
+        url: "https://docs.example.com".into(),
+        title: "Docs".into(),
+    }];
+    spec.tier = Some(1);
+    spec.system = Some(n("billing"));
+    let mut updated = spec.clone();
+    updated.description = "Takes and returns the money".into();
+    let events: Vec<(AggregateKind, &str, Vec<Event>)> = vec![
+        (
+            AggregateKind::Team,
+            "platform",
+            vec![
+                TeamEvent::Created {
+                    name: n("platform"),
+                    profile: TeamProfile::default(),
+                    parent: None,
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Team,
+            "payments",
+            vec![
+                TeamEvent::Created {
+                    name: n("payments"),
+                    profile: TeamProfile {
+                        display_name: "Payments".into(),
+                        email: "pay@example.com".into(),
+                        chat_channel: "#pay".into(),
+                    },
+                    parent: None,
+                }
+                .into(),
+                TeamEvent::MemberAdded {
+                    member: "alice".into(),
+                }
+                .into(),
+                TeamEvent::MemberAdded {
+                    member: "bob".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Team,
+            "payments",
+            vec![
+                TeamEvent::ProfileUpdated {
+                    profile: TeamProfile {
+                        display_name: "Payments team".into(),
+                        email: "pay@example.com".into(),
+                        chat_channel: "#payments".into(),
+                    },
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Team,
+            "payments",
+            vec![
+                TeamEvent::ParentChanged {
+                    parent: Some(n("platform")),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Team,
+            "payments",
+            vec![
+                TeamEvent::MemberRemoved {
+                    member: "bob".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::System,
+            "billing",
+            vec![
+                SystemEvent::Created {
+                    name: n("billing"),
+                    owner: n("payments"),
+                    display_name: "Billing".into(),
+                    description: "Money".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::System,
+            "billing",
+            vec![
+                SystemEvent::Updated {
+                    display_name: "Billing system".into(),
+                    description: "Money in, money out".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::System,
+            "billing",
+            vec![
+                SystemEvent::OwnershipTransferred {
+                    from: n("payments"),
+                    to: n("platform"),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "ledger",
+            vec![
+                ServiceEvent::Registered {
+                    name: n("ledger"),
+                    owner: n("payments"),
+                    spec: ServiceSpec::new(ServiceType::Library, Lifecycle::Experimental),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::Registered {
+                    name: n("payments-api"),
+                    owner: n("payments"),
+                    spec,
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::Updated {
+                    spec: updated,
+                    fields: vec![SpecField::Description],
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::DependencyAdded {
+                    on: n("ledger"),
+                    criticality: Some(Criticality::High),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::SloSet {
+                    slo: Slo {
+                        name: n("availability"),
+                        objective: Objective::Availability {
+                            target_percent: 99.9,
+                        },
+                        window_days: 28,
+                    },
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::SloSet {
+                    slo: Slo {
+                        name: n("latency"),
+                        objective: Objective::Latency {
+                            percentile: 99.0,
+                            threshold_ms: 300,
+                        },
+                        window_days: 7,
+                    },
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![ServiceEvent::SloRemoved { name: n("latency") }.into()],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![
+                ServiceEvent::OwnershipTransferred {
+                    from: n("payments"),
+                    to: n("platform"),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "ledger",
+            vec![
+                ServiceEvent::Deprecated {
+                    reason: "use ledger-v2".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Service,
+            "payments-api",
+            vec![ServiceEvent::DependencyRemoved { on: n("ledger") }.into()],
+        ),
+        (
+            AggregateKind::Service,
+            "ledger",
+            vec![
+                ServiceEvent::Retired {
+                    reason: "replaced".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::System,
+            "billing",
+            vec![
+                SystemEvent::Retired {
+                    reason: "merged".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Team,
+            "platform",
+            vec![
+                TeamEvent::Retired {
+                    reason: "reorg".into(),
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Survey,
+            "devex",
+            vec![
+                SurveyEvent::Created {
+                    id: n("devex"),
+                    spec: SurveySpec {
+                        title: "Developer experience".into(),
+                        nps_question: "Recommend?".into(),
+                        comment_question: Some("Why?".into()),
+                        scale_questions: vec!["Easy to deploy".into()],
+                        audience: Audience::Teams([n("payments")].into()),
+                        opens_at: t0,
+                        closes_at: t0 + Duration::days(14),
+                        trigger: Some("ServiceRegistered".into()),
+                    },
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Survey,
+            "devex",
+            vec![
+                SurveyEvent::ResponseSubmitted {
+                    pseudonym: "p1".into(),
+                    team: Some(n("payments")),
+                    answers: Answers {
+                        nps: 9,
+                        comment: "good".into(),
+                        scales: vec![4],
+                    },
+                    replaces: false,
+                }
+                .into(),
+            ],
+        ),
+        (
+            AggregateKind::Survey,
+            "devex",
+            vec![
+                SurveyEvent::Closed {
+                    at: t0 + Duration::days(3),
+                }
+                .into(),
+            ],
+        ),
+    ];
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(i, (kind, id, events))| Commit {
+            kind,
+            aggregate_id: n(id),
+            command_id: format!("golden-{i}"),
+            principal: if i % 2 == 0 {
+                "admin".into()
+            } else {
+                "alice".into()
+            },
+            occurred_at: t0 + Duration::minutes(i as i64),
+            correlation_id: format!("corr-{}", i / 3),
+            causation_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            reason: String::new(),
+            events,
+        })
+        .collect()
+}
+
+fn write(commits: &[Commit]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for c in commits {
+        let bytes = encode_commit(c);
+        out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        out.extend_from_slice(&bytes);
+    }
+    out
+}
+
+fn read(mut bytes: &[u8]) -> Vec<Commit> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        out.push(decode_commit(&bytes[4..4 + len]).expect("a stored v1 commit decodes"));
+        bytes = &bytes[4 + len..];
+    }
+    out
+}
+
+#[derive(Default)]
+struct States {
+    teams: BTreeMap<Name, Option<Team>>,
+    systems: BTreeMap<Name, Option<System>>,
+    services: BTreeMap<Name, Option<Service>>,
+    surveys: BTreeMap<Name, Option<Survey>>,
+}
+
+fn fold<A: Aggregate>(map: &mut BTreeMap<Name, A>, c: &Commit) {
+    let state = map.entry(c.aggregate_id.clone()).or_default();
+    for e in &c.events {
+        if let Some(e) = A::select(e) {
+            state.evolve(e);
+        }
+    }
+}
+
+fn digest(commits: &[Commit]) -> String {
+    let mut s = States::default();
+    for c in commits {
+        match c.kind {
+            AggregateKind::Team => fold(&mut s.teams, c),
+            AggregateKind::System => fold(&mut s.systems, c),
+            AggregateKind::Service => fold(&mut s.services, c),
+            AggregateKind::Survey => fold(&mut s.surveys, c),
+        }
+    }
+    let text = format!(
+        "{:?}\n{:?}\n{:?}\n{:?}",
+        s.teams, s.systems, s.services, s.surveys
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+#[test]
+fn the_first_schema_versions_history_still_replays_to_the_same_state() {
+    if std::env::var_os("PAVED_WRITE_GOLDEN").is_some() {
+        std::fs::write(fixture(), write(&history())).unwrap();
+    }
+    let stored = std::fs::read(fixture()).expect("tests/fixtures/history-v1.bin");
+    let commits = read(&stored);
+    assert_eq!(commits.len(), 24);
+    let types: std::collections::BTreeSet<&str> = commits
+        .iter()
+        .flat_map(|c| c.events.iter().map(Event::type_name))
+        .collect();
+    assert_eq!(
+        types.len(),
+        Event::TYPE_NAMES.len(),
+        "every event type is in the fixture"
+    );
+    // Decoding is lossless: today's encoder writes the same bytes.
+    assert_eq!(write(&commits), stored);
+    assert_eq!(digest(&commits), GOLDEN_DIGEST);
+}
+
+/// The state digest of the fixture, recorded when it was written.
+const GOLDEN_DIGEST: &str = "eb45215edaca53ae80173a6a374055dfd4681bd5c803a52cd28088453642aee7";
