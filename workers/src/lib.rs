@@ -3,8 +3,10 @@
 //! - [`runtime`]: the projection runtime ([`ProjectionWorker`]: durable
 //!   consumer, batch + checkpoint in one transaction, ack after commit, stop
 //!   on an undecodable message) and [`runtime::rebuild`] (shadow rebuild and swap).
+//! - [`checkpoint`]: signed Merkle checkpoints of the log (tamper evidence).
 //! - [`projections`]: the read models: [`projections::CatalogProjection`].
 
+pub mod checkpoint;
 pub mod projections;
 pub mod runtime;
 

@@ -33,6 +33,86 @@ pub struct Commit {
     pub tracestate: String,
     pub reason: String,
     pub events: Vec<Event>,
+    /// The hash of the aggregate's previous commit (empty for its first).
+    pub prev_hash: Vec<u8>,
+    /// SHA-256 over `prev_hash` and this commit (see [`seal`]).
+    pub hash: Vec<u8>,
+}
+
+impl Commit {
+    /// Chains this commit after `prev_hash` and computes its hash.
+    pub fn seal(&mut self, prev_hash: &[u8]) {
+        self.prev_hash = prev_hash.to_vec();
+        self.hash = chain_hash(self);
+    }
+
+    /// Does the stored hash match the content?
+    pub fn hash_ok(&self) -> bool {
+        !self.hash.is_empty() && chain_hash(self) == self.hash
+    }
+}
+
+/// SHA-256(prev_hash || the commit encoded with an empty `hash`).
+///
+/// `hash` (field 15) is the last field prost encodes, so a sealed message is
+/// exactly those hashed bytes followed by the hash field: [`check_seal`]
+/// checks the stored bytes themselves, not a re-encoding of what decoded.
+pub fn chain_hash(c: &Commit) -> Vec<u8> {
+    let mut p = commit_to_proto(c);
+    p.hash = Vec::new();
+    link_hash(&c.prev_hash, &p.encode_to_vec())
+}
+
+fn link_hash(prev_hash: &[u8], unsealed: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(prev_hash);
+    h.update(unsealed);
+    h.finalize().to_vec()
+}
+
+/// The chain links a stored message claims.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seal {
+    /// `<context>.<type>.<id>`: where the commit belongs (its subject
+    /// after the log's prefix).
+    pub aggregate: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// Why a stored message's seal does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error("not a paved.v1.Commit: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("the commit carries no hash")]
+    Unsealed,
+    #[error("the content does not match its hash")]
+    Mismatch,
+}
+
+/// Checks a stored message's bytes against the hash they carry and returns
+/// its links (the caller checks `prev_hash` against the aggregate's chain).
+pub fn check_seal(payload: &[u8]) -> Result<Seal, SealError> {
+    const HASH_TAG: [u8; 2] = [15 << 3 | 2, 32]; // field 15, length-delimited, 32 bytes
+    let p = pb::Commit::decode(payload)?;
+    if p.hash.len() != 32 {
+        return Err(SealError::Unsealed);
+    }
+    let sealed_len = payload.len() - HASH_TAG.len() - 32;
+    let (unsealed, trailer) = payload.split_at(sealed_len);
+    if trailer[..2] != HASH_TAG || trailer[2..] != p.hash[..] {
+        return Err(SealError::Mismatch);
+    }
+    if link_hash(&p.prev_hash, unsealed) != p.hash {
+        return Err(SealError::Mismatch);
+    }
+    Ok(Seal {
+        aggregate: format!("{}.{}.{}", p.context, p.aggregate_type, p.aggregate_id),
+        prev_hash: p.prev_hash,
+        hash: p.hash,
+    })
 }
 
 /// A commit as read back from the stream.
@@ -703,6 +783,8 @@ pub fn commit_to_proto(c: &Commit) -> pb::Commit {
         tracestate: c.tracestate.clone(),
         reason: c.reason.clone(),
         events: c.events.iter().map(event_to_proto).collect(),
+        prev_hash: c.prev_hash.clone(),
+        hash: c.hash.clone(),
     }
 }
 
@@ -747,6 +829,8 @@ pub fn commit_from_proto(p: pb::Commit) -> Result<Commit, DecodeError> {
         tracestate: p.tracestate,
         reason: p.reason,
         events,
+        prev_hash: p.prev_hash,
+        hash: p.hash,
     })
 }
 

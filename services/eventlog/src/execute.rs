@@ -101,6 +101,8 @@ pub struct Loaded<A> {
     pub state: A,
     pub version: u64,
     recent: VecDeque<(String, Executed)>,
+    /// The hash of the last commit, which the next one chains to.
+    last_hash: Vec<u8>,
     /// When this state was last known to match the log (`None`: assumed,
     /// never read: an aggregate missing from the cache is first assumed new).
     read_at: Option<Instant>,
@@ -112,6 +114,7 @@ impl<A: Aggregate> Loaded<A> {
             state: A::default(),
             version: 0,
             recent: VecDeque::new(),
+            last_hash: Vec::new(),
             read_at: None,
         }
     }
@@ -127,6 +130,7 @@ impl<A: Aggregate> Loaded<A> {
             }
         }
         self.version = sequence;
+        self.last_hash.clone_from(&commit.hash);
         if self.recent.len() == RECENT_COMMANDS {
             self.recent.pop_front();
         }
@@ -237,7 +241,11 @@ impl Executor {
                 tracestate: meta.trace.tracestate.clone(),
                 reason: meta.reason.clone(),
                 events: events.into_iter().map(Into::into).collect(),
+                prev_hash: Vec::new(),
+                hash: Vec::new(),
             };
+            let mut commit = commit;
+            commit.seal(&loaded.last_hash);
             let appended = self
                 .log
                 .append(

@@ -11,6 +11,7 @@
 //! - [`trace`]: W3C trace context from the request, through the log, into projections.
 //! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
 
+pub mod audit;
 pub mod codec;
 pub mod execute;
 pub mod log;

@@ -124,7 +124,10 @@ impl EventLog {
         let wanted = Config {
             name: config.stream.clone(),
             description: Some("Paved: the platform's append-only event log".to_owned()),
-            subjects: vec![format!("{}.>", config.subject_prefix)],
+            subjects: vec![
+                format!("{}.>", config.subject_prefix),
+                crate::audit::checkpoint_subject(&config.subject_prefix),
+            ],
             retention: RetentionPolicy::Limits,
             storage: StorageType::File,
             discard: DiscardPolicy::New,
@@ -137,8 +140,21 @@ impl EventLog {
         };
         let stream = match js.get_stream(&config.stream).await {
             Ok(mut stream) => {
-                let info = stream.info().await.map_err(other)?;
-                let problems = weaknesses(&info.config, &wanted);
+                let mut info = stream.info().await.map_err(other)?.config.clone();
+                // Streams made before checkpoints existed gain their subject.
+                let missing: Vec<String> = wanted
+                    .subjects
+                    .iter()
+                    .filter(|s| !info.subjects.contains(s))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() && info.subjects.contains(&wanted.subjects[0]) {
+                    tracing::info!(stream = %config.stream, subjects = ?missing, "adding subjects to the stream");
+                    info.subjects.extend(missing);
+                    js.update_stream(&info).await.map_err(other)?;
+                    stream = js.get_stream(&config.stream).await.map_err(other)?;
+                }
+                let problems = weaknesses(&info, &wanted);
                 if !problems.is_empty() {
                     return Err(LogError::WeakStream {
                         stream: config.stream.clone(),
@@ -180,6 +196,12 @@ impl EventLog {
             kind.type_name(),
             id
         )
+    }
+
+    /// Where signed Merkle checkpoints are stored: in the stream, outside
+    /// `<prefix>.>`, so readers of commits never meet them.
+    pub fn checkpoint_subject(&self) -> String {
+        crate::audit::checkpoint_subject(&self.config.subject_prefix)
     }
 
     /// The filter for one bounded context, e.g. `paved.catalog.>`.

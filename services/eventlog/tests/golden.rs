@@ -13,7 +13,7 @@ use paved_domain::catalog::{
 };
 use paved_domain::surveys::{Answers, Audience, Survey, SurveyEvent, SurveySpec};
 use paved_domain::{Aggregate, AggregateKind, Event, Name};
-use paved_eventlog::codec::{Commit, decode_commit, encode_commit};
+use paved_eventlog::codec::{Commit, SealError, check_seal, decode_commit, encode_commit};
 use sha2::{Digest, Sha256};
 
 fn n(s: &str) -> Name {
@@ -355,6 +355,8 @@ fn history() -> Vec<Commit> {
             tracestate: String::new(),
             reason: String::new(),
             events,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
         })
         .collect()
 }
@@ -433,6 +435,41 @@ fn the_first_schema_versions_history_still_replays_to_the_same_state() {
     // Decoding is lossless: today's encoder writes the same bytes.
     assert_eq!(write(&commits), stored);
     assert_eq!(digest(&commits), GOLDEN_DIGEST);
+}
+
+#[test]
+fn sealed_commits_chain_per_aggregate_and_any_changed_byte_breaks_the_seal() {
+    // The v1 fixture predates hash chains: its commits carry none.
+    let stored = std::fs::read(fixture()).expect("tests/fixtures/history-v1.bin");
+    assert!(read(&stored).iter().all(|c| c.hash.is_empty()));
+
+    let mut last: BTreeMap<(AggregateKind, Name), Vec<u8>> = BTreeMap::new();
+    for mut c in history() {
+        let prev = last.entry((c.kind, c.aggregate_id.clone())).or_default();
+        c.seal(prev);
+        assert!(c.hash_ok());
+        let bytes = encode_commit(&c);
+        let seal = check_seal(&bytes).expect("a sealed commit checks");
+        assert_eq!(
+            &seal.prev_hash, prev,
+            "chained to the aggregate's previous commit"
+        );
+        assert_eq!(seal.hash, c.hash);
+        prev.clone_from(&c.hash);
+        // Flipping any one bit of the stored bytes is caught (or no longer decodes).
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            match check_seal(&bad) {
+                Err(SealError::Mismatch | SealError::Protobuf(_) | SealError::Unsealed) => {}
+                Ok(s) => panic!("flipped byte {i} of {} passed: {s:?}", bytes.len()),
+            }
+        }
+        // Bytes appended after the hash (an unknown field) are caught too.
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0x98, 0x06, 0x01]); // field 99 = 1
+        assert!(check_seal(&longer).is_err());
+    }
 }
 
 /// The state digest of the fixture, recorded when it was written.

@@ -61,6 +61,21 @@ pub struct Settings {
           value_parser = clap::value_parser!(u32).range(3..))]
     pub survey_min_group: u32,
 
+    /// Ed25519 key signing the audit checkpoints: its 32-byte seed in hex.
+    /// Unset: generated once and kept in the database (`api_secrets`).
+    /// `paved audit keys` prints its public key and id.
+    #[arg(long, env = "PAVED_AUDIT_SIGNING_KEY", hide_env_values = true)]
+    pub audit_signing_key: Option<String>,
+
+    /// Public keys (hex, comma-separated) whose checkpoints `paved audit
+    /// verify` accepts besides the signing key's: keep retired keys here.
+    #[arg(long, env = "PAVED_AUDIT_TRUSTED_KEYS", value_delimiter = ',')]
+    pub audit_trusted_keys: Vec<String>,
+
+    /// Milliseconds between audit checkpoints (0: the workers write none).
+    #[arg(long, env = "PAVED_AUDIT_CHECKPOINT_MS", default_value_t = 30_000)]
+    pub audit_checkpoint_ms: u64,
+
     /// Development mode: on first start (no tokens yet) create an admin token
     /// and print it once.
     #[arg(long, env = "PAVED_DEV", default_value_t = true, action = clap::ArgAction::Set)]

@@ -162,6 +162,7 @@ impl Application {
     /// in-flight ones and the current batches finish, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
+        let workers = self.catalog_worker.is_some();
         let (health, health_service) = tonic_health::server::health_reporter();
         if let Some(worker) = self.catalog_worker {
             let token = shutdown.clone();
@@ -179,6 +180,26 @@ impl Application {
                     .run(token)
                     .await
                     .context("surveys projection stopped")
+            });
+        }
+        if workers && self.settings.audit_checkpoint_ms > 0 {
+            let key = paved_workers::checkpoint::signing_key(
+                &self.pool,
+                self.settings.audit_signing_key.as_deref(),
+            )
+            .await?;
+            tracing::info!(key_id = key.id(), public_key = %key.public_hex(), "audit checkpoints signed with");
+            let checkpointer = paved_workers::checkpoint::Checkpointer::new(
+                self.log.clone(),
+                key,
+                Duration::from_millis(self.settings.audit_checkpoint_ms),
+            );
+            tasks.spawn({
+                let token = shutdown.clone();
+                async move {
+                    checkpointer.run(token).await;
+                    Ok(())
+                }
             });
         }
         for status in self.statuses.clone() {

@@ -52,7 +52,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Paved with only some of its halves (tests drive workers themselves).
 pub async fn spawn_with(roles: Roles) -> TestApp {
-    let (id, settings) = isolated_settings();
+    spawn_configured(roles, |_| {}).await
+}
+
+/// Paved with settings changed by `configure`.
+pub async fn spawn_configured(roles: Roles, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    let (id, mut settings) = isolated_settings();
+    configure(&mut settings);
     let app = Application::build(settings.clone(), roles)
         .await
         .expect("build paved");

@@ -3,6 +3,7 @@
 //! test has its own stream, subject prefix and database, so they run in
 //! parallel.
 
+mod audit;
 mod auth;
 mod backstage;
 mod bad_input;

@@ -10,14 +10,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{Service, System, Team};
 use paved_domain::{Aggregate, Event, Name};
+use paved_eventlog::audit;
 use paved_eventlog::codec::{self, timestamp};
 use paved_sdk::pb;
 
 use super::catalog::ClientArgs;
 use super::output::{self, Output};
+use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct AuditArgs {
@@ -121,6 +124,24 @@ enum AuditCommand {
         /// The service, team or system (not for catalog).
         name: Option<String>,
     },
+    /// Prove the log was not edited: check every commit's hash chain and
+    /// every signed checkpoint, straight from the stream (exit 1 on a problem).
+    Verify {
+        /// Start at this stream sequence (the first link of each chain after
+        /// it is trusted; checkpoints starting before it are not checked).
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Also trust checkpoints signed by this public key (hex); repeatable.
+        #[arg(long = "trusted-key")]
+        trusted_keys: Vec<String>,
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
+    /// The checkpoint signing key's id and public key (give it to auditors).
+    Keys {
+        #[command(flatten)]
+        settings: Box<Settings>,
+    },
 }
 
 fn request(range: &Range, filters: &Filters, limit: u32) -> pb::ReadEventsRequest {
@@ -136,8 +157,18 @@ fn request(range: &Range, filters: &Filters, limit: u32) -> pb::ReadEventsReques
 
 pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
     let out = a.client.output;
+    match a.command {
+        AuditCommand::Verify {
+            from,
+            trusted_keys,
+            settings,
+        } => return verify(out, from, &trusted_keys, &settings).await,
+        AuditCommand::Keys { settings } => return keys(out, &settings).await,
+        _ => {}
+    }
     let client = a.client.connect().await?;
     match a.command {
+        AuditCommand::Verify { .. } | AuditCommand::Keys { .. } => unreachable!("handled above"),
         AuditCommand::Log {
             range,
             filters,
@@ -398,4 +429,123 @@ fn service_view(s: &Service, catalog: &Catalog, sequence: Option<&u64>) -> pb::S
         updated_at: None,
         sequence: sequence.copied().unwrap_or(0),
     }
+}
+
+/// The signing key: configured, else the one the server generated.
+async fn signing_key(settings: &Settings) -> anyhow::Result<audit::SigningKey> {
+    if let Some(seed) = settings.audit_signing_key.as_deref() {
+        return Ok(audit::SigningKey::from_hex(seed)?);
+    }
+    let pool = crate::db::connect(&settings.database_url, 1)
+        .await
+        .context(
+            "no PAVED_AUDIT_SIGNING_KEY, and the database holding the generated one is unreachable",
+        )?;
+    Ok(paved_workers::checkpoint::signing_key(&pool, None).await?)
+}
+
+async fn keys(out: Output, settings: &Settings) -> anyhow::Result<()> {
+    let key = signing_key(settings).await?;
+    let mut trusted = settings.audit_trusted_keys.clone();
+    trusted.retain(|k| !k.trim().is_empty());
+    match out {
+        Output::Table => {
+            output::fields(&[
+                ("signing key id", key.id().to_owned()),
+                ("public key", key.public_hex()),
+            ]);
+            for k in &trusted {
+                output::fields(&[("also trusted", k.clone())]);
+            }
+            Ok(())
+        }
+        _ => output::json(&serde_json::json!({
+            "keyId": key.id(),
+            "publicKey": key.public_hex(),
+            "trustedKeys": trusted,
+        })),
+    }
+}
+
+async fn verify(
+    out: Output,
+    from: u64,
+    trusted_keys: &[String],
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    let mut keys = audit::TrustedKeys::default();
+    for k in settings
+        .audit_trusted_keys
+        .iter()
+        .chain(trusted_keys)
+        .filter(|k| !k.trim().is_empty())
+    {
+        keys.add_hex(k)?;
+    }
+    match signing_key(settings).await {
+        Ok(key) => keys.add(key.verifying_key()),
+        Err(e) if !keys.is_empty() => eprintln!("note: {e:#}; using the given keys only"),
+        Err(e) => return Err(e),
+    }
+    let nats = async_nats::connect(&settings.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
+    let log = paved_eventlog::EventLog::open(nats, settings.log_config()).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "verify [{bar:40}] {pos}/{len} messages  {per_sec}  ETA {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let report = audit::verify_log(&log, keys, from, |seq, last| {
+        bar.set_length(last);
+        bar.set_position(seq);
+    })
+    .await?;
+    bar.finish_and_clear();
+    let elapsed = started.elapsed().as_secs_f64();
+    match out {
+        Output::Table => {
+            let mut pairs = vec![
+                (
+                    "checked",
+                    format!(
+                        "sequences {}..={}: {} messages ({} commits, {} checkpoints) in {elapsed:.1} s ({:.0}/s)",
+                        report.first_sequence,
+                        report.last_sequence,
+                        report.messages,
+                        report.commits,
+                        report.checkpoints,
+                        report.messages as f64 / elapsed.max(1e-9),
+                    ),
+                ),
+                (
+                    "covered by checkpoints",
+                    format!("up to {}", report.covered_to),
+                ),
+            ];
+            if let Some((seq, root)) = &report.last_checkpoint {
+                pairs.push(("last checkpoint", format!("sequence {seq}, root {root}")));
+            }
+            match &report.finding {
+                None => pairs.push(("result", "OK: no alteration found".to_owned())),
+                Some(f) => {
+                    pairs.push(("result", format!("FAILED: {} problem(s)", report.problems)));
+                    pairs.push(("first bad sequence", f.sequence.to_string()));
+                    pairs.push(("what", format!("{}: {}", f.tamper, f.detail)));
+                }
+            }
+            output::fields(&pairs);
+        }
+        _ => output::json(&report)?,
+    }
+    anyhow::ensure!(
+        report.ok(),
+        "the log was altered at sequence {}",
+        report.finding.as_ref().map_or(0, |f| f.sequence)
+    );
+    Ok(())
 }

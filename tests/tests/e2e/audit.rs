@@ -1,0 +1,252 @@
+//! Tamper evidence: hash chains and signed checkpoints catch every
+//! alteration of the log before its last checkpoint.
+
+use std::time::Duration;
+
+use paved::Roles;
+use paved_eventlog::audit::{self, SigningKey, Tamper, TrustedKeys, Verifier};
+use paved_eventlog::{EventLog, LogConfig};
+use paved_sdk::pb;
+use paved_workers::checkpoint::{self, Checkpointer};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::helpers::{TestApp, eventually, fixtures, spawn_configured, spawn_with};
+
+/// Commands on a few aggregates, several commits each.
+async fn history(app: &TestApp, round: usize) {
+    let c = &app.client;
+    if round == 0 {
+        c.create_team(fixtures::team("payments")).await.unwrap();
+    }
+    for i in 0..4 {
+        let name = format!("svc-{round}-{i}");
+        c.register_service(fixtures::service(&name, "payments"))
+            .await
+            .unwrap();
+        c.update_service(pb::UpdateServiceRequest {
+            name: name.clone(),
+            spec: Some(pb::ServiceSpec {
+                description: format!("round {round}"),
+                ..Default::default()
+            }),
+            update_mask: Some(paved_proto::wkt::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+}
+
+async fn trusted(app: &TestApp) -> (SigningKey, TrustedKeys) {
+    let key = checkpoint::signing_key(&app.pool, None).await.unwrap();
+    let mut keys = TrustedKeys::default();
+    keys.add(key.verifying_key());
+    (key, keys)
+}
+
+/// Every message of the stream, in order: (subject, payload).
+async fn messages(log: &EventLog) -> Vec<(String, Vec<u8>)> {
+    let last = log.last_sequence().await.unwrap();
+    let mut out = Vec::new();
+    for seq in 1..=last {
+        let m = log.get(seq).await.unwrap().expect("no gaps");
+        out.push((m.subject, m.payload.to_vec()));
+    }
+    out
+}
+
+/// Verifies messages as if copied into a fresh stream (sequences 1..).
+fn verify_copy(prefix: &str, keys: &TrustedKeys, msgs: &[(String, Vec<u8>)]) -> audit::Report {
+    let mut v = Verifier::new(prefix, keys.clone(), 1);
+    for (i, (subject, payload)) in msgs.iter().enumerate() {
+        v.observe(i as u64 + 1, subject, payload);
+    }
+    v.finish()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_catches_every_alteration_before_the_last_checkpoint() {
+    let app = spawn_with(Roles::ALL).await;
+    let (key, keys) = trusted(&app).await;
+    let checkpointer = Checkpointer::new(app.log.clone(), key, Duration::from_secs(3600));
+    for round in 0..3 {
+        history(&app, round).await;
+        let to = checkpointer.once().await.unwrap().expect("a checkpoint");
+        assert!(checkpointer.once().await.unwrap().is_none(), "nothing new");
+        assert_eq!(to, app.last_sequence().await - 1);
+    }
+
+    // The untouched log verifies, straight from the stream.
+    let report = audit::verify_log(&app.log, keys.clone(), 1, |_, _| {})
+        .await
+        .unwrap();
+    let last = app.last_sequence().await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(
+        (report.messages, report.checkpoints, report.covered_to),
+        (last, 3, last - 1)
+    );
+    // Readers of commits never see the checkpoints.
+    let mut read = app.client.read_events(Default::default()).await.unwrap();
+    let mut records = 0;
+    while let Some(r) = read.message().await.unwrap() {
+        assert!(!r.event_type.is_empty());
+        records += 1;
+    }
+    assert_eq!(records, 1 + 3 * 8);
+
+    let prefix = app.settings.subject_prefix.clone();
+    let original = messages(&app.log).await;
+    let n = original.len();
+    // Alterations anywhere before the last checkpoint (the last message).
+    let protected = n - 1;
+    let mut rng = StdRng::seed_from_u64(6962);
+    let mut kinds = std::collections::BTreeMap::new();
+    for trial in 0..400 {
+        let mut msgs = original.clone();
+        let (what, allowed): (&str, &[Tamper]) = match trial % 4 {
+            0 => {
+                let i = rng.random_range(0..n);
+                let b = rng.random_range(0..msgs[i].1.len());
+                msgs[i].1[b] ^= 1 << rng.random_range(0..8);
+                ("modified", &[Tamper::Modified])
+            }
+            1 => {
+                msgs.remove(rng.random_range(0..protected));
+                ("missing", &[Tamper::Missing, Tamper::RangeAltered])
+            }
+            2 => {
+                let copy = msgs[rng.random_range(0..n)].clone();
+                msgs.insert(rng.random_range(0..protected), copy);
+                (
+                    "inserted",
+                    &[Tamper::Inserted, Tamper::RangeAltered, Tamper::Reordered],
+                )
+            }
+            _ => {
+                let i = rng.random_range(0..protected - 1);
+                let j = rng.random_range(i + 1..n);
+                msgs.swap(i, j);
+                (
+                    "reordered",
+                    &[
+                        Tamper::Reordered,
+                        Tamper::Missing,
+                        Tamper::Inserted,
+                        Tamper::RangeAltered,
+                    ],
+                )
+            }
+        };
+        let report = verify_copy(&prefix, &keys, &msgs);
+        let finding = report
+            .finding
+            .unwrap_or_else(|| panic!("trial {trial}: {what} message not detected"));
+        assert!(
+            allowed.contains(&finding.tamper),
+            "trial {trial}: {what} reported as {finding:?}"
+        );
+        *kinds.entry((what, finding.tamper.to_string())).or_insert(0) += 1;
+    }
+    eprintln!("detections: {kinds:?}");
+
+    // The same holds through a real copied stream: a commit changed in place.
+    let copy = LogConfig {
+        stream: format!("{}_COPY", app.settings.stream),
+        subject_prefix: format!("{prefix}c"),
+        ..LogConfig::default()
+    };
+    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let copied = EventLog::open(nats, copy.clone()).await.unwrap();
+    let victim = 5;
+    for (i, (subject, payload)) in original.iter().enumerate() {
+        let subject = subject.replacen(&prefix, &copy.subject_prefix, 1);
+        let mut payload = payload.clone();
+        if i == victim {
+            let at = payload.len() / 2;
+            payload[at] ^= 0x20;
+        }
+        copied
+            .jetstream()
+            .publish(subject, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let report = audit::verify_log(&copied, keys.clone(), 1, |_, _| {})
+        .await
+        .unwrap();
+    copied.jetstream().delete_stream(&copy.stream).await.ok();
+    let finding = report.finding.expect("the change is caught");
+    assert_eq!(
+        (finding.sequence, finding.tamper),
+        (victim as u64 + 1, Tamper::Modified)
+    );
+
+    // A commit removed from a live stream leaves a gap in the sequences.
+    let mut v = Verifier::new(&prefix, keys.clone(), 1);
+    for (i, (subject, payload)) in original.iter().enumerate() {
+        if i != 7 {
+            v.observe(i as u64 + 1, subject, payload);
+        }
+    }
+    let finding = v.finish().finding.expect("the gap is caught");
+    assert_eq!((finding.sequence, finding.tamper), (8, Tamper::Missing));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_checkpoint_and_rotated_keys_keep_verifying() {
+    let app = spawn_configured(Roles::ALL, |s| s.audit_checkpoint_ms = 100).await;
+    let (_, old_keys) = trusted(&app).await;
+    history(&app, 0).await;
+    let last_commit = app.last_sequence().await;
+    eventually(
+        Duration::from_secs(10),
+        "a checkpoint covers the log",
+        || {
+            let (log, keys) = (app.log.clone(), old_keys.clone());
+            async move {
+                let r = audit::verify_log(&log, keys, 1, |_, _| {}).await.unwrap();
+                assert!(r.ok(), "{r:?}");
+                (r.covered_to >= last_commit).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Rotation: a new key signs from now on; the old one stays trusted.
+    let new_key = SigningKey::from_seed([7; 32]);
+    history(&app, 1).await;
+    let rotated = Checkpointer::new(app.log.clone(), new_key.clone(), Duration::from_secs(3600));
+    // (The app's own checkpointer may get there first with the old key.)
+    let _ = rotated.once().await;
+    let covered = app.last_sequence().await;
+    let mut both = old_keys.clone();
+    both.add(new_key.verifying_key());
+    eventually(
+        Duration::from_secs(10),
+        "the new checkpoint verifies",
+        || {
+            let (log, keys) = (app.log.clone(), both.clone());
+            async move {
+                let r = audit::verify_log(&log, keys, 1, |_, _| {}).await.unwrap();
+                assert!(r.ok(), "{r:?}");
+                (r.covered_to >= covered - 1).then_some(())
+            }
+        },
+    )
+    .await;
+    // Without the old key its checkpoints do not verify.
+    let mut only_new = TrustedKeys::default();
+    only_new.add(new_key.verifying_key());
+    let r = audit::verify_log(&app.log, only_new, 1, |_, _| {})
+        .await
+        .unwrap();
+    let finding = r.finding.expect("the old key is no longer trusted");
+    assert_eq!(finding.tamper, Tamper::Modified);
+    assert!(finding.detail.contains("not trusted"), "{}", finding.detail);
+}
