@@ -11,6 +11,7 @@ use paved_eventlog::codec::{self, event_to_proto, time_from_proto, timestamp};
 use paved_eventlog::{EventLog, StoredCommit};
 use paved_proto::v1 as pb;
 use pb::event_log_service_server::EventLogService;
+use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -25,18 +26,29 @@ const BUFFER: usize = 512;
 pub struct EventLogApi {
     log: EventLog,
     auth: Authenticator,
+    pool: PgPool,
 }
 
 impl EventLogApi {
-    pub fn new(log: EventLog, auth: Authenticator) -> Self {
-        Self { log, auth }
+    pub fn new(log: EventLog, auth: Authenticator, pool: PgPool) -> Self {
+        Self { log, auth, pool }
     }
 }
+
+/// Response metadata naming where a read's records came from:
+/// `index<=N,stream>N` (the audit index up to N, the stream after it) or
+/// `stream` (no filter to look up, or the index not there yet).
+pub const READ_SOURCE_HEADER: &str = "paved-read-source";
+
+/// Messages fetched from the stream at once for index hits.
+const INDEX_FETCH_CONCURRENCY: usize = 32;
 
 /// A validated filter.
 #[derive(Clone, Debug, Default)]
 pub struct Filter {
     subject: Option<String>,
+    aggregate_type: Option<&'static str>,
+    aggregate_id: Option<String>,
     event_types: Vec<String>,
     principal: String,
     correlation_id: String,
@@ -82,10 +94,20 @@ impl Filter {
         }
         Ok(Self {
             subject,
+            aggregate_type: kind.map(|k| k.type_name()),
+            aggregate_id: (!f.aggregate_id.is_empty()).then(|| f.aggregate_id.clone()),
             event_types: f.event_types.clone(),
             principal: f.principal.clone(),
             correlation_id: f.correlation_id.clone(),
         })
+    }
+
+    /// Does the filter narrow the log (so the audit index can help)?
+    fn selective(&self) -> bool {
+        self.subject.is_some()
+            || !self.event_types.is_empty()
+            || !self.principal.is_empty()
+            || !self.correlation_id.is_empty()
     }
 
     fn commit_matches(&self, c: &codec::Commit) -> bool {
@@ -210,14 +232,57 @@ impl EventLogService for EventLogApi {
         } else {
             r.limit as usize
         };
+        // A filtered read looks its sequences up in the audit index as far
+        // as the index has got, and scans the stream after that.
+        let start = r.from_sequence.max(1);
+        let indexed = if filter.selective() {
+            indexed_to(&self.pool).await?.min(end)
+        } else {
+            0
+        };
+        let source = if indexed >= start {
+            format!("index<={indexed},stream>{indexed}")
+        } else {
+            "stream".to_owned()
+        };
+        let pool = self.pool.clone();
         tokio::spawn(async move {
-            let result = stream_range(&log, deliver, &filter, end, since, until, limit, &tx).await;
+            let mut sent = 0;
+            let mut deliver = deliver;
+            if indexed >= start {
+                let lookup = IndexLookup {
+                    filter: &filter,
+                    from: start,
+                    to: indexed,
+                    since,
+                    until,
+                };
+                match from_index(&pool, &log, &lookup, limit, &tx).await {
+                    Ok(n) => sent = n,
+                    Err(status) => {
+                        tx.send(Err(status)).await.ok();
+                        return;
+                    }
+                }
+                deliver = DeliverPolicy::ByStartSequence {
+                    start_sequence: indexed + 1,
+                };
+            }
+            if sent == limit || (indexed >= start && indexed >= end) {
+                return;
+            }
+            let result =
+                stream_range(&log, deliver, &filter, end, since, until, limit - sent, &tx).await;
             if let Err(status) = result {
                 // The client may be gone already; nothing else to tell.
                 tx.send(Err(status)).await.ok();
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let mut response = Response::new(ReceiverStream::new(rx));
+        if let Ok(v) = source.parse() {
+            response.metadata_mut().insert(READ_SOURCE_HEADER, v);
+        }
+        Ok(response)
     }
 
     #[tracing::instrument(
@@ -268,6 +333,108 @@ impl EventLogService for EventLogApi {
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// How far the audit index has got (0: not at all).
+async fn indexed_to(pool: &PgPool) -> Result<u64, Status> {
+    let seq: Option<i64> = sqlx::query_scalar(
+        "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(paved_eventlog::readmodel::AUDIT)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| Status::unavailable(format!("audit index: {e}")))?;
+    Ok(seq.unwrap_or(0).max(0) as u64)
+}
+
+struct IndexLookup<'a> {
+    filter: &'a Filter,
+    from: u64,
+    to: u64,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+}
+
+/// Sends the records of the commits the audit index finds in `from..=to`
+/// (each read from the stream by sequence); returns how many were sent.
+async fn from_index(
+    pool: &PgPool,
+    log: &EventLog,
+    q: &IndexLookup<'_>,
+    limit: usize,
+    tx: &mpsc::Sender<Result<pb::EventRecord, Status>>,
+) -> Result<usize, Status> {
+    let mut sql = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "SELECT DISTINCT sequence FROM audit_index WHERE sequence BETWEEN ",
+    );
+    sql.push_bind(q.from as i64)
+        .push(" AND ")
+        .push_bind(q.to as i64);
+    let f = q.filter;
+    if let Some(t) = f.aggregate_type {
+        sql.push(" AND aggregate_type = ").push_bind(t);
+    }
+    if let Some(id) = &f.aggregate_id {
+        sql.push(" AND aggregate_id = ").push_bind(id.clone());
+    }
+    if !f.principal.is_empty() {
+        sql.push(" AND principal = ").push_bind(f.principal.clone());
+    }
+    if !f.correlation_id.is_empty() {
+        sql.push(" AND correlation_id = ")
+            .push_bind(f.correlation_id.clone());
+    }
+    if !f.event_types.is_empty() {
+        sql.push(" AND event_type = ANY(")
+            .push_bind(f.event_types.clone())
+            .push(")");
+    }
+    if let Some(s) = q.since {
+        sql.push(" AND occurred_at >= ").push_bind(s);
+    }
+    if let Some(u) = q.until {
+        sql.push(" AND occurred_at <= ").push_bind(u);
+    }
+    sql.push(" ORDER BY sequence");
+    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
+    let sequences = sql
+        .build_query_scalar::<i64>()
+        .fetch(pool)
+        .map(|r| r.map_err(|e| unavailable(&e)))
+        .map(|seq| async move {
+            let seq = seq? as u64;
+            let m = log
+                .get(seq)
+                .await
+                .map_err(|e| unavailable(&e))?
+                .ok_or_else(|| {
+                    Status::data_loss(format!(
+                        "the index lists sequence {seq}, which the log lacks"
+                    ))
+                })?;
+            let commit = codec::decode_commit(&m.payload).map_err(|_| {
+                Status::data_loss(format!("the message at sequence {seq} does not decode"))
+            })?;
+            Ok::<_, Status>(StoredCommit {
+                sequence: seq,
+                commit,
+            })
+        })
+        .buffered(INDEX_FETCH_CONCURRENCY);
+    futures::pin_mut!(sequences);
+    let mut sent = 0;
+    while let Some(stored) = sequences.next().await {
+        for record in records(&stored?, f) {
+            if sent == limit {
+                return Ok(sent);
+            }
+            if tx.send(Ok(record)).await.is_err() {
+                return Ok(limit); // the client went away
+            }
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Reads the log from `deliver` up to sequence `end` (inclusive) through an

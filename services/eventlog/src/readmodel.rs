@@ -7,8 +7,11 @@ pub const CATALOG: &str = "catalog";
 /// The surveys projection: surveys, anonymous responses, micro-survey offers.
 pub const SURVEYS: &str = "surveys";
 
+/// The audit projection: one `audit_index` row per event of the log.
+pub const AUDIT: &str = "audit";
+
 /// Every projection, in the order `paved replay --all` rebuilds them.
-pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS];
+pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS, AUDIT];
 
 /// The table holding each projection's checkpoint: `projection`,
 /// `last_sequence` (the last stream sequence applied), `consumer` (its

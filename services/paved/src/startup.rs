@@ -11,7 +11,7 @@ use paved_eventlog::{EventLog, Executor};
 use paved_proto::v1::catalog_service_server::CatalogServiceServer;
 use paved_proto::v1::event_log_service_server::EventLogServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
-use paved_workers::projections::{CatalogProjection, SurveysProjection};
+use paved_workers::projections::{AuditProjection, CatalogProjection, SurveysProjection};
 use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -61,6 +61,7 @@ pub struct Application {
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
     surveys_worker: Option<ProjectionWorker<SurveysProjection>>,
+    audit_worker: Option<ProjectionWorker<AuditProjection>>,
 }
 
 impl Application {
@@ -106,10 +107,14 @@ impl Application {
         let surveys_worker = roles
             .workers
             .then(|| ProjectionWorker::new(SurveysProjection, pool.clone(), log.clone()));
+        let audit_worker = roles
+            .workers
+            .then(|| ProjectionWorker::new(AuditProjection, pool.clone(), log.clone()));
         let statuses = catalog_worker
             .iter()
             .map(ProjectionWorker::status)
             .chain(surveys_worker.iter().map(ProjectionWorker::status))
+            .chain(audit_worker.iter().map(ProjectionWorker::status))
             .collect();
         Ok(Self {
             settings,
@@ -121,6 +126,7 @@ impl Application {
             statuses,
             catalog_worker,
             surveys_worker,
+            audit_worker,
         })
     }
 
@@ -202,6 +208,10 @@ impl Application {
                 }
             });
         }
+        if let Some(worker) = self.audit_worker {
+            let token = shutdown.clone();
+            tasks.spawn(async move { worker.run(token).await.context("audit projection stopped") });
+        }
         for status in self.statuses.clone() {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
         }
@@ -240,7 +250,7 @@ impl Application {
                 secret,
                 self.settings.survey_min_group,
             );
-            let events = EventLogApi::new(self.log.clone(), auth.clone());
+            let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone());
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             health
                 .set_serving::<CatalogServiceServer<CatalogApi>>()

@@ -1,7 +1,9 @@
 //! The projections: each writes its own tables, from its own context's events.
 
+pub mod audit;
 pub mod catalog;
 pub mod surveys;
 
+pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
 pub use surveys::SurveysProjection;

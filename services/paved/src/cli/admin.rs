@@ -7,8 +7,8 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::EventLog;
-use paved_eventlog::readmodel::{CATALOG, PROJECTIONS, SURVEYS};
-use paved_workers::projections::{CatalogProjection, SurveysProjection};
+use paved_eventlog::readmodel::{AUDIT, CATALOG, PROJECTIONS, SURVEYS};
+use paved_workers::projections::{AuditProjection, CatalogProjection, SurveysProjection};
 use paved_workers::runtime::{self, RebuildProgress};
 use sqlx::PgPool;
 
@@ -96,6 +96,7 @@ async fn check_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<
     let (report, checks) = match name {
         CATALOG => runtime::check(&CatalogProjection, pool, log, progress).await?,
         SURVEYS => runtime::check(&SurveysProjection, pool, log, progress).await?,
+        AUDIT => runtime::check(&AuditProjection, pool, log, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
@@ -147,6 +148,7 @@ async fn rebuild_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Resul
     let report = match name {
         CATALOG => runtime::rebuild(&CatalogProjection, pool, log, progress).await?,
         SURVEYS => runtime::rebuild(&SurveysProjection, pool, log, progress).await?,
+        AUDIT => runtime::rebuild(&AuditProjection, pool, log, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")

@@ -97,6 +97,13 @@ enum AtKind {
     Catalog,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum DiffKind {
+    Service,
+    Team,
+    System,
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum AuditCommand {
     /// Who did what, when: events matching the filters.
@@ -123,6 +130,19 @@ enum AuditCommand {
         kind: AtKind,
         /// The service, team or system (not for catalog).
         name: Option<String>,
+    },
+    /// What changed between two times, field by field, with who and which
+    /// request did it.
+    Diff {
+        #[arg(value_enum)]
+        kind: DiffKind,
+        name: String,
+        /// From this time (the state then is the "before").
+        #[arg(long)]
+        from: DateTime<Utc>,
+        /// Up to this time (default: now).
+        #[arg(long)]
+        to: Option<DateTime<Utc>>,
     },
     /// Prove the log was not edited: check every commit's hash chain and
     /// every signed checkpoint, straight from the stream (exit 1 on a problem).
@@ -244,6 +264,12 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::At { time, kind, name } => at(&client, out, time, kind, name).await,
+        AuditCommand::Diff {
+            kind,
+            name,
+            from,
+            to,
+        } => diff(&client, out, kind, &name, from, to).await,
     }
 }
 
@@ -548,4 +574,211 @@ async fn verify(
         report.finding.as_ref().map_or(0, |f| f.sequence)
     );
     Ok(())
+}
+
+/// One field that changed (`paved audit diff --output json`).
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldChange {
+    pub sequence: u64,
+    pub occurred_at: String,
+    pub principal: String,
+    pub request_id: String,
+    pub correlation_id: String,
+    pub event_type: String,
+    pub field: String,
+    pub before: serde_json::Value,
+    pub after: serde_json::Value,
+}
+
+/// The entity's state as JSON (proto3 JSON for services), or `null`.
+fn state_json(kind: DiffKind, catalog: &Catalog, name: &Name) -> anyhow::Result<serde_json::Value> {
+    Ok(match kind {
+        DiffKind::Service => match catalog.services.get(name).and_then(Option::as_ref) {
+            Some(s) => {
+                let mut v = serde_json::to_value(service_view(s, catalog, None))?;
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("sequence");
+                }
+                v
+            }
+            None => serde_json::Value::Null,
+        },
+        DiffKind::Team => match catalog.teams.get(name).and_then(Option::as_ref) {
+            Some(t) => serde_json::json!({
+                "displayName": t.profile.display_name,
+                "email": t.profile.email,
+                "chatChannel": t.profile.chat_channel,
+                "parent": t.parent.as_ref().map(Name::as_str),
+                "members": t.members,
+                "retired": t.retired,
+            }),
+            None => serde_json::Value::Null,
+        },
+        DiffKind::System => match catalog.systems.get(name).and_then(Option::as_ref) {
+            Some(y) => serde_json::json!({
+                "owner": y.owner.as_str(),
+                "displayName": y.display_name,
+                "description": y.description,
+                "retired": y.retired,
+            }),
+            None => serde_json::Value::Null,
+        },
+    })
+}
+
+/// `a.b.c` paths of every leaf (arrays are compared whole).
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, v) in o {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&path, v, out);
+            }
+        }
+        v => {
+            out.insert(prefix.to_owned(), v.clone());
+        }
+    }
+}
+
+async fn diff(
+    client: &paved_sdk::Client,
+    out: Output,
+    kind: DiffKind,
+    name: &str,
+    from: DateTime<Utc>,
+    to: Option<DateTime<Utc>>,
+) -> anyhow::Result<()> {
+    let to = to.unwrap_or_else(Utc::now);
+    let changes = field_changes(client, kind, name, from, to).await?;
+    print_changes(out, kind, name, from, to, &changes)
+}
+
+/// The field changes of one entity after `from` up to `to`: the log read up
+/// to `to`, folded with the domain's evolve, compared commit by commit.
+pub async fn field_changes(
+    client: &paved_sdk::Client,
+    kind: DiffKind,
+    name: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> anyhow::Result<Vec<FieldChange>> {
+    anyhow::ensure!(from < to, "--from must be before --to");
+    let id = Name::parse(name)?;
+    let mut stream = client
+        .read_events(pb::ReadEventsRequest {
+            until: Some(timestamp(to)),
+            filter: Some(pb::EventFilter {
+                aggregate_type: format!("{kind:?}").to_lowercase(),
+                aggregate_id: name.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(super::catalog::explain)?;
+    let mut catalog = Catalog::default();
+    let mut changes = Vec::new();
+    while let Some(r) = stream.message().await? {
+        let Some(e) = r.event.as_ref() else { continue };
+        let event = codec::event_from_proto(e, r.index as usize)?;
+        let at = r
+            .occurred_at
+            .as_ref()
+            .and_then(|t| codec::time_from_proto(Some(t)));
+        let before = state_json(kind, &catalog, &id)?;
+        match kind {
+            DiffKind::Service => fold(&mut catalog.services, id.clone(), &event),
+            DiffKind::Team => fold(&mut catalog.teams, id.clone(), &event),
+            DiffKind::System => fold(&mut catalog.systems, id.clone(), &event),
+        }
+        if at.is_none_or(|t| t <= from) {
+            continue;
+        }
+        let after = state_json(kind, &catalog, &id)?;
+        let (mut b, mut a) = (BTreeMap::new(), BTreeMap::new());
+        flatten("", &before, &mut b);
+        flatten("", &after, &mut a);
+        let fields: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+        for field in fields {
+            let (old, new) = (
+                b.get(field).cloned().unwrap_or_default(),
+                a.get(field).cloned().unwrap_or_default(),
+            );
+            if old != new {
+                changes.push(FieldChange {
+                    sequence: r.sequence,
+                    occurred_at: at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                    principal: r.principal.clone(),
+                    request_id: r.command_id.clone(),
+                    correlation_id: r.correlation_id.clone(),
+                    event_type: r.event_type.clone(),
+                    field: if field.is_empty() {
+                        "(all)".into()
+                    } else {
+                        field.clone()
+                    },
+                    before: old,
+                    after: new,
+                });
+            }
+        }
+    }
+    Ok(changes)
+}
+
+fn print_changes(
+    out: Output,
+    kind: DiffKind,
+    name: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    changes: &[FieldChange],
+) -> anyhow::Result<()> {
+    match out {
+        Output::Table => {
+            let cell = |v: &serde_json::Value| match v {
+                serde_json::Value::Null => "-".to_owned(),
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            let rows: Vec<Vec<String>> = changes
+                .iter()
+                .map(|c| {
+                    vec![
+                        c.sequence.to_string(),
+                        c.occurred_at.clone(),
+                        c.principal.clone(),
+                        c.request_id.clone(),
+                        c.field.clone(),
+                        cell(&c.before),
+                        cell(&c.after),
+                    ]
+                })
+                .collect();
+            println!(
+                "{kind:?} {name}: {} field changes from {from} to {to}",
+                changes.len()
+            );
+            output::table(
+                &[
+                    "SEQ", "TIME", "ACTOR", "REQUEST", "FIELD", "BEFORE", "AFTER",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        Output::Jsonl => {
+            for c in changes {
+                output::json_line(c)?;
+            }
+            Ok(())
+        }
+        Output::Json => output::json(&changes),
+    }
 }

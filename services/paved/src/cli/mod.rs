@@ -1,7 +1,7 @@
 //! The `paved` command line.
 
 mod admin;
-mod audit;
+pub mod audit;
 mod catalog;
 pub mod output;
 mod survey;
