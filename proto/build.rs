@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/catalog.proto",
     "paved/v1/surveys.proto",
     "paved/v1/eventlog.proto",
+    "paved/v1/delivery.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -28,7 +28,9 @@ use tonic::{Code, Request, Status};
 
 pub use paved_proto::v1 as pb;
 use pb::catalog_service_client::CatalogServiceClient;
+use pb::delivery_service_client::DeliveryServiceClient;
 use pb::event_log_service_client::EventLogServiceClient;
+use pb::metrics_service_client::MetricsServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
 
 /// Largest message the client accepts or sends (imports, exports).
@@ -122,6 +124,8 @@ pub struct Client {
     catalog: CatalogServiceClient<Transport>,
     surveys: SurveyServiceClient<Transport>,
     events: EventLogServiceClient<Transport>,
+    delivery: DeliveryServiceClient<Transport>,
+    metrics: MetricsServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -148,12 +152,18 @@ impl Client {
         let surveys = SurveyServiceClient::with_interceptor(channel.clone(), token.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let delivery = DeliveryServiceClient::with_interceptor(channel.clone(), token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let metrics = MetricsServiceClient::with_interceptor(channel.clone(), token.clone());
         let events = EventLogServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
             catalog,
             surveys,
             events,
+            delivery,
+            metrics,
             retry: RetryPolicy::default(),
         })
     }
@@ -276,6 +286,20 @@ macro_rules! commands {
             )*
         }
     };
+}
+
+commands! {
+    delivery:
+    /// Deploys a revision through Argo CD; the response's `id` names the deployment.
+    request_deployment(RequestDeploymentRequest) -> DeliveryCommandResponse;
+    /// Rolls a deployment back to the revision deployed before it.
+    request_rollback(RequestRollbackRequest) -> DeliveryCommandResponse;
+    /// Records a deployment made elsewhere, with its real times.
+    record_deployment(RecordDeploymentRequest) -> DeliveryCommandResponse;
+    record_change(RecordChangeRequest) -> DeliveryCommandResponse;
+    open_incident(OpenIncidentRequest) -> DeliveryCommandResponse;
+    link_incident(LinkIncidentRequest) -> DeliveryCommandResponse;
+    resolve_incident(ResolveIncidentRequest) -> DeliveryCommandResponse;
 }
 
 commands! {
@@ -473,6 +497,47 @@ impl Reader<'_> {
             .map(|r| r.surveys)
     }
 
+    pub async fn get_deployment(&self, id: &str) -> Result<pb::Deployment, Error> {
+        let r = pb::GetDeploymentRequest {
+            id: id.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.delivery,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_deployment(r).await },
+            )
+            .await
+    }
+
+    pub async fn list_deployments(
+        &self,
+        mut r: pb::ListDeploymentsRequest,
+    ) -> Result<Vec<pb::Deployment>, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call_on(
+                &self.client.delivery,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_deployments(r).await },
+            )
+            .await
+            .map(|r| r.deployments)
+    }
+
+    /// DORA figures (`team` or `service` set, or neither for the organisation).
+    pub async fn dora(&self, mut r: pb::GetDoraRequest) -> Result<pb::DoraReport, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call_on(&self.client.metrics, r, READ_RETRY, |mut c, r| async move {
+                c.get_dora(r).await
+            })
+            .await
+    }
+
     pub async fn survey_results(&self, id: &str) -> Result<pb::SurveyResults, Error> {
         let r = pb::GetSurveyResultsRequest {
             id: id.to_owned(),
@@ -522,5 +587,11 @@ impl Client {
     }
     pub async fn get_service(&self, name: &str) -> Result<pb::Service, Error> {
         self.at(0).get_service(name).await
+    }
+    pub async fn get_deployment(&self, id: &str) -> Result<pb::Deployment, Error> {
+        self.at(0).get_deployment(id).await
+    }
+    pub async fn dora(&self, r: pb::GetDoraRequest) -> Result<pb::DoraReport, Error> {
+        self.at(0).dora(r).await
     }
 }

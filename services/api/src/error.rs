@@ -40,6 +40,7 @@ pub fn rejection(r: Rejection) -> Status {
                 Precondition::ParentCycle { team, .. } => ("PARENT_CYCLE", team.clone()),
                 Precondition::SurveyNotOpen { survey, .. } => ("SURVEY_NOT_OPEN", survey.clone()),
                 Precondition::NotInAudience { survey, .. } => ("NOT_IN_AUDIENCE", survey.clone()),
+                Precondition::Finished(what) => ("FINISHED", what.clone()),
             };
             let message = p.to_string();
             Status::with_error_details(

@@ -7,10 +7,12 @@
 //! - [`metrics`]: command counters for the `/metrics` endpoint.
 //! - [`surveys`]: `paved.v1.SurveyService` (anonymous responses, k-anonymous results).
 //! - [`events`]: `paved.v1.EventLogService` (filtered reads, live tail).
+//! - [`delivery`]: `paved.v1.DeliveryService` and `paved.v1.MetricsService` (DORA).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
 pub mod catalog;
+pub mod delivery;
 pub mod error;
 pub mod events;
 pub mod freshness;
@@ -20,6 +22,7 @@ pub mod surveys;
 
 pub use auth::Authenticator;
 pub use catalog::CatalogApi;
+pub use delivery::{DeliveryApi, MetricsApi};
 pub use events::EventLogApi;
 pub use freshness::Freshness;
 pub use metrics::CommandCounters;

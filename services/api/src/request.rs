@@ -51,6 +51,13 @@ idempotent!(
     pb::CreateSurveyRequest,
     pb::CloseSurveyRequest,
     pb::SubmitResponseRequest,
+    pb::RequestDeploymentRequest,
+    pb::RequestRollbackRequest,
+    pb::RecordDeploymentRequest,
+    pb::RecordChangeRequest,
+    pb::OpenIncidentRequest,
+    pb::LinkIncidentRequest,
+    pb::ResolveIncidentRequest,
 );
 
 /// 1..=128 characters of `[A-Za-z0-9._:/-]`.

@@ -18,16 +18,28 @@ pub enum AggregateKind {
     System,
     Service,
     Survey,
+    Deployment,
+    Change,
+    Incident,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 4] = [Self::Team, Self::System, Self::Service, Self::Survey];
+    pub const ALL: [AggregateKind; 7] = [
+        Self::Team,
+        Self::System,
+        Self::Service,
+        Self::Survey,
+        Self::Deployment,
+        Self::Change,
+        Self::Incident,
+    ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
     pub fn context(self) -> &'static str {
         match self {
             Self::Team | Self::System | Self::Service => "catalog",
             Self::Survey => "surveys",
+            Self::Deployment | Self::Change | Self::Incident => "delivery",
         }
     }
 
@@ -38,6 +50,9 @@ impl AggregateKind {
             Self::System => "system",
             Self::Service => "service",
             Self::Survey => "survey",
+            Self::Deployment => "deployment",
+            Self::Change => "change",
+            Self::Incident => "incident",
         }
     }
 
@@ -102,7 +117,7 @@ impl References {
             AggregateKind::Team => self.teams.contains_key(&r.id),
             AggregateKind::System => self.systems.contains_key(&r.id),
             AggregateKind::Service => self.services.contains_key(&r.id),
-            AggregateKind::Survey => false,
+            _ => false,
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`Event`]: every aggregate's events in one type, as the log stores them.
 
 use crate::catalog::{ServiceEvent, SystemEvent, TeamEvent};
+use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::surveys::SurveyEvent;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -9,6 +10,9 @@ pub enum Event {
     System(SystemEvent),
     Service(ServiceEvent),
     Survey(SurveyEvent),
+    Deployment(DeploymentEvent),
+    Change(ChangeEvent),
+    Incident(IncidentEvent),
 }
 
 impl Event {
@@ -19,6 +23,9 @@ impl Event {
             Event::System(e) => e.type_name(),
             Event::Service(e) => e.type_name(),
             Event::Survey(e) => e.type_name(),
+            Event::Deployment(e) => e.type_name(),
+            Event::Change(e) => e.type_name(),
+            Event::Incident(e) => e.type_name(),
         }
     }
 
@@ -47,6 +54,15 @@ impl Event {
         "SurveyCreated",
         "SurveyClosed",
         "SurveyResponseSubmitted",
+        "DeploymentRequested",
+        "DeploymentRecorded",
+        "DeploymentStarted",
+        "DeploymentSucceeded",
+        "DeploymentFailed",
+        "ChangeRecorded",
+        "IncidentOpened",
+        "IncidentLinked",
+        "IncidentResolved",
     ];
 }
 

@@ -9,6 +9,8 @@
 //! - [`catalog`]: the service catalog: [`catalog::Team`], [`catalog::System`],
 //!   [`catalog::Service`], with their commands and events.
 //! - [`surveys`]: developer surveys (NPS) with anonymous, pseudonymous responses.
+//! - [`delivery`]: deployments, changes and incidents; [`dora`]: the DORA
+//!   figures computed from them, with the performance levels.
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
 //! Nothing here is async, reads a clock or draws a random number: time, ids
@@ -16,6 +18,8 @@
 
 pub mod aggregate;
 pub mod catalog;
+pub mod delivery;
+pub mod dora;
 pub mod event;
 pub mod name;
 pub mod principal;

@@ -34,6 +34,8 @@ pub enum Precondition {
     SurveyNotOpen { survey: String, why: &'static str },
     #[error("survey {survey:?} is for other teams than {team:?}")]
     NotInAudience { survey: String, team: String },
+    #[error("{0} has finished")]
+    Finished(String),
 }
 
 /// Why `decide` refused a command. Nothing is appended for any of these.

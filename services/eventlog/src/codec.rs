@@ -9,6 +9,9 @@ use paved_domain::catalog::{
     Criticality, Lifecycle, Link, Objective, ServiceEvent, ServiceSpec, ServiceType, Slo,
     SpecField, SystemEvent, TeamEvent, TeamProfile,
 };
+use paved_domain::delivery::{
+    ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
+};
 use paved_domain::surveys::{Answers, Audience, DEFAULT_NPS_QUESTION, SurveyEvent, SurveySpec};
 use paved_domain::validate::Violations;
 use paved_domain::{AggregateKind, Event, Name};
@@ -544,8 +547,163 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 replaces: *replaces,
             }),
         },
+        Event::Deployment(e) => match e {
+            DeploymentEvent::Requested {
+                id,
+                target,
+                requested_at,
+            } => Kind::DeploymentRequested(pb::DeploymentRequested {
+                id: id.to_string(),
+                target: Some(target_to_proto(target)),
+                requested_at: Some(timestamp(*requested_at)),
+            }),
+            DeploymentEvent::Recorded {
+                id,
+                target,
+                source,
+                started_at,
+                outcome,
+            } => Kind::DeploymentRecorded(pb::DeploymentRecorded {
+                id: id.to_string(),
+                target: Some(target_to_proto(target)),
+                source: source.clone(),
+                started_at: Some(timestamp(*started_at)),
+                outcome: Some(outcome_to_proto(outcome)),
+            }),
+            DeploymentEvent::Started {
+                application,
+                started_at,
+            } => Kind::DeploymentStarted(pb::DeploymentStarted {
+                application: application.clone(),
+                started_at: Some(timestamp(*started_at)),
+            }),
+            DeploymentEvent::Succeeded(o) => Kind::DeploymentSucceeded(pb::DeploymentSucceeded {
+                outcome: Some(outcome_to_proto(o)),
+            }),
+            DeploymentEvent::Failed(o) => Kind::DeploymentFailed(pb::DeploymentFailed {
+                outcome: Some(outcome_to_proto(o)),
+            }),
+        },
+        Event::Change(ChangeEvent::Recorded { sha, spec }) => {
+            Kind::ChangeRecorded(pb::ChangeRecorded {
+                sha: sha.to_string(),
+                service: spec.service.to_string(),
+                authored_at: spec.authored_at.map(timestamp),
+                committed_at: Some(timestamp(spec.committed_at)),
+                merged_at: spec.merged_at.map(timestamp),
+                pr_number: spec.pr_number,
+                pr_url: spec.pr_url.clone(),
+                author: spec.author.clone(),
+                title: spec.title.clone(),
+            })
+        }
+        Event::Incident(e) => match e {
+            IncidentEvent::Opened {
+                id,
+                title,
+                services,
+                severity,
+                started_at,
+            } => Kind::IncidentOpened(pb::IncidentOpened {
+                id: id.to_string(),
+                title: title.clone(),
+                services: services.iter().map(Name::to_string).collect(),
+                severity: severity.clone(),
+                started_at: Some(timestamp(*started_at)),
+            }),
+            IncidentEvent::Linked { deployment } => Kind::IncidentLinked(pb::IncidentLinked {
+                deployment: deployment.to_string(),
+            }),
+            IncidentEvent::Resolved { resolved_at } => {
+                Kind::IncidentResolved(pb::IncidentResolved {
+                    resolved_at: Some(timestamp(*resolved_at)),
+                })
+            }
+        },
     };
     pb::Event { kind: Some(kind) }
+}
+
+// ---- delivery ----
+
+pub fn target_to_proto(t: &Target) -> pb::DeploymentTarget {
+    pb::DeploymentTarget {
+        service: t.service.to_string(),
+        environment: t.environment.to_string(),
+        revision: t.revision.clone(),
+        commits: t.commits.clone(),
+        rollback_of: opt(&t.rollback_of),
+    }
+}
+
+/// Reads a target, recording what is wrong under `prefix` (e.g. `target.`).
+pub fn target_from_proto(
+    v: &mut Violations,
+    prefix: &str,
+    t: Option<&pb::DeploymentTarget>,
+) -> Option<Target> {
+    let Some(t) = t else {
+        v.push(prefix.trim_end_matches('.'), "is required");
+        return None;
+    };
+    let service = v.name(&format!("{prefix}service"), &t.service);
+    let environment = v.name(&format!("{prefix}environment"), &t.environment);
+    let rollback_of = if t.rollback_of.is_empty() {
+        None
+    } else {
+        v.name(&format!("{prefix}rollback_of"), &t.rollback_of)
+    };
+    if !t.rollback_of.is_empty() && rollback_of.is_none() {
+        return None;
+    }
+    Some(Target {
+        service: service?,
+        environment: environment?,
+        revision: t.revision.clone(),
+        commits: t.commits.clone(),
+        rollback_of,
+    })
+}
+
+pub fn outcome_to_proto(o: &Outcome) -> pb::DeploymentOutcome {
+    pb::DeploymentOutcome {
+        succeeded: o.succeeded,
+        revision: o.revision.clone(),
+        phase: o.phase.clone(),
+        health: o.health.clone(),
+        message: o.message.clone(),
+        finished_at: Some(timestamp(o.finished_at)),
+    }
+}
+
+pub fn outcome_from_proto(
+    v: &mut Violations,
+    prefix: &str,
+    o: Option<&pb::DeploymentOutcome>,
+) -> Option<Outcome> {
+    let Some(o) = o else {
+        v.push(prefix.trim_end_matches('.'), "is required");
+        return None;
+    };
+    let Some(finished_at) = time_from_proto(o.finished_at.as_ref()) else {
+        v.push(format!("{prefix}finished_at"), "is required");
+        return None;
+    };
+    Some(Outcome {
+        succeeded: o.succeeded,
+        revision: o.revision.clone(),
+        phase: o.phase.clone(),
+        health: o.health.clone(),
+        message: o.message.clone(),
+        finished_at,
+    })
+}
+
+fn required_time(
+    field: &str,
+    t: Option<&paved_proto::wkt::Timestamp>,
+) -> Result<DateTime<Utc>, DecodeError> {
+    time_from_proto(t).ok_or_else(|| field_err(field, "missing"))
 }
 
 fn opt(name: &Option<Name>) -> String {
@@ -689,6 +847,67 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
                     .collect::<Result<_, _>>()?,
             },
             replaces: e.replaces,
+        }
+        .into(),
+        Kind::DeploymentRequested(e) => DeploymentEvent::Requested {
+            id: name("id", &e.id)?,
+            target: strict(|v| target_from_proto(v, "target.", e.target.as_ref()))?,
+            requested_at: required_time("requested_at", e.requested_at.as_ref())?,
+        }
+        .into(),
+        Kind::DeploymentRecorded(e) => DeploymentEvent::Recorded {
+            id: name("id", &e.id)?,
+            target: strict(|v| target_from_proto(v, "target.", e.target.as_ref()))?,
+            source: e.source.clone(),
+            started_at: required_time("started_at", e.started_at.as_ref())?,
+            outcome: strict(|v| outcome_from_proto(v, "outcome.", e.outcome.as_ref()))?,
+        }
+        .into(),
+        Kind::DeploymentStarted(e) => DeploymentEvent::Started {
+            application: e.application.clone(),
+            started_at: required_time("started_at", e.started_at.as_ref())?,
+        }
+        .into(),
+        Kind::DeploymentSucceeded(e) => DeploymentEvent::Succeeded(strict(|v| {
+            outcome_from_proto(v, "outcome.", e.outcome.as_ref())
+        })?)
+        .into(),
+        Kind::DeploymentFailed(e) => DeploymentEvent::Failed(strict(|v| {
+            outcome_from_proto(v, "outcome.", e.outcome.as_ref())
+        })?)
+        .into(),
+        Kind::ChangeRecorded(e) => ChangeEvent::Recorded {
+            sha: name("sha", &e.sha)?,
+            spec: ChangeSpec {
+                service: name("service", &e.service)?,
+                authored_at: time_from_proto(e.authored_at.as_ref()),
+                committed_at: required_time("committed_at", e.committed_at.as_ref())?,
+                merged_at: time_from_proto(e.merged_at.as_ref()),
+                pr_number: e.pr_number,
+                pr_url: e.pr_url.clone(),
+                author: e.author.clone(),
+                title: e.title.clone(),
+            },
+        }
+        .into(),
+        Kind::IncidentOpened(e) => IncidentEvent::Opened {
+            id: name("id", &e.id)?,
+            title: e.title.clone(),
+            services: e
+                .services
+                .iter()
+                .map(|s| name("services", s))
+                .collect::<Result<_, _>>()?,
+            severity: e.severity.clone(),
+            started_at: required_time("started_at", e.started_at.as_ref())?,
+        }
+        .into(),
+        Kind::IncidentLinked(e) => IncidentEvent::Linked {
+            deployment: name("deployment", &e.deployment)?,
+        }
+        .into(),
+        Kind::IncidentResolved(e) => IncidentEvent::Resolved {
+            resolved_at: required_time("resolved_at", e.resolved_at.as_ref())?,
         }
         .into(),
     })
@@ -845,5 +1064,8 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::System(_) => AggregateKind::System,
         Event::Service(_) => AggregateKind::Service,
         Event::Survey(_) => AggregateKind::Survey,
+        Event::Deployment(_) => AggregateKind::Deployment,
+        Event::Change(_) => AggregateKind::Change,
+        Event::Incident(_) => AggregateKind::Incident,
     }
 }

@@ -416,8 +416,8 @@ impl Executor {
                         let l = self.reference::<Option<Service>>(&r).await?;
                         refs.insert_service(r.id, l.state);
                     }
-                    // Nothing refers to a survey.
-                    AggregateKind::Survey => {}
+                    // Only catalog entities are referred to.
+                    _ => {}
                 }
             }
         }

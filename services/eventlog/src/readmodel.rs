@@ -10,8 +10,11 @@ pub const SURVEYS: &str = "surveys";
 /// The audit projection: one `audit_index` row per event of the log.
 pub const AUDIT: &str = "audit";
 
+/// The delivery projection: deployments, changes, incidents.
+pub const DELIVERY: &str = "delivery";
+
 /// Every projection, in the order `paved replay --all` rebuilds them.
-pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS, AUDIT];
+pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS, AUDIT, DELIVERY];
 
 /// The table holding each projection's checkpoint: `projection`,
 /// `last_sequence` (the last stream sequence applied), `consumer` (its

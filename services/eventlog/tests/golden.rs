@@ -406,6 +406,8 @@ fn digest(commits: &[Commit]) -> String {
             AggregateKind::System => fold(&mut s.systems, c),
             AggregateKind::Service => fold(&mut s.services, c),
             AggregateKind::Survey => fold(&mut s.surveys, c),
+            // Not in the first schema version.
+            _ => {}
         }
     }
     let text = format!(
@@ -427,10 +429,11 @@ fn the_first_schema_versions_history_still_replays_to_the_same_state() {
         .iter()
         .flat_map(|c| c.events.iter().map(Event::type_name))
         .collect();
+    // The first schema version's event types (later ones append to the list).
     assert_eq!(
-        types.len(),
-        Event::TYPE_NAMES.len(),
-        "every event type is in the fixture"
+        types,
+        Event::TYPE_NAMES[..22].iter().copied().collect(),
+        "every event type of the first version is in the fixture"
     );
     // Decoding is lossless: today's encoder writes the same bytes.
     assert_eq!(write(&commits), stored);

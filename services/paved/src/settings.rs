@@ -76,6 +76,12 @@ pub struct Settings {
     #[arg(long, env = "PAVED_AUDIT_CHECKPOINT_MS", default_value_t = 30_000)]
     pub audit_checkpoint_ms: u64,
 
+    /// DORA: an incident without an explicit link is attributed to the last
+    /// successful production deployment of its services this many hours
+    /// before it started.
+    #[arg(long, env = "PAVED_DORA_ATTRIBUTION_HOURS", default_value_t = 24)]
+    pub dora_attribution_hours: u32,
+
     /// Development mode: on first start (no tokens yet) create an admin token
     /// and print it once.
     #[arg(long, env = "PAVED_DEV", default_value_t = true, action = clap::ArgAction::Set)]
@@ -90,6 +96,10 @@ impl Settings {
             replicas: self.stream_replicas,
             ..LogConfig::default()
         }
+    }
+
+    pub fn dora_attribution(&self) -> chrono::Duration {
+        chrono::Duration::hours(i64::from(self.dora_attribution_hours))
     }
 
     pub fn read_wait(&self) -> Duration {

@@ -5,13 +5,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use paved_api::{Authenticator, CatalogApi, CommandCounters, EventLogApi, Freshness, SurveyApi};
+use paved_api::{
+    Authenticator, CatalogApi, CommandCounters, DeliveryApi, EventLogApi, Freshness, MetricsApi,
+    SurveyApi,
+};
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
 use paved_proto::v1::catalog_service_server::CatalogServiceServer;
+use paved_proto::v1::delivery_service_server::DeliveryServiceServer;
 use paved_proto::v1::event_log_service_server::EventLogServiceServer;
+use paved_proto::v1::metrics_service_server::MetricsServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
-use paved_workers::projections::{AuditProjection, CatalogProjection, SurveysProjection};
+use paved_workers::projections::{
+    AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
+};
 use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -62,6 +69,7 @@ pub struct Application {
     catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
     surveys_worker: Option<ProjectionWorker<SurveysProjection>>,
     audit_worker: Option<ProjectionWorker<AuditProjection>>,
+    delivery_worker: Option<ProjectionWorker<DeliveryProjection>>,
 }
 
 impl Application {
@@ -110,11 +118,15 @@ impl Application {
         let audit_worker = roles
             .workers
             .then(|| ProjectionWorker::new(AuditProjection, pool.clone(), log.clone()));
+        let delivery_worker = roles
+            .workers
+            .then(|| ProjectionWorker::new(DeliveryProjection, pool.clone(), log.clone()));
         let statuses = catalog_worker
             .iter()
             .map(ProjectionWorker::status)
             .chain(surveys_worker.iter().map(ProjectionWorker::status))
             .chain(audit_worker.iter().map(ProjectionWorker::status))
+            .chain(delivery_worker.iter().map(ProjectionWorker::status))
             .collect();
         Ok(Self {
             settings,
@@ -127,6 +139,7 @@ impl Application {
             catalog_worker,
             surveys_worker,
             audit_worker,
+            delivery_worker,
         })
     }
 
@@ -208,6 +221,15 @@ impl Application {
                 }
             });
         }
+        if let Some(worker) = self.delivery_worker {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                worker
+                    .run(token)
+                    .await
+                    .context("delivery projection stopped")
+            });
+        }
         if let Some(worker) = self.audit_worker {
             let token = shutdown.clone();
             tasks.spawn(async move { worker.run(token).await.context("audit projection stopped") });
@@ -251,11 +273,30 @@ impl Application {
                 self.settings.survey_min_group,
             );
             let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone());
+            let delivery = DeliveryApi::new(
+                executor.clone(),
+                self.pool.clone(),
+                auth.clone(),
+                freshness.clone(),
+                counters.clone(),
+            );
+            let dora = MetricsApi::new(
+                self.pool.clone(),
+                auth.clone(),
+                freshness.clone(),
+                self.settings.dora_attribution(),
+            );
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             health
                 .set_serving::<CatalogServiceServer<CatalogApi>>()
                 .await;
             health.set_serving::<SurveyServiceServer<SurveyApi>>().await;
+            health
+                .set_serving::<DeliveryServiceServer<DeliveryApi>>()
+                .await;
+            health
+                .set_serving::<MetricsServiceServer<MetricsApi>>()
+                .await;
             health
                 .set_serving::<EventLogServiceServer<EventLogApi>>()
                 .await;
@@ -274,6 +315,12 @@ impl Application {
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 )
+                .add_service(
+                    DeliveryServiceServer::new(delivery)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                )
+                .add_service(MetricsServiceServer::new(dora))
                 .add_service(
                     EventLogServiceServer::new(events)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)

@@ -8,6 +8,7 @@ mod auth;
 mod backstage;
 mod bad_input;
 mod catalog;
+mod delivery;
 mod eventlog;
 mod events;
 mod helpers;

@@ -128,7 +128,7 @@ impl Projection for CatalogProjection {
                     seq,
                 ),
                 // Not in the catalog context (the consumer filters it out).
-                AggregateKind::Survey => {}
+                _ => {}
             }
         }
         write_teams(conn, &touched.teams).await?;

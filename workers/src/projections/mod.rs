@@ -2,8 +2,10 @@
 
 pub mod audit;
 pub mod catalog;
+pub mod delivery;
 pub mod surveys;
 
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
+pub use delivery::DeliveryProjection;
 pub use surveys::SurveysProjection;

@@ -74,7 +74,7 @@ impl<A: Aggregate> Scenario<A> {
             AggregateKind::Team => self.refs.insert_team(n(name), None),
             AggregateKind::System => self.refs.insert_system(n(name), None),
             AggregateKind::Service => self.refs.insert_service(n(name), None),
-            AggregateKind::Survey => unreachable!("surveys are never referenced"),
+            _ => unreachable!("only catalog entities are referenced"),
         }
         self
     }

@@ -7,8 +7,10 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::EventLog;
-use paved_eventlog::readmodel::{AUDIT, CATALOG, PROJECTIONS, SURVEYS};
-use paved_workers::projections::{AuditProjection, CatalogProjection, SurveysProjection};
+use paved_eventlog::readmodel::{AUDIT, CATALOG, DELIVERY, PROJECTIONS, SURVEYS};
+use paved_workers::projections::{
+    AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
+};
 use paved_workers::runtime::{self, RebuildProgress};
 use sqlx::PgPool;
 
@@ -97,6 +99,7 @@ async fn check_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<
         CATALOG => runtime::check(&CatalogProjection, pool, log, progress).await?,
         SURVEYS => runtime::check(&SurveysProjection, pool, log, progress).await?,
         AUDIT => runtime::check(&AuditProjection, pool, log, progress).await?,
+        DELIVERY => runtime::check(&DeliveryProjection, pool, log, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
@@ -149,6 +152,7 @@ async fn rebuild_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Resul
         CATALOG => runtime::rebuild(&CatalogProjection, pool, log, progress).await?,
         SURVEYS => runtime::rebuild(&SurveysProjection, pool, log, progress).await?,
         AUDIT => runtime::rebuild(&AuditProjection, pool, log, progress).await?,
+        DELIVERY => runtime::rebuild(&DeliveryProjection, pool, log, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")

@@ -1,0 +1,749 @@
+//! Delivery: deployments (requested through Paved and driven by the Argo CD
+//! worker, or recorded after the fact), changes (commits that reach
+//! production) and incidents. The DORA figures are computed from these in
+//! [`crate::dora`].
+//!
+//! Who may do what: a member of the owning team (or an admin) requests and
+//! records deployments and changes of its services; anyone who may write
+//! opens, links and resolves incidents; only admins (the workers run as
+//! admin principals such as `worker:argocd`) move a requested deployment
+//! through started → succeeded | failed.
+
+use chrono::{DateTime, Duration, Utc};
+
+use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
+use crate::catalog::{Service, require_admin};
+use crate::event::Event;
+use crate::name::Name;
+use crate::rejection::{Precondition, Rejection};
+use crate::validate::Violations;
+
+/// The environment DORA measures.
+pub const PRODUCTION: &str = "production";
+/// How far in the future a recorded time may be (clock skew).
+pub const MAX_CLOCK_SKEW: Duration = Duration::minutes(5);
+pub const MAX_REVISION: usize = 200;
+pub const MAX_MESSAGE: usize = 2000;
+pub const MAX_COMMITS: usize = 1000;
+
+/// A full 40-character lowercase hex commit SHA?
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn commits_valid(v: &mut Violations, field: &str, commits: &[String]) {
+    if commits.len() > MAX_COMMITS {
+        v.push(field, format!("at most {MAX_COMMITS} commits"));
+    }
+    for (i, c) in commits.iter().enumerate() {
+        if !is_commit_sha(c) {
+            v.push(
+                format!("{field}[{i}]"),
+                "must be a full 40-character lowercase hex commit SHA",
+            );
+        }
+    }
+}
+
+fn not_future(v: &mut Violations, field: &str, t: DateTime<Utc>, now: DateTime<Utc>) {
+    if t > now + MAX_CLOCK_SKEW {
+        v.push(field, "is in the future");
+    }
+}
+
+/// The live service a delivery command is about, and the right to act for it.
+fn service_for<'r>(ctx: &Context<'r>, service: &Name) -> Result<&'r Service, Rejection> {
+    let r = AggregateRef::service(service);
+    let s = match ctx.refs.service(service) {
+        None => return Err(Rejection::Precondition(Precondition::MissingReference(r))),
+        Some(s) if s.retired.is_some() => {
+            return Err(Rejection::Precondition(Precondition::RetiredReference(r)));
+        }
+        Some(s) => s,
+    };
+    if !ctx.principal.acts_for(&s.owner) {
+        return Err(Rejection::PermissionDenied(format!(
+            "{} may not deploy or record changes of {service}: owned by team {}",
+            ctx.principal.name, s.owner
+        )));
+    }
+    Ok(s)
+}
+
+// ---- deployments ----
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeploymentStatus {
+    /// Requested through Paved; the worker has not started it.
+    Requested,
+    /// The worker asked Argo CD to sync.
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl DeploymentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn finished(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
+    }
+}
+
+/// What to deploy, where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub service: Name,
+    pub environment: Name,
+    /// Git revision (SHA, tag or branch) given to Argo CD.
+    pub revision: String,
+    /// The commits this deployment ships, if the caller knows them.
+    pub commits: Vec<String>,
+    /// The deployment this one rolls back (a remediation).
+    pub rollback_of: Option<Name>,
+}
+
+impl Target {
+    fn validate(&self, v: &mut Violations) {
+        if self.revision.trim().is_empty() {
+            v.push("revision", "is required");
+        }
+        v.line("revision", &self.revision, MAX_REVISION);
+        commits_valid(v, "commits", &self.commits);
+    }
+}
+
+/// How a finished deployment ended, as the deployer reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub succeeded: bool,
+    /// The revision actually deployed (Argo CD's `syncResult.revision`).
+    pub revision: String,
+    /// Argo CD's `operationState.phase` (Succeeded, Failed, Error, …).
+    pub phase: String,
+    /// Argo CD's `health.status` (Healthy, Degraded, …).
+    pub health: String,
+    pub message: String,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deployment {
+    pub id: Name,
+    pub target: Target,
+    /// `paved` for deployments Paved drove; otherwise who reported it
+    /// (`pipeline`, `argocd-notification`, an importer…).
+    pub source: String,
+    pub status: DeploymentStatus,
+    pub requested_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The Argo CD application it was synced through.
+    pub application: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentCommand {
+    /// Deploy through Paved (the Argo CD worker carries it out).
+    Request(Target),
+    /// A deployment that happened elsewhere, with its real times.
+    Record {
+        target: Target,
+        source: String,
+        started_at: DateTime<Utc>,
+        outcome: Outcome,
+    },
+    /// The worker asked Argo CD to sync `application`.
+    Start {
+        application: String,
+        started_at: DateTime<Utc>,
+    },
+    /// The worker saw the outcome.
+    Finish(Outcome),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentEvent {
+    Requested {
+        id: Name,
+        target: Target,
+        requested_at: DateTime<Utc>,
+    },
+    Recorded {
+        id: Name,
+        target: Target,
+        source: String,
+        started_at: DateTime<Utc>,
+        outcome: Outcome,
+    },
+    Started {
+        application: String,
+        started_at: DateTime<Utc>,
+    },
+    Succeeded(Outcome),
+    Failed(Outcome),
+}
+
+impl DeploymentEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Requested { .. } => "DeploymentRequested",
+            Self::Recorded { .. } => "DeploymentRecorded",
+            Self::Started { .. } => "DeploymentStarted",
+            Self::Succeeded(_) => "DeploymentSucceeded",
+            Self::Failed(_) => "DeploymentFailed",
+        }
+    }
+}
+
+impl From<DeploymentEvent> for Event {
+    fn from(e: DeploymentEvent) -> Self {
+        Event::Deployment(e)
+    }
+}
+
+fn outcome_valid(v: &mut Violations, o: &Outcome, now: DateTime<Utc>) {
+    v.line("outcome.revision", &o.revision, MAX_REVISION);
+    v.line("outcome.phase", &o.phase, 100);
+    v.line("outcome.health", &o.health, 100);
+    v.text("outcome.message", &o.message, MAX_MESSAGE);
+    not_future(v, "outcome.finished_at", o.finished_at, now);
+}
+
+impl Aggregate for Option<Deployment> {
+    const KIND: AggregateKind = AggregateKind::Deployment;
+    type Command = DeploymentCommand;
+    type Event = DeploymentEvent;
+
+    fn references(&self, command: &DeploymentCommand, _: &References) -> Vec<AggregateRef> {
+        match command {
+            DeploymentCommand::Request(t) | DeploymentCommand::Record { target: t, .. } => {
+                vec![AggregateRef::service(&t.service)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn decide(
+        &self,
+        command: &DeploymentCommand,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<DeploymentEvent>, Rejection> {
+        let me = format!("deployment {:?}", ctx.id.as_str());
+        match (self, command) {
+            (existing, DeploymentCommand::Request(target)) => {
+                let mut v = Violations::new();
+                target.validate(&mut v);
+                v.finish()?;
+                service_for(ctx, &target.service)?;
+                if existing.is_some() {
+                    return Err(Rejection::AlreadyExists(me));
+                }
+                Ok(vec![DeploymentEvent::Requested {
+                    id: ctx.id.clone(),
+                    target: target.clone(),
+                    requested_at: ctx.now,
+                }])
+            }
+            (
+                existing,
+                DeploymentCommand::Record {
+                    target,
+                    source,
+                    started_at,
+                    outcome,
+                },
+            ) => {
+                let mut v = Violations::new();
+                target.validate(&mut v);
+                if source.trim().is_empty() {
+                    v.push("source", "is required (e.g. pipeline)");
+                }
+                v.line("source", source, 100);
+                outcome_valid(&mut v, outcome, ctx.now);
+                not_future(&mut v, "started_at", *started_at, ctx.now);
+                if outcome.finished_at < *started_at {
+                    v.push("outcome.finished_at", "is before started_at");
+                }
+                v.finish()?;
+                service_for(ctx, &target.service)?;
+                if existing.is_some() {
+                    return Err(Rejection::AlreadyExists(me));
+                }
+                Ok(vec![DeploymentEvent::Recorded {
+                    id: ctx.id.clone(),
+                    target: target.clone(),
+                    source: source.clone(),
+                    started_at: *started_at,
+                    outcome: outcome.clone(),
+                }])
+            }
+            (None, _) => Err(Rejection::NotFound(me)),
+            (
+                Some(d),
+                DeploymentCommand::Start {
+                    application,
+                    started_at,
+                },
+            ) => {
+                require_admin(ctx, "start deployments")?;
+                let mut v = Violations::new();
+                if application.trim().is_empty() {
+                    v.push("application", "is required");
+                }
+                v.line("application", application, 253);
+                v.finish()?;
+                match d.status {
+                    DeploymentStatus::Requested => Ok(vec![DeploymentEvent::Started {
+                        application: application.clone(),
+                        started_at: *started_at,
+                    }]),
+                    // Started already (a retried worker step): nothing new.
+                    DeploymentStatus::Running => Ok(Vec::new()),
+                    _ => Err(Rejection::Precondition(Precondition::Finished(me))),
+                }
+            }
+            (Some(d), DeploymentCommand::Finish(outcome)) => {
+                require_admin(ctx, "finish deployments")?;
+                let mut v = Violations::new();
+                outcome_valid(&mut v, outcome, ctx.now);
+                v.finish()?;
+                if d.status.finished() {
+                    // The same outcome again (a retried worker step) is a no-op.
+                    let same = d
+                        .outcome
+                        .as_ref()
+                        .is_some_and(|o| o.succeeded == outcome.succeeded);
+                    return if same {
+                        Ok(Vec::new())
+                    } else {
+                        Err(Rejection::Precondition(Precondition::Finished(me)))
+                    };
+                }
+                Ok(vec![if outcome.succeeded {
+                    DeploymentEvent::Succeeded(outcome.clone())
+                } else {
+                    DeploymentEvent::Failed(outcome.clone())
+                }])
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &DeploymentEvent) {
+        match event {
+            DeploymentEvent::Requested {
+                id,
+                target,
+                requested_at,
+            } => {
+                *self = Some(Deployment {
+                    id: id.clone(),
+                    target: target.clone(),
+                    source: "paved".to_owned(),
+                    status: DeploymentStatus::Requested,
+                    requested_at: *requested_at,
+                    started_at: None,
+                    finished_at: None,
+                    application: None,
+                    outcome: None,
+                });
+            }
+            DeploymentEvent::Recorded {
+                id,
+                target,
+                source,
+                started_at,
+                outcome,
+            } => {
+                *self = Some(Deployment {
+                    id: id.clone(),
+                    target: target.clone(),
+                    source: source.clone(),
+                    status: if outcome.succeeded {
+                        DeploymentStatus::Succeeded
+                    } else {
+                        DeploymentStatus::Failed
+                    },
+                    requested_at: *started_at,
+                    started_at: Some(*started_at),
+                    finished_at: Some(outcome.finished_at),
+                    application: None,
+                    outcome: Some(outcome.clone()),
+                });
+            }
+            DeploymentEvent::Started {
+                application,
+                started_at,
+            } => {
+                if let Some(d) = self {
+                    d.status = DeploymentStatus::Running;
+                    d.application = Some(application.clone());
+                    d.started_at = Some(*started_at);
+                }
+            }
+            DeploymentEvent::Succeeded(o) | DeploymentEvent::Failed(o) => {
+                if let Some(d) = self {
+                    d.status = if o.succeeded {
+                        DeploymentStatus::Succeeded
+                    } else {
+                        DeploymentStatus::Failed
+                    };
+                    d.finished_at = Some(o.finished_at);
+                    d.outcome = Some(o.clone());
+                }
+            }
+        }
+    }
+
+    fn select(event: &Event) -> Option<&DeploymentEvent> {
+        match event {
+            Event::Deployment(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// ---- changes ----
+
+/// A commit on its way to production: the aggregate id is its SHA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub sha: Name,
+    pub service: Name,
+    pub authored_at: Option<DateTime<Utc>>,
+    pub committed_at: DateTime<Utc>,
+    pub merged_at: Option<DateTime<Utc>>,
+    pub pr_number: u64,
+    pub pr_url: String,
+    pub author: String,
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChangeSpec {
+    pub service: Name,
+    pub authored_at: Option<DateTime<Utc>>,
+    pub committed_at: DateTime<Utc>,
+    pub merged_at: Option<DateTime<Utc>>,
+    pub pr_number: u64,
+    pub pr_url: String,
+    pub author: String,
+    pub title: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeCommand {
+    Record(ChangeSpec),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChangeEvent {
+    Recorded { sha: Name, spec: ChangeSpec },
+}
+
+impl ChangeEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Recorded { .. } => "ChangeRecorded",
+        }
+    }
+}
+
+impl From<ChangeEvent> for Event {
+    fn from(e: ChangeEvent) -> Self {
+        Event::Change(e)
+    }
+}
+
+impl Aggregate for Option<Change> {
+    const KIND: AggregateKind = AggregateKind::Change;
+    type Command = ChangeCommand;
+    type Event = ChangeEvent;
+
+    fn references(&self, command: &ChangeCommand, _: &References) -> Vec<AggregateRef> {
+        match command {
+            ChangeCommand::Record(spec) => vec![AggregateRef::service(&spec.service)],
+        }
+    }
+
+    fn decide(
+        &self,
+        command: &ChangeCommand,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<ChangeEvent>, Rejection> {
+        let ChangeCommand::Record(spec) = command;
+        let mut v = Violations::new();
+        if !is_commit_sha(ctx.id.as_str()) {
+            v.push(
+                "sha",
+                "must be a full 40-character lowercase hex commit SHA",
+            );
+        }
+        not_future(&mut v, "committed_at", spec.committed_at, ctx.now);
+        if let Some(m) = spec.merged_at {
+            not_future(&mut v, "merged_at", m, ctx.now);
+        }
+        if !spec.pr_url.is_empty() {
+            v.url("pr_url", &spec.pr_url);
+        }
+        v.line("author", &spec.author, 200);
+        v.line("title", &spec.title, 500);
+        v.finish()?;
+        service_for(ctx, &spec.service)?;
+        match self {
+            // The same change again (a redelivered webhook): nothing new.
+            Some(c) if c.service == spec.service => Ok(Vec::new()),
+            Some(c) => Err(Rejection::AlreadyExists(format!(
+                "change {} (recorded for service {})",
+                ctx.id, c.service
+            ))),
+            None => Ok(vec![ChangeEvent::Recorded {
+                sha: ctx.id.clone(),
+                spec: spec.clone(),
+            }]),
+        }
+    }
+
+    fn evolve(&mut self, event: &ChangeEvent) {
+        let ChangeEvent::Recorded { sha, spec } = event;
+        *self = Some(Change {
+            sha: sha.clone(),
+            service: spec.service.clone(),
+            authored_at: spec.authored_at,
+            committed_at: spec.committed_at,
+            merged_at: spec.merged_at,
+            pr_number: spec.pr_number,
+            pr_url: spec.pr_url.clone(),
+            author: spec.author.clone(),
+            title: spec.title.clone(),
+        });
+    }
+
+    fn select(event: &Event) -> Option<&ChangeEvent> {
+        match event {
+            Event::Change(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+// ---- incidents ----
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incident {
+    pub id: Name,
+    pub title: String,
+    pub services: Vec<Name>,
+    /// e.g. `sev1`..`sev4`.
+    pub severity: String,
+    pub started_at: DateTime<Utc>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Deployments explicitly linked as the cause.
+    pub caused_by: Vec<Name>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncidentCommand {
+    Open {
+        title: String,
+        services: Vec<Name>,
+        severity: String,
+        started_at: DateTime<Utc>,
+        caused_by: Option<Name>,
+    },
+    /// The deployment that caused it.
+    Link {
+        deployment: Name,
+    },
+    Resolve {
+        resolved_at: DateTime<Utc>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IncidentEvent {
+    Opened {
+        id: Name,
+        title: String,
+        services: Vec<Name>,
+        severity: String,
+        started_at: DateTime<Utc>,
+    },
+    Linked {
+        deployment: Name,
+    },
+    Resolved {
+        resolved_at: DateTime<Utc>,
+    },
+}
+
+impl IncidentEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Opened { .. } => "IncidentOpened",
+            Self::Linked { .. } => "IncidentLinked",
+            Self::Resolved { .. } => "IncidentResolved",
+        }
+    }
+}
+
+impl From<IncidentEvent> for Event {
+    fn from(e: IncidentEvent) -> Self {
+        Event::Incident(e)
+    }
+}
+
+pub const SEVERITIES: [&str; 4] = ["sev1", "sev2", "sev3", "sev4"];
+
+impl Aggregate for Option<Incident> {
+    const KIND: AggregateKind = AggregateKind::Incident;
+    type Command = IncidentCommand;
+    type Event = IncidentEvent;
+
+    fn references(&self, command: &IncidentCommand, _: &References) -> Vec<AggregateRef> {
+        match command {
+            IncidentCommand::Open { services, .. } => {
+                services.iter().map(AggregateRef::service).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn decide(
+        &self,
+        command: &IncidentCommand,
+        ctx: &Context<'_>,
+    ) -> Result<Vec<IncidentEvent>, Rejection> {
+        let me = format!("incident {:?}", ctx.id.as_str());
+        if !ctx.principal.may_write() {
+            return Err(Rejection::PermissionDenied(format!(
+                "{} may not change incidents: read-only",
+                ctx.principal.name
+            )));
+        }
+        match (self, command) {
+            (
+                existing,
+                IncidentCommand::Open {
+                    title,
+                    services,
+                    severity,
+                    started_at,
+                    caused_by,
+                },
+            ) => {
+                let mut v = Violations::new();
+                if title.trim().is_empty() {
+                    v.push("title", "is required");
+                }
+                v.line("title", title, 300);
+                if services.is_empty() {
+                    v.push("services", "name at least one affected service");
+                }
+                if !SEVERITIES.contains(&severity.as_str()) {
+                    v.push(
+                        "severity",
+                        format!("must be one of {}", SEVERITIES.join(", ")),
+                    );
+                }
+                not_future(&mut v, "started_at", *started_at, ctx.now);
+                v.finish()?;
+                for s in services {
+                    let r = AggregateRef::service(s);
+                    if ctx.refs.service(s).is_none() {
+                        return Err(Rejection::Precondition(Precondition::MissingReference(r)));
+                    }
+                }
+                if existing.is_some() {
+                    return Err(Rejection::AlreadyExists(me));
+                }
+                let mut events = vec![IncidentEvent::Opened {
+                    id: ctx.id.clone(),
+                    title: title.clone(),
+                    services: services.clone(),
+                    severity: severity.clone(),
+                    started_at: *started_at,
+                }];
+                if let Some(d) = caused_by {
+                    events.push(IncidentEvent::Linked {
+                        deployment: d.clone(),
+                    });
+                }
+                Ok(events)
+            }
+            (None, _) => Err(Rejection::NotFound(me)),
+            (Some(i), IncidentCommand::Link { deployment }) => {
+                if i.caused_by.contains(deployment) {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![IncidentEvent::Linked {
+                    deployment: deployment.clone(),
+                }])
+            }
+            (Some(i), IncidentCommand::Resolve { resolved_at }) => {
+                let mut v = Violations::new();
+                not_future(&mut v, "resolved_at", *resolved_at, ctx.now);
+                if *resolved_at < i.started_at {
+                    v.push("resolved_at", "is before the incident started");
+                }
+                v.finish()?;
+                match i.resolved_at {
+                    Some(r) if r == *resolved_at => Ok(Vec::new()),
+                    Some(_) => Err(Rejection::Precondition(Precondition::Finished(me))),
+                    None => Ok(vec![IncidentEvent::Resolved {
+                        resolved_at: *resolved_at,
+                    }]),
+                }
+            }
+        }
+    }
+
+    fn evolve(&mut self, event: &IncidentEvent) {
+        match event {
+            IncidentEvent::Opened {
+                id,
+                title,
+                services,
+                severity,
+                started_at,
+            } => {
+                *self = Some(Incident {
+                    id: id.clone(),
+                    title: title.clone(),
+                    services: services.clone(),
+                    severity: severity.clone(),
+                    started_at: *started_at,
+                    resolved_at: None,
+                    caused_by: Vec::new(),
+                });
+            }
+            IncidentEvent::Linked { deployment } => {
+                if let Some(i) = self {
+                    i.caused_by.push(deployment.clone());
+                }
+            }
+            IncidentEvent::Resolved { resolved_at } => {
+                if let Some(i) = self {
+                    i.resolved_at = Some(*resolved_at);
+                }
+            }
+        }
+    }
+
+    fn select(event: &Event) -> Option<&IncidentEvent> {
+        match event {
+            Event::Incident(e) => Some(e),
+            _ => None,
+        }
+    }
+}
