@@ -3,10 +3,12 @@
 //! - [`runtime`]: the projection runtime ([`ProjectionWorker`]: durable
 //!   consumer, batch + checkpoint in one transaction, ack after commit, stop
 //!   on an undecodable message) and [`runtime::rebuild`] (shadow rebuild and swap).
+//! - [`effects`]: workers acting on the outside world (the Argo CD deployer).
 //! - [`checkpoint`]: signed Merkle checkpoints of the log (tamper evidence).
 //! - [`projections`]: the read models: [`projections::CatalogProjection`].
 
 pub mod checkpoint;
+pub mod effects;
 pub mod projections;
 pub mod runtime;
 

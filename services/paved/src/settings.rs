@@ -76,6 +76,12 @@ pub struct Settings {
     #[arg(long, env = "PAVED_AUDIT_CHECKPOINT_MS", default_value_t = 30_000)]
     pub audit_checkpoint_ms: u64,
 
+    /// YAML file naming each environment's Argo CD (url, token_env or
+    /// token_file, app_name rule, timing). Unset: deployments requested
+    /// through Paved fail with "no Argo CD is configured".
+    #[arg(long, env = "PAVED_ARGOCD_CONFIG")]
+    pub argocd_config: Option<std::path::PathBuf>,
+
     /// DORA: an incident without an explicit link is attributed to the last
     /// successful production deployment of its services this many hours
     /// before it started.

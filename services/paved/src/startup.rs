@@ -201,6 +201,29 @@ impl Application {
                     .context("surveys projection stopped")
             });
         }
+        if workers {
+            let config = match &self.settings.argocd_config {
+                Some(path) => paved_workers::effects::deployer::ArgoConfig::load(path)
+                    .map_err(anyhow::Error::msg)?,
+                None => paved_workers::effects::deployer::ArgoConfig {
+                    environments: Default::default(),
+                    timing: Default::default(),
+                },
+            };
+            let deployer = paved_workers::effects::deployer::Deployer::new(
+                Executor::new(self.log.clone(), 10_000),
+                self.pool.clone(),
+                &config,
+            )
+            .map_err(anyhow::Error::msg)
+            .context("PAVED_ARGOCD_CONFIG")?;
+            tracing::info!(environments = ?config.environments.keys().collect::<Vec<_>>(), "Argo CD deployer");
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                deployer.run(token).await;
+                Ok(())
+            });
+        }
         if workers && self.settings.audit_checkpoint_ms > 0 {
             let key = paved_workers::checkpoint::signing_key(
                 &self.pool,

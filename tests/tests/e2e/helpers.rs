@@ -16,6 +16,7 @@ pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
 pub struct TestApp {
     pub id: String,
+    pub roles: Roles,
     pub url: String,
     /// `host:port` of the `/metrics` endpoint.
     pub metrics_addr: std::net::SocketAddr,
@@ -82,6 +83,7 @@ pub async fn spawn_configured(roles: Roles, configure: impl FnOnce(&mut Settings
     };
     TestApp {
         id,
+        roles,
         url,
         metrics_addr,
         admin_token,
@@ -134,6 +136,27 @@ impl TestApp {
 
     pub fn log_config(&self) -> LogConfig {
         self.settings.log_config()
+    }
+
+    /// Kills the app as a crash would (no draining), then starts it again
+    /// on the same stream and database.
+    pub async fn crash_and_restart(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+            let _ = h.await;
+        }
+        let mut settings = self.settings.clone();
+        settings.dev = false;
+        let app = Application::build(settings, self.roles)
+            .await
+            .expect("restart paved");
+        self.url = format!("http://127.0.0.1:{}", app.port());
+        self.metrics_addr = app.metrics_addr().expect("metrics endpoint");
+        self.shutdown = CancellationToken::new();
+        self.handle = Some(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
+        self.client = Client::connect(self.url.clone(), &self.admin_token)
+            .await
+            .expect("reconnect the SDK");
     }
 
     /// Stops the app and waits until it has drained.

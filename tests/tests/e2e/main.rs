@@ -3,6 +3,8 @@
 //! test has its own stream, subject prefix and database, so they run in
 //! parallel.
 
+mod argocd;
+mod argocd_standin;
 mod audit;
 mod auth;
 mod backstage;

@@ -1,0 +1,7 @@
+//! Workers that act on the outside world and record what happened as events.
+//!
+//! - [`argocd`]: the Argo CD REST client (the subset Paved uses).
+//! - [`deployer`]: carries requested deployments out through Argo CD.
+
+pub mod argocd;
+pub mod deployer;
