@@ -8,6 +8,7 @@
 //! - [`surveys`]: `paved.v1.SurveyService` (anonymous responses, k-anonymous results).
 //! - [`events`]: `paved.v1.EventLogService` (filtered reads, live tail).
 //! - [`delivery`]: `paved.v1.DeliveryService` and `paved.v1.MetricsService` (DORA).
+//! - [`webhooks`]: GitHub and Argo CD notification webhooks (HTTP).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod freshness;
 pub mod metrics;
 pub mod request;
 pub mod surveys;
+pub mod webhooks;
 
 pub use auth::Authenticator;
 pub use catalog::CatalogApi;

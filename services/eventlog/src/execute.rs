@@ -66,6 +66,9 @@ pub struct Executed {
     /// The commit's stream sequence; for a no-op, the aggregate's last sequence.
     pub sequence: u64,
     pub events: u32,
+    /// The command had been executed before (a retry): this is its original
+    /// result, and nothing was appended now.
+    pub replayed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,7 @@ impl<A: Aggregate> Loaded<A> {
             Executed {
                 sequence,
                 events: commit.events.len() as u32,
+                replayed: false,
             },
         ));
     }
@@ -148,7 +152,10 @@ impl<A: Aggregate> Loaded<A> {
             .iter()
             .rev()
             .find(|(id, _)| id == command_id)
-            .map(|(_, e)| *e)
+            .map(|(_, e)| Executed {
+                replayed: true,
+                ..*e
+            })
     }
 }
 
@@ -227,6 +234,7 @@ impl Executor {
                 return Ok(Executed {
                     sequence: loaded.version,
                     events: 0,
+                    replayed: false,
                 });
             }
             let commit = Commit {
@@ -264,6 +272,7 @@ impl Executor {
                     let done = Executed {
                         sequence: a.sequence,
                         events: commit.events.len() as u32,
+                        replayed: false,
                     };
                     self.store(&me, next);
                     return Ok(done);
@@ -305,6 +314,7 @@ impl Executor {
                 Ok(Executed {
                     sequence,
                     events: commit.events.len() as u32,
+                    replayed: true,
                 })
             }
             _ => Err(ExecuteError::RequestIdReused(command_id.to_owned())),

@@ -197,6 +197,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
     settings.database_url = format!("{base}/paved_bench_{id}");
     settings.read_wait_ms = 60_000;
     settings.metrics_listen = String::new();
+    settings.webhook_listen = String::new();
     settings.dev = true;
     eprintln!(
         "bench: stream {} database paved_bench_{id}",

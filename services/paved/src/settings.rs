@@ -82,6 +82,20 @@ pub struct Settings {
     #[arg(long, env = "PAVED_ARGOCD_CONFIG")]
     pub argocd_config: Option<std::path::PathBuf>,
 
+    /// Address of the webhook endpoints (`/webhooks/github`,
+    /// `/webhooks/argocd`); empty to turn them off.
+    #[arg(long, env = "PAVED_WEBHOOK_LISTEN", default_value = "127.0.0.1:9465")]
+    pub webhook_listen: String,
+
+    /// Secret of the GitHub webhook (`X-Hub-Signature-256`). Unset: the
+    /// endpoint answers 503.
+    #[arg(long, env = "PAVED_GITHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    pub github_webhook_secret: Option<String>,
+
+    /// Bearer token Argo CD notifications send. Unset: the endpoint answers 503.
+    #[arg(long, env = "PAVED_ARGOCD_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub argocd_webhook_token: Option<String>,
+
     /// DORA: an incident without an explicit link is attributed to the last
     /// successful production deployment of its services this many hours
     /// before it started.

@@ -64,6 +64,7 @@ pub struct Application {
     pool: PgPool,
     listener: Option<TcpListener>,
     metrics_listener: Option<TcpListener>,
+    webhook_listener: Option<TcpListener>,
     admin_token: Option<String>,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
@@ -109,6 +110,15 @@ impl Application {
                     .with_context(|| format!("cannot listen on {addr} for /metrics"))?,
             ),
         };
+        let webhook_listener = match settings.webhook_listen.trim() {
+            "" => None,
+            _ if !roles.api => None,
+            addr => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} for webhooks"))?,
+            ),
+        };
         let catalog_worker = roles
             .workers
             .then(|| ProjectionWorker::new(CatalogProjection, pool.clone(), log.clone()));
@@ -134,6 +144,7 @@ impl Application {
             pool,
             listener,
             metrics_listener,
+            webhook_listener,
             admin_token,
             statuses,
             catalog_worker,
@@ -155,6 +166,13 @@ impl Application {
     /// The `/metrics` endpoint's address, if it is on.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
+    /// The webhook endpoints' address, if they are on.
+    pub fn webhook_addr(&self) -> Option<SocketAddr> {
+        self.webhook_listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
     }
@@ -270,6 +288,22 @@ impl Application {
                 projections: self.statuses.clone(),
             };
             tasks.spawn(crate::metrics::serve(listener, sources, shutdown.clone()));
+        }
+        if let Some(listener) = self.webhook_listener {
+            let hooks = paved_api::webhooks::Webhooks::new(
+                Executor::new(self.log.clone(), 10_000),
+                self.pool.clone(),
+                self.settings.github_webhook_secret.clone(),
+                self.settings.argocd_webhook_token.clone(),
+            );
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                tracing::info!(addr = %listener.local_addr()?, "webhooks listening");
+                axum::serve(listener, hooks.router())
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await?;
+                Ok(())
+            });
         }
         if let Some(listener) = self.listener {
             let executor = Executor::new(self.log.clone(), self.settings.cache_capacity);

@@ -25,7 +25,11 @@ async fn setup(budget_secs: u64) -> (TestApp, StandIn) {
     );
     std::fs::write(dir.join("argocd.yaml"), config).unwrap();
     let path = dir.join("argocd.yaml");
-    let app = spawn_configured(Roles::ALL, |s| s.argocd_config = Some(path)).await;
+    let app = spawn_configured(Roles::ALL, |s| {
+        s.argocd_config = Some(path);
+        s.argocd_webhook_token = Some("argo-note".into());
+    })
+    .await;
     app.client
         .create_team(fixtures::team("payments"))
         .await
@@ -114,7 +118,7 @@ async fn a_requested_deployment_syncs_once_and_records_its_outcome() {
     argo.add_app("ledger-production", |_| {});
     let id = deploy(&app, "4f2a9c1").await;
     let d = finished(&app, &id).await;
-    let o = d.outcome.unwrap();
+    let o = d.outcome.clone().unwrap();
     assert!(o.succeeded, "{o:?}");
     assert_eq!(
         (o.phase.as_str(), o.health.as_str(), o.revision.as_str()),

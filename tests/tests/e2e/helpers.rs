@@ -20,6 +20,8 @@ pub struct TestApp {
     pub url: String,
     /// `host:port` of the `/metrics` endpoint.
     pub metrics_addr: std::net::SocketAddr,
+    /// `host:port` of the webhook endpoints.
+    pub webhook_addr: Option<std::net::SocketAddr>,
     pub admin_token: String,
     pub client: Client,
     pub pool: PgPool,
@@ -40,6 +42,7 @@ pub fn isolated_settings() -> (String, Settings) {
         subject_prefix: format!("t{id}"),
         db_pool_size: 8,
         metrics_listen: "127.0.0.1:0".into(),
+        webhook_listen: "127.0.0.1:0".into(),
         dev: true,
         ..Settings::default()
     };
@@ -68,6 +71,7 @@ pub async fn spawn_configured(roles: Roles, configure: impl FnOnce(&mut Settings
     let log = app.log().clone();
     let url = format!("http://127.0.0.1:{}", app.port());
     let metrics_addr = app.metrics_addr().expect("metrics endpoint");
+    let webhook_addr = app.webhook_addr();
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     let client = if roles.api {
@@ -86,6 +90,7 @@ pub async fn spawn_configured(roles: Roles, configure: impl FnOnce(&mut Settings
         roles,
         url,
         metrics_addr,
+        webhook_addr,
         admin_token,
         client,
         pool,
@@ -152,6 +157,7 @@ impl TestApp {
             .expect("restart paved");
         self.url = format!("http://127.0.0.1:{}", app.port());
         self.metrics_addr = app.metrics_addr().expect("metrics endpoint");
+        self.webhook_addr = app.webhook_addr();
         self.shutdown = CancellationToken::new();
         self.handle = Some(tokio::spawn(app.run_until_stopped(self.shutdown.clone())));
         self.client = Client::connect(self.url.clone(), &self.admin_token)

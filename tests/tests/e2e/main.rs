@@ -16,3 +16,4 @@ mod events;
 mod helpers;
 mod projection;
 mod surveys;
+mod webhooks;

@@ -1,0 +1,524 @@
+//! Webhooks (HTTP, `PAVED_WEBHOOK_LISTEN`): what happened outside Paved,
+//! recorded as delivery events.
+//!
+//! - `POST /webhooks/github`: GitHub's `pull_request` (closed and merged)
+//!   and `push` (to the default branch) events, verified with
+//!   `X-Hub-Signature-256` (HMAC-SHA256 of the body with
+//!   `PAVED_GITHUB_WEBHOOK_SECRET`, compared in constant time). Each merged
+//!   PR's merge commit and each pushed commit becomes a change of the service
+//!   whose `github.com/project-slug` annotation or repository URL names the
+//!   repository. A PR's change counts from the PR's creation (its first
+//!   commit is not in the payload); a pushed commit from its commit time.
+//!   Redeliveries (same `X-GitHub-Delivery`) record nothing new.
+//! - `POST /webhooks/argocd`: Argo CD notifications (`on-deployed`,
+//!   `on-sync-failed`; template in the README) with `Authorization: Bearer
+//!   <PAVED_ARGOCD_WEBHOOK_TOKEN>`: deployments made outside Paved, recorded
+//!   with source `argocd-notification`; the ones Paved itself ran (same
+//!   application and revision, started by Paved) are skipped.
+//!
+//! Answers: 401 for a bad or missing signature or token (nothing recorded),
+//! 400 with the reason for a malformed payload, 200 with what was recorded
+//! or ignored, 503 when the endpoint's secret is not configured.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use paved_domain::delivery::{
+    Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target,
+};
+use paved_domain::{Name, Principal};
+use paved_eventlog::{CommandMeta, ExecuteError, Executor};
+use serde::Deserialize;
+use sha2::Sha256;
+use sqlx::PgPool;
+
+use crate::delivery::derived_id;
+
+/// The annotation naming a service's GitHub repository (Backstage's).
+pub const GITHUB_SLUG_ANNOTATION: &str = "github.com/project-slug";
+
+#[derive(Clone)]
+pub struct Webhooks {
+    executor: Executor,
+    pool: PgPool,
+    github_secret: Option<String>,
+    argocd_token: Option<String>,
+}
+
+impl Webhooks {
+    pub fn new(
+        executor: Executor,
+        pool: PgPool,
+        github_secret: Option<String>,
+        argocd_token: Option<String>,
+    ) -> Self {
+        Self {
+            executor,
+            pool,
+            github_secret: github_secret.filter(|s| !s.is_empty()),
+            argocd_token: argocd_token.filter(|s| !s.is_empty()),
+        }
+    }
+
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/webhooks/github", post(github))
+            .route("/webhooks/argocd", post(argocd))
+            .with_state(self)
+    }
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
+    answer(status, serde_json::json!({ "error": reason.into() }))
+}
+
+/// Does `X-Hub-Signature-256` sign `body` with `secret`? (constant time)
+pub fn github_signature_ok(secret: &str, header: Option<&str>, body: &[u8]) -> bool {
+    let Some(sig) = header.and_then(|h| h.strip_prefix("sha256=")) else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(sig) else {
+        return false;
+    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // HMAC both sides with a fixed key: equal-length digests compared in constant time.
+    let digest = |x: &[u8]| {
+        let mut m = Hmac::<Sha256>::new_from_slice(b"paved-compare").expect("any key length");
+        m.update(x);
+        m.finalize().into_bytes()
+    };
+    let mut m = Hmac::<Sha256>::new_from_slice(b"paved-compare").expect("any key length");
+    m.update(a);
+    m.verify(&digest(b)).is_ok()
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    default_branch: String,
+}
+
+#[derive(Deserialize)]
+struct User {
+    #[serde(default)]
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    number: u64,
+    #[serde(default)]
+    html_url: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    merged: bool,
+    merged_at: Option<DateTime<Utc>>,
+    merge_commit_sha: Option<String>,
+    created_at: DateTime<Utc>,
+    user: Option<User>,
+}
+
+#[derive(Deserialize)]
+struct PullRequestEvent {
+    action: String,
+    pull_request: PullRequest,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct CommitAuthor {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    username: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PushCommit {
+    id: String,
+    #[serde(default)]
+    message: String,
+    timestamp: DateTime<Utc>,
+    #[serde(default)]
+    distinct: Option<bool>,
+    author: Option<CommitAuthor>,
+    #[serde(default)]
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct PushEvent {
+    #[serde(rename = "ref")]
+    git_ref: String,
+    #[serde(default)]
+    commits: Vec<PushCommit>,
+    head_commit: Option<PushCommit>,
+    repository: Repository,
+}
+
+impl Webhooks {
+    /// The service whose slug annotation or repository URL is this repository.
+    async fn service_of(&self, repo: &Repository) -> Result<Option<Name>, sqlx::Error> {
+        let url = format!("https://github.com/{}", repo.full_name);
+        let name: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM catalog_services
+              WHERE retired_reason IS NULL
+                AND (annotations ->> $1 = $2
+                     OR rtrim(rtrim(repository_url, '/'), '.git') IN ($3, $4))
+              ORDER BY name LIMIT 1",
+        )
+        .bind(GITHUB_SLUG_ANNOTATION)
+        .bind(&repo.full_name)
+        .bind(&url)
+        .bind(repo.html_url.trim_end_matches('/'))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(name.and_then(|n| Name::parse(&n).ok()))
+    }
+
+    async fn record_change(
+        &self,
+        request_id: String,
+        sha: &str,
+        spec: ChangeSpec,
+    ) -> Result<bool, Response> {
+        let Ok(id) = Name::parse(&sha.to_ascii_lowercase()) else {
+            return Err(refuse(
+                StatusCode::BAD_REQUEST,
+                format!("commit {sha:?} is not a SHA"),
+            ));
+        };
+        let meta = CommandMeta::new(request_id, Principal::admin("webhook:github"));
+        match self
+            .executor
+            .execute::<Option<Change>>(&id, &ChangeCommand::Record(spec), &meta)
+            .await
+        {
+            Ok(done) => Ok(done.events > 0 && !done.replayed),
+            Err(ExecuteError::Rejected(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
+            Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    }
+}
+
+async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = hooks.github_secret.as_deref() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PAVED_GITHUB_WEBHOOK_SECRET is not set",
+        );
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if !github_signature_ok(secret, header("x-hub-signature-256"), &body) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "X-Hub-Signature-256 is missing or does not match",
+        );
+    }
+    let delivery = header("x-github-delivery").unwrap_or_default().to_owned();
+    let event = header("x-github-event").unwrap_or_default();
+    let recorded = match event {
+        "pull_request" => {
+            let e: PullRequestEvent = match serde_json::from_slice(&body) {
+                Ok(e) => e,
+                Err(err) => {
+                    return refuse(
+                        StatusCode::BAD_REQUEST,
+                        format!("pull_request payload: {err}"),
+                    );
+                }
+            };
+            let pr = &e.pull_request;
+            if e.action != "closed" || !pr.merged {
+                return answer(
+                    StatusCode::OK,
+                    serde_json::json!({ "ignored": "not a merged pull request" }),
+                );
+            }
+            let Some(sha) = pr.merge_commit_sha.as_deref() else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "pull_request.merge_commit_sha is missing",
+                );
+            };
+            let service = match hooks.service_of(&e.repository).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return answer(
+                        StatusCode::OK,
+                        serde_json::json!({ "ignored": format!("no service has repository {}", e.repository.full_name) }),
+                    );
+                }
+                Err(err) => return refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            };
+            let spec = ChangeSpec {
+                service,
+                authored_at: Some(pr.created_at),
+                committed_at: pr.created_at,
+                merged_at: pr.merged_at,
+                pr_number: pr.number,
+                pr_url: pr.html_url.clone(),
+                author: pr
+                    .user
+                    .as_ref()
+                    .map(|u| u.login.clone())
+                    .unwrap_or_default(),
+                title: pr.title.chars().take(500).collect(),
+            };
+            match hooks
+                .record_change(format!("github:{delivery}:{sha}"), sha, spec)
+                .await
+            {
+                Ok(new) => usize::from(new),
+                Err(r) => return r,
+            }
+        }
+        "push" => {
+            let e: PushEvent = match serde_json::from_slice(&body) {
+                Ok(e) => e,
+                Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("push payload: {err}")),
+            };
+            let default = format!("refs/heads/{}", e.repository.default_branch);
+            if e.git_ref != default {
+                return answer(
+                    StatusCode::OK,
+                    serde_json::json!({ "ignored": format!("{} is not the default branch", e.git_ref) }),
+                );
+            }
+            let service = match hooks.service_of(&e.repository).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    return answer(
+                        StatusCode::OK,
+                        serde_json::json!({ "ignored": format!("no service has repository {}", e.repository.full_name) }),
+                    );
+                }
+                Err(err) => return refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            };
+            let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
+            let mut new = 0;
+            for c in e.commits.iter().filter(|c| c.distinct != Some(false)) {
+                let spec = ChangeSpec {
+                    service: service.clone(),
+                    authored_at: None,
+                    committed_at: c.timestamp,
+                    merged_at: merged_at.map(|m| m.max(c.timestamp)),
+                    pr_number: 0,
+                    pr_url: c.url.clone(),
+                    author: c
+                        .author
+                        .as_ref()
+                        .map(|a| a.username.clone().unwrap_or_else(|| a.name.clone()))
+                        .unwrap_or_default(),
+                    title: c
+                        .message
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .chars()
+                        .take(500)
+                        .collect(),
+                };
+                match hooks
+                    .record_change(format!("github:{delivery}:{}", c.id), &c.id, spec)
+                    .await
+                {
+                    Ok(n) => new += usize::from(n),
+                    Err(r) => return r,
+                }
+            }
+            new
+        }
+        "ping" => return answer(StatusCode::OK, serde_json::json!({ "pong": true })),
+        other => {
+            return answer(
+                StatusCode::OK,
+                serde_json::json!({ "ignored": format!("event {other:?} is not used") }),
+            );
+        }
+    };
+    answer(StatusCode::OK, serde_json::json!({ "recorded": recorded }))
+}
+
+/// The body of Paved's Argo CD notification template (README).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ArgoNotification {
+    /// `on-deployed` or `on-sync-failed`.
+    trigger: String,
+    app: String,
+    #[serde(default)]
+    service: String,
+    #[serde(default)]
+    environment: String,
+    revision: String,
+    #[serde(default)]
+    phase: String,
+    #[serde(default)]
+    health: String,
+    #[serde(default)]
+    message: String,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+}
+
+impl Webhooks {
+    /// Service and environment of an Argo CD application: as given, else
+    /// as Paved last deployed it, else `<service>-<environment>`.
+    async fn target_of(&self, n: &ArgoNotification) -> Result<Option<(Name, Name)>, sqlx::Error> {
+        if let (Ok(s), Ok(e)) = (Name::parse(&n.service), Name::parse(&n.environment)) {
+            return Ok(Some((s, e)));
+        }
+        let known: Option<(String, String)> = sqlx::query_as(
+            "SELECT service, environment FROM delivery_deployments WHERE application = $1
+              ORDER BY requested_at DESC LIMIT 1",
+        )
+        .bind(&n.app)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some((s, e)) = known {
+            return Ok(Name::parse(&s).ok().zip(Name::parse(&e).ok()));
+        }
+        let Some((service, env)) = n.app.rsplit_once('-') else {
+            return Ok(None);
+        };
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM catalog_services WHERE name = $1)")
+                .bind(service)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(exists
+            .then(|| Name::parse(service).ok().zip(Name::parse(env).ok()))
+            .flatten())
+    }
+
+    /// Did Paved itself run this operation?
+    async fn ran_by_paved(&self, n: &ArgoNotification) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM delivery_deployments
+                 WHERE source = 'paved' AND application = $1
+                   AND (revision = $2 OR deployed_revision = $2)
+                   AND started_at <= $4 AND coalesce(finished_at, $4) >= $3 - interval '1 minute')",
+        )
+        .bind(&n.app)
+        .bind(&n.revision)
+        .bind(n.started_at)
+        .bind(n.finished_at)
+        .fetch_one(&self.pool)
+        .await
+    }
+}
+
+async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = hooks.argocd_token.as_deref() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PAVED_ARGOCD_WEBHOOK_TOKEN is not set",
+        );
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "Authorization: Bearer <PAVED_ARGOCD_WEBHOOK_TOKEN> is missing or wrong",
+        );
+    }
+    let n: ArgoNotification = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("notification: {e}")),
+    };
+    let succeeded = match n.trigger.as_str() {
+        "on-deployed" => true,
+        "on-sync-failed" => false,
+        other => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("trigger {other:?}: expected on-deployed or on-sync-failed"),
+            );
+        }
+    };
+    match hooks.ran_by_paved(&n).await {
+        Ok(true) => {
+            return answer(
+                StatusCode::OK,
+                serde_json::json!({ "ignored": "a deployment Paved ran" }),
+            );
+        }
+        Ok(false) => {}
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+    let (service, environment) = match hooks.target_of(&n).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return answer(
+                StatusCode::OK,
+                serde_json::json!({ "ignored": format!("no service for application {}", n.app) }),
+            );
+        }
+        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    };
+    let request_id = format!(
+        "argocd-notification:{}:{}:{}",
+        n.app,
+        n.revision,
+        n.finished_at.timestamp()
+    );
+    let id = derived_id("d", &request_id);
+    let command = DeploymentCommand::Record {
+        target: Target {
+            service,
+            environment,
+            revision: n.revision.clone(),
+            commits: Vec::new(),
+            rollback_of: None,
+        },
+        source: "argocd-notification".to_owned(),
+        started_at: n.started_at,
+        outcome: Outcome {
+            succeeded,
+            revision: n.revision.clone(),
+            phase: n.phase.clone(),
+            health: n.health.clone(),
+            message: n.message.chars().take(2000).collect(),
+            finished_at: n.finished_at,
+        },
+    };
+    let meta = CommandMeta::new(request_id, Principal::admin("webhook:argocd"));
+    match hooks
+        .executor
+        .execute::<Option<Deployment>>(&id, &command, &meta)
+        .await
+    {
+        Ok(done) => answer(
+            StatusCode::OK,
+            serde_json::json!({
+                "recorded": if done.replayed { 0 } else { done.events },
+                "deployment": id.as_str()
+            }),
+        ),
+        Err(ExecuteError::Rejected(r)) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}

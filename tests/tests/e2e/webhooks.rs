@@ -1,0 +1,293 @@
+//! GitHub and Argo CD notification webhooks: signatures, payloads, replays.
+
+use hmac::{Hmac, Mac};
+use paved::Roles;
+use paved_sdk::pb;
+use sha2::Sha256;
+
+use crate::helpers::{TestApp, fixtures, spawn_configured};
+
+const SECRET: &str = "It's a Secret to Everybody";
+const ARGO_TOKEN: &str = "argo-notifications-token";
+
+async fn app() -> TestApp {
+    let app = spawn_configured(Roles::ALL, |s| {
+        s.github_webhook_secret = Some(SECRET.into());
+        s.argocd_webhook_token = Some(ARGO_TOKEN.into());
+    })
+    .await;
+    app.client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    let mut ledger = fixtures::service("ledger", "payments");
+    let spec = ledger.spec.as_mut().unwrap();
+    spec.annotations
+        .insert("github.com/project-slug".into(), "acme/ledger".into());
+    let done = app.client.register_service(ledger).await.unwrap();
+    // Webhooks read the catalog: wait until it has the service.
+    app.client
+        .at(done.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap();
+    app
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+async fn post(
+    app: &TestApp,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut r = reqwest::Client::new()
+        .post(format!("http://{}{path}", app.webhook_addr.unwrap()))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or_default())
+}
+
+fn merged_pr(sha: &str) -> String {
+    serde_json::json!({
+        "action": "closed",
+        "number": 42,
+        "pull_request": {
+            "number": 42,
+            "html_url": "https://github.com/acme/ledger/pull/42",
+            "title": "Faster ledger reconciliation",
+            "merged": true,
+            "merged_at": "2026-11-20T15:00:00Z",
+            "merge_commit_sha": sha,
+            "created_at": "2026-11-19T09:00:00Z",
+            "user": { "login": "octocat" }
+        },
+        "repository": {
+            "full_name": "acme/ledger",
+            "html_url": "https://github.com/acme/ledger",
+            "default_branch": "main"
+        }
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_signatures_are_checked_and_a_replayed_delivery_records_once() {
+    let app = app().await;
+    let body = merged_pr(&"a1".repeat(20));
+    let gh = |sig: Option<String>, delivery: &str| {
+        let mut h = vec![
+            ("x-github-event", "pull_request".to_owned()),
+            ("x-github-delivery", delivery.to_owned()),
+        ];
+        if let Some(s) = sig {
+            h.push(("x-hub-signature-256", s));
+        }
+        h
+    };
+    let before = app.last_sequence().await;
+    let other_body = merged_pr(&"b2".repeat(20));
+    let good = sign(SECRET, body.as_bytes());
+    let refused = [
+        ("no signature", None),
+        ("wrong secret", Some(sign("guess", body.as_bytes()))),
+        (
+            "signature of another body",
+            Some(sign(SECRET, other_body.as_bytes())),
+        ),
+        ("sha1 prefix", Some(good.replace("sha256=", "sha1="))),
+        ("not hex", Some("sha256=zz".to_owned())),
+        ("truncated", Some(good[..good.len() - 2].to_owned())),
+    ];
+    for (label, sig) in refused {
+        let (status, _) = post(&app, "/webhooks/github", &gh(sig, "d-1"), &body).await;
+        assert_eq!(status, 401, "{label}");
+    }
+    assert_eq!(app.last_sequence().await, before, "refusals record nothing");
+
+    let (status, answer) = post(
+        &app,
+        "/webhooks/github",
+        &gh(Some(good.clone()), "d-1"),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let after = app.last_sequence().await;
+    // GitHub redelivers the same delivery: nothing new.
+    let (status, answer) = post(&app, "/webhooks/github", &gh(Some(good), "d-1"), &body).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(0)),
+        "{answer}"
+    );
+    assert_eq!(app.last_sequence().await, after);
+
+    // Signed but malformed: 400 with the reason.
+    let bad = r#"{"action": "closed", "pull_request": {"number": "x"}}"#;
+    let (status, answer) = post(
+        &app,
+        "/webhooks/github",
+        &gh(Some(sign(SECRET, bad.as_bytes())), "d-2"),
+        bad,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("pull_request payload"),
+        "{answer}"
+    );
+
+    // A push to the default branch: one change per commit; another branch: nothing.
+    let push = |git_ref: &str| {
+        serde_json::json!({
+            "ref": git_ref,
+            "commits": [
+                {"id": "c3".repeat(20), "message": "Fix rounding\n\nDetails", "timestamp": "2026-11-21T10:00:00Z",
+                 "author": {"name": "Mona", "username": "mona"}, "url": "https://github.com/acme/ledger/commit/c3"},
+                {"id": "d4".repeat(20), "message": "Bump deps", "timestamp": "2026-11-21T10:05:00Z",
+                 "author": {"name": "Mona", "username": "mona"}, "url": "https://github.com/acme/ledger/commit/d4"}
+            ],
+            "head_commit": {"id": "d4".repeat(20), "message": "Bump deps", "timestamp": "2026-11-21T10:05:00Z"},
+            "repository": {"full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"}
+        })
+        .to_string()
+    };
+    let on = |body: &str, delivery: &str| {
+        vec![
+            ("x-github-event", "push".to_owned()),
+            ("x-github-delivery", delivery.to_owned()),
+            ("x-hub-signature-256", sign(SECRET, body.as_bytes())),
+        ]
+    };
+    let main = push("refs/heads/main");
+    let (status, answer) = post(&app, "/webhooks/github", &on(&main, "d-3"), &main).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(2)),
+        "{answer}"
+    );
+    let feature = push("refs/heads/feature");
+    let (status, answer) = post(&app, "/webhooks/github", &on(&feature, "d-4"), &feature).await;
+    assert_eq!(status, 200);
+    assert!(answer["ignored"].is_string(), "{answer}");
+
+    // Once the delivery projection has caught up with the log:
+    let seq = app.last_sequence().await;
+    app.client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+    let changes: Vec<(String, String, String, i64)> =
+        sqlx::query_as("SELECT sha, service, author, pr_number FROM delivery_changes ORDER BY sha")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    let expected = [
+        (
+            "a1".repeat(20),
+            "ledger".to_owned(),
+            "octocat".to_owned(),
+            42,
+        ),
+        ("c3".repeat(20), "ledger".to_owned(), "mona".to_owned(), 0),
+        ("d4".repeat(20), "ledger".to_owned(), "mona".to_owned(), 0),
+    ];
+    assert_eq!(changes, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_notifications_record_deployments_made_outside_paved() {
+    let app = app().await;
+    let note = |trigger: &str, revision: &str| {
+        serde_json::json!({
+            "trigger": trigger,
+            "app": "ledger-production",
+            "revision": revision,
+            "phase": if trigger == "on-deployed" { "Succeeded" } else { "Failed" },
+            "health": "Healthy",
+            "message": "successfully synced",
+            "startedAt": "2026-11-21T11:00:00Z",
+            "finishedAt": "2026-11-21T11:02:00Z"
+        })
+        .to_string()
+    };
+    let bearer = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    let body = note("on-deployed", "9f8e7d6");
+    let (status, _) = post(&app, "/webhooks/argocd", &bearer("wrong"), &body).await;
+    assert_eq!(status, 401);
+    let (status, _) = post(&app, "/webhooks/argocd", &[], &body).await;
+    assert_eq!(status, 401);
+    let (status, answer) = post(&app, "/webhooks/argocd", &bearer(ARGO_TOKEN), &body).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let (status, answer) = post(&app, "/webhooks/argocd", &bearer(ARGO_TOKEN), &body).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(0)),
+        "a replay: {answer}"
+    );
+    let failed = note("on-sync-failed", "1a2b3c4");
+    let (status, _) = post(&app, "/webhooks/argocd", &bearer(ARGO_TOKEN), &failed).await;
+    assert_eq!(status, 200);
+    let (status, answer) = post(
+        &app,
+        "/webhooks/argocd",
+        &bearer(ARGO_TOKEN),
+        "{\"app\": 1}",
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+
+    let seq = app.last_sequence().await;
+    let listed = app
+        .client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest {
+            service: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen: Vec<(&str, &str, &str, bool)> = listed
+        .iter()
+        .map(|d| {
+            let t = d.target.as_ref().unwrap();
+            (
+                t.environment.as_str(),
+                t.revision.as_str(),
+                d.source.as_str(),
+                d.outcome.as_ref().unwrap().succeeded,
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            ("production", "1a2b3c4", "argocd-notification", false),
+            ("production", "9f8e7d6", "argocd-notification", true),
+        ]
+    );
+}
