@@ -442,6 +442,32 @@ pub struct Facts {
     pub incidents: Vec<IncidentFact>,
 }
 
+impl Facts {
+    /// The facts of some services only.
+    pub fn restrict(&self, services: &std::collections::HashSet<&str>) -> Facts {
+        Facts {
+            deployments: self
+                .deployments
+                .iter()
+                .filter(|d| services.contains(d.service.as_str()))
+                .cloned()
+                .collect(),
+            changes: self
+                .changes
+                .iter()
+                .filter(|c| services.contains(c.service.as_str()))
+                .cloned()
+                .collect(),
+            incidents: self
+                .incidents
+                .iter()
+                .filter(|i| i.services.iter().any(|s| services.contains(s.as_str())))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
 /// Loads the facts of `scope` (all services when `None`) for `window`.
 pub async fn load_facts(
     pool: &PgPool,
@@ -474,8 +500,8 @@ pub async fn load_facts(
         },
     )
     .collect();
-    let changes = sqlx::query_as::<_, (DateTime<Utc>, DateTime<Utc>)>(
-        "SELECT committed_at, deployed_at FROM delivery_changes
+    let changes = sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(
+        "SELECT service, committed_at, deployed_at FROM delivery_changes
           WHERE deployed_at >= $1 AND deployed_at < $2 AND ($3 OR service = ANY($4))",
     )
     .bind(window.from)
@@ -485,7 +511,8 @@ pub async fn load_facts(
     .fetch_all(pool)
     .await?
     .into_iter()
-    .map(|(committed_at, deployed_at)| ChangeFact {
+    .map(|(service, committed_at, deployed_at)| ChangeFact {
+        service,
         committed_at,
         deployed_at,
     })

@@ -42,6 +42,7 @@ pub struct DeploymentFact {
 /// A change that reached production.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChangeFact {
+    pub service: String,
     pub committed_at: DateTime<Utc>,
     pub deployed_at: DateTime<Utc>,
 }
@@ -431,6 +432,7 @@ mod tests {
 
     fn change(committed: &str, deployed: &str) -> ChangeFact {
         ChangeFact {
+            service: "a".into(),
             committed_at: t(committed),
             deployed_at: t(deployed),
         }

@@ -30,6 +30,20 @@ struct SurveyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoraLabels {
+    /// organisation, team or service.
+    scope: String,
+    name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoraQuantileLabels {
+    scope: String,
+    name: String,
+    quantile: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -42,7 +56,12 @@ pub struct Sources {
     pub survey_min_group: u32,
     pub commands: Option<CommandCounters>,
     pub projections: Vec<watch::Receiver<ProjectionStatus>>,
+    /// DORA's incident attribution window.
+    pub dora_attribution: chrono::Duration,
 }
+
+/// The window of the DORA gauges.
+pub const DORA_WINDOW_DAYS: i64 = 30;
 
 /// Renders the current values. Counters come from monotonic sources, so a
 /// fresh registry per scrape is exact.
@@ -119,6 +138,7 @@ pub async fn render(sources: &Sources) -> String {
         decode_errors,
     );
     surveys(&mut registry, sources).await;
+    dora(&mut registry, sources).await;
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         tracing::error!(error = %e, "cannot encode metrics");
@@ -169,6 +189,137 @@ async fn surveys(registry: &mut Registry, sources: &Sources) {
         mean,
     );
     registry.register("survey_responses", "Responses to a survey", responses);
+}
+
+/// The DORA figures of the last [`DORA_WINDOW_DAYS`] days for the whole
+/// organisation, each team and each service with deployments.
+async fn dora(registry: &mut Registry, sources: &Sources) {
+    use paved_api::delivery::{Facts, Scope, load_facts, report};
+    use std::collections::{BTreeMap, HashSet};
+    type F = Family<DoraLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+    type Q = Family<DoraQuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+    let now = chrono::Utc::now();
+    let window = paved_domain::dora::Window {
+        from: now - chrono::Duration::days(DORA_WINDOW_DAYS),
+        to: now,
+    };
+    let owners: Vec<(String, String)> =
+        match sqlx::query_as("SELECT name, owner FROM catalog_services")
+            .fetch_all(&sources.pool)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the catalog for /metrics");
+                return;
+            }
+        };
+    let facts = match load_facts(&sources.pool, None, window).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read delivery facts for /metrics");
+            return;
+        }
+    };
+    let mut scopes: Vec<(DoraLabels, Facts)> = Vec::new();
+    let mut teams: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
+    for (service, owner) in &owners {
+        teams.entry(owner).or_default().insert(service);
+    }
+    let deployed: HashSet<&str> = facts
+        .deployments
+        .iter()
+        .map(|d| d.service.as_str())
+        .collect();
+    for (team, services) in &teams {
+        scopes.push((
+            DoraLabels {
+                scope: "team".into(),
+                name: (*team).to_owned(),
+            },
+            facts.restrict(services),
+        ));
+    }
+    for service in deployed {
+        scopes.push((
+            DoraLabels {
+                scope: "service".into(),
+                name: service.to_owned(),
+            },
+            facts.restrict(&HashSet::from([service])),
+        ));
+    }
+    let (frequency, cfr, rework, deployments) =
+        (F::default(), F::default(), F::default(), F::default());
+    let (lead, restore) = (Q::default(), Q::default());
+    let org = DoraLabels {
+        scope: "organisation".into(),
+        name: "all".into(),
+    };
+    for (labels, facts) in std::iter::once((org, facts)).chain(scopes) {
+        let r = report(
+            &Scope::Organisation,
+            &facts,
+            window,
+            sources.dora_attribution,
+            false,
+        );
+        frequency.get_or_create(&labels).set(r.deployments_per_day);
+        deployments
+            .get_or_create(&labels)
+            .set(f64::from(r.finished_deployments));
+        if let Some(x) = r.change_failure_rate {
+            cfr.get_or_create(&labels).set(x);
+        }
+        if let Some(x) = r.rework_rate {
+            rework.get_or_create(&labels).set(x);
+        }
+        let q = |family: &Q, s: Option<paved_proto::v1::DoraSpread>| {
+            if let Some(s) = s {
+                for (quantile, v) in [("0.5", s.median_hours), ("0.9", s.p90_hours)] {
+                    family
+                        .get_or_create(&DoraQuantileLabels {
+                            scope: labels.scope.clone(),
+                            name: labels.name.clone(),
+                            quantile: quantile.into(),
+                        })
+                        .set(v);
+                }
+            }
+        };
+        q(&lead, r.lead_time);
+        q(&restore, r.time_to_restore);
+    }
+    registry.register(
+        "dora_deployments_per_day",
+        "Successful production deployments per day over the last 30 days",
+        frequency,
+    );
+    registry.register(
+        "dora_production_deployments",
+        "Finished production deployments over the last 30 days",
+        deployments,
+    );
+    registry.register(
+        "dora_lead_time_hours",
+        "Lead time for changes (commit to production) over the last 30 days, by quantile",
+        lead,
+    );
+    registry.register(
+        "dora_change_failure_ratio",
+        "Change failure rate (0..1) over the last 30 days",
+        cfr,
+    );
+    registry.register(
+        "dora_time_to_restore_hours",
+        "Time to restore (incident start to resolution) over the last 30 days, by quantile",
+        restore,
+    );
+    registry.register(
+        "dora_rework_ratio",
+        "Share of production deployments fixing a previous failure, last 30 days",
+        rework,
+    );
 }
 
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {

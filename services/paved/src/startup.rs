@@ -286,6 +286,7 @@ impl Application {
                 survey_min_group: self.settings.survey_min_group,
                 commands: counters.clone(),
                 projections: self.statuses.clone(),
+                dora_attribution: self.settings.dora_attribution(),
             };
             tasks.spawn(crate::metrics::serve(listener, sources, shutdown.clone()));
         }
