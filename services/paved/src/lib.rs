@@ -7,12 +7,14 @@
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
 //!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
 //! - [`bench`]: `paved bench`, the benchmark with its raw references.
+//! - [`demo`]: `paved demo techflow`, the seed's before/after reproduced.
 //! - [`cli`]: the command line: `serve`, `api`, `worker`, `migrate`,
 //!   `replay`, `token`, and the client verbs (`catalog`, `team`).
 
 pub mod bench;
 pub mod cli;
 pub mod db;
+pub mod demo;
 pub mod metrics;
 pub mod settings;
 pub mod startup;

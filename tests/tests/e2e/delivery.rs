@@ -385,3 +385,44 @@ async fn bad_delivery_input_is_refused_with_the_field_and_appends_nothing() {
         .unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
+    let app = spawn_app().await;
+    let t = paved::demo::techflow(&app.client, 42, 32).await.unwrap();
+    let (b, a) = (&t.before, &t.after);
+    // Shaped like the seed: 1-2 deploys a week per team before, 3-5 a day after.
+    let per_team_week = b.deployments_per_day / 5.0 * 7.0;
+    assert!((1.0..=2.0).contains(&per_team_week), "{per_team_week}");
+    assert!((3.0..=5.0).contains(&(a.deployments_per_day / 5.0)));
+    let (lb, la) = (b.lead_time.unwrap(), a.lead_time.unwrap());
+    assert!((120.0..=168.0).contains(&lb.median_hours), "{lb:?}");
+    assert!((4.0..=6.0).contains(&la.median_hours), "{la:?}");
+    let (cb, ca) = (
+        b.change_failure_rate.unwrap(),
+        a.change_failure_rate.unwrap(),
+    );
+    assert!(
+        (0.22..=0.34).contains(&cb) && (0.05..=0.11).contains(&ca),
+        "{cb} {ca}"
+    );
+    let (rb, ra) = (b.time_to_restore.unwrap(), a.time_to_restore.unwrap());
+    assert_eq!((rb.count, ra.count), (16, 4), "4 incidents a month, then 1");
+    assert!((4.0..=6.0).contains(&rb.median_hours) && ra.median_hours < 1.0);
+    assert_eq!(
+        [
+            b.frequency_level.as_str(),
+            b.lead_time_level.as_str(),
+            b.change_failure_level.as_str(),
+            a.frequency_level.as_str(),
+            a.lead_time_level.as_str(),
+            a.time_to_restore_level.as_str()
+        ],
+        ["high", "high", "low", "elite", "elite", "elite"]
+    );
+    // The same seed again: nothing new is appended, the figures are the same.
+    let last = app.last_sequence().await;
+    let again = paved::demo::techflow(&app.client, 42, 32).await.unwrap();
+    assert_eq!(app.last_sequence().await, last);
+    assert_eq!((&again.before, &again.after), (&t.before, &t.after));
+}

@@ -22,11 +22,11 @@ pub struct ClientArgs {
     token: Option<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
-    pub(super) output: Output,
+    pub(crate) output: Output,
 }
 
 impl ClientArgs {
-    pub(super) async fn connect(&self) -> anyhow::Result<Client> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
         let token = self
             .token
             .as_deref()
@@ -675,7 +675,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
 }
 
 /// Adds the field violations to an error's message.
-pub(super) fn explain(e: paved_sdk::Error) -> anyhow::Error {
+pub(crate) fn explain(e: paved_sdk::Error) -> anyhow::Error {
     let violations = e.field_violations();
     if violations.is_empty() {
         return e.into();

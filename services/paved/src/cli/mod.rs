@@ -2,7 +2,8 @@
 
 mod admin;
 pub mod audit;
-mod catalog;
+pub(crate) mod catalog;
+pub(crate) mod delivery;
 pub mod output;
 mod survey;
 
@@ -52,8 +53,23 @@ enum Command {
     Team(catalog::TeamArgs),
     /// Developer surveys: create, answer (anonymously), results (client verbs).
     Survey(survey::SurveyArgs),
+    /// Deploy a service's revision through Argo CD (`--wait` follows it).
+    Deploy(delivery::DeployArgs),
+    /// Roll a deployment back to the revision deployed before it.
+    Rollback(delivery::RollbackArgs),
+    /// Deployments: list and show.
+    Deployments(delivery::DeploymentsArgs),
+    /// Incidents: open, link to the deployment that caused them, resolve.
+    Incident(delivery::IncidentArgs),
+    /// Changes (commits) on their way to production.
+    Change(delivery::ChangeArgs),
+    /// The four DORA keys (and rework rate) with performance levels.
+    Dora(delivery::DoraArgs),
     /// Read the log: who did what when, exports, the state at a time.
     Audit(audit::AuditArgs),
+    /// Load a case study's organisation and history through the API and
+    /// print its DORA figures (`techflow`: the seed's before/after).
+    Demo(crate::demo::DemoArgs),
     /// Measure Paved against the machine's raw limits (its own stream and database).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -89,6 +105,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Team(a) => catalog::team(a).await,
         Command::Survey(a) => survey::survey(a).await,
         Command::Audit(a) => audit::audit(a).await,
+        Command::Deploy(a) => delivery::deploy(a).await,
+        Command::Rollback(a) => delivery::rollback(a).await,
+        Command::Deployments(a) => delivery::deployments(a).await,
+        Command::Incident(a) => delivery::incident(a).await,
+        Command::Change(a) => delivery::change(a).await,
+        Command::Dora(a) => delivery::dora(a).await,
+        Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
     }
 }
