@@ -420,6 +420,17 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
         ],
         ["high", "high", "low", "elite", "elite", "elite"]
     );
+    // Live batches (of whatever sizes) and a replay in big batches agree.
+    let (_, checks) = paved_workers::runtime::check(
+        &paved_workers::projections::DeliveryProjection,
+        &app.pool,
+        &app.log,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(checks.len(), 3);
+    assert!(checks.iter().all(|c| !c.drifted() && c.live_rows > 0), "{checks:?}");
     // The same seed again: nothing new is appended, the figures are the same.
     let last = app.last_sequence().await;
     let again = paved::demo::techflow(&app.client, 42, 32).await.unwrap();

@@ -1,17 +1,23 @@
 //! The delivery projection: `delivery_deployments`, `delivery_changes` and
 //! `delivery_incidents`, the facts `MetricsService` computes DORA from.
 //!
-//! Which changes a deployment ships (lead time): when a production
-//! deployment succeeds, it ships the changes it lists; one that lists none
-//! ships every change of its service merged (else committed) at or before
-//! its finish that no earlier production deployment shipped. A change
-//! recorded after a deployment that listed it is matched when it arrives.
+//! Which deployment ships a change (lead time): the earliest-finished
+//! successful production deployment of its service that finished after the
+//! change was committed and either lists the change's SHA, or lists no
+//! commits at all and finished after the change was merged (else
+//! committed). The rule depends only on the facts, not on the order they
+//! arrive in, so a batch recomputes the changes it can affect and a replay
+//! gives the same rows as live processing, whatever the batch sizes.
+//!
+//! A batch costs a handful of statements: deployments are folded in memory
+//! (one insert for new ones, one update for the rest), changes are inserted
+//! in one statement, then the affected changes' deployments are recomputed.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use paved_domain::Event;
-use paved_domain::delivery::{
-    ChangeEvent, DeploymentEvent, IncidentEvent, Outcome, PRODUCTION, Target,
-};
+use paved_domain::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent, Outcome};
 use paved_eventlog::StoredCommit;
 use sqlx::PgConnection;
 
@@ -20,192 +26,344 @@ use crate::runtime::{Projection, ProjectionError};
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DeliveryProjection;
 
+/// A deployment row being built from this batch's events.
+#[derive(Default)]
+struct Row {
+    /// Set when the batch holds the deployment's first event.
+    created: Option<Created>,
+    status: Option<&'static str>,
+    application: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    phase: Option<String>,
+    health: Option<String>,
+    message: Option<String>,
+    deployed_revision: Option<String>,
+    last_sequence: i64,
+}
+
+struct Created {
+    service: String,
+    environment: String,
+    revision: String,
+    commits: Vec<String>,
+    rollback_of: Option<String>,
+    source: String,
+    requested_at: DateTime<Utc>,
+    requested_by: String,
+}
+
+impl Row {
+    fn finish(&mut self, o: &Outcome) {
+        self.status = Some(if o.succeeded { "succeeded" } else { "failed" });
+        self.finished_at = Some(o.finished_at);
+        self.phase = Some(o.phase.clone());
+        self.health = Some(o.health.clone());
+        self.message = Some(o.message.clone());
+        self.deployed_revision = Some(o.revision.clone());
+    }
+}
+
 impl Projection for DeliveryProjection {
     const NAME: &'static str = paved_eventlog::readmodel::DELIVERY;
     const CONTEXT: Option<&'static str> = Some("delivery");
-    const TABLES: &'static [&'static str] = &[
-        "delivery_deployments",
-        "delivery_changes",
-        "delivery_incidents",
-    ];
+    const TABLES: &'static [&'static str] =
+        &["delivery_deployments", "delivery_changes", "delivery_incidents"];
 
     async fn apply(
         &self,
         conn: &mut PgConnection,
         batch: &[StoredCommit],
     ) -> Result<(), ProjectionError> {
+        let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+        let mut changes = Changes::default();
+        // Services whose changes' shipping may change, and from when.
+        let mut services: BTreeSet<String> = BTreeSet::new();
+        let mut earliest: Option<DateTime<Utc>> = None;
         for stored in batch {
             let c = &stored.commit;
             let seq = stored.sequence as i64;
             let id = c.aggregate_id.as_str();
             for event in &c.events {
                 match event {
-                    Event::Deployment(e) => deployment(conn, id, &c.principal, seq, e).await?,
+                    Event::Deployment(e) => {
+                        let row = rows.entry(id.to_owned()).or_default();
+                        row.last_sequence = seq;
+                        match e {
+                            DeploymentEvent::Requested {
+                                target,
+                                requested_at,
+                                ..
+                            }
+                            | DeploymentEvent::Recorded {
+                                target,
+                                started_at: requested_at,
+                                ..
+                            } => {
+                                let source = match e {
+                                    DeploymentEvent::Recorded { source, .. } => source.clone(),
+                                    _ => "paved".to_owned(),
+                                };
+                                row.created = Some(Created {
+                                    service: target.service.to_string(),
+                                    environment: target.environment.to_string(),
+                                    revision: target.revision.clone(),
+                                    commits: target.commits.clone(),
+                                    rollback_of: target.rollback_of.as_ref().map(ToString::to_string),
+                                    source,
+                                    requested_at: *requested_at,
+                                    requested_by: c.principal.clone(),
+                                });
+                                row.status = Some("requested");
+                                if let DeploymentEvent::Recorded {
+                                    started_at,
+                                    outcome,
+                                    ..
+                                } = e
+                                {
+                                    row.started_at = Some(*started_at);
+                                    row.finish(outcome);
+                                }
+                            }
+                            DeploymentEvent::Started {
+                                application,
+                                started_at,
+                            } => {
+                                row.status = Some("running");
+                                row.application = Some(application.clone());
+                                row.started_at = Some(*started_at);
+                            }
+                            DeploymentEvent::Succeeded(o) | DeploymentEvent::Failed(o) => {
+                                row.finish(o);
+                            }
+                        }
+                        if let Some(f) = row.finished_at {
+                            earliest = Some(earliest.map_or(f, |e| e.min(f)));
+                        }
+                    }
                     Event::Change(ChangeEvent::Recorded { sha, spec }) => {
-                        sqlx::query(
-                            "INSERT INTO delivery_changes (sha, service, authored_at, committed_at,
-                                 merged_at, pr_number, pr_url, author, title, last_sequence)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                             ON CONFLICT (sha) DO NOTHING",
-                        )
-                        .bind(sha.as_str())
-                        .bind(spec.service.as_str())
-                        .bind(spec.authored_at)
-                        .bind(spec.committed_at)
-                        .bind(spec.merged_at)
-                        .bind(spec.pr_number as i64)
-                        .bind(&spec.pr_url)
-                        .bind(&spec.author)
-                        .bind(&spec.title)
-                        .bind(seq)
-                        .execute(&mut *conn)
-                        .await?;
-                        // Shipped already by a deployment that listed it?
-                        sqlx::query(
-                            "UPDATE delivery_changes c SET deployment = d.id, deployed_at = d.finished_at
-                               FROM (SELECT id, finished_at FROM delivery_deployments
-                                      WHERE service = $2 AND environment = $3 AND status = 'succeeded'
-                                        AND $1 = ANY(commits)
-                                      ORDER BY finished_at LIMIT 1) d
-                              WHERE c.sha = $1 AND c.deployment IS NULL",
-                        )
-                        .bind(sha.as_str())
-                        .bind(spec.service.as_str())
-                        .bind(PRODUCTION)
-                        .execute(&mut *conn)
-                        .await?;
+                        services.insert(spec.service.to_string());
+                        changes.push(seq, sha.as_str(), spec);
                     }
                     Event::Incident(e) => incident(conn, id, seq, e).await?,
                     _ => {}
                 }
             }
         }
+        insert_deployments(conn, &rows).await?;
+        update_deployments(conn, &rows).await?;
+        changes.insert(conn).await?;
+        // The services of finished deployments: from this batch, or their rows.
+        let finished: Vec<&str> = rows
+            .iter()
+            .filter(|(_, r)| r.finished_at.is_some())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !finished.is_empty() {
+            let of: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT service FROM delivery_deployments WHERE id = ANY($1)",
+            )
+            .bind(&finished)
+            .fetch_all(&mut *conn)
+            .await?;
+            services.extend(of);
+        }
+        if !services.is_empty() {
+            ship(conn, &services, earliest, &changes.sha).await?;
+        }
         Ok(())
     }
 }
 
-async fn insert_deployment(
+async fn insert_deployments(
     conn: &mut PgConnection,
-    id: &str,
-    target: &Target,
-    source: &str,
-    requested_at: DateTime<Utc>,
-    principal: &str,
-    seq: i64,
+    rows: &BTreeMap<String, Row>,
 ) -> Result<(), ProjectionError> {
+    let new: Vec<(&String, &Row, &Created)> = rows
+        .iter()
+        .filter_map(|(id, r)| r.created.as_ref().map(|c| (id, r, c)))
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    // Arrays of arrays are not rectangular in general: commits go as JSON.
+    let commits: Vec<serde_json::Value> = new.iter().map(|(_, _, c)| serde_json::json!(c.commits)).collect();
     sqlx::query(
         "INSERT INTO delivery_deployments (id, service, environment, revision, commits,
-             rollback_of, source, status, requested_at, requested_by, last_sequence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'requested', $8, $9, $10)
+             rollback_of, source, status, requested_at, started_at, finished_at, application,
+             phase, health, message, deployed_revision, requested_by, last_sequence)
+         SELECT u.id, u.service, u.environment, u.revision,
+                ARRAY(SELECT jsonb_array_elements_text(u.commits)),
+                u.rollback_of, u.source, u.status, u.requested_at, u.started_at, u.finished_at,
+                u.application, u.phase, u.health, u.message, u.deployed_revision,
+                u.requested_by, u.last_sequence
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[], $6::text[],
+                       $7::text[], $8::text[], $9::timestamptz[], $10::timestamptz[],
+                       $11::timestamptz[], $12::text[], $13::text[], $14::text[], $15::text[],
+                       $16::text[], $17::text[], $18::bigint[])
+             AS u(id, service, environment, revision, commits, rollback_of, source, status,
+                  requested_at, started_at, finished_at, application, phase, health, message,
+                  deployed_revision, requested_by, last_sequence)
          ON CONFLICT (id) DO NOTHING",
     )
-    .bind(id)
-    .bind(target.service.as_str())
-    .bind(target.environment.as_str())
-    .bind(&target.revision)
-    .bind(&target.commits)
-    .bind(target.rollback_of.as_ref().map(|n| n.as_str()))
-    .bind(source)
-    .bind(requested_at)
-    .bind(principal)
-    .bind(seq)
+    .bind(new.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.service.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.environment.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.revision.as_str()).collect::<Vec<_>>())
+    .bind(commits)
+    .bind(new.iter().map(|(_, _, c)| c.rollback_of.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.source.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.status.unwrap_or("requested")).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.requested_at).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.started_at).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.finished_at).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.application.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.phase.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.health.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.message.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.deployed_revision.as_deref()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, _, c)| c.requested_by.as_str()).collect::<Vec<_>>())
+    .bind(new.iter().map(|(_, r, _)| r.last_sequence).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-async fn finish(
+/// Steps of deployments created in earlier batches.
+async fn update_deployments(
     conn: &mut PgConnection,
-    id: &str,
-    o: &Outcome,
-    seq: i64,
+    rows: &BTreeMap<String, Row>,
 ) -> Result<(), ProjectionError> {
-    let row: Option<(String, String, Vec<String>)> = sqlx::query_as(
-        "UPDATE delivery_deployments
-            SET status = $2, finished_at = $3, phase = $4, health = $5, message = $6,
-                deployed_revision = $7, last_sequence = $8
-          WHERE id = $1
-          RETURNING service, environment, commits",
-    )
-    .bind(id)
-    .bind(if o.succeeded { "succeeded" } else { "failed" })
-    .bind(o.finished_at)
-    .bind(&o.phase)
-    .bind(&o.health)
-    .bind(&o.message)
-    .bind(&o.revision)
-    .bind(seq)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some((service, environment, commits)) = row else {
+    let old: Vec<(&String, &Row)> = rows.iter().filter(|(_, r)| r.created.is_none()).collect();
+    if old.is_empty() {
         return Ok(());
-    };
-    if o.succeeded && environment == PRODUCTION {
-        sqlx::query(
-            "UPDATE delivery_changes SET deployment = $1, deployed_at = $2
-              WHERE service = $3 AND deployment IS NULL
-                AND CASE WHEN cardinality($4::text[]) > 0 THEN sha = ANY($4)
-                         ELSE coalesce(merged_at, committed_at) <= $2 END",
-        )
-        .bind(id)
-        .bind(o.finished_at)
-        .bind(&service)
-        .bind(&commits)
-        .execute(&mut *conn)
-        .await?;
     }
+    sqlx::query(
+        "UPDATE delivery_deployments d SET
+             status = coalesce(u.status, d.status),
+             application = coalesce(u.application, d.application),
+             started_at = coalesce(u.started_at, d.started_at),
+             finished_at = coalesce(u.finished_at, d.finished_at),
+             phase = coalesce(u.phase, d.phase),
+             health = coalesce(u.health, d.health),
+             message = coalesce(u.message, d.message),
+             deployed_revision = coalesce(u.deployed_revision, d.deployed_revision),
+             last_sequence = u.last_sequence
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                       $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[])
+             AS u(id, status, application, started_at, finished_at, phase, health, message,
+                  deployed_revision, last_sequence)
+          WHERE d.id = u.id",
+    )
+    .bind(old.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.status).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.application.as_deref()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.started_at).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.finished_at).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.phase.as_deref()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.health.as_deref()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.message.as_deref()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.deployed_revision.as_deref()).collect::<Vec<_>>())
+    .bind(old.iter().map(|(_, r)| r.last_sequence).collect::<Vec<_>>())
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-async fn deployment(
-    conn: &mut PgConnection,
-    id: &str,
-    principal: &str,
-    seq: i64,
-    e: &DeploymentEvent,
-) -> Result<(), ProjectionError> {
-    match e {
-        DeploymentEvent::Requested {
-            target,
-            requested_at,
-            ..
-        } => insert_deployment(conn, id, target, "paved", *requested_at, principal, seq).await,
-        DeploymentEvent::Recorded {
-            target,
-            source,
-            started_at,
-            outcome,
-            ..
-        } => {
-            insert_deployment(conn, id, target, source, *started_at, principal, seq).await?;
-            sqlx::query("UPDATE delivery_deployments SET started_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(started_at)
-                .execute(&mut *conn)
-                .await?;
-            finish(conn, id, outcome, seq).await
-        }
-        DeploymentEvent::Started {
-            application,
-            started_at,
-        } => {
-            sqlx::query(
-                "UPDATE delivery_deployments
-                    SET status = 'running', application = $2, started_at = $3, last_sequence = $4
-                  WHERE id = $1",
-            )
-            .bind(id)
-            .bind(application)
-            .bind(started_at)
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-            Ok(())
-        }
-        DeploymentEvent::Succeeded(o) | DeploymentEvent::Failed(o) => {
-            finish(conn, id, o, seq).await
-        }
+#[derive(Default)]
+struct Changes {
+    seq: Vec<i64>,
+    sha: Vec<String>,
+    service: Vec<String>,
+    authored_at: Vec<Option<DateTime<Utc>>>,
+    committed_at: Vec<DateTime<Utc>>,
+    merged_at: Vec<Option<DateTime<Utc>>>,
+    pr_number: Vec<i64>,
+    pr_url: Vec<String>,
+    author: Vec<String>,
+    title: Vec<String>,
+}
+
+impl Changes {
+    fn push(&mut self, seq: i64, sha: &str, spec: &paved_domain::delivery::ChangeSpec) {
+        self.seq.push(seq);
+        self.sha.push(sha.to_owned());
+        self.service.push(spec.service.to_string());
+        self.authored_at.push(spec.authored_at);
+        self.committed_at.push(spec.committed_at);
+        self.merged_at.push(spec.merged_at);
+        self.pr_number.push(spec.pr_number as i64);
+        self.pr_url.push(spec.pr_url.clone());
+        self.author.push(spec.author.clone());
+        self.title.push(spec.title.clone());
     }
+
+    async fn insert(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.sha.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO delivery_changes (sha, service, authored_at, committed_at, merged_at,
+                 pr_number, pr_url, author, title, last_sequence)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
+                                  $5::timestamptz[], $6::bigint[], $7::text[], $8::text[],
+                                  $9::text[], $10::bigint[])
+             ON CONFLICT (sha) DO NOTHING",
+        )
+        .bind(&self.sha)
+        .bind(&self.service)
+        .bind(&self.authored_at)
+        .bind(&self.committed_at)
+        .bind(&self.merged_at)
+        .bind(&self.pr_number)
+        .bind(&self.pr_url)
+        .bind(&self.author)
+        .bind(&self.title)
+        .bind(&self.seq)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Recomputes which deployment ships each change of `services` that is not
+/// shipped yet, was shipped after `since`, or arrived in this batch.
+async fn ship(
+    conn: &mut PgConnection,
+    services: &BTreeSet<String>,
+    since: Option<DateTime<Utc>>,
+    new: &[String],
+) -> Result<(), ProjectionError> {
+    let services: Vec<&str> = services.iter().map(String::as_str).collect();
+    sqlx::query(
+        "WITH affected AS (
+             SELECT sha, service, committed_at, coalesce(merged_at, committed_at) AS merged
+               FROM delivery_changes
+              WHERE service = ANY($1)
+                AND (deployment IS NULL OR deployed_at >= $2 OR sha = ANY($3))
+         ), chosen AS (
+             SELECT a.sha, d.id, d.finished_at
+               FROM affected a
+               LEFT JOIN LATERAL (
+                   SELECT id, finished_at FROM delivery_deployments d
+                    WHERE d.service = a.service AND d.environment = 'production'
+                      AND d.status = 'succeeded' AND d.finished_at >= a.committed_at
+                      AND ((cardinality(d.commits) = 0 AND d.finished_at >= a.merged)
+                           OR a.sha = ANY(d.commits))
+                    ORDER BY d.finished_at, d.id
+                    LIMIT 1
+               ) d ON true
+         )
+         UPDATE delivery_changes c SET deployment = chosen.id, deployed_at = chosen.finished_at
+           FROM chosen
+          WHERE c.sha = chosen.sha AND c.deployment IS DISTINCT FROM chosen.id",
+    )
+    .bind(&services)
+    .bind(since)
+    .bind(new)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 async fn incident(
