@@ -57,6 +57,10 @@ pub struct BenchArgs {
     /// valid catalog commits.
     #[arg(long, default_value_t = 1_000_000)]
     rebuild_events: u64,
+    /// Delivery events (deployments, changes, incidents over two years,
+    /// 40 teams) for the DORA phase (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    dora_events: u64,
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
@@ -510,6 +514,10 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         ">= 80000 events/s",
     ));
 
+    if a.dora_events > 0 {
+        out.extend(dora_phase(b, a.dora_events).await?);
+    }
+
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
     eprintln!("phase: checkpoint and verify the log");
     let key = paved_workers::checkpoint::signing_key(&b.pool, None).await?;
@@ -782,6 +790,17 @@ async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
             sealed(commit(AggregateKind::Service, name, vec![event], n)),
         ));
     }
+    publish(&js, messages, &bar).await?;
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Publishes messages straight to JetStream, many acks in flight.
+async fn publish(
+    js: &async_nats::jetstream::Context,
+    messages: Vec<(String, Vec<u8>)>,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
     let stream = futures::stream::iter(messages).map(|(subject, payload)| {
         let js = js.clone();
         async move { js.publish(subject, Bytes::from(payload)).await }
@@ -801,6 +820,267 @@ async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
         r?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
     Ok(())
+}
+
+const DORA_TEAMS: usize = 40;
+const DORA_SERVICES_PER_TEAM: usize = 10;
+
+/// Two years of delivery history (`events` events) published straight to
+/// the log, the delivery projection's catch-up, then 90-day team summaries
+/// through `MetricsService`.
+async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
+    use paved_domain::delivery::{
+        ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
+    };
+    use rand::{Rng, SeedableRng};
+    eprintln!("phase: DORA over {events} delivery events");
+    let mut out = Vec::new();
+    // The organisation, through the API (the catalog worker projects it).
+    if b.worker_stop.is_none() {
+        b.start_worker();
+    }
+    let mut last = 0;
+    for t in 0..DORA_TEAMS {
+        let team = format!("dora-team-{t}");
+        b.client
+            .create_team(pb::CreateTeamRequest {
+                name: team.clone(),
+                ..Default::default()
+            })
+            .await?;
+        for s in 0..DORA_SERVICES_PER_TEAM {
+            last = b
+                .client
+                .register_service(pb::RegisterServiceRequest {
+                    name: format!("dora-{t}-{s}"),
+                    owner: team.clone(),
+                    spec: Some(pb::ServiceSpec {
+                        r#type: pb::ServiceType::Service.into(),
+                        lifecycle: pb::Lifecycle::Production.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })
+                .await?
+                .sequence;
+        }
+    }
+    b.client.at(last).get_team("dora-team-0").await?;
+
+    // History: per deployment two changes and the deployment (3 events);
+    // an incident (3 events) every 50 deployments.
+    let now = chrono::Utc::now();
+    let span = chrono::Duration::days(730);
+    let units = events / 3;
+    let prefix = b.log.config().subject_prefix.clone();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut chain: HashMap<String, Vec<u8>> = HashMap::new();
+    let mut messages = Vec::with_capacity(events as usize);
+    let mut seal = |kind: AggregateKind,
+                    id: &str,
+                    events: Vec<paved_domain::Event>,
+                    n: u64|
+     -> anyhow::Result<(String, Vec<u8>)> {
+        let mut c = Commit {
+            kind,
+            aggregate_id: Name::parse(id)?,
+            command_id: format!("dora-{n}"),
+            principal: "bench".into(),
+            occurred_at: now,
+            correlation_id: format!("dora-{n}"),
+            causation_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            reason: String::new(),
+            events,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        };
+        let prev = chain.entry(id.to_owned()).or_default();
+        c.seal(prev);
+        prev.clone_from(&c.hash);
+        Ok((
+            format!("{prefix}.delivery.{}.{id}", kind.type_name()),
+            codec::encode_commit(&c),
+        ))
+    };
+    let mut n = 0u64;
+    let mut produced = 0u64;
+    while produced + 3 <= events && n < units {
+        n += 1;
+        let t = rng.random_range(0..DORA_TEAMS);
+        let service = Name::parse(&format!(
+            "dora-{t}-{}",
+            rng.random_range(0..DORA_SERVICES_PER_TEAM)
+        ))?;
+        let finished = now - span + span * (n as i32) / (units as i32).max(1);
+        let mut commits = Vec::new();
+        for k in 0..2 {
+            let sha = format!("{:032x}{:08x}", rng.random::<u128>(), rng.random::<u32>());
+            let committed = finished - chrono::Duration::minutes(rng.random_range(60..5 * 24 * 60));
+            messages.push(seal(
+                AggregateKind::Change,
+                &sha,
+                vec![
+                    ChangeEvent::Recorded {
+                        sha: Name::parse(&sha)?,
+                        spec: ChangeSpec {
+                            service: service.clone(),
+                            authored_at: None,
+                            committed_at: committed,
+                            merged_at: Some(committed),
+                            pr_number: n * 2 + k,
+                            pr_url: String::new(),
+                            author: "bench".into(),
+                            title: String::new(),
+                        },
+                    }
+                    .into(),
+                ],
+                n,
+            )?);
+            commits.push(sha);
+        }
+        let id = format!("d-bench-{n}");
+        let ok = rng.random_bool(0.9);
+        messages.push(seal(
+            AggregateKind::Deployment,
+            &id,
+            vec![
+                DeploymentEvent::Recorded {
+                    id: Name::parse(&id)?,
+                    target: Target {
+                        service: service.clone(),
+                        environment: Name::parse("production")?,
+                        revision: commits[1].clone(),
+                        commits,
+                        rollback_of: None,
+                    },
+                    source: "bench".into(),
+                    started_at: finished - chrono::Duration::minutes(5),
+                    outcome: Outcome {
+                        succeeded: ok,
+                        finished_at: finished,
+                        ..Outcome::default()
+                    },
+                }
+                .into(),
+            ],
+            n,
+        )?);
+        produced += 3;
+        if n % 50 == 0 && produced + 3 <= events {
+            let inc = format!("inc-bench-{n}");
+            let started = finished + chrono::Duration::minutes(30);
+            messages.push(seal(
+                AggregateKind::Incident,
+                &inc,
+                vec![
+                    IncidentEvent::Opened {
+                        id: Name::parse(&inc)?,
+                        title: "bench".into(),
+                        services: vec![service.clone()],
+                        severity: "sev3".into(),
+                        started_at: started,
+                    }
+                    .into(),
+                    IncidentEvent::Linked {
+                        deployment: Name::parse(&id)?,
+                    }
+                    .into(),
+                    IncidentEvent::Resolved {
+                        resolved_at: started + chrono::Duration::minutes(rng.random_range(20..600)),
+                    }
+                    .into(),
+                ],
+                n,
+            )?);
+            produced += 3;
+        }
+    }
+    let bar = indicatif::ProgressBar::new(messages.len() as u64);
+    publish(&b.log.jetstream().clone(), messages, &bar).await?;
+    bar.finish_and_clear();
+    let to = b.log.last_sequence().await?;
+
+    // The delivery projection catches up from the start of the log.
+    let worker = ProjectionWorker::new(
+        paved_workers::projections::DeliveryProjection,
+        b.pool.clone(),
+        b.log.clone(),
+    );
+    let stop = CancellationToken::new();
+    let started = Instant::now();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move { worker.run(stop).await }
+    });
+    loop {
+        let at: Option<i64> = sqlx::query_scalar(
+            "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
+        )
+        .bind(paved_eventlog::readmodel::DELIVERY)
+        .fetch_optional(&b.pool)
+        .await?;
+        if at.unwrap_or(0) as u64 >= to {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    out.push(figure(
+        &format!(
+            "delivery projection catch-up ({} delivery events)",
+            produced
+        ),
+        produced,
+        started.elapsed(),
+        Vec::new(),
+        "reference (events/s)",
+    ));
+
+    // 90-day summaries of random teams, one at a time.
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for i in 0..200 {
+        let t = Instant::now();
+        b.client
+            .dora(pb::GetDoraRequest {
+                team: format!("dora-team-{}", i % DORA_TEAMS),
+                window_days: 90,
+                ..Default::default()
+            })
+            .await?;
+        latencies.push(t.elapsed());
+    }
+    out.push(figure(
+        "GetDora: 90-day summary of a team (one at a time)",
+        200,
+        started.elapsed(),
+        latencies,
+        "<= 20 ms with 1,000,000 events",
+    ));
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    for _ in 0..20 {
+        let t = Instant::now();
+        b.client
+            .dora(pb::GetDoraRequest {
+                window_days: 90,
+                daily: true,
+                ..Default::default()
+            })
+            .await?;
+        latencies.push(t.elapsed());
+    }
+    out.push(figure(
+        "GetDora: 90-day summary of the organisation with the daily series",
+        20,
+        started.elapsed(),
+        latencies,
+        "reference",
+    ));
+    stop.cancel();
+    task.await.ok();
+    Ok(out)
 }

@@ -430,7 +430,10 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
     .await
     .unwrap();
     assert_eq!(checks.len(), 3);
-    assert!(checks.iter().all(|c| !c.drifted() && c.live_rows > 0), "{checks:?}");
+    assert!(
+        checks.iter().all(|c| !c.drifted() && c.live_rows > 0),
+        "{checks:?}"
+    );
     // The same seed again: nothing new is appended, the figures are the same.
     let last = app.last_sequence().await;
     let again = paved::demo::techflow(&app.client, 42, 32).await.unwrap();

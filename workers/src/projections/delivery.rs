@@ -67,8 +67,11 @@ impl Row {
 impl Projection for DeliveryProjection {
     const NAME: &'static str = paved_eventlog::readmodel::DELIVERY;
     const CONTEXT: Option<&'static str> = Some("delivery");
-    const TABLES: &'static [&'static str] =
-        &["delivery_deployments", "delivery_changes", "delivery_incidents"];
+    const TABLES: &'static [&'static str] = &[
+        "delivery_deployments",
+        "delivery_changes",
+        "delivery_incidents",
+    ];
 
     async fn apply(
         &self,
@@ -109,7 +112,10 @@ impl Projection for DeliveryProjection {
                                     environment: target.environment.to_string(),
                                     revision: target.revision.clone(),
                                     commits: target.commits.clone(),
-                                    rollback_of: target.rollback_of.as_ref().map(ToString::to_string),
+                                    rollback_of: target
+                                        .rollback_of
+                                        .as_ref()
+                                        .map(ToString::to_string),
                                     source,
                                     requested_at: *requested_at,
                                     requested_by: c.principal.clone(),
@@ -187,7 +193,10 @@ async fn insert_deployments(
         return Ok(());
     }
     // Arrays of arrays are not rectangular in general: commits go as JSON.
-    let commits: Vec<serde_json::Value> = new.iter().map(|(_, _, c)| serde_json::json!(c.commits)).collect();
+    let commits: Vec<serde_json::Value> = new
+        .iter()
+        .map(|(_, _, c)| serde_json::json!(c.commits))
+        .collect();
     sqlx::query(
         "INSERT INTO delivery_deployments (id, service, environment, revision, commits,
              rollback_of, source, status, requested_at, started_at, finished_at, application,
@@ -207,23 +216,83 @@ async fn insert_deployments(
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(new.iter().map(|(id, _, _)| id.as_str()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.service.as_str()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.environment.as_str()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.revision.as_str()).collect::<Vec<_>>())
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.service.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.environment.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.revision.as_str())
+            .collect::<Vec<_>>(),
+    )
     .bind(commits)
-    .bind(new.iter().map(|(_, _, c)| c.rollback_of.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.source.as_str()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.status.unwrap_or("requested")).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.requested_at).collect::<Vec<_>>())
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.rollback_of.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.source.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.status.unwrap_or("requested"))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.requested_at)
+            .collect::<Vec<_>>(),
+    )
     .bind(new.iter().map(|(_, r, _)| r.started_at).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.finished_at).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.application.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.phase.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.health.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.message.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.deployed_revision.as_deref()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, _, c)| c.requested_by.as_str()).collect::<Vec<_>>())
-    .bind(new.iter().map(|(_, r, _)| r.last_sequence).collect::<Vec<_>>())
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.finished_at)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.application.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.phase.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.health.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.message.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.deployed_revision.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, _, c)| c.requested_by.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        new.iter()
+            .map(|(_, r, _)| r.last_sequence)
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -257,13 +326,33 @@ async fn update_deployments(
     )
     .bind(old.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
     .bind(old.iter().map(|(_, r)| r.status).collect::<Vec<_>>())
-    .bind(old.iter().map(|(_, r)| r.application.as_deref()).collect::<Vec<_>>())
+    .bind(
+        old.iter()
+            .map(|(_, r)| r.application.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .bind(old.iter().map(|(_, r)| r.started_at).collect::<Vec<_>>())
     .bind(old.iter().map(|(_, r)| r.finished_at).collect::<Vec<_>>())
-    .bind(old.iter().map(|(_, r)| r.phase.as_deref()).collect::<Vec<_>>())
-    .bind(old.iter().map(|(_, r)| r.health.as_deref()).collect::<Vec<_>>())
-    .bind(old.iter().map(|(_, r)| r.message.as_deref()).collect::<Vec<_>>())
-    .bind(old.iter().map(|(_, r)| r.deployed_revision.as_deref()).collect::<Vec<_>>())
+    .bind(
+        old.iter()
+            .map(|(_, r)| r.phase.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        old.iter()
+            .map(|(_, r)| r.health.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        old.iter()
+            .map(|(_, r)| r.message.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        old.iter()
+            .map(|(_, r)| r.deployed_revision.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .bind(old.iter().map(|(_, r)| r.last_sequence).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await?;
