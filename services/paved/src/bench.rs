@@ -970,7 +970,7 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
             n,
         )?);
         produced += 3;
-        if n % 50 == 0 && produced + 3 <= events {
+        if n.is_multiple_of(50) && produced + 3 <= events {
             let inc = format!("inc-bench-{n}");
             let started = finished + chrono::Duration::minutes(30);
             messages.push(seal(
