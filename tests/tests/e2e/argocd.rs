@@ -335,3 +335,29 @@ async fn a_rollback_goes_through_argo_cd_and_counts_as_a_change_failure() {
         (3, 1, 1)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_call_that_times_out_is_not_repeated_once_argo_cd_took_it() {
+    // Argo CD starts the operation but answers after the client's 2 s timeout.
+    let (app, argo) = setup(20).await;
+    argo.add_app("ledger-production", |a| {
+        a.sync_duration = Duration::from_millis(300)
+    });
+    argo.with(|i| i.sync_answer_delay = Duration::from_secs(3));
+    let id = deploy(&app, "v7").await;
+    let d = finished(&app, &id).await;
+    assert!(d.outcome.unwrap().succeeded);
+    assert_eq!(
+        argo.started("ledger-production"),
+        std::slice::from_ref(&id),
+        "one sync"
+    );
+    assert_eq!(
+        events(&app, &id).await,
+        [
+            "DeploymentRequested",
+            "DeploymentStarted",
+            "DeploymentSucceeded"
+        ]
+    );
+}

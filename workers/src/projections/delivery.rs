@@ -13,7 +13,7 @@
 //! (one insert for new ones, one update for the rest), changes are inserted
 //! in one statement, then the affected changes' deployments are recomputed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use paved_domain::Event;
@@ -80,9 +80,6 @@ impl Projection for DeliveryProjection {
     ) -> Result<(), ProjectionError> {
         let mut rows: BTreeMap<String, Row> = BTreeMap::new();
         let mut changes = Changes::default();
-        // Services whose changes' shipping may change, and from when.
-        let mut services: BTreeSet<String> = BTreeSet::new();
-        let mut earliest: Option<DateTime<Utc>> = None;
         for stored in batch {
             let c = &stored.commit;
             let seq = stored.sequence as i64;
@@ -143,12 +140,8 @@ impl Projection for DeliveryProjection {
                                 row.finish(o);
                             }
                         }
-                        if let Some(f) = row.finished_at {
-                            earliest = Some(earliest.map_or(f, |e| e.min(f)));
-                        }
                     }
                     Event::Change(ChangeEvent::Recorded { sha, spec }) => {
-                        services.insert(spec.service.to_string());
                         changes.push(seq, sha.as_str(), spec);
                     }
                     Event::Incident(e) => incident(conn, id, seq, e).await?,
@@ -159,23 +152,34 @@ impl Projection for DeliveryProjection {
         insert_deployments(conn, &rows).await?;
         update_deployments(conn, &rows).await?;
         changes.insert(conn).await?;
-        // The services of finished deployments: from this batch, or their rows.
+        // What this batch's successful production deployments can ship.
         let finished: Vec<&str> = rows
             .iter()
-            .filter(|(_, r)| r.finished_at.is_some())
+            .filter(|(_, r)| r.status == Some("succeeded"))
             .map(|(id, _)| id.as_str())
             .collect();
+        let mut shas = changes.sha.clone();
+        let mut services = Vec::new();
+        let mut since: Option<DateTime<Utc>> = None;
         if !finished.is_empty() {
-            let of: Vec<String> = sqlx::query_scalar(
-                "SELECT DISTINCT service FROM delivery_deployments WHERE id = ANY($1)",
+            let shipped: Vec<(String, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT service, commits, finished_at FROM delivery_deployments
+                  WHERE id = ANY($1) AND environment = 'production' AND status = 'succeeded'",
             )
             .bind(&finished)
             .fetch_all(&mut *conn)
             .await?;
-            services.extend(of);
+            for (service, commits, finished_at) in shipped {
+                if commits.is_empty() {
+                    services.push(service);
+                    since = Some(since.map_or(finished_at, |s| s.min(finished_at)));
+                } else {
+                    shas.extend(commits);
+                }
+            }
         }
-        if !services.is_empty() {
-            ship(conn, &services, earliest, &changes.sha).await?;
+        if !shas.is_empty() || !services.is_empty() {
+            ship(conn, &services, since, &shas).await?;
         }
         Ok(())
     }
@@ -415,21 +419,27 @@ impl Changes {
     }
 }
 
-/// Recomputes which deployment ships each change of `services` that is not
-/// shipped yet, was shipped after `since`, or arrived in this batch.
+/// Recomputes which deployment ships the changes a batch can affect: its
+/// own changes and the commits its deployments list (`shas`), and for
+/// `services` that got a deployment listing no commits (the earliest
+/// finishing at `since`), their unshipped changes and those shipped since.
 async fn ship(
     conn: &mut PgConnection,
-    services: &BTreeSet<String>,
+    services: &[String],
     since: Option<DateTime<Utc>>,
-    new: &[String],
+    shas: &[String],
 ) -> Result<(), ProjectionError> {
-    let services: Vec<&str> = services.iter().map(String::as_str).collect();
     sqlx::query(
         "WITH affected AS (
+             -- Three index lookups rather than one OR the planner would scan for.
              SELECT sha, service, committed_at, coalesce(merged_at, committed_at) AS merged
-               FROM delivery_changes
-              WHERE service = ANY($1)
-                AND (deployment IS NULL OR deployed_at >= $2 OR sha = ANY($3))
+               FROM delivery_changes WHERE sha = ANY($3)
+             UNION
+             SELECT sha, service, committed_at, coalesce(merged_at, committed_at)
+               FROM delivery_changes WHERE service = ANY($1) AND deployment IS NULL
+             UNION
+             SELECT sha, service, committed_at, coalesce(merged_at, committed_at)
+               FROM delivery_changes WHERE service = ANY($1) AND deployed_at >= $2
          ), chosen AS (
              SELECT a.sha, d.id, d.finished_at
                FROM affected a
@@ -447,9 +457,9 @@ async fn ship(
            FROM chosen
           WHERE c.sha = chosen.sha AND c.deployment IS DISTINCT FROM chosen.id",
     )
-    .bind(&services)
+    .bind(services)
     .bind(since)
-    .bind(new)
+    .bind(shas)
     .execute(&mut *conn)
     .await?;
     Ok(())
