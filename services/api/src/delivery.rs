@@ -5,7 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use paved_domain::delivery::{
     Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Incident, IncidentCommand,
-    PRODUCTION, Target,
+    Target,
 };
 use paved_domain::dora::{self, ChangeFact, DeploymentFact, IncidentFact, Window};
 use paved_domain::validate::Violations;
@@ -469,24 +469,42 @@ impl Facts {
 }
 
 /// Loads the facts of `scope` (all services when `None`) for `window`.
+/// Each query is one index range per service (or the time index for all).
 pub async fn load_facts(
     pool: &PgPool,
     services: Option<&[String]>,
     window: Window,
 ) -> Result<Facts, sqlx::Error> {
     let from = window.from - LOOKBACK;
-    let all = services.is_none();
-    let services = services.unwrap_or_default();
-    let deployments = sqlx::query_as::<_, (String, String, bool, DateTime<Utc>, Option<String>)>(
+    let (only_deployments, only, only_incidents) = match services {
+        Some(_) => (
+            "AND service = ANY($2)",
+            "AND service = ANY($3)",
+            "AND services && $3",
+        ),
+        None => ("", "", ""),
+    };
+    let scope = services.unwrap_or_default();
+    // The services are the last parameter, bound only when scoped.
+    macro_rules! scoped {
+        ($q:expr) => {{
+            let q = $q;
+            if services.is_some() { q.bind(scope) } else { q }
+        }};
+    }
+    // Deployments after the window too: a later rollback marks what it rolls back.
+    let sql = format!(
         "SELECT id, service, status = 'succeeded', finished_at, rollback_of
            FROM delivery_deployments
-          WHERE environment = $1 AND finished_at >= $2 AND status IN ('succeeded', 'failed')
-            AND ($3 OR service = ANY($4))",
+          WHERE environment = 'production' AND finished_at >= $1
+            AND status IN ('succeeded', 'failed') {only_deployments}"
+    );
+    let deployments = scoped!(
+        sqlx::query_as::<_, (String, String, bool, DateTime<Utc>, Option<String>)>(
+            sqlx::AssertSqlSafe(sql),
+        )
+        .bind(from)
     )
-    .bind(PRODUCTION)
-    .bind(from)
-    .bind(all)
-    .bind(services)
     .fetch_all(pool)
     .await?
     .into_iter()
@@ -500,14 +518,15 @@ pub async fn load_facts(
         },
     )
     .collect();
-    let changes = sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(
+    let sql = format!(
         "SELECT service, committed_at, deployed_at FROM delivery_changes
-          WHERE deployed_at >= $1 AND deployed_at < $2 AND ($3 OR service = ANY($4))",
+          WHERE deployed_at >= $1 AND deployed_at < $2 {only}"
+    );
+    let changes = scoped!(
+        sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(sqlx::AssertSqlSafe(sql))
+            .bind(window.from)
+            .bind(window.to)
     )
-    .bind(window.from)
-    .bind(window.to)
-    .bind(all)
-    .bind(services)
     .fetch_all(pool)
     .await?
     .into_iter()
@@ -517,24 +536,24 @@ pub async fn load_facts(
         deployed_at,
     })
     .collect();
-    let incidents = sqlx::query_as::<
-        _,
-        (
-            String,
-            Vec<String>,
-            DateTime<Utc>,
-            Option<DateTime<Utc>>,
-            Vec<String>,
-        ),
-    >(
+    let sql = format!(
         "SELECT id, services, started_at, resolved_at, caused_by FROM delivery_incidents
-          WHERE started_at < $2 AND (resolved_at IS NULL OR resolved_at >= $1)
-            AND ($3 OR services && $4)",
+          WHERE started_at < $2 AND (resolved_at IS NULL OR resolved_at >= $1) {only_incidents}"
+    );
+    let incidents = scoped!(
+        sqlx::query_as::<
+            _,
+            (
+                String,
+                Vec<String>,
+                DateTime<Utc>,
+                Option<DateTime<Utc>>,
+                Vec<String>
+            ),
+        >(sqlx::AssertSqlSafe(sql),)
+        .bind(from)
+        .bind(window.to)
     )
-    .bind(from)
-    .bind(window.to)
-    .bind(all)
-    .bind(services)
     .fetch_all(pool)
     .await?
     .into_iter()
