@@ -64,7 +64,10 @@ impl Filter {
             t => Some(AggregateKind::parse(t).ok_or_else(|| {
                 error::invalid_field(
                     "filter.aggregate_type",
-                    format!("unknown aggregate type {t:?} (team, system, service, survey)"),
+                    format!(
+                        "unknown aggregate type {t:?} (one of {})",
+                        AggregateKind::ALL.map(AggregateKind::type_name).join(", ")
+                    ),
                 )
             })?),
         };

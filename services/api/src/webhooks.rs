@@ -16,6 +16,13 @@
 //!   with source `argocd-notification`; the ones Paved itself ran (same
 //!   application and revision, started by Paved) are skipped.
 //!
+//! - `POST /webhooks/incidents`: a generic incident-tool webhook, signed
+//!   like GitHub's (`X-Paved-Signature-256: sha256=<HMAC-SHA256 of the body
+//!   with PAVED_INCIDENT_WEBHOOK_SECRET>`), with a JSON body
+//!   `{"action": "opened"|"linked"|"resolved", "incident": "<id>", "title",
+//!   "services": [...], "severity", "startedAt", "resolvedAt", "deployment"}`.
+//!   Each action is recorded once per incident, however often it is sent.
+//!
 //! Answers: 401 for a bad or missing signature or token (nothing recorded),
 //! 400 with the reason for a malformed payload, 200 with what was recorded
 //! or ignored, 503 when the endpoint's secret is not configured.
@@ -48,6 +55,7 @@ pub struct Webhooks {
     pool: PgPool,
     github_secret: Option<String>,
     argocd_token: Option<String>,
+    incident_secret: Option<String>,
 }
 
 impl Webhooks {
@@ -56,12 +64,14 @@ impl Webhooks {
         pool: PgPool,
         github_secret: Option<String>,
         argocd_token: Option<String>,
+        incident_secret: Option<String>,
     ) -> Self {
         Self {
             executor,
             pool,
             github_secret: github_secret.filter(|s| !s.is_empty()),
             argocd_token: argocd_token.filter(|s| !s.is_empty()),
+            incident_secret: incident_secret.filter(|s| !s.is_empty()),
         }
     }
 
@@ -69,6 +79,7 @@ impl Webhooks {
         Router::new()
             .route("/webhooks/github", post(github))
             .route("/webhooks/argocd", post(argocd))
+            .route("/webhooks/incidents", post(incidents))
             .with_state(self)
     }
 }
@@ -517,6 +528,114 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                 "recorded": if done.replayed { 0 } else { done.events },
                 "deployment": id.as_str()
             }),
+        ),
+        Err(ExecuteError::Rejected(r)) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
+        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IncidentHook {
+    action: String,
+    incident: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    services: Vec<String>,
+    #[serde(default)]
+    severity: String,
+    started_at: Option<DateTime<Utc>>,
+    resolved_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    deployment: String,
+}
+
+async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    use paved_domain::delivery::{Incident, IncidentCommand};
+    let Some(secret) = hooks.incident_secret.as_deref() else {
+        return refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "PAVED_INCIDENT_WEBHOOK_SECRET is not set",
+        );
+    };
+    let signature = headers
+        .get("x-paved-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !github_signature_ok(secret, signature, &body) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "X-Paved-Signature-256 is missing or does not match",
+        );
+    }
+    let h: IncidentHook = match serde_json::from_slice(&body) {
+        Ok(h) => h,
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("incident payload: {e}")),
+    };
+    let Ok(id) = Name::parse(&h.incident) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "incident: must be a DNS label (a-z, 0-9, -)",
+        );
+    };
+    let name = |field: &str, v: &str| {
+        Name::parse(v).map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("{field}: {e}")))
+    };
+    let command = match h.action.as_str() {
+        "opened" => {
+            let Some(started_at) = h.started_at else {
+                return refuse(
+                    StatusCode::BAD_REQUEST,
+                    "startedAt is required to open an incident",
+                );
+            };
+            let mut services = Vec::new();
+            for (i, s) in h.services.iter().enumerate() {
+                match name(&format!("services[{i}]"), s) {
+                    Ok(n) => services.push(n),
+                    Err(r) => return r,
+                }
+            }
+            let caused_by = match h.deployment.as_str() {
+                "" => None,
+                d => match name("deployment", d) {
+                    Ok(n) => Some(n),
+                    Err(r) => return r,
+                },
+            };
+            IncidentCommand::Open {
+                title: h.title.clone(),
+                services,
+                severity: h.severity.clone(),
+                started_at,
+                caused_by,
+            }
+        }
+        "linked" => match name("deployment", &h.deployment) {
+            Ok(deployment) => IncidentCommand::Link { deployment },
+            Err(r) => return r,
+        },
+        "resolved" => match h.resolved_at {
+            Some(resolved_at) => IncidentCommand::Resolve { resolved_at },
+            None => return refuse(StatusCode::BAD_REQUEST, "resolvedAt is required to resolve"),
+        },
+        other => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("action {other:?}: expected opened, linked or resolved"),
+            );
+        }
+    };
+    let request_id = format!("incident-webhook:{}:{id}:{}", h.action, h.deployment);
+    let meta = CommandMeta::new(request_id, Principal::admin("webhook:incidents"));
+    match hooks
+        .executor
+        .execute::<Option<Incident>>(&id, &command, &meta)
+        .await
+    {
+        Ok(done) => answer(
+            StatusCode::OK,
+            serde_json::json!({ "recorded": if done.replayed { 0 } else { done.events } }),
         ),
         Err(ExecuteError::Rejected(r)) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
         Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

@@ -96,6 +96,11 @@ pub struct Settings {
     #[arg(long, env = "PAVED_ARGOCD_WEBHOOK_TOKEN", hide_env_values = true)]
     pub argocd_webhook_token: Option<String>,
 
+    /// Secret of the generic incident webhook (`X-Paved-Signature-256`).
+    /// Unset: the endpoint answers 503.
+    #[arg(long, env = "PAVED_INCIDENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub incident_webhook_secret: Option<String>,
+
     /// DORA: an incident without an explicit link is attributed to the last
     /// successful production deployment of its services this many hours
     /// before it started.

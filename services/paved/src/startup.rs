@@ -296,6 +296,7 @@ impl Application {
                 self.pool.clone(),
                 self.settings.github_webhook_secret.clone(),
                 self.settings.argocd_webhook_token.clone(),
+                self.settings.incident_webhook_secret.clone(),
             );
             let token = shutdown.clone();
             tasks.spawn(async move {

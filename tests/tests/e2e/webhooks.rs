@@ -9,11 +9,13 @@ use crate::helpers::{TestApp, fixtures, spawn_configured};
 
 const SECRET: &str = "It's a Secret to Everybody";
 const ARGO_TOKEN: &str = "argo-notifications-token";
+const INCIDENT_SECRET: &str = "pager-secret";
 
 async fn app() -> TestApp {
     let app = spawn_configured(Roles::ALL, |s| {
         s.github_webhook_secret = Some(SECRET.into());
         s.argocd_webhook_token = Some(ARGO_TOKEN.into());
+        s.incident_webhook_secret = Some(INCIDENT_SECRET.into());
     })
     .await;
     app.client
@@ -290,4 +292,84 @@ async fn argo_cd_notifications_record_deployments_made_outside_paved() {
             ("production", "9f8e7d6", "argocd-notification", true),
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_tools_open_and_resolve_incidents_through_the_signed_webhook() {
+    let app = app().await;
+    let signed = |body: &str| {
+        vec![(
+            "x-paved-signature-256",
+            sign(INCIDENT_SECRET, body.as_bytes()),
+        )]
+    };
+    let opened = serde_json::json!({
+        "action": "opened",
+        "incident": "inc-ledger-1",
+        "title": "ledger 5xx",
+        "services": ["ledger"],
+        "severity": "sev1",
+        "startedAt": "2026-11-21T12:00:00Z"
+    })
+    .to_string();
+    let before = app.last_sequence().await;
+    let (status, _) = post(&app, "/webhooks/incidents", &[], &opened).await;
+    assert_eq!(status, 401);
+    let wrong = vec![("x-paved-signature-256", sign("nope", opened.as_bytes()))];
+    let (status, _) = post(&app, "/webhooks/incidents", &wrong, &opened).await;
+    assert_eq!(status, 401);
+    assert_eq!(app.last_sequence().await, before);
+
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed(&opened), &opened).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed(&opened), &opened).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(0)),
+        "sent twice: {answer}"
+    );
+    let resolved = serde_json::json!({
+        "action": "resolved",
+        "incident": "inc-ledger-1",
+        "resolvedAt": "2026-11-21T12:45:00Z"
+    })
+    .to_string();
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed(&resolved), &resolved).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let bogus = r#"{"action": "escalated", "incident": "inc-ledger-1"}"#;
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed(bogus), bogus).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["error"].as_str().unwrap().contains("escalated"),
+        "{answer}"
+    );
+    let unknown = serde_json::json!({
+        "action": "opened", "incident": "inc-2", "services": ["nope"],
+        "severity": "sev1", "title": "x", "startedAt": "2026-11-21T12:00:00Z"
+    })
+    .to_string();
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed(&unknown), &unknown).await;
+    assert_eq!(status, 400, "{answer}");
+
+    let seq = app.last_sequence().await;
+    let dora = app
+        .client
+        .at(seq)
+        .dora(pb::GetDoraRequest {
+            service: "ledger".into(),
+            window_days: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ttr = dora.time_to_restore.unwrap();
+    assert_eq!((ttr.count, ttr.median_hours), (1, 0.75));
 }

@@ -177,8 +177,20 @@ impl Deployer {
         })
     }
 
-    /// Looks for pending deployments and drives each until `shutdown`.
+    /// Looks for pending deployments and drives each until `shutdown`. One
+    /// deployer runs per database (an advisory lock; other replicas stand by),
+    /// so two processes never drive the same application.
     pub async fn run(self, shutdown: CancellationToken) {
+        let _lock = tokio::select! {
+            () = shutdown.cancelled() => return,
+            lock = self.lock() => match lock {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::error!(error = %e, "Argo CD deployer cannot take its lock; not running");
+                    return;
+                }
+            },
+        };
         let this = Arc::new(self);
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
@@ -216,6 +228,25 @@ impl Deployer {
         }
         // Each task stops at its next wait; what it did not record, a restart resumes.
         while tasks.join_next().await.is_some() {}
+    }
+
+    async fn lock(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let mut told = false;
+        loop {
+            let got: bool =
+                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('paved.deployer'))")
+                    .fetch_one(&mut conn)
+                    .await?;
+            if got {
+                return Ok(conn);
+            }
+            if !told {
+                tracing::info!("another process runs the Argo CD deployer; standing by");
+                told = true;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn pending(&self) -> Result<Vec<String>, sqlx::Error> {

@@ -38,7 +38,7 @@ enum Command {
     Serve(ServerArgs),
     /// Run only the gRPC API.
     Api(ServerArgs),
-    /// Run only the workers (projections).
+    /// Run only the workers (projections, the Argo CD deployer, audit checkpoints).
     Worker(ServerArgs),
     /// Create the database if needed and apply the migrations, then exit.
     Migrate(admin::MigrateArgs),
@@ -65,7 +65,8 @@ enum Command {
     Change(delivery::ChangeArgs),
     /// The four DORA keys (and rework rate) with performance levels.
     Dora(delivery::DoraArgs),
-    /// Read the log: who did what when, exports, the state at a time.
+    /// Read the log: who did what when, exports, the state at a time, diffs,
+    /// and proof that it was not edited (`audit verify`).
     Audit(audit::AuditArgs),
     /// Load a case study's organisation and history through the API and
     /// print its DORA figures (`techflow`: the seed's before/after).
