@@ -578,9 +578,7 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
             "incident: must be a DNS label (a-z, 0-9, -)",
         );
     };
-    let name = |field: &str, v: &str| {
-        Name::parse(v).map_err(|e| refuse(StatusCode::BAD_REQUEST, format!("{field}: {e}")))
-    };
+    let name = |field: &str, v: &str| Name::parse(v).map_err(|e| format!("{field}: {e}"));
     let command = match h.action.as_str() {
         "opened" => {
             let Some(started_at) = h.started_at else {
@@ -593,14 +591,14 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
             for (i, s) in h.services.iter().enumerate() {
                 match name(&format!("services[{i}]"), s) {
                     Ok(n) => services.push(n),
-                    Err(r) => return r,
+                    Err(r) => return refuse(StatusCode::BAD_REQUEST, r),
                 }
             }
             let caused_by = match h.deployment.as_str() {
                 "" => None,
                 d => match name("deployment", d) {
                     Ok(n) => Some(n),
-                    Err(r) => return r,
+                    Err(r) => return refuse(StatusCode::BAD_REQUEST, r),
                 },
             };
             IncidentCommand::Open {
@@ -613,7 +611,7 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
         }
         "linked" => match name("deployment", &h.deployment) {
             Ok(deployment) => IncidentCommand::Link { deployment },
-            Err(r) => return r,
+            Err(r) => return refuse(StatusCode::BAD_REQUEST, r),
         },
         "resolved" => match h.resolved_at {
             Some(resolved_at) => IncidentCommand::Resolve { resolved_at },
