@@ -720,7 +720,19 @@ impl MetricsService for MetricsApi {
         };
         let services = match &scope {
             Scope::Organisation => None,
-            Scope::Service(s) => Some(vec![s.clone()]),
+            Scope::Service(s) => {
+                let exists: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM catalog_services WHERE name = $1)",
+                )
+                .bind(s)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(error::database)?;
+                if !exists {
+                    return Err(Status::not_found(format!("service {s:?} not found")));
+                }
+                Some(vec![s.clone()])
+            }
             Scope::Team(t) => {
                 let exists: bool = sqlx::query_scalar(
                     "SELECT EXISTS (SELECT 1 FROM catalog_teams WHERE name = $1)",

@@ -350,6 +350,23 @@ async fn bad_delivery_input_is_refused_with_the_field_and_appends_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .dora(pb::GetDoraRequest {
+            service: "nothing".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = c
+        .dora(pb::GetDoraRequest {
+            team: "payments".into(),
+            service: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(field_of(e), ["service"]);
     assert_eq!(app.last_sequence().await, before, "nothing was appended");
 
     // The same recorded deployment twice is one deployment.
