@@ -253,7 +253,7 @@ async fn syncs_of_one_application_are_serialised_and_busy_argo_cd_is_waited_for(
         a.sync_duration = Duration::from_millis(400)
     });
     // Someone else's sync is running when ours arrive.
-    argo.start_external("ledger-production", Duration::from_millis(700));
+    argo.start_external("ledger-production", Duration::from_secs(2));
     let a = deploy(&app, "va").await;
     let b = deploy(&app, "vb").await;
     let (da, db) = (finished(&app, &a).await, finished(&app, &b).await);

@@ -275,11 +275,53 @@ pub async fn audit(a: AuditArgs) -> anyhow::Result<()> {
 
 /// Everything in the catalog as of a time.
 #[derive(Default)]
-struct Catalog {
-    teams: BTreeMap<Name, Option<Team>>,
-    systems: BTreeMap<Name, Option<System>>,
-    services: BTreeMap<Name, Option<Service>>,
+pub struct Catalog {
+    pub teams: BTreeMap<Name, Option<Team>>,
+    pub systems: BTreeMap<Name, Option<System>>,
+    pub services: BTreeMap<Name, Option<Service>>,
     sequence: HashMap<Name, u64>,
+}
+
+/// The catalog (or one entity of it) as of `time`: the log read up to
+/// `time` and folded in memory with the domain's own `evolve`. Returns it
+/// with the number of events folded.
+pub async fn catalog_at(
+    client: &paved_sdk::Client,
+    time: DateTime<Utc>,
+    aggregate_type: String,
+    id: String,
+) -> anyhow::Result<(Catalog, u64)> {
+    let mut stream = client
+        .read_events(pb::ReadEventsRequest {
+            until: Some(timestamp(time)),
+            filter: Some(pb::EventFilter {
+                aggregate_type,
+                aggregate_id: id,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(super::catalog::explain)?;
+    let mut catalog = Catalog::default();
+    let mut events = 0u64;
+    while let Some(r) = stream.message().await? {
+        let Some(e) = r.event.as_ref() else { continue };
+        let fold_into = match r.aggregate_type.as_str() {
+            "team" | "system" | "service" => r.aggregate_type.as_str(),
+            _ => continue,
+        };
+        let event = codec::event_from_proto(e, r.index as usize)?;
+        let id = Name::parse(&r.aggregate_id)?;
+        catalog.sequence.insert(id.clone(), r.sequence);
+        match fold_into {
+            "team" => fold(&mut catalog.teams, id, &event),
+            "system" => fold(&mut catalog.systems, id, &event),
+            _ => fold(&mut catalog.services, id, &event),
+        }
+        events += 1;
+    }
+    Ok((catalog, events))
 }
 
 fn fold<A: Aggregate>(map: &mut BTreeMap<Name, A>, id: Name, event: &Event) {
@@ -300,33 +342,7 @@ async fn at(
         (k, Some(n)) => (format!("{k:?}").to_lowercase(), n.clone()),
         (k, None) => anyhow::bail!("name the {k:?} to show"),
     };
-    let mut stream = client
-        .read_events(pb::ReadEventsRequest {
-            until: Some(timestamp(time)),
-            filter: Some(pb::EventFilter {
-                aggregate_type,
-                aggregate_id: id,
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .map_err(super::catalog::explain)?;
-    let mut catalog = Catalog::default();
-    let mut events = 0u64;
-    while let Some(r) = stream.message().await? {
-        let Some(e) = r.event.as_ref() else { continue };
-        let event = codec::event_from_proto(e, r.index as usize)?;
-        let id = Name::parse(&r.aggregate_id)?;
-        catalog.sequence.insert(id.clone(), r.sequence);
-        match r.aggregate_type.as_str() {
-            "team" => fold(&mut catalog.teams, id, &event),
-            "system" => fold(&mut catalog.systems, id, &event),
-            "service" => fold(&mut catalog.services, id, &event),
-            _ => {}
-        }
-        events += 1;
-    }
+    let (catalog, events) = catalog_at(client, time, aggregate_type, id).await?;
     eprintln!("replayed {events} events up to {time}");
     let services: Vec<pb::Service> = catalog
         .services
