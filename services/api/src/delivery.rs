@@ -73,16 +73,14 @@ impl DeliveryApi {
         command: Option<A::Command>,
         meta: &CommandMeta,
     ) -> Reply<pb::DeliveryCommandResponse> {
-        let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
-            return Err(error::invalid(v.into_vec()));
-        };
-        let result = self.executor.execute::<A>(&id, &command, meta).await;
-        self.counters.record(&result);
-        let done = result.map_err(error::execute)?;
+        let name = id.as_ref().map(Name::to_string).unwrap_or_default();
+        let done =
+            crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
+                .await?;
         Ok(Response::new(pb::DeliveryCommandResponse {
             sequence: done.sequence,
             events: done.events,
-            id: id.to_string(),
+            id: name,
         }))
     }
 

@@ -2,10 +2,13 @@
 //! in which trace and correlation.
 
 use paved_domain::validate::Violations;
-use paved_eventlog::{CommandMeta, TraceContext};
+use paved_domain::{Aggregate, Name};
+use paved_eventlog::{CommandMeta, Executed, Executor, TraceContext};
 use tonic::{Request, Status};
 
 use crate::auth::Authenticator;
+use crate::error;
+use crate::metrics::CommandCounters;
 
 /// Longest accepted `request_id`.
 pub const MAX_REQUEST_ID: usize = 128;
@@ -117,4 +120,22 @@ pub async fn begin<T: Idempotent>(
     meta.reason = reason;
     meta.trace = trace;
     Ok((meta, message, v))
+}
+
+/// Reports the violations collected from a request, or executes its
+/// command (counting the outcome): how every command RPC ends.
+pub async fn execute<A: Aggregate>(
+    executor: &Executor,
+    counters: &CommandCounters,
+    v: Violations,
+    id: Option<Name>,
+    command: Option<A::Command>,
+    meta: &CommandMeta,
+) -> Result<Executed, Status> {
+    let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
+        return Err(error::invalid(v.into_vec()));
+    };
+    let result = executor.execute::<A>(&id, &command, meta).await;
+    counters.record(&result);
+    result.map_err(error::execute)
 }

@@ -130,15 +130,15 @@ impl SurveyApi {
         command: Option<SurveyCommand>,
         meta: &CommandMeta,
     ) -> Reply<pb::SurveyCommandResponse> {
-        let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
-            return Err(error::invalid(v.into_vec()));
-        };
-        let result = self
-            .executor
-            .execute::<Option<Survey>>(&id, &command, meta)
-            .await;
-        self.counters.record(&result);
-        let done = result.map_err(error::execute)?;
+        let done = crate::request::execute::<Option<Survey>>(
+            &self.executor,
+            &self.counters,
+            v,
+            id,
+            command,
+            meta,
+        )
+        .await?;
         Ok(GrpcResponse::new(pb::SurveyCommandResponse {
             sequence: done.sequence,
             events: done.events,

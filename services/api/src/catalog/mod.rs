@@ -63,12 +63,9 @@ impl CatalogApi {
         command: Option<A::Command>,
         meta: &CommandMeta,
     ) -> CommandResult {
-        let (Some(id), Some(command), true) = (id, command, v.is_empty()) else {
-            return Err(error::invalid(v.into_vec()));
-        };
-        let result = self.executor.execute::<A>(&id, &command, meta).await;
-        self.counters.record(&result);
-        let done = result.map_err(error::execute)?;
+        let done =
+            crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
+                .await?;
         Ok(Response::new(pb::CommandResponse {
             sequence: done.sequence,
             events: done.events,
