@@ -44,6 +44,11 @@ struct DoraQuantileLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -138,6 +143,7 @@ pub async fn render(sources: &Sources) -> String {
         decode_errors,
     );
     surveys(&mut registry, sources).await;
+    deployments(&mut registry, sources).await;
     dora(&mut registry, sources).await;
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -189,6 +195,41 @@ async fn surveys(registry: &mut Registry, sources: &Sources) {
         mean,
     );
     registry.register("survey_responses", "Responses to a survey", responses);
+}
+
+/// Deployments Paved was asked for and has not finished: what the Argo CD
+/// deployer has in hand (a growing number means it is stuck or not running).
+async fn deployments(registry: &mut Registry, sources: &Sources) {
+    let counts: Vec<(String, i64)> = match sqlx::query_as(
+        "SELECT status, count(*) FROM delivery_deployments
+          WHERE source = 'paved' AND status IN ('requested', 'running') GROUP BY status",
+    )
+    .fetch_all(&sources.pool)
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count deployments for /metrics");
+            return;
+        }
+    };
+    let family = Family::<StatusLabels, Gauge>::default();
+    for status in ["requested", "running"] {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        family
+            .get_or_create(&StatusLabels {
+                status: status.to_owned(),
+            })
+            .set(n);
+    }
+    registry.register(
+        "deployments_in_flight",
+        "Deployments requested through Paved and not finished, by status",
+        family,
+    );
 }
 
 /// The DORA figures of the last [`DORA_WINDOW_DAYS`] days for the whole
