@@ -237,3 +237,54 @@ async fn a_replica_with_a_cold_cache_sees_existing_aggregates() {
         "{again:?}"
     );
 }
+
+#[tokio::test]
+async fn a_stream_made_before_checkpoints_gains_their_subject_and_keeps_its_messages() {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, RetentionPolicy, StorageType};
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let config = paved_eventlog::LogConfig {
+        stream: format!("OLD_{}", id.to_uppercase()),
+        subject_prefix: format!("o{id}"),
+        ..Default::default()
+    };
+    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    // As an earlier version created it: commits' subjects only.
+    js.create_stream(Config {
+        name: config.stream.clone(),
+        subjects: vec![format!("{}.>", config.subject_prefix)],
+        retention: RetentionPolicy::Limits,
+        storage: StorageType::File,
+        discard: DiscardPolicy::New,
+        duplicate_window: paved_eventlog::log::MIN_DUPLICATE_WINDOW,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js.publish(
+        format!("{}.catalog.team.x", config.subject_prefix),
+        "old".into(),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let log = paved_eventlog::EventLog::open(nats, config.clone())
+        .await
+        .unwrap();
+    let mut stream = js.get_stream(&config.stream).await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    let last = log.last_sequence().await.unwrap();
+    js.delete_stream(&config.stream).await.ok();
+    assert_eq!(
+        subjects,
+        [
+            format!("{}.>", config.subject_prefix),
+            log.checkpoint_subject()
+        ]
+    );
+    assert_eq!(last, 1, "nothing lost");
+}
