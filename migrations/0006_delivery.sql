@@ -24,7 +24,6 @@ CREATE TABLE delivery_deployments (
 );
 CREATE INDEX delivery_deployments_finished ON delivery_deployments (environment, finished_at);
 CREATE INDEX delivery_deployments_service ON delivery_deployments (service, requested_at DESC);
-CREATE INDEX delivery_deployments_commits ON delivery_deployments USING gin (commits);
 
 -- A change reaches production with the first successful production
 -- deployment that ships it (see the delivery projection for the rule).

@@ -674,6 +674,22 @@ impl MetricsApi {
     }
 }
 
+impl MetricsApi {
+    /// NOT_FOUND unless `exists` (a query on `$1`) finds `name` in the catalog.
+    async fn must_exist(&self, exists: &'static str, what: &str, name: &str) -> Result<(), Status> {
+        let found: bool = sqlx::query_scalar(exists)
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(error::database)?;
+        if found {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!("{what} {name:?} not found")))
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl MetricsService for MetricsApi {
     #[tracing::instrument(
@@ -719,29 +735,21 @@ impl MetricsService for MetricsApi {
         let services = match &scope {
             Scope::Organisation => None,
             Scope::Service(s) => {
-                let exists: bool = sqlx::query_scalar(
+                self.must_exist(
                     "SELECT EXISTS (SELECT 1 FROM catalog_services WHERE name = $1)",
+                    "service",
+                    s,
                 )
-                .bind(s)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(error::database)?;
-                if !exists {
-                    return Err(Status::not_found(format!("service {s:?} not found")));
-                }
+                .await?;
                 Some(vec![s.clone()])
             }
             Scope::Team(t) => {
-                let exists: bool = sqlx::query_scalar(
+                self.must_exist(
                     "SELECT EXISTS (SELECT 1 FROM catalog_teams WHERE name = $1)",
+                    "team",
+                    t,
                 )
-                .bind(t)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(error::database)?;
-                if !exists {
-                    return Err(Status::not_found(format!("team {t:?} not found")));
-                }
+                .await?;
                 Some(
                     team_services(&self.pool, t)
                         .await

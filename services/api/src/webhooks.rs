@@ -38,7 +38,7 @@ use hmac::{Hmac, Mac};
 use paved_domain::delivery::{
     Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target,
 };
-use paved_domain::{Name, Principal};
+use paved_domain::{Aggregate, Name, Principal};
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -205,28 +205,56 @@ impl Webhooks {
         Ok(name.and_then(|n| Name::parse(&n).ok()))
     }
 
+    /// The service a repository's events are about; `Err` is the answer
+    /// when there is none.
+    async fn service_for(&self, repo: &Repository) -> Result<Name, Response> {
+        match self.service_of(repo).await {
+            Ok(Some(s)) => Ok(s),
+            Ok(None) => Err(answer(
+                StatusCode::OK,
+                serde_json::json!({ "ignored": format!("no service has repository {}", repo.full_name) }),
+            )),
+            Err(err) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
+        }
+    }
+
+    /// Executes a command as `principal`; the events it appended now (0
+    /// for a redelivery), or the answer to give when it was refused.
+    async fn run<A: Aggregate>(
+        &self,
+        principal: &str,
+        request_id: String,
+        id: &Name,
+        command: &A::Command,
+    ) -> Result<u32, Response> {
+        let meta = CommandMeta::new(request_id, Principal::admin(principal));
+        match self.executor.execute::<A>(id, command, &meta).await {
+            Ok(done) if done.replayed => Ok(0),
+            Ok(done) => Ok(done.events),
+            Err(ExecuteError::Rejected(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
+            Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+        }
+    }
+
     async fn record_change(
         &self,
         request_id: String,
         sha: &str,
         spec: ChangeSpec,
-    ) -> Result<bool, Response> {
+    ) -> Result<u32, Response> {
         let Ok(id) = Name::parse(&sha.to_ascii_lowercase()) else {
             return Err(refuse(
                 StatusCode::BAD_REQUEST,
                 format!("commit {sha:?} is not a SHA"),
             ));
         };
-        let meta = CommandMeta::new(request_id, Principal::admin("webhook:github"));
-        match self
-            .executor
-            .execute::<Option<Change>>(&id, &ChangeCommand::Record(spec), &meta)
-            .await
-        {
-            Ok(done) => Ok(done.events > 0 && !done.replayed),
-            Err(ExecuteError::Rejected(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
-            Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
-        }
+        self.run::<Option<Change>>(
+            "webhook:github",
+            request_id,
+            &id,
+            &ChangeCommand::Record(spec),
+        )
+        .await
     }
 }
 
@@ -270,15 +298,9 @@ async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                     "pull_request.merge_commit_sha is missing",
                 );
             };
-            let service = match hooks.service_of(&e.repository).await {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    return answer(
-                        StatusCode::OK,
-                        serde_json::json!({ "ignored": format!("no service has repository {}", e.repository.full_name) }),
-                    );
-                }
-                Err(err) => return refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            let service = match hooks.service_for(&e.repository).await {
+                Ok(s) => s,
+                Err(answer) => return answer,
             };
             let spec = ChangeSpec {
                 service,
@@ -298,7 +320,7 @@ async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                 .record_change(format!("github:{delivery}:{sha}"), sha, spec)
                 .await
             {
-                Ok(new) => usize::from(new),
+                Ok(new) => new,
                 Err(r) => return r,
             }
         }
@@ -314,15 +336,9 @@ async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                     serde_json::json!({ "ignored": format!("{} is not the default branch", e.git_ref) }),
                 );
             }
-            let service = match hooks.service_of(&e.repository).await {
-                Ok(Some(s)) => s,
-                Ok(None) => {
-                    return answer(
-                        StatusCode::OK,
-                        serde_json::json!({ "ignored": format!("no service has repository {}", e.repository.full_name) }),
-                    );
-                }
-                Err(err) => return refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string()),
+            let service = match hooks.service_for(&e.repository).await {
+                Ok(s) => s,
+                Err(answer) => return answer,
             };
             let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
             let mut new = 0;
@@ -352,7 +368,7 @@ async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                     .record_change(format!("github:{delivery}:{}", c.id), &c.id, spec)
                     .await
                 {
-                    Ok(n) => new += usize::from(n),
+                    Ok(n) => new += n,
                     Err(r) => return r,
                 }
             }
@@ -516,21 +532,15 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
             finished_at: n.finished_at,
         },
     };
-    let meta = CommandMeta::new(request_id, Principal::admin("webhook:argocd"));
     match hooks
-        .executor
-        .execute::<Option<Deployment>>(&id, &command, &meta)
+        .run::<Option<Deployment>>("webhook:argocd", request_id, &id, &command)
         .await
     {
-        Ok(done) => answer(
+        Ok(recorded) => answer(
             StatusCode::OK,
-            serde_json::json!({
-                "recorded": if done.replayed { 0 } else { done.events },
-                "deployment": id.as_str()
-            }),
+            serde_json::json!({ "recorded": recorded, "deployment": id.as_str() }),
         ),
-        Err(ExecuteError::Rejected(r)) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
-        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(refused) => refused,
     }
 }
 
@@ -625,17 +635,11 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
         }
     };
     let request_id = format!("incident-webhook:{}:{id}:{}", h.action, h.deployment);
-    let meta = CommandMeta::new(request_id, Principal::admin("webhook:incidents"));
     match hooks
-        .executor
-        .execute::<Option<Incident>>(&id, &command, &meta)
+        .run::<Option<Incident>>("webhook:incidents", request_id, &id, &command)
         .await
     {
-        Ok(done) => answer(
-            StatusCode::OK,
-            serde_json::json!({ "recorded": if done.replayed { 0 } else { done.events } }),
-        ),
-        Err(ExecuteError::Rejected(r)) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
-        Err(e) => refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Ok(recorded) => answer(StatusCode::OK, serde_json::json!({ "recorded": recorded })),
+        Err(refused) => refused,
     }
 }

@@ -97,6 +97,15 @@ impl DeploymentStatus {
     pub fn finished(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed)
     }
+
+    /// Where an outcome leaves a deployment.
+    pub fn of(outcome: &Outcome) -> Self {
+        if outcome.succeeded {
+            Self::Succeeded
+        } else {
+            Self::Failed
+        }
+    }
 }
 
 /// What to deploy, where.
@@ -369,11 +378,7 @@ impl Aggregate for Option<Deployment> {
                     id: id.clone(),
                     target: target.clone(),
                     source: source.clone(),
-                    status: if outcome.succeeded {
-                        DeploymentStatus::Succeeded
-                    } else {
-                        DeploymentStatus::Failed
-                    },
+                    status: DeploymentStatus::of(outcome),
                     requested_at: *started_at,
                     started_at: Some(*started_at),
                     finished_at: Some(outcome.finished_at),
@@ -393,11 +398,7 @@ impl Aggregate for Option<Deployment> {
             }
             DeploymentEvent::Succeeded(o) | DeploymentEvent::Failed(o) => {
                 if let Some(d) = self {
-                    d.status = if o.succeeded {
-                        DeploymentStatus::Succeeded
-                    } else {
-                        DeploymentStatus::Failed
-                    };
+                    d.status = DeploymentStatus::of(o);
                     d.finished_at = Some(o.finished_at);
                     d.outcome = Some(o.clone());
                 }

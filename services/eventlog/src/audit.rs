@@ -17,7 +17,6 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use ed25519_dalek::{Signer, Verifier as _};
-use futures::StreamExt;
 use paved_proto::v1 as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -485,73 +484,34 @@ pub async fn verify_log(
     from: u64,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, LogError> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-    let unavailable = |e: &dyn std::fmt::Display| LogError::Unavailable(e.to_string());
     let mut verifier = Verifier::new(&log.config().subject_prefix, keys, from);
     let last = log.last_sequence().await?;
     if last < from.max(1) {
         return Ok(verifier.finish());
     }
-    let consumer = log
-        .stream()
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from.max(1),
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| unavailable(&e))?;
-        let sequence = m.info().map_err(|e| unavailable(&e))?.stream_sequence;
-        verifier.observe(sequence, &m.subject, &m.payload);
+    log.scan(from.max(1), last, |sequence, subject, payload| {
+        verifier.observe(sequence, subject, payload);
         if sequence % 10_000 == 0 {
             progress(sequence, last);
         }
-        if sequence >= last {
-            break;
-        }
-    }
+    })
+    .await?;
     progress(last, last);
     Ok(verifier.finish())
 }
 
 /// The Merkle root over the messages `from..=to`, read from the stream.
 pub async fn range_root(log: &EventLog, from: u64, to: u64) -> Result<[u8; 32], LogError> {
-    use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-    let unavailable = |e: &dyn std::fmt::Display| LogError::Unavailable(e.to_string());
-    let consumer = log
-        .stream()
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    let mut tree = MemoryBackedTree::<Sha256, [u8; 32]>::new();
-    while let Some(m) = messages.next().await {
-        let m = m.map_err(|e| unavailable(&e))?;
-        let sequence = m.info().map_err(|e| unavailable(&e))?.stream_sequence;
-        if sequence > to {
-            break;
-        }
-        tree.push(leaf(&m.payload));
-        if sequence == to {
-            break;
-        }
-    }
-    if tree.len() != to - from + 1 {
+    let mut leaves = Vec::with_capacity((to - from + 1) as usize);
+    log.scan(from, to, |_, _, payload| leaves.push(leaf(payload)))
+        .await?;
+    if leaves.len() as u64 != to - from + 1 {
         return Err(LogError::Unavailable(format!(
             "read {} messages of {from}..={to}",
-            tree.len()
+            leaves.len()
         )));
     }
-    Ok((*tree.root().as_bytes()).into())
+    Ok(merkle_root(leaves))
 }
 
 /// Decodes a stored checkpoint without checking its signature.

@@ -308,6 +308,43 @@ impl EventLog {
         }
     }
 
+    /// Every message of the stream (all subjects) from `start` up to `end`
+    /// inclusive, in order, through an ordered consumer: `f(sequence,
+    /// subject, payload)` sees each.
+    pub async fn scan(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, &str, &[u8]),
+    ) -> Result<(), LogError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+        use futures::StreamExt;
+        let unavailable = |e: &dyn std::fmt::Display| LogError::Unavailable(e.to_string());
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: DeliverPolicy::ByStartSequence {
+                    start_sequence: start,
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while let Some(m) = messages.next().await {
+            let m = m.map_err(|e| unavailable(&e))?;
+            let sequence = m.info().map_err(|e| unavailable(&e))?.stream_sequence;
+            if sequence > end {
+                break;
+            }
+            f(sequence, &m.subject, &m.payload);
+            if sequence >= end {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// The stream's last sequence right now.
     pub async fn last_sequence(&self) -> Result<u64, LogError> {
         let info = self.stream.get_info().await.map_err(other)?;

@@ -742,47 +742,21 @@ async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
     let services = 50_000u64.min(missing);
     let js = b.log.jetstream().clone();
     let bar = indicatif::ProgressBar::new(missing);
-    let prefix = b.log.config().subject_prefix.clone();
     let team = Name::parse("filler")?;
-    let commit = |kind, id: Name, events: Vec<paved_domain::Event>, n: u64| Commit {
-        kind,
-        aggregate_id: id,
-        command_id: format!("fill-{n}"),
-        principal: "bench".into(),
-        occurred_at: chrono::Utc::now(),
-        correlation_id: format!("fill-{n}"),
-        causation_id: String::new(),
-        traceparent: String::new(),
-        tracestate: String::new(),
-        reason: String::new(),
-        events,
-        prev_hash: Vec::new(),
-        hash: Vec::new(),
-    };
-    // Each aggregate's commits chain their hashes, as the write path's do.
-    let mut chain: HashMap<Name, Vec<u8>> = HashMap::new();
-    let mut sealed = |mut c: Commit| {
-        let prev = chain.entry(c.aggregate_id.clone()).or_default();
-        c.seal(prev);
-        prev.clone_from(&c.hash);
-        codec::encode_commit(&c)
-    };
-    let mut messages = vec![(
-        format!("{prefix}.catalog.team.filler"),
-        sealed(commit(
-            AggregateKind::Team,
-            team.clone(),
-            vec![
-                TeamEvent::Created {
-                    name: team.clone(),
-                    profile: TeamProfile::default(),
-                    parent: None,
-                }
-                .into(),
-            ],
-            0,
-        )),
-    )];
+    let mut fill = Filler::new(&b.log);
+    fill.push(
+        AggregateKind::Team,
+        &team,
+        vec![
+            TeamEvent::Created {
+                name: team.clone(),
+                profile: TeamProfile::default(),
+                parent: None,
+            }
+            .into(),
+        ],
+        0,
+    );
     let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
     for n in 1..missing {
         let s = n % services;
@@ -802,14 +776,52 @@ async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
             }
             .into()
         };
-        messages.push((
-            format!("{prefix}.catalog.service.{name}"),
-            sealed(commit(AggregateKind::Service, name, vec![event], n)),
-        ));
+        fill.push(AggregateKind::Service, &name, vec![event], n);
     }
-    publish(&js, messages, &bar).await?;
+    publish(&js, fill.messages, &bar).await?;
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Commits as the write path makes them (each aggregate's hashes chained,
+/// subjects as the log names them), to publish straight to JetStream.
+struct Filler<'a> {
+    log: &'a paved_eventlog::EventLog,
+    chains: HashMap<(AggregateKind, Name), Vec<u8>>,
+    messages: Vec<(String, Vec<u8>)>,
+}
+
+impl<'a> Filler<'a> {
+    fn new(log: &'a paved_eventlog::EventLog) -> Self {
+        Self {
+            log,
+            chains: HashMap::new(),
+            messages: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, kind: AggregateKind, id: &Name, events: Vec<paved_domain::Event>, n: u64) {
+        let mut c = Commit {
+            kind,
+            aggregate_id: id.clone(),
+            command_id: format!("fill-{n}"),
+            principal: "bench".into(),
+            occurred_at: chrono::Utc::now(),
+            correlation_id: format!("fill-{n}"),
+            causation_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            reason: String::new(),
+            events,
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+        };
+        let prev = self.chains.entry((kind, id.clone())).or_default();
+        c.seal(prev);
+        prev.clone_from(&c.hash);
+        self.messages
+            .push((self.log.subject(kind, id), codec::encode_commit(&c)));
+    }
 }
 
 /// Publishes messages straight to JetStream, many acks in flight.
@@ -890,38 +902,8 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
     let now = chrono::Utc::now();
     let span = chrono::Duration::days(730);
     let units = events / 3;
-    let prefix = b.log.config().subject_prefix.clone();
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut chain: HashMap<String, Vec<u8>> = HashMap::new();
-    let mut messages = Vec::with_capacity(events as usize);
-    let mut seal = |kind: AggregateKind,
-                    id: &str,
-                    events: Vec<paved_domain::Event>,
-                    n: u64|
-     -> anyhow::Result<(String, Vec<u8>)> {
-        let mut c = Commit {
-            kind,
-            aggregate_id: Name::parse(id)?,
-            command_id: format!("dora-{n}"),
-            principal: "bench".into(),
-            occurred_at: now,
-            correlation_id: format!("dora-{n}"),
-            causation_id: String::new(),
-            traceparent: String::new(),
-            tracestate: String::new(),
-            reason: String::new(),
-            events,
-            prev_hash: Vec::new(),
-            hash: Vec::new(),
-        };
-        let prev = chain.entry(id.to_owned()).or_default();
-        c.seal(prev);
-        prev.clone_from(&c.hash);
-        Ok((
-            format!("{prefix}.delivery.{}.{id}", kind.type_name()),
-            codec::encode_commit(&c),
-        ))
-    };
+    let mut fill = Filler::new(&b.log);
     let mut n = 0u64;
     let mut produced = 0u64;
     while produced + 3 <= events && n < units {
@@ -936,12 +918,13 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
         for k in 0..2 {
             let sha = format!("{:032x}{:08x}", rng.random::<u128>(), rng.random::<u32>());
             let committed = finished - chrono::Duration::minutes(rng.random_range(60..5 * 24 * 60));
-            messages.push(seal(
+            let sha = Name::parse(&sha)?;
+            fill.push(
                 AggregateKind::Change,
                 &sha,
                 vec![
                     ChangeEvent::Recorded {
-                        sha: Name::parse(&sha)?,
+                        sha: sha.clone(),
                         spec: ChangeSpec {
                             service: service.clone(),
                             authored_at: None,
@@ -956,17 +939,17 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
                     .into(),
                 ],
                 n,
-            )?);
-            commits.push(sha);
+            );
+            commits.push(sha.to_string());
         }
-        let id = format!("d-bench-{n}");
+        let id = Name::parse(&format!("d-bench-{n}"))?;
         let ok = rng.random_bool(0.9);
-        messages.push(seal(
+        fill.push(
             AggregateKind::Deployment,
             &id,
             vec![
                 DeploymentEvent::Recorded {
-                    id: Name::parse(&id)?,
+                    id: id.clone(),
                     target: Target {
                         service: service.clone(),
                         environment: Name::parse("production")?,
@@ -985,17 +968,17 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
                 .into(),
             ],
             n,
-        )?);
+        );
         produced += 3;
         if n.is_multiple_of(50) && produced + 3 <= events {
-            let inc = format!("inc-bench-{n}");
+            let inc = Name::parse(&format!("inc-bench-{n}"))?;
             let started = finished + chrono::Duration::minutes(30);
-            messages.push(seal(
+            fill.push(
                 AggregateKind::Incident,
                 &inc,
                 vec![
                     IncidentEvent::Opened {
-                        id: Name::parse(&inc)?,
+                        id: inc.clone(),
                         title: "bench".into(),
                         services: vec![service.clone()],
                         severity: "sev3".into(),
@@ -1003,7 +986,7 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
                     }
                     .into(),
                     IncidentEvent::Linked {
-                        deployment: Name::parse(&id)?,
+                        deployment: id.clone(),
                     }
                     .into(),
                     IncidentEvent::Resolved {
@@ -1012,12 +995,12 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
                     .into(),
                 ],
                 n,
-            )?);
+            );
             produced += 3;
         }
     }
-    let bar = indicatif::ProgressBar::new(messages.len() as u64);
-    publish(&b.log.jetstream().clone(), messages, &bar).await?;
+    let bar = indicatif::ProgressBar::new(fill.messages.len() as u64);
+    publish(&b.log.jetstream().clone(), fill.messages, &bar).await?;
     bar.finish_and_clear();
     let to = b.log.last_sequence().await?;
 

@@ -19,7 +19,7 @@ use paved_proto::v1::survey_service_server::SurveyServiceServer;
 use paved_workers::projections::{
     AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
 };
-use paved_workers::{Health, ProjectionStatus, ProjectionWorker};
+use paved_workers::{Health, Projection, ProjectionStatus, ProjectionWorker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,10 +67,33 @@ pub struct Application {
     webhook_listener: Option<TcpListener>,
     admin_token: Option<String>,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
-    catalog_worker: Option<ProjectionWorker<CatalogProjection>>,
-    surveys_worker: Option<ProjectionWorker<SurveysProjection>>,
-    audit_worker: Option<ProjectionWorker<AuditProjection>>,
-    delivery_worker: Option<ProjectionWorker<DeliveryProjection>>,
+    roles: Roles,
+    /// The projection workers (empty without the workers role).
+    projections: Vec<Runner>,
+}
+
+/// A worker's run, started with the shutdown token.
+type Runner = Box<
+    dyn FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send,
+>;
+
+/// A projection worker and its health status.
+fn projection<P: Projection>(
+    projection: P,
+    pool: &PgPool,
+    log: &EventLog,
+) -> (Runner, watch::Receiver<ProjectionStatus>) {
+    let worker = ProjectionWorker::new(projection, pool.clone(), log.clone());
+    let status = worker.status();
+    let run: Runner = Box::new(move |token| {
+        Box::pin(async move {
+            worker
+                .run(token)
+                .await
+                .with_context(|| format!("{} projection stopped", P::NAME))
+        })
+    });
+    (run, status)
 }
 
 impl Application {
@@ -119,25 +142,18 @@ impl Application {
                     .with_context(|| format!("cannot listen on {addr} for webhooks"))?,
             ),
         };
-        let catalog_worker = roles
-            .workers
-            .then(|| ProjectionWorker::new(CatalogProjection, pool.clone(), log.clone()));
-        let surveys_worker = roles
-            .workers
-            .then(|| ProjectionWorker::new(SurveysProjection, pool.clone(), log.clone()));
-        let audit_worker = roles
-            .workers
-            .then(|| ProjectionWorker::new(AuditProjection, pool.clone(), log.clone()));
-        let delivery_worker = roles
-            .workers
-            .then(|| ProjectionWorker::new(DeliveryProjection, pool.clone(), log.clone()));
-        let statuses = catalog_worker
-            .iter()
-            .map(ProjectionWorker::status)
-            .chain(surveys_worker.iter().map(ProjectionWorker::status))
-            .chain(audit_worker.iter().map(ProjectionWorker::status))
-            .chain(delivery_worker.iter().map(ProjectionWorker::status))
-            .collect();
+        let (projections, statuses): (Vec<Runner>, Vec<_>) = if roles.workers {
+            vec![
+                projection(CatalogProjection, &pool, &log),
+                projection(SurveysProjection, &pool, &log),
+                projection(DeliveryProjection, &pool, &log),
+                projection(AuditProjection, &pool, &log),
+            ]
+            .into_iter()
+            .unzip()
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Self {
             settings,
             log,
@@ -147,10 +163,8 @@ impl Application {
             webhook_listener,
             admin_token,
             statuses,
-            catalog_worker,
-            surveys_worker,
-            audit_worker,
-            delivery_worker,
+            roles,
+            projections,
         })
     }
 
@@ -199,25 +213,10 @@ impl Application {
     /// in-flight ones and the current batches finish, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
-        let workers = self.catalog_worker.is_some();
+        let workers = self.roles.workers;
         let (health, health_service) = tonic_health::server::health_reporter();
-        if let Some(worker) = self.catalog_worker {
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                worker
-                    .run(token)
-                    .await
-                    .context("catalog projection stopped")
-            });
-        }
-        if let Some(worker) = self.surveys_worker {
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                worker
-                    .run(token)
-                    .await
-                    .context("surveys projection stopped")
-            });
+        for run in self.projections {
+            tasks.spawn(run(shutdown.clone()));
         }
         if workers {
             let config = match &self.settings.argocd_config {
@@ -262,19 +261,6 @@ impl Application {
                 }
             });
         }
-        if let Some(worker) = self.delivery_worker {
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                worker
-                    .run(token)
-                    .await
-                    .context("delivery projection stopped")
-            });
-        }
-        if let Some(worker) = self.audit_worker {
-            let token = shutdown.clone();
-            tasks.spawn(async move { worker.run(token).await.context("audit projection stopped") });
-        }
         for status in self.statuses.clone() {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
         }
@@ -290,25 +276,26 @@ impl Application {
             };
             tasks.spawn(crate::metrics::serve(listener, sources, shutdown.clone()));
         }
-        if let Some(listener) = self.webhook_listener {
-            let hooks = paved_api::webhooks::Webhooks::new(
-                Executor::new(self.log.clone(), 10_000),
-                self.pool.clone(),
-                self.settings.github_webhook_secret.clone(),
-                self.settings.argocd_webhook_token.clone(),
-                self.settings.incident_webhook_secret.clone(),
-            );
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                tracing::info!(addr = %listener.local_addr()?, "webhooks listening");
-                axum::serve(listener, hooks.router())
-                    .with_graceful_shutdown(async move { token.cancelled().await })
-                    .await?;
-                Ok(())
-            });
-        }
         if let Some(listener) = self.listener {
             let executor = Executor::new(self.log.clone(), self.settings.cache_capacity);
+            // The webhooks, beside the API (they share its write-path cache).
+            if let Some(listener) = self.webhook_listener {
+                let hooks = paved_api::webhooks::Webhooks::new(
+                    executor.clone(),
+                    self.pool.clone(),
+                    self.settings.github_webhook_secret.clone(),
+                    self.settings.argocd_webhook_token.clone(),
+                    self.settings.incident_webhook_secret.clone(),
+                );
+                let token = shutdown.clone();
+                tasks.spawn(async move {
+                    tracing::info!(addr = %listener.local_addr()?, "webhooks listening");
+                    axum::serve(listener, hooks.router())
+                        .with_graceful_shutdown(async move { token.cancelled().await })
+                        .await?;
+                    Ok(())
+                });
+            }
             let freshness = Freshness::start(
                 self.pool.clone(),
                 self.log.clone(),

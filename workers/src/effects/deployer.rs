@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use paved_domain::delivery::{Deployment, DeploymentCommand, DeploymentStatus, Outcome};
 use paved_domain::{Name, Principal};
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
@@ -299,31 +299,34 @@ impl Deployer {
         }
     }
 
-    async fn fail(&self, id: &Name, message: String, op: Option<&OperationState>, health: &str) {
-        tracing::info!(deployment = %id, reason = %message, "deployment failed");
-        let outcome = Outcome {
-            succeeded: false,
-            revision: op.map(|o| o.revision().to_owned()).unwrap_or_default(),
-            phase: op.map(|o| o.phase.clone()).unwrap_or_default(),
-            health: health.to_owned(),
-            message,
-            finished_at: op.and_then(|o| o.finished_at).unwrap_or_else(Utc::now),
-        };
+    async fn finish(&self, id: &Name, outcome: Outcome) {
+        if !outcome.succeeded {
+            tracing::info!(deployment = %id, reason = %outcome.message, "deployment failed");
+        }
         self.command(id, "finish", DeploymentCommand::Finish(outcome))
             .await;
     }
 
-    async fn succeed(&self, id: &Name, op: &OperationState, health: &str, message: String) {
-        let outcome = Outcome {
-            succeeded: true,
-            revision: op.revision().to_owned(),
-            phase: op.phase.clone(),
-            health: health.to_owned(),
-            message,
-            finished_at: op.finished_at.unwrap_or_else(Utc::now),
+    /// Records that our operation started (once; later calls are no-ops).
+    async fn record_start(&self, d: &mut Deployment, app: &str, started_at: DateTime<Utc>) {
+        if d.status != DeploymentStatus::Requested {
+            return;
+        }
+        let start = DeploymentCommand::Start {
+            application: app.to_owned(),
+            started_at,
         };
-        self.command(id, "finish", DeploymentCommand::Finish(outcome))
-            .await;
+        self.command(&d.id, "start", start).await;
+        d.status = DeploymentStatus::Running;
+        d.started_at = Some(started_at);
+    }
+
+    /// Waits one poll interval; false when the worker stops.
+    async fn pause(&self, stop: &CancellationToken) -> bool {
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(Duration::from_millis(self.timing.poll_ms)) => true,
+        }
     }
 
     /// Jittered exponential backoff; false when it would pass the deadline
@@ -379,6 +382,109 @@ impl Deployer {
         })
     }
 
+    /// What to do next, given what Argo CD says about the application.
+    fn judge(&self, d: &Deployment, app: &Application, past_deadline: bool) -> Step {
+        let budget = self.timing.budget_secs;
+        let health = app.status.health.status.as_str();
+        if let Some(op) = Self::ours(d, app) {
+            // Ours, found: whatever comes next, its start is on record first.
+            let ended = |o| Step::Finish(o, Some(op.started_at));
+            if !op.completed() {
+                return if past_deadline {
+                    ended(failed(
+                        format!("still {} after {budget}s", op.phase),
+                        Some(op),
+                        health,
+                    ))
+                } else {
+                    Step::Follow(op.started_at)
+                };
+            }
+            return match (op.phase.as_str(), health) {
+                ("Succeeded", "Healthy") => {
+                    ended(outcome(true, op.message.clone(), Some(op), health))
+                }
+                ("Succeeded", "Degraded" | "Missing") => ended(failed(
+                    format!("synced, but the application is {health}"),
+                    Some(op),
+                    health,
+                )),
+                ("Succeeded", _) if !past_deadline => Step::Follow(op.started_at),
+                ("Succeeded", _) => ended(failed(
+                    format!("synced, but not healthy after {budget}s (health {health})"),
+                    Some(op),
+                    health,
+                )),
+                _ if op.message.is_empty() => {
+                    ended(failed(format!("sync {}", op.phase), Some(op), health))
+                }
+                _ => ended(failed(op.message.clone(), Some(op), health)),
+            };
+        }
+        if Self::pending_ours(d, app) {
+            // Asked for, not picked up by the controller yet.
+            return Step::Follow(Utc::now());
+        }
+        if d.status == DeploymentStatus::Running {
+            // Our operation is no longer the application's operation: a
+            // newer one (an auto-sync) replaced it. Judge ours by history.
+            let started = d.started_at.unwrap_or(d.requested_at) - chrono::Duration::seconds(5);
+            let deployed = app.status.history.iter().rev().find(|h| {
+                h.revision == d.target.revision
+                    && h.deploy_started_at
+                        .or(h.deployed_at)
+                        .is_some_and(|t| t >= started)
+            });
+            if let Some(h) = deployed {
+                let op = OperationState {
+                    phase: "Succeeded".into(),
+                    started_at: h.deploy_started_at.unwrap_or(started),
+                    finished_at: h.deployed_at,
+                    sync_result: Some(super::argocd::SyncResult {
+                        revision: h.revision.clone(),
+                    }),
+                    ..OperationState::default()
+                };
+                let note = "deployed (per history); a newer operation has run since";
+                return Step::Finish(outcome(true, note.to_owned(), Some(&op), health), None);
+            }
+            let by = match app.status.operation_state.as_ref() {
+                Some(o) if o.operation.initiated_by.automated => "an automated sync".to_owned(),
+                Some(o) => format!("an operation by {:?}", o.operation.initiated_by.username),
+                None => "another operation".to_owned(),
+            };
+            return Step::Finish(
+                failed(format!("replaced by {by} before it finished"), None, health),
+                None,
+            );
+        }
+        match &d.target.rollback_of {
+            None => Step::Start { history: None },
+            Some(_) => match app
+                .status
+                .history
+                .iter()
+                .rev()
+                .find(|h| h.revision == d.target.revision)
+            {
+                Some(h) => Step::Start {
+                    history: Some(h.id),
+                },
+                None => Step::Finish(
+                    failed(
+                        format!(
+                            "{} has no history entry for revision {:?} to roll back to",
+                            app.metadata.name, d.target.revision
+                        ),
+                        None,
+                        health,
+                    ),
+                    None,
+                ),
+            },
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(deployment = %id))]
     async fn drive(&self, id: &Name, stop: &CancellationToken) {
         let mut d = match self.executor.state::<Option<Deployment>>(id).await {
@@ -392,17 +498,11 @@ impl Deployer {
             }
         };
         let Some(env) = self.environments.get(d.target.environment.as_str()) else {
-            return self
-                .fail(
-                    id,
-                    format!(
-                        "no Argo CD is configured for environment {:?} (PAVED_ARGOCD_CONFIG)",
-                        d.target.environment.as_str()
-                    ),
-                    None,
-                    "",
-                )
-                .await;
+            let reason = format!(
+                "no Argo CD is configured for environment {:?} (PAVED_ARGOCD_CONFIG)",
+                d.target.environment.as_str()
+            );
+            return self.finish(id, failed(reason, None, "")).await;
         };
         let app = self.app_name(&d, env).await;
         let lock = self
@@ -416,229 +516,90 @@ impl Deployer {
             () = stop.cancelled() => return,
             g = lock.lock() => g,
         };
-        let deadline = Instant::now() + Duration::from_secs(self.timing.budget_secs);
+        let budget = self.timing.budget_secs;
+        let deadline = Instant::now() + Duration::from_secs(budget);
         let mut attempt = 0;
-        let mut last_error;
         loop {
-            let application = match env.client.application(&app).await {
-                Ok(a) => a,
-                Err(e) if e.retryable() => {
-                    last_error = e.to_string();
-                    if self.backoff(&mut attempt, deadline, stop).await {
-                        continue;
-                    }
-                    if stop.is_cancelled() {
-                        return;
-                    }
-                    return self
-                        .fail(
-                            id,
-                            format!("{last_error} (gave up after {}s)", self.timing.budget_secs),
-                            None,
-                            "",
-                        )
-                        .await;
-                }
-                Err(e) => return self.fail(id, e.to_string(), None, "").await,
-            };
-            let health = application.status.health.status.clone();
-            if let Some(op) = Self::ours(&d, &application) {
-                if d.status == DeploymentStatus::Requested {
-                    // We called before a crash, or just now: record the start.
-                    self.command(
-                        id,
-                        "start",
-                        DeploymentCommand::Start {
-                            application: app.clone(),
-                            started_at: op.started_at,
-                        },
-                    )
-                    .await;
-                    d.status = DeploymentStatus::Running;
-                    d.started_at = Some(op.started_at);
-                }
-                if op.completed() {
-                    match (op.phase.as_str(), health.as_str()) {
-                        ("Succeeded", "Healthy") => {
-                            return self.succeed(id, op, &health, op.message.clone()).await;
+            // Busy, 5xx, timeouts: back off and try again within the budget.
+            let (retry, health) = match env.client.application(&app).await {
+                Err(e) => (e, String::new()),
+                Ok(application) => match self.judge(&d, &application, Instant::now() >= deadline) {
+                    Step::Finish(outcome, started_at) => {
+                        if let Some(at) = started_at {
+                            self.record_start(&mut d, &app, at).await;
                         }
-                        ("Succeeded", "Degraded" | "Missing") => {
-                            return self
-                                .fail(
-                                    id,
-                                    format!("synced, but the application is {health}"),
-                                    Some(op),
-                                    &health,
-                                )
-                                .await;
-                        }
-                        ("Succeeded", _) if Instant::now() < deadline => {} // still progressing
-                        ("Succeeded", _) => {
-                            return self
-                                .fail(
-                                    id,
-                                    format!(
-                                        "synced, but not healthy after {}s (health {health})",
-                                        self.timing.budget_secs
-                                    ),
-                                    Some(op),
-                                    &health,
-                                )
-                                .await;
-                        }
-                        _ => {
-                            let message = if op.message.is_empty() {
-                                format!("sync {}", op.phase)
-                            } else {
-                                op.message.clone()
-                            };
-                            return self.fail(id, message, Some(op), &health).await;
-                        }
+                        return self.finish(id, outcome).await;
                     }
-                } else if Instant::now() >= deadline {
-                    return self
-                        .fail(
-                            id,
-                            format!("still {} after {}s", op.phase, self.timing.budget_secs),
-                            Some(op),
-                            &health,
-                        )
-                        .await;
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(self.timing.poll_ms)) => {}
-                }
-                continue;
-            }
-            if Self::pending_ours(&d, &application) {
-                // Asked for, not picked up by the controller yet.
-                if d.status == DeploymentStatus::Requested {
-                    let now = Utc::now();
-                    self.command(
-                        id,
-                        "start",
-                        DeploymentCommand::Start {
-                            application: app.clone(),
-                            started_at: now,
-                        },
-                    )
-                    .await;
-                    d.status = DeploymentStatus::Running;
-                    d.started_at = Some(now);
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(Duration::from_millis(self.timing.poll_ms)) => {}
-                }
-                continue;
-            }
-            if d.status == DeploymentStatus::Running {
-                // Our operation is no longer the application's operation: a
-                // newer one (an auto-sync) replaced it. Judge ours by history.
-                let started = d.started_at.unwrap_or(d.requested_at) - chrono::Duration::seconds(5);
-                let deployed = application.status.history.iter().rev().find(|h| {
-                    h.revision == d.target.revision
-                        && h.deploy_started_at
-                            .or(h.deployed_at)
-                            .is_some_and(|t| t >= started)
-                });
-                let current = application.status.operation_state.as_ref();
-                return match deployed {
-                    Some(h) => {
-                        let op = OperationState {
-                            phase: "Succeeded".into(),
-                            started_at: h.deploy_started_at.unwrap_or(started),
-                            finished_at: h.deployed_at,
-                            sync_result: Some(super::argocd::SyncResult {
-                                revision: h.revision.clone(),
-                            }),
-                            ..OperationState::default()
-                        };
-                        let note =
-                            "deployed (per history); a newer operation has run since".to_owned();
-                        self.succeed(id, &op, &health, note).await
-                    }
-                    None => {
-                        let by = current
-                            .map(|o| {
-                                if o.operation.initiated_by.automated {
-                                    "an automated sync".to_owned()
-                                } else {
-                                    format!(
-                                        "an operation by {:?}",
-                                        o.operation.initiated_by.username
-                                    )
-                                }
-                            })
-                            .unwrap_or_else(|| "another operation".to_owned());
-                        self.fail(
-                            id,
-                            format!("replaced by {by} before it finished"),
-                            None,
-                            &health,
-                        )
-                        .await
-                    }
-                };
-            }
-            // Not started: start it.
-            let call = match &d.target.rollback_of {
-                None => env.client.sync(&app, &d.target.revision, id.as_str()).await,
-                Some(_) => {
-                    let entry = application
-                        .status
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|h| h.revision == d.target.revision);
-                    match entry {
-                        Some(h) => env.client.rollback(&app, h.id).await,
-                        None => {
-                            return self
-                                .fail(id, format!("{app} has no history entry for revision {:?} to roll back to", d.target.revision), None, &health)
-                                .await;
-                        }
-                    }
-                }
-            };
-            match call {
-                Ok(_) => {
-                    tracing::info!(app = %app, revision = %d.target.revision, "Argo CD operation started");
-                    let now = Utc::now();
-                    self.command(
-                        id,
-                        "start",
-                        DeploymentCommand::Start {
-                            application: app.clone(),
-                            started_at: now,
-                        },
-                    )
-                    .await;
-                    d.status = DeploymentStatus::Running;
-                    d.started_at = Some(now);
-                    attempt = 0;
-                }
-                Err(e) if e.retryable() => {
-                    last_error = e.to_string();
-                    if !self.backoff(&mut attempt, deadline, stop).await {
-                        if stop.is_cancelled() {
+                    Step::Follow(started_at) => {
+                        self.record_start(&mut d, &app, started_at).await;
+                        if !self.pause(stop).await {
                             return;
                         }
-                        let reason = match e {
-                            ArgoError::InProgress => format!(
-                                "{app}: another operation stayed in progress for {}s",
-                                self.timing.budget_secs
-                            ),
-                            _ => {
-                                format!("{last_error} (gave up after {}s)", self.timing.budget_secs)
-                            }
-                        };
-                        return self.fail(id, reason, None, &health).await;
+                        continue;
                     }
-                }
-                Err(e) => return self.fail(id, e.to_string(), None, &health).await,
+                    Step::Start { history } => {
+                        let call = match history {
+                            None => env.client.sync(&app, &d.target.revision, id.as_str()).await,
+                            Some(h) => env.client.rollback(&app, h).await,
+                        };
+                        match call {
+                            Ok(_) => {
+                                tracing::info!(app = %app, revision = %d.target.revision, "Argo CD operation started");
+                                self.record_start(&mut d, &app, Utc::now()).await;
+                                attempt = 0;
+                                continue;
+                            }
+                            Err(e) => (e, application.status.health.status),
+                        }
+                    }
+                },
+            };
+            if !retry.retryable() {
+                return self
+                    .finish(id, failed(retry.to_string(), None, &health))
+                    .await;
             }
+            if self.backoff(&mut attempt, deadline, stop).await {
+                continue;
+            }
+            if stop.is_cancelled() {
+                return;
+            }
+            let reason = match retry {
+                ArgoError::InProgress => {
+                    format!("{app}: another operation stayed in progress for {budget}s")
+                }
+                e => format!("{e} (gave up after {budget}s)"),
+            };
+            return self.finish(id, failed(reason, None, &health)).await;
         }
     }
+}
+
+/// The deployer's next move.
+enum Step {
+    /// Our operation is requested or running (since then): record the
+    /// start if not yet, and look again later.
+    Follow(DateTime<Utc>),
+    /// Ours is over, or cannot be: record this outcome (after the start of
+    /// our operation, when it was found and the start is not on record yet).
+    Finish(Outcome, Option<DateTime<Utc>>),
+    /// Not started: sync, or roll back to this history entry.
+    Start { history: Option<i64> },
+}
+
+/// How an operation ended, as recorded.
+fn outcome(succeeded: bool, message: String, op: Option<&OperationState>, health: &str) -> Outcome {
+    Outcome {
+        succeeded,
+        revision: op.map(|o| o.revision().to_owned()).unwrap_or_default(),
+        phase: op.map(|o| o.phase.clone()).unwrap_or_default(),
+        health: health.to_owned(),
+        message,
+        finished_at: op.and_then(|o| o.finished_at).unwrap_or_else(Utc::now),
+    }
+}
+
+fn failed(message: String, op: Option<&OperationState>, health: &str) -> Outcome {
+    outcome(false, message, op, health)
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use paved_domain::Event;
-use paved_domain::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent, Outcome};
+use paved_domain::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent, Outcome, PRODUCTION};
 use paved_eventlog::StoredCommit;
 use sqlx::PgConnection;
 
@@ -152,30 +152,39 @@ impl Projection for DeliveryProjection {
         insert_deployments(conn, &rows).await?;
         update_deployments(conn, &rows).await?;
         changes.insert(conn).await?;
-        // What this batch's successful production deployments can ship.
-        let finished: Vec<&str> = rows
-            .iter()
-            .filter(|(_, r)| r.status == Some("succeeded"))
-            .map(|(id, _)| id.as_str())
-            .collect();
+        // What this batch's successful production deployments can ship:
+        // new ones are in memory, earlier ones are read back.
+        let mut shipped: Vec<(String, Vec<String>, DateTime<Utc>)> = Vec::new();
+        let mut earlier: Vec<&str> = Vec::new();
+        for (id, r) in rows.iter().filter(|(_, r)| r.status == Some("succeeded")) {
+            match (&r.created, r.finished_at) {
+                (Some(c), Some(f)) if c.environment == PRODUCTION => {
+                    shipped.push((c.service.clone(), c.commits.clone(), f));
+                }
+                (Some(_), _) => {}
+                (None, _) => earlier.push(id),
+            }
+        }
+        if !earlier.is_empty() {
+            shipped.extend(
+                sqlx::query_as::<_, (String, Vec<String>, DateTime<Utc>)>(
+                    "SELECT service, commits, finished_at FROM delivery_deployments
+                      WHERE id = ANY($1) AND environment = 'production' AND status = 'succeeded'",
+                )
+                .bind(&earlier)
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+        }
         let mut shas = changes.sha.clone();
         let mut services = Vec::new();
         let mut since: Option<DateTime<Utc>> = None;
-        if !finished.is_empty() {
-            let shipped: Vec<(String, Vec<String>, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT service, commits, finished_at FROM delivery_deployments
-                  WHERE id = ANY($1) AND environment = 'production' AND status = 'succeeded'",
-            )
-            .bind(&finished)
-            .fetch_all(&mut *conn)
-            .await?;
-            for (service, commits, finished_at) in shipped {
-                if commits.is_empty() {
-                    services.push(service);
-                    since = Some(since.map_or(finished_at, |s| s.min(finished_at)));
-                } else {
-                    shas.extend(commits);
-                }
+        for (service, commits, finished_at) in shipped {
+            if commits.is_empty() {
+                services.push(service);
+                since = Some(since.map_or(finished_at, |s| s.min(finished_at)));
+            } else {
+                shas.extend(commits);
             }
         }
         if !shas.is_empty() || !services.is_empty() {
