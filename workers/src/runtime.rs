@@ -1,11 +1,32 @@
-//! The projection runtime: a durable pull consumer per projection, batches
-//! applied in one PostgreSQL transaction together with the checkpoint, acked
-//! after commit (invariant 4); and the shadow rebuild behind `paved replay`.
+//! The projection runtime: batches applied in one PostgreSQL transaction
+//! together with the checkpoint (invariant 4), one fenced active worker per
+//! projection, and the shadow rebuild behind `paved replay`.
+//!
+//! What makes a live worker exactly-once in effect, through crashes of
+//! itself, of NATS and of PostgreSQL:
+//!
+//! - **The checkpoint is the position.** Every session reads the checkpoint
+//!   from the database and opens a consumer of its own right after it; acks
+//!   play no part (the consumer does not take them).
+//! - **No gap within a session.** Each message must be the consumer's next
+//!   delivery (consumer sequence `n + 1`, delivered once); anything else (a
+//!   pull lost in a NATS reconnect, a recreated consumer) ends the session and
+//!   the next one starts again from the database's checkpoint.
+//! - **No gap across database trouble.** Batches commit synchronously, and
+//!   each batch checks under the checkpoint row's lock that the database's
+//!   checkpoint is still the one this worker last committed: a checkpoint
+//!   that went back (a failover to a replica that had not received the last
+//!   commits, a restore) ends the session, which re-reads from the database.
+//! - **One writer.** The active worker holds an advisory lock and a fencing
+//!   epoch it incremented when it took the lock; every batch checks the epoch
+//!   under the row lock. A PostgreSQL restart drops advisory locks: a standby
+//!   may then take over and increment the epoch, and the old worker's next
+//!   batch is refused (it goes back to standing by) before it writes anything.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{ErrorCode, Message};
 use futures::{FutureExt, StreamExt};
@@ -20,8 +41,11 @@ pub const MAX_BATCH: usize = 1000;
 /// Most messages applied in one transaction by a rebuild (nobody waits on
 /// its latency; fewer, larger transactions go faster).
 pub const REBUILD_BATCH: usize = 5000;
-/// How long the server waits for a batch's ack before redelivering it.
-const ACK_WAIT: Duration = Duration::from_secs(60);
+/// How often an idle worker checks that it still holds its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(5);
+/// A session's consumer is removed by the server this long after its worker
+/// went away without deleting it (a crash).
+const CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
 
 /// A read model fed by the log. `apply` writes one batch of commits (already
 /// filtered to those after the checkpoint) inside the caller's transaction;
@@ -55,6 +79,17 @@ pub enum ProjectionError {
     },
     #[error("jetstream: {0}")]
     JetStream(String),
+    /// Another worker took the projection over (its epoch is newer).
+    #[error("another worker took over the projection (epoch {current}, this worker's {ours})")]
+    LeaseLost { ours: i64, current: i64 },
+    /// The database's checkpoint is behind one this worker committed.
+    #[error(
+        "the database's checkpoint ({database}) is behind the one this worker committed ({committed}): commits were lost (a crash or a failover); re-reading from the database's checkpoint"
+    )]
+    CheckpointBehind { database: u64, committed: u64 },
+    /// The consumer skipped or repeated a delivery.
+    #[error("the consumer delivered {got} where {expected} was next; reopening at the checkpoint")]
+    Gap { expected: u64, got: String },
 }
 
 fn js_err(e: impl std::fmt::Display) -> ProjectionError {
@@ -65,6 +100,8 @@ fn js_err(e: impl std::fmt::Display) -> ProjectionError {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Health {
     Starting,
+    /// Waiting for the lock another worker holds.
+    Standby,
     Running,
     /// Stopped by an error it cannot get past (an undecodable message).
     Failed(String),
@@ -84,6 +121,10 @@ pub struct ProjectionStatus {
     pub decode_errors: u64,
     /// Milliseconds from the newest message's publish time to its commit, last batch.
     pub lag_ms: u64,
+    /// Sessions ended because the database's checkpoint had gone back.
+    pub checkpoint_regressions: u64,
+    /// Times this worker found another one had taken over.
+    pub leases_lost: u64,
 }
 
 /// What one unit of work did.
@@ -95,16 +136,20 @@ pub enum Outcome {
         skipped: usize,
         checkpoint: u64,
     },
-    /// Every message in the batch was at or below the checkpoint (a redelivery).
+    /// Every message in the batch was at or below the checkpoint.
     Skipped { messages: usize },
+    /// Nothing arrived for a while; the lease was checked.
+    Idle,
+    /// The shutdown token fired while waiting; nothing was in flight.
+    Stopped,
 }
 
-/// The durable consumer name of a projection.
+/// The name prefix of a projection's session consumers.
 pub fn consumer_name(projection: &str) -> String {
     format!("paved-projection-{projection}")
 }
 
-/// One projection, fed by its durable consumer.
+/// One projection, fed by a consumer of its own.
 pub struct ProjectionWorker<P: Projection> {
     projection: P,
     pool: PgPool,
@@ -112,9 +157,23 @@ pub struct ProjectionWorker<P: Projection> {
     status: watch::Sender<ProjectionStatus>,
 }
 
-/// An open consumer session: the pull stream of a running worker.
+/// The right to write a projection: its advisory lock, held on a connection
+/// of its own, and the fencing epoch taken with it.
+pub struct Lease {
+    conn: PgConnection,
+    epoch: i64,
+    checked: Instant,
+}
+
+/// An open consumer session of the active worker.
 pub struct Session {
     messages: futures::stream::BoxStream<'static, Result<Message, ProjectionError>>,
+    consumer: String,
+    /// The consumer sequence the next message must have.
+    next_delivery: u64,
+    /// The checkpoint this worker last read or committed: the database must
+    /// never be found behind it.
+    committed: u64,
 }
 
 impl<P: Projection> ProjectionWorker<P> {
@@ -128,6 +187,8 @@ impl<P: Projection> ProjectionWorker<P> {
             batches: 0,
             decode_errors: 0,
             lag_ms: 0,
+            checkpoint_regressions: 0,
+            leases_lost: 0,
         });
         Self {
             projection,
@@ -141,43 +202,218 @@ impl<P: Projection> ProjectionWorker<P> {
         self.status.subscribe()
     }
 
-    /// Opens a session: (re)creates the durable consumer so that it starts
-    /// right after the checkpoint. The checkpoint, not the consumer's ack
-    /// floor, is the position: a batch that was delivered but never committed
-    /// (a crash) is delivered again at once instead of after the ack wait, and
-    /// an ack for a later batch can never cover it.
-    pub async fn open(&self) -> Result<Session, ProjectionError> {
-        let checkpoint = ensure_checkpoint(&self.pool, P::NAME).await?;
-        let name = consumer_name(P::NAME);
-        let stream = self.log.stream();
-        match stream.delete_consumer(&name).await {
-            Ok(_) => {}
-            Err(e)
-                if matches!(e.kind(), ConsumerErrorKind::JetStream(je)
-                    if je.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
-            Err(e) => return Err(js_err(e)),
+    /// Runs until `shutdown`: a batch in flight is committed first. Stands by
+    /// while another worker holds the projection, and again whenever it finds
+    /// it lost the projection. Returns an error, and leaves the health
+    /// `Failed`, when a message does not decode: the projection stops there
+    /// instead of skipping it.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectionError> {
+        loop {
+            let Some(mut lease) = self.acquire(&shutdown).await else {
+                break;
+            };
+            match self.lead(&mut lease, &shutdown).await {
+                Ok(()) => break,
+                Err(e @ ProjectionError::Decode { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "lost the projection; standing by");
+                    self.status.send_modify(|s| {
+                        s.leases_lost += 1;
+                        s.health = Health::Standby;
+                    });
+                }
+            }
         }
-        let consumer: consumer::Consumer<pull::Config> = stream
+        self.status.send_modify(|s| s.health = Health::Stopped);
+        tracing::info!(projection = P::NAME, "projection stopped");
+        Ok(())
+    }
+
+    /// Takes the projection's advisory lock (waiting while another worker
+    /// holds it, retrying while the database is unreachable) and increments
+    /// its fencing epoch. `None` when `shutdown` fired first.
+    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Lease> {
+        let mut told = false;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.try_acquire().await {
+                Ok(Some(lease)) => {
+                    tracing::info!(
+                        projection = P::NAME,
+                        epoch = lease.epoch,
+                        "took the projection"
+                    );
+                    return Some(lease);
+                }
+                Ok(None) => {
+                    if !told {
+                        tracing::info!(
+                            projection = P::NAME,
+                            "another worker runs this projection; standing by"
+                        );
+                        self.status.send_modify(|s| s.health = Health::Standby);
+                        told = true;
+                    }
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot take the projection's lock; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+        }
+    }
+
+    async fn try_acquire(&self) -> Result<Option<Lease>, ProjectionError> {
+        ensure_checkpoint(&self.pool, P::NAME).await?;
+        let mut conn = self.pool.acquire().await?.detach();
+        let key = format!("paved.projection.{}", P::NAME);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(&key)
+            .fetch_one(&mut conn)
+            .await?;
+        if !got {
+            return Ok(None);
+        }
+        // Committed synchronously (the session default) before anything is written.
+        let epoch: i64 = sqlx::query_scalar(
+            "UPDATE projection_checkpoints SET epoch = epoch + 1 WHERE projection = $1 RETURNING epoch",
+        )
+        .bind(P::NAME)
+        .fetch_one(&mut conn)
+        .await?;
+        // Consumers of earlier versions (one durable consumer per projection).
+        delete_consumer(&self.log, &consumer_name(P::NAME)).await;
+        Ok(Some(Lease {
+            conn,
+            epoch,
+            checked: Instant::now(),
+        }))
+    }
+
+    /// Is the lease still ours? Its connection must be alive (else the lock
+    /// is gone) and the epoch unchanged.
+    async fn check_lease(&self, lease: &mut Lease) -> Result<(), ProjectionError> {
+        let current: i64 =
+            sqlx::query_scalar("SELECT epoch FROM projection_checkpoints WHERE projection = $1")
+                .bind(P::NAME)
+                .fetch_one(&mut lease.conn)
+                .await?;
+        if current != lease.epoch {
+            return Err(ProjectionError::LeaseLost {
+                ours: lease.epoch,
+                current,
+            });
+        }
+        lease.checked = Instant::now();
+        Ok(())
+    }
+
+    /// Projects while the lease holds: sessions are reopened at the
+    /// database's checkpoint after any trouble. `Ok` on shutdown; an error
+    /// when the lease was lost or a message does not decode.
+    async fn lead(
+        &self,
+        lease: &mut Lease,
+        shutdown: &CancellationToken,
+    ) -> Result<(), ProjectionError> {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let mut session = match self.open(lease.epoch).await {
+                Ok(s) => s,
+                Err(e @ ProjectionError::LeaseLost { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot open a session; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    // The lock lives on a connection of its own: make sure it survived.
+                    self.check_lease(lease).await?;
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let ended = loop {
+                match self.process_next(&mut session, lease.epoch, shutdown).await {
+                    Ok(Outcome::Stopped) => break None,
+                    Ok(Outcome::Idle) => {
+                        if let Err(e) = self.check_lease(lease).await {
+                            break Some(e);
+                        }
+                    }
+                    Ok(_) if lease.checked.elapsed() > LEASE_CHECK => {
+                        if let Err(e) = self.check_lease(lease).await {
+                            break Some(e);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => break Some(e),
+                }
+            };
+            delete_consumer(&self.log, &session.consumer).await;
+            match ended {
+                None => break,
+                Some(e @ (ProjectionError::Decode { .. } | ProjectionError::LeaseLost { .. })) => {
+                    return Err(e);
+                }
+                Some(e @ ProjectionError::CheckpointBehind { .. }) => {
+                    tracing::error!(projection = P::NAME, error = %e, "read model went back");
+                    self.status.send_modify(|s| s.checkpoint_regressions += 1);
+                }
+                Some(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "session ended; reopening at the checkpoint");
+                    // A database that went away took the lock with it.
+                    self.check_lease(lease).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a session: a consumer of this worker's own that starts right
+    /// after the database's checkpoint.
+    pub async fn open(&self, epoch: i64) -> Result<Session, ProjectionError> {
+        let (checkpoint, current) = read_checkpoint(&self.pool, P::NAME).await?;
+        if current != epoch {
+            return Err(ProjectionError::LeaseLost {
+                ours: epoch,
+                current,
+            });
+        }
+        let name = format!(
+            "{}-{epoch}-{:08x}",
+            consumer_name(P::NAME),
+            rand::random::<u32>()
+        );
+        let filter = filter::<P>(&self.log);
+        let consumer = self
+            .log
+            .stream()
             .create_consumer(pull::Config {
-                durable_name: Some(name.clone()),
                 name: Some(name.clone()),
-                description: Some(format!("Paved projection {}", P::NAME)),
-                filter_subject: filter::<P>(&self.log),
+                description: Some(format!("Paved projection {} (epoch {epoch})", P::NAME)),
+                filter_subject: filter.clone(),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: checkpoint + 1,
                 },
-                ack_policy: AckPolicy::All,
-                ack_wait: ACK_WAIT,
-                max_ack_pending: (MAX_BATCH * 20) as i64,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: CONSUMER_INACTIVE,
                 ..Default::default()
             })
             .await
             .map_err(js_err)?;
         sqlx::query(
-            "UPDATE projection_checkpoints SET consumer = $2 WHERE projection = $1 AND consumer <> $2",
+            "UPDATE projection_checkpoints SET consumer = $2, filter_subject = $3 WHERE projection = $1",
         )
         .bind(P::NAME)
         .bind(&name)
+        .bind(&filter)
         .execute(&self.pool)
         .await?;
         let messages = consumer
@@ -193,77 +429,12 @@ impl<P: Projection> ProjectionWorker<P> {
             s.checkpoint = checkpoint;
             s.health = Health::Running;
         });
-        Ok(Session { messages })
-    }
-
-    /// Runs until `shutdown`: a batch in flight is committed and acked first.
-    /// Returns an error, and leaves the health `Failed`, when a message does
-    /// not decode: the projection stops there instead of skipping it.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectionError> {
-        // One active consumer per projection: a second worker waits here as a standby.
-        let _lock = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            lock = self.lock() => lock?,
-        };
-        let mut backoff = Duration::from_millis(100);
-        while !shutdown.is_cancelled() {
-            let mut session = match self.open().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot open consumer; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    continue;
-                }
-            };
-            backoff = Duration::from_millis(100);
-            loop {
-                let next = tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = self.process_next(&mut session) => next,
-                };
-                match next {
-                    Ok(_) => {}
-                    // Already reported (health, metric, log) by process_next.
-                    Err(e @ ProjectionError::Decode { .. }) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(projection = P::NAME, error = %e, "batch failed; reopening the consumer");
-                        break;
-                    }
-                }
-            }
-        }
-        self.status.send_modify(|s| s.health = Health::Stopped);
-        tracing::info!(projection = P::NAME, "projection stopped");
-        Ok(())
-    }
-
-    /// Takes the projection's advisory lock on a connection of its own, held
-    /// (and released when dropped) for as long as this worker runs.
-    pub async fn lock(&self) -> Result<PgConnection, ProjectionError> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let key = format!("paved.projection.{}", P::NAME);
-        let mut told = false;
-        loop {
-            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-                .bind(&key)
-                .fetch_one(&mut conn)
-                .await?;
-            if got {
-                return Ok(conn);
-            }
-            if !told {
-                tracing::info!(
-                    projection = P::NAME,
-                    "another worker runs this projection; standing by"
-                );
-                told = true;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        Ok(Session {
+            messages,
+            consumer: name,
+            next_delivery: 1,
+            committed: checkpoint,
+        })
     }
 
     fn fail(&self, e: &ProjectionError) {
@@ -275,16 +446,41 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 
     /// Waits for the next ready messages (up to [`MAX_BATCH`]) and applies
-    /// them: one transaction with the checkpoint, then one ack for the batch.
-    /// Messages before an undecodable one are applied; the undecodable one
-    /// stops the projection (health `Failed`) and is never skipped.
-    pub async fn process_next(&self, session: &mut Session) -> Result<Outcome, ProjectionError> {
-        let messages = next_batch(&mut session.messages, MAX_BATCH).await?;
+    /// them in one transaction with the checkpoint. Messages before an
+    /// undecodable one are applied; the undecodable one stops the projection
+    /// (health `Failed`) and is never skipped.
+    pub async fn process_next(
+        &self,
+        session: &mut Session,
+        epoch: i64,
+        shutdown: &CancellationToken,
+    ) -> Result<Outcome, ProjectionError> {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(Outcome::Stopped),
+            next = tokio::time::timeout(LEASE_CHECK, session.messages.next()) => match next {
+                Err(_) => return Ok(Outcome::Idle),
+                Ok(None) => return Err(js_err("consumer stream ended")),
+                Ok(Some(m)) => m?,
+            },
+        };
+        let messages = next_batch(first, &mut session.messages, MAX_BATCH).await?;
+        for m in &messages {
+            let info = m.info().map_err(js_err)?;
+            if info.consumer_sequence != session.next_delivery || info.delivered != 1 {
+                return Err(ProjectionError::Gap {
+                    expected: session.next_delivery,
+                    got: format!(
+                        "{} (delivered {} times)",
+                        info.consumer_sequence, info.delivered
+                    ),
+                });
+            }
+            session.next_delivery += 1;
+        }
         let (batch, bad) = decode(&messages, u64::MAX);
         let good = &messages[..batch.len()];
-        let outcome = self.apply(batch, good).await?;
+        let outcome = self.apply(session, epoch, batch, good).await?;
         if let Some(last) = good.last() {
-            last.double_ack().await.map_err(js_err)?;
             let pending = last.info().map(|i| i.pending).unwrap_or(0);
             self.status.send_modify(|s| s.pending = pending);
         }
@@ -303,6 +499,8 @@ impl<P: Projection> ProjectionWorker<P> {
     )]
     async fn apply(
         &self,
+        session: &mut Session,
+        epoch: i64,
         mut batch: Vec<StoredCommit>,
         messages: &[Message],
     ) -> Result<Outcome, ProjectionError> {
@@ -323,7 +521,21 @@ impl<P: Projection> ProjectionWorker<P> {
         }
         let mut tx = self.pool.begin().await?;
         custom_plans(&mut tx).await?;
-        let checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
+        let (checkpoint, current) = lock_checkpoint(&mut tx, P::NAME).await?;
+        if current != epoch {
+            return Err(ProjectionError::LeaseLost {
+                ours: epoch,
+                current,
+            });
+        }
+        if checkpoint < session.committed {
+            return Err(ProjectionError::CheckpointBehind {
+                database: checkpoint,
+                committed: session.committed,
+            });
+        }
+        // A rebuild's swap may have moved the checkpoint past what we read.
+        session.committed = checkpoint;
         batch.retain(|c| c.sequence > checkpoint);
         let Some(last) = batch.last().map(|c| c.sequence) else {
             tx.rollback().await?;
@@ -332,6 +544,7 @@ impl<P: Projection> ProjectionWorker<P> {
         self.projection.apply(&mut tx, &batch).await?;
         write_checkpoint(&mut tx, P::NAME, last).await?;
         tx.commit().await?;
+        session.committed = last;
         let newest = messages
             .last()
             .and_then(|m| m.info().ok())
@@ -354,23 +567,34 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 }
 
+/// Deletes a consumer, if it is there; a failure is only logged (the server
+/// removes an inactive one by itself).
+async fn delete_consumer(log: &EventLog, name: &str) {
+    match log.stream().delete_consumer(name).await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(e.kind(), ConsumerErrorKind::JetStream(je)
+                if je.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
+        Err(e) => tracing::debug!(consumer = name, error = %e, "cannot delete a consumer"),
+    }
+}
+
 /// How long a batch waits for messages the server says are on their way.
 const BATCH_WAIT: Duration = Duration::from_millis(20);
 
-/// The next batch: waits for one message, then takes what follows while the
-/// server reports more pending for this consumer (up to [`MAX_BATCH`]). A
-/// caught-up projection applies each message at once (low lag); one with a
-/// backlog applies big batches (high throughput).
-async fn next_batch<S, E>(messages: &mut S, max: usize) -> Result<Vec<Message>, ProjectionError>
+/// The next batch after `first`: takes what follows while the server
+/// reports more pending for this consumer (up to `max`). A caught-up
+/// projection applies each message at once (low lag); one with a backlog
+/// applies big batches (high throughput).
+async fn next_batch<S, E>(
+    first: Message,
+    messages: &mut S,
+    max: usize,
+) -> Result<Vec<Message>, ProjectionError>
 where
     S: futures::Stream<Item = Result<Message, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let first = messages
-        .next()
-        .await
-        .ok_or_else(|| js_err("consumer stream ended"))?
-        .map_err(js_err)?;
     let mut batch = vec![first];
     while batch.len() < max {
         let ready = match messages.next().now_or_never() {
@@ -395,6 +619,20 @@ where
         }
     }
     Ok(batch)
+}
+
+/// Waits for one message, then takes what is ready (see [`next_batch`]).
+async fn wait_batch<S, E>(messages: &mut S, max: usize) -> Result<Vec<Message>, ProjectionError>
+where
+    S: futures::Stream<Item = Result<Message, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let first = messages
+        .next()
+        .await
+        .ok_or_else(|| js_err("consumer stream ended"))?
+        .map_err(js_err)?;
+    next_batch(first, messages, max).await
 }
 
 /// Decodes messages in order up to stream sequence `up_to`; stops at the
@@ -437,19 +675,30 @@ pub async fn ensure_checkpoint(pool: &PgPool, projection: &str) -> Result<u64, P
     Ok(seq as u64)
 }
 
+/// The checkpoint's sequence and epoch.
+async fn read_checkpoint(pool: &PgPool, projection: &str) -> Result<(u64, i64), ProjectionError> {
+    let (seq, epoch): (i64, i64) = sqlx::query_as(
+        "SELECT last_sequence, epoch FROM projection_checkpoints WHERE projection = $1",
+    )
+    .bind(projection)
+    .fetch_one(pool)
+    .await?;
+    Ok((seq as u64, epoch))
+}
+
 /// Locks the checkpoint row for this transaction: batches of one projection
-/// (and a rebuild's final swap) never interleave.
+/// (and a rebuild's final swap) never interleave. Returns its sequence and epoch.
 async fn lock_checkpoint(
     conn: &mut PgConnection,
     projection: &str,
-) -> Result<u64, ProjectionError> {
-    let seq: i64 = sqlx::query_scalar(
-        "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
+) -> Result<(u64, i64), ProjectionError> {
+    let (seq, epoch): (i64, i64) = sqlx::query_as(
+        "SELECT last_sequence, epoch FROM projection_checkpoints WHERE projection = $1 FOR UPDATE",
     )
     .bind(projection)
     .fetch_one(&mut *conn)
     .await?;
-    Ok(seq as u64)
+    Ok((seq as u64, epoch))
 }
 
 /// Moves the checkpoint forward (never back) and tells listeners.
@@ -564,8 +813,23 @@ async fn rebuild_then<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
+    progress: impl FnMut(RebuildProgress),
+    finish: Finish,
+) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
+    let consumer_name = format!("paved-rebuild-{}-{:08x}", P::NAME, rand::random::<u32>());
+    let result = replay_into_shadow(projection, pool, log, progress, finish, &consumer_name).await;
+    // Released at once, not left to the server's inactivity threshold.
+    delete_consumer(log, &consumer_name).await;
+    result
+}
+
+async fn replay_into_shadow<P: Projection>(
+    projection: &P,
+    pool: &PgPool,
+    log: &EventLog,
     mut progress: impl FnMut(RebuildProgress),
     finish: Finish,
+    consumer_name: &str,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let started = Instant::now();
     ensure_checkpoint(pool, P::NAME).await?;
@@ -578,6 +842,7 @@ async fn rebuild_then<P: Projection>(
     let consumer = log
         .stream()
         .create_consumer(pull::Config {
+            name: Some(consumer_name.to_owned()),
             description: Some(format!("Paved rebuild of {}", P::NAME)),
             filter_subject: filter::<P>(log),
             deliver_policy: DeliverPolicy::All,
@@ -599,7 +864,7 @@ async fn rebuild_then<P: Projection>(
     let mut last = 0u64;
     let mut conn = pool.acquire().await?;
     while applied < total {
-        let batch = decode_all(&next_batch(&mut messages, REBUILD_BATCH).await?, u64::MAX)?;
+        let batch = decode_all(&wait_batch(&mut messages, REBUILD_BATCH).await?, u64::MAX)?;
         applied += batch.len() as u64;
         if let Some(l) = batch.last() {
             last = l.sequence;
@@ -634,11 +899,11 @@ async fn rebuild_then<P: Projection>(
     // it waits for us.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     custom_plans(&mut tx).await?;
-    let live_checkpoint = lock_checkpoint(&mut tx, P::NAME).await?;
+    let (live_checkpoint, _) = lock_checkpoint(&mut tx, P::NAME).await?;
     set_search_path(&mut tx, &shadow).await?;
     while last < live_checkpoint {
         let batch = decode_all(
-            &next_batch(&mut messages, REBUILD_BATCH).await?,
+            &wait_batch(&mut messages, REBUILD_BATCH).await?,
             live_checkpoint,
         )?;
         if let Some(l) = batch.last() {
@@ -713,20 +978,17 @@ fn decode_all(messages: &[Message], up_to: u64) -> Result<Vec<StoredCommit>, Pro
 
 /// Settings of every projection transaction.
 ///
-/// - Custom plans: a projection's statements look up hundreds of keys at once
-///   in tables that grow from empty (above all during a rebuild); a generic
-///   plan cached while a table was small keeps scanning it whole once large.
-/// - Asynchronous commit: a read model is rebuilt from the log, and the
-///   checkpoint commits with its rows, so a database crash can only take both
-///   back together; the worker then re-applies from the older checkpoint
-///   (its consumer is recreated from the checkpoint, never from acks). This
-///   saves a disk flush per batch, which is most of a caught-up batch's time.
+/// Custom plans: a projection's statements look up hundreds of keys at once
+/// in tables that grow from empty (above all during a rebuild); a generic
+/// plan cached while a table was small keeps scanning it whole once large.
+///
+/// Commits stay synchronous: with asynchronous commit a database crash takes
+/// back the last commits after readers saw them (and after `min_sequence`
+/// reads were answered from them), so read-your-writes would step back.
 async fn custom_plans(conn: &mut PgConnection) -> Result<(), ProjectionError> {
-    sqlx::raw_sql(
-        "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL synchronous_commit = off",
-    )
-    .execute(&mut *conn)
-    .await?;
+    sqlx::raw_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 

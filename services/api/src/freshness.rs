@@ -2,9 +2,14 @@
 //! projection they read has applied the log up to it.
 //!
 //! "Reached N" means the projection has applied everything it reads up to N:
-//! its checkpoint is ≥ N, or its consumer had nothing pending (nor unacked)
-//! after N was in the stream. A projection that filters subjects never sees
-//! most sequences, so waiting for "message N applied" could wait forever.
+//! its checkpoint is ≥ N, or no message on the subjects it reads lies between
+//! its checkpoint and N (asked of the stream, by the projection's recorded
+//! filter subject). A projection that filters subjects never sees most
+//! sequences, so waiting for "message N applied" could wait forever.
+//!
+//! The checkpoints known here come from `NOTIFY`s (they only move forward)
+//! and from reading the table after every reconnection (that reading wins:
+//! a database restored or failed over to an older state is believed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +25,7 @@ use tonic::Status;
 
 /// How long a query waits for its read model, by default.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
-/// How often, while waiting, the consumer is asked whether it is idle.
+/// How often, while waiting, the stream is asked what lies after the checkpoint.
 const IDLE_CHECK: Duration = Duration::from_millis(25);
 
 /// Tracks the projections' checkpoints from `NOTIFY`s, and answers
@@ -73,7 +78,7 @@ impl Freshness {
             }
             backoff = Duration::from_millis(50);
             // Whatever happened while we were not listening.
-            if let Err(e) = self.refresh().await {
+            if let Err(e) = self.refresh_with(true).await {
                 tracing::warn!(error = %e, "cannot read checkpoints");
             }
             loop {
@@ -110,15 +115,27 @@ impl Freshness {
         });
     }
 
-    async fn refresh(&self) -> Result<(), sqlx::Error> {
+    /// Reads every checkpoint; with `exact`, replaces what is known (after a
+    /// reconnection the database is the authority, also when it went back).
+    async fn refresh_with(&self, exact: bool) -> Result<(), sqlx::Error> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT projection, last_sequence FROM projection_checkpoints")
                 .fetch_all(&self.pool)
                 .await?;
-        for (name, seq) in rows {
-            self.note(&name, seq as u64);
+        if exact {
+            let fresh: HashMap<String, u64> =
+                rows.into_iter().map(|(n, s)| (n, s as u64)).collect();
+            self.known.send_replace(fresh);
+        } else {
+            for (name, seq) in rows {
+                self.note(&name, seq as u64);
+            }
         }
         Ok(())
+    }
+
+    async fn refresh(&self) -> Result<(), sqlx::Error> {
+        self.refresh_with(false).await
     }
 
     fn checkpoint(&self, projection: &str) -> u64 {
@@ -157,18 +174,24 @@ impl Freshness {
         }
     }
 
-    /// Has the projection's consumer nothing left to apply, with the stream
-    /// already past `min_sequence`? Then everything it reads up to there is applied.
+    /// Is there nothing the projection reads between its checkpoint (as the
+    /// database has it now) and `min_sequence`? Then it has applied
+    /// everything it reads up to there.
     async fn consumer_idle(&self, projection: &str, min_sequence: u64) -> Result<bool, Status> {
-        let consumer: Option<String> =
-            sqlx::query_scalar("SELECT consumer FROM projection_checkpoints WHERE projection = $1")
-                .bind(projection)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(crate::error::database)?;
-        let Some(consumer) = consumer.filter(|c| !c.is_empty()) else {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT last_sequence, filter_subject FROM projection_checkpoints WHERE projection = $1",
+        )
+        .bind(projection)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(crate::error::database)?;
+        let Some((checkpoint, filter)) = row.filter(|(_, f)| !f.is_empty()) else {
             return Ok(false);
         };
+        let checkpoint = checkpoint as u64;
+        if checkpoint >= min_sequence {
+            return Ok(true);
+        }
         let last = self
             .log
             .last_sequence()
@@ -180,12 +203,11 @@ impl Freshness {
                 format!("{min_sequence} is past the end of the log ({last})"),
             ));
         }
-        let info = self
+        let next = self
             .log
-            .stream()
-            .consumer_info(&consumer)
+            .next_matching(&filter, checkpoint + 1)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
-        Ok(info.num_pending == 0 && info.num_ack_pending == 0)
+        Ok(next.is_none_or(|n| n > min_sequence))
     }
 }

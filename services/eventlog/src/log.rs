@@ -293,6 +293,20 @@ impl EventLog {
         }
     }
 
+    /// The stream sequence of the first message at or after `from` on a
+    /// subject matching `filter` (wildcards allowed), if there is one.
+    pub async fn next_matching(&self, filter: &str, from: u64) -> Result<Option<u64>, LogError> {
+        match self
+            .stream
+            .direct_get_next_for_subject(filter, Some(from.max(1)))
+            .await
+        {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
+    }
+
     /// The last message on `subject`, if there is one. Cheap at any stream
     /// size: the server keeps each subject's last sequence in memory.
     pub async fn last_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {

@@ -17,8 +17,9 @@ pub const DELIVERY: &str = "delivery";
 pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS, AUDIT, DELIVERY];
 
 /// The table holding each projection's checkpoint: `projection`,
-/// `last_sequence` (the last stream sequence applied), `consumer` (its
-/// durable JetStream consumer) and `updated_at`.
+/// `last_sequence` (the last stream sequence applied), `epoch` (the fencing
+/// epoch of the active worker), `filter_subject` (what it reads), `consumer`
+/// (the current session's JetStream consumer) and `updated_at`.
 pub const CHECKPOINTS_TABLE: &str = "projection_checkpoints";
 
 /// `NOTIFY` channel a projection signals after each committed batch; the

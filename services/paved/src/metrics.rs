@@ -98,6 +98,8 @@ pub async fn render(sources: &Sources) -> String {
     let healthy = Family::<ProjectionLabels, Gauge>::default();
     let applied = Family::<ProjectionLabels, Counter>::default();
     let decode_errors = Family::<ProjectionLabels, Counter>::default();
+    let regressions = Family::<ProjectionLabels, Counter>::default();
+    let leases_lost = Family::<ProjectionLabels, Counter>::default();
     for status in &sources.projections {
         let s = status.borrow().clone();
         let l = ProjectionLabels {
@@ -111,7 +113,21 @@ pub async fn render(sources: &Sources) -> String {
             .set(i64::from(s.health == Health::Running));
         applied.get_or_create(&l).inc_by(s.applied_messages);
         decode_errors.get_or_create(&l).inc_by(s.decode_errors);
+        regressions
+            .get_or_create(&l)
+            .inc_by(s.checkpoint_regressions);
+        leases_lost.get_or_create(&l).inc_by(s.leases_lost);
     }
+    registry.register(
+        "projection_checkpoint_regressions",
+        "Times the database's checkpoint was found behind one this worker committed (a failover or restore); the worker re-read from it",
+        regressions,
+    );
+    registry.register(
+        "projection_leases_lost",
+        "Times this worker found that another one had taken the projection over",
+        leases_lost,
+    );
     registry.register(
         "projection_checkpoint",
         "Last stream sequence the projection applied",

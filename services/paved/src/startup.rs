@@ -419,6 +419,8 @@ async fn report_health(
             let s = status.borrow_and_update();
             let serving = match s.health {
                 Health::Running => ServingStatus::Serving,
+                // Another process runs it; this one cannot vouch for it.
+                Health::Standby => ServingStatus::Unknown,
                 Health::Starting | Health::Stopped | Health::Failed(_) => ServingStatus::NotServing,
             };
             (s.name, serving)

@@ -1,0 +1,271 @@
+//! Faults an operator meets: PostgreSQL crashing under load, a standby worker
+//! taking over after a database restart. Each test has a private PostgreSQL
+//! (see [`crate::private`]); the machine's shared servers are never touched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use paved::Roles;
+use paved_sdk::Client;
+use paved_workers::projections::{AuditProjection, CatalogProjection};
+use paved_workers::runtime;
+use tokio::sync::Mutex;
+
+use crate::helpers::{TestApp, eventually, fixtures, spawn_configured};
+use crate::private::PrivatePostgres;
+
+/// Registers services from `writers` concurrent clients until `stop`;
+/// returns every registration the API acknowledged, with its sequence.
+async fn register_until(
+    client: Client,
+    writers: usize,
+    pause: Duration,
+    stop: Arc<AtomicBool>,
+) -> Vec<(String, u64)> {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (client, stop, acked) = (client.clone(), stop.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("svc-{w}-{i}");
+                i += 1;
+                // The SDK retries UNAVAILABLE with the same request id; a
+                // call that still fails was not acknowledged, and need not be there.
+                if let Ok(done) = client
+                    .register_service(fixtures::service(&name, "crashers"))
+                    .await
+                {
+                    acked.lock().await.push((name, done.sequence));
+                }
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(acked).unwrap().into_inner()
+}
+
+async fn crash_postgres_under_load(writers: usize, pause: Duration, crashes: &[u64]) {
+    let pg = Arc::new(PrivatePostgres::start());
+    let app: TestApp = spawn_configured(Roles::ALL, |s| {
+        s.database_url = pg.url("paved");
+    })
+    .await;
+    app.client
+        .create_team(fixtures::team("crashers"))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(register_until(
+        app.client.clone(),
+        writers,
+        pause,
+        stop.clone(),
+    ));
+    for &after_ms in crashes {
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        let pg = pg.clone();
+        tokio::task::spawn_blocking(move || {
+            pg.crash();
+            std::thread::sleep(Duration::from_millis(200));
+            pg.start_again();
+        })
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    let last = app.last_sequence().await;
+
+    // Every acknowledged registration is readable at its own sequence.
+    let reader = app.client.at(last);
+    eventually(
+        Duration::from_secs(60),
+        "the catalog to catch up",
+        || async { reader.get_service(&acked.last().unwrap().0).await.ok() },
+    )
+    .await;
+    let listed = app
+        .client
+        .at(last)
+        .list_all_services(Default::default())
+        .await
+        .unwrap();
+    let mut missing: Vec<&str> = acked
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !listed.iter().any(|s| s.name == *n))
+        .collect();
+    missing.truncate(10);
+    assert!(
+        missing.is_empty(),
+        "acknowledged but missing from the read model: {missing:?}"
+    );
+    assert_eq!(listed.len(), acked.len(), "nothing extra, nothing twice");
+
+    // The live read models equal a fresh replay of the log.
+    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
+        .await
+        .unwrap();
+    let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
+    assert!(drifted.is_empty(), "catalog drift: {drifted:?}");
+    let (_, checks) = runtime::check(&AuditProjection, &app.pool, &app.log, |_| {})
+        .await
+        .unwrap();
+    let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
+    assert!(drifted.is_empty(), "audit index drift: {drifted:?}");
+    drop(app);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_crashes_under_heavy_load_lose_no_acknowledged_command() {
+    crash_postgres_under_load(32, Duration::ZERO, &[700, 450, 900, 300]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_crashes_under_light_load_lose_no_acknowledged_command() {
+    crash_postgres_under_load(2, Duration::from_millis(5), &[400, 800, 250]).await;
+}
+
+/// Waits until the catalog has applied the whole log, then checks that it
+/// equals a fresh replay and holds every acknowledged registration.
+async fn assert_catalog_complete(app: &TestApp, acked: &[(String, u64)]) {
+    let last = app.last_sequence().await;
+    eventually(
+        Duration::from_secs(60),
+        "the catalog to catch up",
+        || async {
+            let at: i64 = sqlx::query_scalar(
+                "SELECT last_sequence FROM projection_checkpoints WHERE projection = 'catalog'",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+            (at as u64 >= last).then_some(())
+        },
+    )
+    .await;
+    let listed = app
+        .client
+        .at(last)
+        .list_all_services(Default::default())
+        .await
+        .unwrap();
+    let missing: Vec<&str> = acked
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !listed.iter().any(|s| s.name == *n))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
+    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
+        .await
+        .unwrap();
+    let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
+    assert!(drifted.is_empty(), "catalog drift: {drifted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_worker_takes_over_after_a_postgres_restart_and_the_old_one_stops_writing() {
+    let pg = Arc::new(PrivatePostgres::start());
+    let app = spawn_configured(Roles::ALL, |s| s.database_url = pg.url("paved")).await;
+    app.client
+        .create_team(fixtures::team("crashers"))
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(register_until(
+        app.client.clone(),
+        8,
+        Duration::from_millis(2),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The restart drops the active worker's advisory lock...
+    let restart = pg.clone();
+    tokio::task::spawn_blocking(move || {
+        restart.crash();
+        restart.start_again();
+    })
+    .await
+    .unwrap();
+    // ...and a standby started now takes it, while the first keeps running.
+    let standby = paved::Application::build(app.settings.clone(), Roles::WORKERS)
+        .await
+        .unwrap();
+    let standby_stop = tokio_util::sync::CancellationToken::new();
+    let standby_task = tokio::spawn(standby.run_until_stopped(standby_stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await.unwrap();
+    assert!(
+        acked.len() > 20,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    assert_catalog_complete(&app, &acked).await;
+    // Both took the projection at least once each: the epoch moved on.
+    let epoch: i64 =
+        sqlx::query_scalar("SELECT epoch FROM projection_checkpoints WHERE projection = 'catalog'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(epoch >= 2, "epoch {epoch}");
+    standby_stop.cancel();
+    standby_task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_database_that_went_back_is_noticed_and_re_read_from_its_checkpoint() {
+    // What a failover to a replica that missed the last commits, or a restore,
+    // looks like to a running worker: the rows and the checkpoint are older
+    // than what it committed.
+    let app = crate::helpers::spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("crashers")).await.unwrap();
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        let name = format!("early-{i}");
+        let done = c
+            .register_service(fixtures::service(&name, "crashers"))
+            .await
+            .unwrap();
+        acked.push((name, done.sequence));
+    }
+    c.at(acked.last().unwrap().1)
+        .get_service("early-9")
+        .await
+        .unwrap();
+    let back_to = acked[4].1;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "BEGIN;
+         DELETE FROM catalog_services WHERE last_sequence > {back_to};
+         UPDATE projection_checkpoints SET last_sequence = {back_to} WHERE projection = 'catalog';
+         COMMIT;"
+    )))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for i in 0..5 {
+        let name = format!("late-{i}");
+        let done = c
+            .register_service(fixtures::service(&name, "crashers"))
+            .await
+            .unwrap();
+        acked.push((name, done.sequence));
+    }
+    assert_catalog_complete(&app, &acked).await;
+}
