@@ -4,11 +4,13 @@
 //!   consumer, batch + checkpoint in one transaction, ack after commit, stop
 //!   on an undecodable message) and [`runtime::rebuild`] (shadow rebuild and swap).
 //! - [`effects`]: workers acting on the outside world (the Argo CD deployer).
+//! - [`lease`]: one active worker per job (advisory lock, checked before acting).
 //! - [`checkpoint`]: signed Merkle checkpoints of the log (tamper evidence).
 //! - [`projections`]: the read models: [`projections::CatalogProjection`].
 
 pub mod checkpoint;
 pub mod effects;
+pub mod lease;
 pub mod projections;
 pub mod runtime;
 

@@ -34,6 +34,8 @@ use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
+
+use crate::lease::{self, Lease, LeaseError};
 use tokio_util::sync::CancellationToken;
 
 /// Most messages applied in one transaction by a running projection.
@@ -41,8 +43,8 @@ pub const MAX_BATCH: usize = 1000;
 /// Most messages applied in one transaction by a rebuild (nobody waits on
 /// its latency; fewer, larger transactions go faster).
 pub const REBUILD_BATCH: usize = 5000;
-/// How often an idle worker checks that it still holds its lease.
-const LEASE_CHECK: Duration = Duration::from_secs(5);
+/// How long an idle worker waits for messages before it checks its lease.
+const LEASE_CHECK: Duration = lease::CHECK_EVERY;
 /// A session's consumer is removed by the server this long after its worker
 /// went away without deleting it (a crash).
 const CONSUMER_INACTIVE: Duration = Duration::from_secs(30);
@@ -87,6 +89,8 @@ pub enum ProjectionError {
         "the database's checkpoint ({database}) is behind the one this worker committed ({committed}): commits were lost (a crash or a failover); re-reading from the database's checkpoint"
     )]
     CheckpointBehind { database: u64, committed: u64 },
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     /// The consumer skipped or repeated a delivery.
     #[error("the consumer delivered {got} where {expected} was next; reopening at the checkpoint")]
     Gap { expected: u64, got: String },
@@ -157,12 +161,10 @@ pub struct ProjectionWorker<P: Projection> {
     status: watch::Sender<ProjectionStatus>,
 }
 
-/// The right to write a projection: its advisory lock, held on a connection
-/// of its own, and the fencing epoch taken with it.
-pub struct Lease {
-    conn: PgConnection,
+/// The right to write a projection: its lease and the fencing epoch taken with it.
+pub struct Fence {
+    lease: Lease,
     epoch: i64,
-    checked: Instant,
 }
 
 /// An open consumer session of the active worker.
@@ -209,10 +211,11 @@ impl<P: Projection> ProjectionWorker<P> {
     /// instead of skipping it.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ProjectionError> {
         loop {
-            let Some(mut lease) = self.acquire(&shutdown).await else {
+            let Some(mut fence) = self.acquire(&shutdown).await else {
                 break;
             };
-            match self.lead(&mut lease, &shutdown).await {
+            self.status.send_modify(|s| s.health = Health::Running);
+            match self.lead(&mut fence, &shutdown).await {
                 Ok(()) => break,
                 Err(e @ ProjectionError::Decode { .. }) => return Err(e),
                 Err(e) => {
@@ -229,87 +232,59 @@ impl<P: Projection> ProjectionWorker<P> {
         Ok(())
     }
 
-    /// Takes the projection's advisory lock (waiting while another worker
-    /// holds it, retrying while the database is unreachable) and increments
-    /// its fencing epoch. `None` when `shutdown` fired first.
-    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Lease> {
-        let mut told = false;
+    /// Takes the projection's lease (standing by while another worker holds
+    /// it) and increments its fencing epoch. `None` when `shutdown` fired first.
+    pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Fence> {
+        let key = format!("paved.projection.{}", P::NAME);
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.try_acquire().await {
-                Ok(Some(lease)) => {
-                    tracing::info!(
-                        projection = P::NAME,
-                        epoch = lease.epoch,
-                        "took the projection"
-                    );
-                    return Some(lease);
-                }
-                Ok(None) => {
-                    if !told {
-                        tracing::info!(
-                            projection = P::NAME,
-                            "another worker runs this projection; standing by"
-                        );
-                        self.status.send_modify(|s| s.health = Health::Standby);
-                        told = true;
-                    }
-                    backoff = Duration::from_secs(1);
+            let mut lease = Lease::acquire(&self.pool, &key, shutdown).await?;
+            match self.take_epoch(&mut lease).await {
+                Ok(epoch) => {
+                    tracing::info!(projection = P::NAME, epoch, "took the projection");
+                    return Some(Fence { lease, epoch });
                 }
                 Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot take the projection's lock; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot take the epoch; retrying");
+                    drop(lease);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(lease::CHECK_EVERY);
                 }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
             }
         }
     }
 
-    async fn try_acquire(&self) -> Result<Option<Lease>, ProjectionError> {
+    async fn take_epoch(&self, lease: &mut Lease) -> Result<i64, ProjectionError> {
         ensure_checkpoint(&self.pool, P::NAME).await?;
-        let mut conn = self.pool.acquire().await?.detach();
-        let key = format!("paved.projection.{}", P::NAME);
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
-            .bind(&key)
-            .fetch_one(&mut conn)
-            .await?;
-        if !got {
-            return Ok(None);
-        }
         // Committed synchronously (the session default) before anything is written.
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE projection_checkpoints SET epoch = epoch + 1 WHERE projection = $1 RETURNING epoch",
         )
         .bind(P::NAME)
-        .fetch_one(&mut conn)
+        .fetch_one(lease.conn())
         .await?;
         // Consumers of earlier versions (one durable consumer per projection).
         delete_consumer(&self.log, &consumer_name(P::NAME)).await;
-        Ok(Some(Lease {
-            conn,
-            epoch,
-            checked: Instant::now(),
-        }))
+        Ok(epoch)
     }
 
-    /// Is the lease still ours? Its connection must be alive (else the lock
-    /// is gone) and the epoch unchanged.
-    async fn check_lease(&self, lease: &mut Lease) -> Result<(), ProjectionError> {
+    /// Is the projection still ours? The lock must be held and the epoch unchanged.
+    async fn check_fence(&self, fence: &mut Fence) -> Result<(), ProjectionError> {
+        fence.lease.check().await?;
         let current: i64 =
             sqlx::query_scalar("SELECT epoch FROM projection_checkpoints WHERE projection = $1")
                 .bind(P::NAME)
-                .fetch_one(&mut lease.conn)
+                .fetch_one(fence.lease.conn())
                 .await?;
-        if current != lease.epoch {
+        if current != fence.epoch {
             return Err(ProjectionError::LeaseLost {
-                ours: lease.epoch,
+                ours: fence.epoch,
                 current,
             });
         }
-        lease.checked = Instant::now();
         Ok(())
     }
 
@@ -318,12 +293,12 @@ impl<P: Projection> ProjectionWorker<P> {
     /// when the lease was lost or a message does not decode.
     async fn lead(
         &self,
-        lease: &mut Lease,
+        fence: &mut Fence,
         shutdown: &CancellationToken,
     ) -> Result<(), ProjectionError> {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let mut session = match self.open(lease.epoch).await {
+            let mut session = match self.open(fence.epoch).await {
                 Ok(s) => s,
                 Err(e @ ProjectionError::LeaseLost { .. }) => return Err(e),
                 Err(e) => {
@@ -334,32 +309,30 @@ impl<P: Projection> ProjectionWorker<P> {
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     // The lock lives on a connection of its own: make sure it survived.
-                    self.check_lease(lease).await?;
+                    self.check_fence(fence).await?;
                     continue;
                 }
             };
             backoff = Duration::from_millis(100);
             let ended = loop {
-                match self.process_next(&mut session, lease.epoch, shutdown).await {
+                let checked = match self.process_next(&mut session, fence.epoch, shutdown).await {
                     Ok(Outcome::Stopped) => break None,
-                    Ok(Outcome::Idle) => {
-                        if let Err(e) = self.check_lease(lease).await {
-                            break Some(e);
-                        }
-                    }
-                    Ok(_) if lease.checked.elapsed() > LEASE_CHECK => {
-                        if let Err(e) = self.check_lease(lease).await {
-                            break Some(e);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => break Some(e),
+                    Ok(Outcome::Idle) => self.check_fence(fence).await,
+                    Ok(_) => fence.lease.check_if_due().await.map_err(Into::into),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = checked {
+                    break Some(e);
                 }
             };
             delete_consumer(&self.log, &session.consumer).await;
             match ended {
                 None => break,
-                Some(e @ (ProjectionError::Decode { .. } | ProjectionError::LeaseLost { .. })) => {
+                Some(
+                    e @ (ProjectionError::Decode { .. }
+                    | ProjectionError::LeaseLost { .. }
+                    | ProjectionError::Lease(_)),
+                ) => {
                     return Err(e);
                 }
                 Some(e @ ProjectionError::CheckpointBehind { .. }) => {
@@ -369,7 +342,7 @@ impl<P: Projection> ProjectionWorker<P> {
                 Some(e) => {
                     tracing::warn!(projection = P::NAME, error = %e, "session ended; reopening at the checkpoint");
                     // A database that went away took the lock with it.
-                    self.check_lease(lease).await?;
+                    self.check_fence(fence).await?;
                 }
             }
         }

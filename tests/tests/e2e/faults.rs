@@ -269,3 +269,36 @@ async fn a_database_that_went_back_is_noticed_and_re_read_from_its_checkpoint() 
     }
     assert_catalog_complete(&app, &acked).await;
 }
+
+#[tokio::test]
+async fn a_lease_knows_when_a_postgres_restart_took_its_lock() {
+    use paved_workers::lease::Lease;
+    let pg = Arc::new(PrivatePostgres::start());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&pg.url("postgres"))
+        .await
+        .unwrap();
+    let none = tokio_util::sync::CancellationToken::new();
+    let mut first = Lease::acquire(&pool, "paved.test", &none).await.unwrap();
+    first.check().await.unwrap();
+    // A second worker stands by while the first holds it.
+    let stopped = tokio_util::sync::CancellationToken::new();
+    stopped.cancel();
+    assert!(
+        Lease::acquire(&pool, "paved.test", &stopped)
+            .await
+            .is_none()
+    );
+    let restart = pg.clone();
+    tokio::task::spawn_blocking(move || {
+        restart.crash();
+        restart.start_again();
+    })
+    .await
+    .unwrap();
+    // The standby can take it now, and the first one finds out.
+    let mut second = Lease::acquire(&pool, "paved.test", &none).await.unwrap();
+    second.check().await.unwrap();
+    assert!(first.check().await.is_err());
+}

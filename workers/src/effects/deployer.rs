@@ -30,6 +30,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use super::argocd::{Application, ArgoCd, ArgoError, OperationState};
+use crate::lease::Lease;
 
 /// The annotation naming a service's Argo CD application (as Backstage's
 /// Argo CD plugin reads it).
@@ -178,24 +179,43 @@ impl Deployer {
     }
 
     /// Looks for pending deployments and drives each until `shutdown`. One
-    /// deployer runs per database (an advisory lock; other replicas stand by),
-    /// so two processes never drive the same application.
+    /// deployer runs per database (a [`Lease`]; other replicas stand by), so
+    /// two processes never drive the same application. A deployer that finds
+    /// its lease lost (PostgreSQL restarted) stops its deployments at their
+    /// next wait and stands by again; whoever holds the lease resumes them
+    /// from the log.
     pub async fn run(self, shutdown: CancellationToken) {
-        let _lock = tokio::select! {
-            () = shutdown.cancelled() => return,
-            lock = self.lock() => match lock {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::error!(error = %e, "Argo CD deployer cannot take its lock; not running");
-                    return;
-                }
-            },
-        };
         let this = Arc::new(self);
+        loop {
+            let Some(mut lease) = Lease::acquire(&this.pool, "paved.deployer", &shutdown).await
+            else {
+                return;
+            };
+            let held = shutdown.child_token();
+            let lost = this.clone().drive_pending(&mut lease, &held).await;
+            match lost {
+                None => return,
+                Some(e) => {
+                    tracing::warn!(error = %e, "Argo CD deployer lost its lease; standing by")
+                }
+            }
+        }
+    }
+
+    /// Drives pending deployments while the lease holds; returns why it stopped
+    /// (`None`: shutdown).
+    async fn drive_pending(
+        self: Arc<Self>,
+        lease: &mut Lease,
+        held: &CancellationToken,
+    ) -> Option<crate::lease::LeaseError> {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
-        loop {
-            match this.pending().await {
+        let lost = loop {
+            if let Err(e) = lease.check_if_due().await {
+                break Some(e);
+            }
+            match self.pending().await {
                 Ok(ids) => {
                     for id in ids {
                         if !in_flight
@@ -206,7 +226,7 @@ impl Deployer {
                             continue;
                         }
                         let (this, in_flight, stop) =
-                            (this.clone(), in_flight.clone(), shutdown.clone());
+                            (self.clone(), in_flight.clone(), held.clone());
                         tasks.spawn(async move {
                             if let Ok(name) = Name::parse(&id) {
                                 this.drive(&name, &stop).await;
@@ -222,31 +242,14 @@ impl Deployer {
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(Duration::from_millis(this.timing.scan_ms)) => {}
+                () = held.cancelled() => break None,
+                () = tokio::time::sleep(Duration::from_millis(self.timing.scan_ms)) => {}
             }
-        }
-        // Each task stops at its next wait; what it did not record, a restart resumes.
+        };
+        // Each task stops at its next wait; what it did not record, the next holder resumes.
+        held.cancel();
         while tasks.join_next().await.is_some() {}
-    }
-
-    async fn lock(&self) -> Result<sqlx::PgConnection, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let mut told = false;
-        loop {
-            let got: bool =
-                sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('paved.deployer'))")
-                    .fetch_one(&mut conn)
-                    .await?;
-            if got {
-                return Ok(conn);
-            }
-            if !told {
-                tracing::info!("another process runs the Argo CD deployer; standing by");
-                told = true;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        lost
     }
 
     async fn pending(&self) -> Result<Vec<String>, sqlx::Error> {
