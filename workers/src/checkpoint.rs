@@ -67,10 +67,18 @@ impl Checkpointer {
                 () = shutdown.cancelled() => true,
                 () = tokio::time::sleep(self.interval) => false,
             };
-            // Covers everything up to now (in steps of MAX_RANGE).
+            // One checkpoint per interval, over everything new; a backlog
+            // larger than MAX_RANGE is covered in full ranges back to back.
+            // Under steady load there is always something new: going round
+            // again at once would sign tiny ranges without pause.
             loop {
+                let before = self.log.last_sequence().await.unwrap_or(u64::MAX);
                 match self.once().await {
-                    Ok(Some(to)) => tracing::debug!(to, "audit checkpoint"),
+                    Ok(Some(to)) if to >= before => {
+                        tracing::debug!(to, "audit checkpoint");
+                        break;
+                    }
+                    Ok(Some(to)) => tracing::debug!(to, "audit checkpoint; more to cover"),
                     Ok(None) => break,
                     // Another replica checkpointed first: try again next time.
                     Err(CheckpointError::Append(AppendError::Conflict)) => break,

@@ -26,9 +26,8 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::stream::ConsumerErrorKind;
-use async_nats::jetstream::{ErrorCode, Message};
 use futures::{FutureExt, StreamExt};
 use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
@@ -540,16 +539,8 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 }
 
-/// Deletes a consumer, if it is there; a failure is only logged (the server
-/// removes an inactive one by itself).
 async fn delete_consumer(log: &EventLog, name: &str) {
-    match log.stream().delete_consumer(name).await {
-        Ok(_) => {}
-        Err(e)
-            if matches!(e.kind(), ConsumerErrorKind::JetStream(je)
-                if je.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
-        Err(e) => tracing::debug!(consumer = name, error = %e, "cannot delete a consumer"),
-    }
+    log.delete_consumer(name).await;
 }
 
 /// How long a batch waits for messages the server says are on their way.

@@ -3,7 +3,7 @@
 //! read instead of making the server buffer; a client that goes away (or a
 //! deadline that passes) stops it.
 
-use async_nats::jetstream::consumer::{DeliverPolicy, pull};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use paved_domain::{AggregateKind, Event, Name};
@@ -458,21 +458,23 @@ async fn stream_range(
         .subject
         .clone()
         .unwrap_or_else(|| format!("{}.>", log.config().subject_prefix));
-    let consumer = log
-        .stream()
-        .create_consumer(pull::OrderedConfig {
-            filter_subject,
-            deliver_policy: deliver,
-            ..Default::default()
-        })
+    // Its consumer goes when this returns: the client left, the range ended.
+    let mut read = log
+        .ordered(&filter_subject, deliver)
         .await
         .map_err(|e| unavailable(&e))?;
-    if end != u64::MAX && consumer.cached_info().num_pending == 0 {
+    if end != u64::MAX && read.pending == 0 {
         return Ok(());
     }
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
     let mut sent = 0usize;
-    while let Some(m) = messages.next().await {
+    loop {
+        // A client that leaves (or whose deadline passes) while nothing
+        // arrives ends the read at once, not at the next message.
+        let next = tokio::select! {
+            () = tx.closed() => return Ok(()),
+            next = read.messages.next() => next,
+        };
+        let Some(m) = next else { break };
         let m = m.map_err(|e| unavailable(&e))?;
         let info = m.info().map_err(|e| unavailable(&e))?;
         let sequence = info.stream_sequence;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{
     self,
+    consumer::{DeliverPolicy, pull},
     context::PublishErrorKind,
     message::PublishMessage,
     stream::{Config, DirectGetErrorKind, DiscardPolicy, RetentionPolicy, StorageType, Stream},
@@ -322,6 +323,49 @@ impl EventLog {
         }
     }
 
+    /// An ordered read of the messages on `filter` (empty: every subject)
+    /// from `deliver` on. Its consumer is deleted as soon as the returned
+    /// [`OrderedRead`] is dropped, not left for the server's inactivity
+    /// threshold: NATS >= 2.15 allows 1,000 consumers per stream by default,
+    /// and readers that poll would otherwise reach it within seconds.
+    pub async fn ordered(
+        &self,
+        filter: &str,
+        deliver: DeliverPolicy,
+    ) -> Result<OrderedRead, LogError> {
+        let name = format!("paved-read-{:016x}", rand::random::<u64>());
+        let consumer = self
+            .stream
+            .create_consumer(pull::OrderedConfig {
+                name: Some(name.clone()),
+                filter_subject: filter.to_owned(),
+                deliver_policy: deliver,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        let pending = consumer.cached_info().num_pending;
+        let guard = ConsumerGuard {
+            stream: self.stream.clone(),
+            name,
+        };
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Ok(OrderedRead {
+            messages,
+            pending,
+            _guard: guard,
+        })
+    }
+
+    /// Deletes consumer `name` if it is there (a failure is only logged: the
+    /// server removes an inactive consumer by itself).
+    pub async fn delete_consumer(&self, name: &str) {
+        delete_consumer(&self.stream, name).await;
+    }
+
     /// Every message of the stream (all subjects) from `start` up to `end`
     /// inclusive, in order, through an ordered consumer: `f(sequence,
     /// subject, payload)` sees each.
@@ -331,20 +375,17 @@ impl EventLog {
         end: u64,
         mut f: impl FnMut(u64, &str, &[u8]),
     ) -> Result<(), LogError> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull};
         use futures::StreamExt;
         let unavailable = |e: &dyn std::fmt::Display| LogError::Unavailable(e.to_string());
-        let consumer = self
-            .stream
-            .create_consumer(pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
+        let mut read = self
+            .ordered(
+                "",
+                DeliverPolicy::ByStartSequence {
                     start_sequence: start,
                 },
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+            )
+            .await?;
+        let messages = &mut read.messages;
         while let Some(m) = messages.next().await {
             let m = m.map_err(|e| unavailable(&e))?;
             let sequence = m.info().map_err(|e| unavailable(&e))?.stream_sequence;
@@ -363,6 +404,41 @@ impl EventLog {
     pub async fn last_sequence(&self) -> Result<u64, LogError> {
         let info = self.stream.get_info().await.map_err(other)?;
         Ok(info.state.last_sequence)
+    }
+}
+
+/// An ordered read from [`EventLog::ordered`]: its messages, how many were
+/// pending when it started, and its consumer, deleted on drop.
+pub struct OrderedRead {
+    pub messages: pull::Ordered,
+    /// Messages matching the filter from the start position, when it began.
+    pub pending: u64,
+    _guard: ConsumerGuard,
+}
+
+/// Deletes a consumer when dropped (in a task of the current runtime).
+struct ConsumerGuard {
+    stream: Stream,
+    name: String,
+}
+
+impl Drop for ConsumerGuard {
+    fn drop(&mut self) {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+            rt.spawn(async move { delete_consumer(&stream, &name).await });
+        }
+    }
+}
+
+async fn delete_consumer(stream: &Stream, name: &str) {
+    use async_nats::jetstream::stream::ConsumerErrorKind;
+    match stream.delete_consumer(name).await {
+        Ok(_) => {}
+        Err(e)
+            if matches!(e.kind(), ConsumerErrorKind::JetStream(je)
+                if je.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND) => {}
+        Err(e) => tracing::debug!(consumer = name, error = %e, "cannot delete a consumer"),
     }
 }
 

@@ -414,3 +414,42 @@ async fn diff_shows_each_changed_field_with_who_and_which_request() {
     .unwrap();
     assert!(none.is_empty(), "{none:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_follow_their_interval_under_steady_load() {
+    let app = spawn_with(Roles::API).await;
+    let (key, _) = trusted(&app).await;
+    app.client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    let interval = Duration::from_millis(250);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(Checkpointer::new(app.log.clone(), key, interval).run(stop.clone()));
+    // Commands arrive all the time: there is always something new to cover.
+    let started = std::time::Instant::now();
+    let mut i = 0;
+    while started.elapsed() < Duration::from_secs(2) {
+        app.client
+            .register_service(fixtures::service(&format!("svc-{i}"), "payments"))
+            .await
+            .unwrap();
+        i += 1;
+    }
+    stop.cancel();
+    task.await.unwrap();
+    let subject = app.log.checkpoint_subject();
+    let mut n = 0u64;
+    app.log
+        .scan(1, app.last_sequence().await, |_, s, _| {
+            if s == subject {
+                n += 1;
+            }
+        })
+        .await
+        .unwrap();
+    // One per interval (8 in 2 s) plus the last one at shutdown, with slack
+    // for a slow machine; back to back it was one per command batch.
+    assert!(n <= 12, "{n} checkpoints over {i} commands in 2 s");
+    assert!(n >= 2, "{n} checkpoints");
+}

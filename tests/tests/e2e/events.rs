@@ -295,3 +295,58 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
         "a check never changes the live tables"
     );
 }
+
+/// Consumers on the test's stream right now.
+async fn consumer_count(app: &TestApp) -> usize {
+    let mut stream = app.log.stream().clone();
+    stream.info().await.unwrap().state.consumer_count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_that_come_and_go_leave_no_consumers_behind() {
+    // NATS >= 2.15 allows 1,000 consumers per stream: every read must give
+    // its consumer back when it ends, also when the client just goes away.
+    let app = spawn_app().await;
+    history(&app).await;
+    let baseline = crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "the projections' consumers",
+        || async {
+            let n = consumer_count(&app).await;
+            (n >= 4).then_some(n)
+        },
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let c = app.client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                // A whole read, a read abandoned after one record, a live tail
+                // dropped while it waits, and one whose deadline passes.
+                let all = collect(&c, pb::ReadEventsRequest::default()).await;
+                assert!(!all.is_empty());
+                let mut s = c
+                    .read_events(pb::ReadEventsRequest::default())
+                    .await
+                    .unwrap();
+                s.message().await.unwrap();
+                drop(s);
+                let mut tail = c.subscribe(pb::SubscribeRequest::default()).await.unwrap();
+                let waited =
+                    tokio::time::timeout(std::time::Duration::from_millis(5), tail.message()).await;
+                assert!(waited.is_err(), "nothing new arrives ({t}/{i})");
+                drop(tail);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "the readers' consumers to be gone",
+        || async { (consumer_count(&app).await <= baseline).then_some(()) },
+    )
+    .await;
+}
