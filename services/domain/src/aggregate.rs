@@ -21,10 +21,12 @@ pub enum AggregateKind {
     Deployment,
     Change,
     Incident,
+    /// The receipt of a Backstage import.
+    Import,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 7] = [
+    pub const ALL: [AggregateKind; 8] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -32,12 +34,13 @@ impl AggregateKind {
         Self::Deployment,
         Self::Change,
         Self::Incident,
+        Self::Import,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
     pub fn context(self) -> &'static str {
         match self {
-            Self::Team | Self::System | Self::Service => "catalog",
+            Self::Team | Self::System | Self::Service | Self::Import => "catalog",
             Self::Survey => "surveys",
             Self::Deployment | Self::Change | Self::Incident => "delivery",
         }
@@ -53,6 +56,7 @@ impl AggregateKind {
             Self::Deployment => "deployment",
             Self::Change => "change",
             Self::Incident => "incident",
+            Self::Import => "import",
         }
     }
 

@@ -1,6 +1,6 @@
 //! [`Event`]: every aggregate's events in one type, as the log stores them.
 
-use crate::catalog::{ServiceEvent, SystemEvent, TeamEvent};
+use crate::catalog::{ImportEvent, ServiceEvent, SystemEvent, TeamEvent};
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::surveys::SurveyEvent;
 
@@ -13,6 +13,7 @@ pub enum Event {
     Deployment(DeploymentEvent),
     Change(ChangeEvent),
     Incident(IncidentEvent),
+    Import(ImportEvent),
 }
 
 impl Event {
@@ -26,6 +27,7 @@ impl Event {
             Event::Deployment(e) => e.type_name(),
             Event::Change(e) => e.type_name(),
             Event::Incident(e) => e.type_name(),
+            Event::Import(e) => e.type_name(),
         }
     }
 
@@ -63,6 +65,7 @@ impl Event {
         "IncidentOpened",
         "IncidentLinked",
         "IncidentResolved",
+        "BackstageImportRecorded",
     ];
 }
 

@@ -6,8 +6,8 @@
 
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
-    Criticality, Lifecycle, Link, Objective, ServiceEvent, ServiceSpec, ServiceType, Slo,
-    SpecField, SystemEvent, TeamEvent, TeamProfile,
+    Criticality, ImportEvent, ImportReceipt, ImportResult, Lifecycle, Link, Objective,
+    ServiceEvent, ServiceSpec, ServiceType, Slo, SpecField, SystemEvent, TeamEvent, TeamProfile,
 };
 use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
@@ -40,6 +40,8 @@ pub struct Commit {
     pub prev_hash: Vec<u8>,
     /// SHA-256 over `prev_hash` and this commit (see [`seal`]).
     pub hash: Vec<u8>,
+    /// Digest of the command (see the proto); empty in old commits.
+    pub command_fingerprint: Vec<u8>,
 }
 
 impl Commit {
@@ -57,9 +59,10 @@ impl Commit {
 
 /// SHA-256(prev_hash || the commit encoded with an empty `hash`).
 ///
-/// `hash` (field 15) is the last field prost encodes, so a sealed message is
-/// exactly those hashed bytes followed by the hash field: [`check_seal`]
-/// checks the stored bytes themselves, not a re-encoding of what decoded.
+/// prost encodes fields in tag order, so a sealed message is exactly the
+/// hashed bytes with the `hash` record (field 15) inserted between fields 14
+/// and 16: [`check_seal`] takes that record out of the stored bytes and
+/// hashes the rest as stored, not a re-encoding of what decoded.
 pub fn chain_hash(c: &Commit) -> Vec<u8> {
     let mut p = commit_to_proto(c);
     p.hash = Vec::new();
@@ -98,17 +101,12 @@ pub enum SealError {
 /// Checks a stored message's bytes against the hash they carry and returns
 /// its links (the caller checks `prev_hash` against the aggregate's chain).
 pub fn check_seal(payload: &[u8]) -> Result<Seal, SealError> {
-    const HASH_TAG: [u8; 2] = [15 << 3 | 2, 32]; // field 15, length-delimited, 32 bytes
     let p = pb::Commit::decode(payload)?;
     if p.hash.len() != 32 {
         return Err(SealError::Unsealed);
     }
-    let sealed_len = payload.len() - HASH_TAG.len() - 32;
-    let (unsealed, trailer) = payload.split_at(sealed_len);
-    if trailer[..2] != HASH_TAG || trailer[2..] != p.hash[..] {
-        return Err(SealError::Mismatch);
-    }
-    if link_hash(&p.prev_hash, unsealed) != p.hash {
+    let unsealed = without_hash_record(payload, &p.hash)?;
+    if link_hash(&p.prev_hash, &unsealed) != p.hash {
         return Err(SealError::Mismatch);
     }
     Ok(Seal {
@@ -116,6 +114,52 @@ pub fn check_seal(payload: &[u8]) -> Result<Seal, SealError> {
         prev_hash: p.prev_hash,
         hash: p.hash,
     })
+}
+
+/// The stored bytes without the one `hash` record, which must be there
+/// exactly once and in its canonical form (tag, length 32, the hash). Every
+/// other byte, known field or not, stays in what is hashed: an appended or
+/// altered field breaks the seal.
+fn without_hash_record(payload: &[u8], hash: &[u8]) -> Result<Vec<u8>, SealError> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    const HASH_FIELD: u32 = 15;
+    let mut expected = vec![(HASH_FIELD << 3 | 2) as u8, 32];
+    expected.extend_from_slice(hash);
+    let mut rest = payload;
+    let mut unsealed = Vec::with_capacity(payload.len());
+    let mut found = false;
+    while !rest.is_empty() {
+        let start = payload.len() - rest.len();
+        let (tag, wire) = decode_key(&mut rest)?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut rest)?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => decode_varint(&mut rest)? as usize,
+            WireType::StartGroup | WireType::EndGroup => return Err(SealError::Mismatch),
+        };
+        if skip > rest.len() {
+            return Err(SealError::Mismatch);
+        }
+        rest = &rest[skip..];
+        let record = &payload[start..payload.len() - rest.len()];
+        if tag == HASH_FIELD {
+            if found || record != expected.as_slice() {
+                return Err(SealError::Mismatch);
+            }
+            found = true;
+        } else {
+            unsealed.extend_from_slice(record);
+        }
+    }
+    if found {
+        Ok(unsealed)
+    } else {
+        Err(SealError::Mismatch)
+    }
 }
 
 /// A commit as read back from the stream.
@@ -620,6 +664,16 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 })
             }
         },
+        Event::Import(ImportEvent::Recorded(r)) => {
+            Kind::BackstageImportRecorded(pb::BackstageImportRecorded {
+                fingerprint: r.fingerprint.clone(),
+                sequence: r.result.sequence,
+                commands: r.result.commands,
+                events: r.result.events,
+                entities: r.result.entities,
+                unchanged: r.result.unchanged,
+            })
+        }
     };
     pb::Event { kind: Some(kind) }
 }
@@ -910,6 +964,17 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             resolved_at: required_time("resolved_at", e.resolved_at.as_ref())?,
         }
         .into(),
+        Kind::BackstageImportRecorded(e) => ImportEvent::Recorded(ImportReceipt {
+            fingerprint: e.fingerprint.clone(),
+            result: ImportResult {
+                sequence: e.sequence,
+                commands: e.commands,
+                events: e.events,
+                entities: e.entities,
+                unchanged: e.unchanged,
+            },
+        })
+        .into(),
     })
 }
 
@@ -1004,6 +1069,7 @@ pub fn commit_to_proto(c: &Commit) -> pb::Commit {
         events: c.events.iter().map(event_to_proto).collect(),
         prev_hash: c.prev_hash.clone(),
         hash: c.hash.clone(),
+        command_fingerprint: c.command_fingerprint.clone(),
     }
 }
 
@@ -1050,6 +1116,7 @@ pub fn commit_from_proto(p: pb::Commit) -> Result<Commit, DecodeError> {
         events,
         prev_hash: p.prev_hash,
         hash: p.hash,
+        command_fingerprint: p.command_fingerprint,
     })
 }
 
@@ -1067,5 +1134,6 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Deployment(_) => AggregateKind::Deployment,
         Event::Change(_) => AggregateKind::Change,
         Event::Incident(_) => AggregateKind::Incident,
+        Event::Import(_) => AggregateKind::Import,
     }
 }

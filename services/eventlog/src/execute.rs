@@ -103,7 +103,8 @@ impl From<LogError> for ExecuteError {
 pub struct Loaded<A> {
     pub state: A,
     pub version: u64,
-    recent: VecDeque<(String, Executed)>,
+    /// The last commands: their ids, fingerprints and results.
+    recent: VecDeque<Remembered>,
     /// The hash of the last commit, which the next one chains to.
     last_hash: Vec<u8>,
     /// When this state was last known to match the log (`None`: assumed,
@@ -137,26 +138,78 @@ impl<A: Aggregate> Loaded<A> {
         if self.recent.len() == RECENT_COMMANDS {
             self.recent.pop_front();
         }
-        self.recent.push_back((
-            commit.command_id.clone(),
-            Executed {
+        self.recent.push_back(Remembered {
+            command_id: commit.command_id.clone(),
+            fingerprint: commit.command_fingerprint.clone(),
+            executed: Executed {
                 sequence,
                 events: commit.events.len() as u32,
                 replayed: false,
             },
-        ));
+        });
     }
 
-    fn answered(&self, command_id: &str) -> Option<Executed> {
+    fn answered(&self, command_id: &str, fingerprint: &[u8]) -> Option<Seen> {
         self.recent
             .iter()
             .rev()
-            .find(|(id, _)| id == command_id)
-            .map(|(_, e)| Executed {
-                replayed: true,
-                ..*e
-            })
+            .find(|r| r.command_id == command_id)
+            .map(|r| seen(&r.fingerprint, fingerprint, r.executed))
     }
+}
+
+/// A remembered command against the one asked for now.
+fn seen(stored: &[u8], asked: &[u8], executed: Executed) -> Seen {
+    if stored.is_empty() || stored == asked {
+        Seen::Same(Executed {
+            replayed: true,
+            ..executed
+        })
+    } else {
+        Seen::Other
+    }
+}
+
+/// A command the aggregate remembers having executed.
+#[derive(Clone, Debug)]
+struct Remembered {
+    command_id: String,
+    /// Empty for commits written before fingerprints existed.
+    fingerprint: Vec<u8>,
+    executed: Executed,
+}
+
+/// Whether a command id was seen before, and with the same command.
+enum Seen {
+    /// The same command: its original result.
+    Same(Executed),
+    /// Another command under this id.
+    Other,
+}
+
+/// The fingerprint of a command (see `Commit.command_fingerprint` in the
+/// proto): the first 16 bytes of SHA-256 over the aggregate, the principal
+/// and the command's canonical form. The canonical form is the command's
+/// `Debug` rendering: commands are plain data (ordered maps, no clocks), so
+/// the same request always renders the same; a change of a command's shape
+/// in a new release changes it, which only matters to a retry that spans the
+/// upgrade.
+pub fn fingerprint<A: Aggregate>(
+    id: &Name,
+    principal: &Principal,
+    command: &A::Command,
+) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"paved.command.v1\n");
+    h.update(A::KIND.type_name().as_bytes());
+    h.update(b"\n");
+    h.update(id.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(principal.name.as_bytes());
+    h.update(b"\n");
+    h.update(format!("{command:?}").as_bytes());
+    h.finalize()[..16].to_vec()
 }
 
 type CachedState = Arc<dyn Any + Send + Sync>;
@@ -207,6 +260,7 @@ impl Executor {
         // checks the assumption). Anything else is verified against the log
         // before it is answered.
         let mut loaded = self.cached::<A>(&me).unwrap_or_else(Loaded::empty);
+        let print = fingerprint::<A>(id, &meta.principal, command);
         let mut refresh = false;
         for _ in 0..MAX_ATTEMPTS {
             if refresh {
@@ -214,8 +268,12 @@ impl Executor {
             }
             let assumed = loaded.read_at.is_none();
             refresh = true;
-            if let Some(done) = loaded.answered(&meta.command_id) {
-                return Ok(done);
+            match loaded.answered(&meta.command_id, &print) {
+                Some(Seen::Same(done)) => return Ok(done),
+                Some(Seen::Other) => {
+                    return Err(ExecuteError::RequestIdReused(meta.command_id.clone()));
+                }
+                None => {}
             }
             let refs = self.references(&loaded.state, command).await?;
             let ctx = Context {
@@ -251,6 +309,7 @@ impl Executor {
                 events: events.into_iter().map(Into::into).collect(),
                 prev_hash: Vec::new(),
                 hash: Vec::new(),
+                command_fingerprint: print.clone(),
             };
             let mut commit = commit;
             commit.seal(&loaded.last_hash);
@@ -279,7 +338,7 @@ impl Executor {
                 }
                 Ok(a) => {
                     return self
-                        .duplicate::<A>(&me, &subject, &meta.command_id, a.sequence)
+                        .duplicate::<A>(&me, &subject, &meta.command_id, &print, a.sequence)
                         .await;
                 }
                 // Lost a race, or (NATS >= 2.12) a retry whose first attempt
@@ -302,22 +361,30 @@ impl Executor {
         me: &AggregateRef,
         subject: &str,
         command_id: &str,
+        print: &[u8],
         sequence: u64,
     ) -> Result<Executed, ExecuteError> {
         let loaded = self.load::<A>(me, subject, true).await?;
-        if let Some(done) = loaded.answered(command_id) {
-            return Ok(done);
+        let reused = || ExecuteError::RequestIdReused(command_id.to_owned());
+        match loaded.answered(command_id, print) {
+            Some(Seen::Same(done)) => return Ok(done),
+            Some(Seen::Other) => return Err(reused()),
+            None => {}
         }
         match self.log.get(sequence).await? {
             Some(m) if m.subject == subject => {
                 let commit = decode(&m)?;
-                Ok(Executed {
+                let executed = Executed {
                     sequence,
                     events: commit.events.len() as u32,
-                    replayed: true,
-                })
+                    replayed: false,
+                };
+                match seen(&commit.command_fingerprint, print, executed) {
+                    Seen::Same(done) => Ok(done),
+                    Seen::Other => Err(reused()),
+                }
             }
-            _ => Err(ExecuteError::RequestIdReused(command_id.to_owned())),
+            _ => Err(reused()),
         }
     }
 

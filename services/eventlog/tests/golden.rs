@@ -357,6 +357,7 @@ fn history() -> Vec<Commit> {
             events,
             prev_hash: Vec::new(),
             hash: Vec::new(),
+            command_fingerprint: Vec::new(),
         })
         .collect()
 }
@@ -447,7 +448,11 @@ fn sealed_commits_chain_per_aggregate_and_any_changed_byte_breaks_the_seal() {
     assert!(read(&stored).iter().all(|c| c.hash.is_empty()));
 
     let mut last: BTreeMap<(AggregateKind, Name), Vec<u8>> = BTreeMap::new();
-    for mut c in history() {
+    for (i, mut c) in history().into_iter().enumerate() {
+        // Half of them with a command fingerprint: field 16, stored after the hash.
+        if i % 2 == 0 {
+            c.command_fingerprint = vec![i as u8; 16];
+        }
         let prev = last.entry((c.kind, c.aggregate_id.clone())).or_default();
         c.seal(prev);
         assert!(c.hash_ok());
@@ -472,6 +477,18 @@ fn sealed_commits_chain_per_aggregate_and_any_changed_byte_breaks_the_seal() {
         let mut longer = bytes.clone();
         longer.extend_from_slice(&[0x98, 0x06, 0x01]); // field 99 = 1
         assert!(check_seal(&longer).is_err());
+        // So is a second hash record, even one carrying the right hash.
+        let mut twice = bytes.clone();
+        twice.extend_from_slice(&[15 << 3 | 2, 32]);
+        twice.extend_from_slice(&c.hash);
+        assert!(check_seal(&twice).is_err());
+        // And a fingerprint changed after sealing.
+        let mut other = c.clone();
+        other.command_fingerprint = vec![0xee; 16];
+        assert!(matches!(
+            check_seal(&encode_commit(&other)),
+            Err(SealError::Mismatch)
+        ));
     }
 }
 

@@ -815,6 +815,7 @@ impl<'a> Filler<'a> {
             events,
             prev_hash: Vec::new(),
             hash: Vec::new(),
+            command_fingerprint: Vec::new(),
         };
         let prev = self.chains.entry((kind, id.clone())).or_default();
         c.seal(prev);

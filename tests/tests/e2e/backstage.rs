@@ -79,7 +79,8 @@ async fn import_then_export_then_import_again_appends_nothing() {
     assert_eq!(first.entities, 29);
     assert_eq!(first.unchanged, 0);
     assert_eq!(first.commands, dry.commands);
-    assert_eq!(first.sequence, app.last_sequence().await);
+    // The entities' commits, then the import's receipt.
+    assert_eq!(first.sequence + 1, app.last_sequence().await);
 
     let r = c.at(first.sequence);
     let services = r.list_all_services(Default::default()).await.unwrap();
@@ -231,4 +232,52 @@ spec:
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert_eq!(app.last_sequence().await, 0);
+}
+
+#[tokio::test]
+async fn an_import_retried_under_its_request_id_answers_the_original_and_another_file_is_refused() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let yaml = techflow_yaml();
+    let request = pb::ImportBackstageRequest {
+        request_id: "import-techflow-1".into(),
+        yaml: yaml.clone(),
+        ..Default::default()
+    };
+    let first = c.import_backstage(request.clone()).await.unwrap();
+    assert!(first.commands > 0 && first.sequence > 0);
+    let after = app.last_sequence().await;
+    // The retry is the original answer, sequence included, and appends nothing.
+    let again = c.import_backstage(request.clone()).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(app.last_sequence().await, after);
+    // Another file under that id is refused, and nothing of it is applied.
+    let other = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.replace("description: Service number 4\n", "description: Sneaky\n"),
+            ..request.clone()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::InvalidArgument);
+    assert_eq!(other.field_violations()[0].0, "request_id");
+    assert_eq!(app.last_sequence().await, after);
+    let svc = c.at(after).get_service("svc-04").await.unwrap();
+    assert_eq!(svc.spec.unwrap().description, "Service number 4");
+    // The receipt is in the log, where auditors see it.
+    let receipt = crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "the receipt in the audit index",
+        || async {
+            let types: Vec<String> = sqlx::query_scalar(
+                "SELECT event_type FROM audit_index WHERE aggregate_type = 'import'",
+            )
+            .fetch_all(&app.pool)
+            .await
+            .ok()?;
+            (!types.is_empty()).then_some(types)
+        },
+    )
+    .await;
+    assert_eq!(receipt, ["BackstageImportRecorded"]);
 }

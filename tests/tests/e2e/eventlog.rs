@@ -107,17 +107,28 @@ async fn the_same_request_id_three_times_is_one_commit_and_the_same_answer() {
 
     // After the duplicate window (simulated: a fresh replica whose cache is
     // cold still answers from the aggregate's recent command ids).
-    let cold = Executor::new(app.open_log().await, 10);
-    let again = cold
-        .execute::<Option<Team>>(
-            &name("payments"),
-            &create(&[]),
-            &CommandMeta::new("create-payments-1", Principal::admin("admin")),
-        )
+    let meta = CommandMeta::new("create-search-1", Principal::admin("admin"));
+    let made = Executor::new(app.open_log().await, 10)
+        .execute::<Option<Team>>(&name("search"), &create(&[]), &meta)
         .await
         .unwrap();
-    assert_eq!(again.sequence, first.sequence);
-    assert_eq!(app.last_sequence().await, after_first);
+    let after_made = app.last_sequence().await;
+    let cold = Executor::new(app.open_log().await, 10);
+    let again = cold
+        .execute::<Option<Team>>(&name("search"), &create(&[]), &meta)
+        .await
+        .unwrap();
+    assert_eq!(again.sequence, made.sequence);
+    assert!(again.replayed);
+    // The id is bound to that command: another one under it is refused.
+    let other = cold
+        .execute::<Option<Team>>(&name("search"), &create(&["mallory"]), &meta)
+        .await;
+    assert!(
+        matches!(other, Err(ExecuteError::RequestIdReused(_))),
+        "{other:?}"
+    );
+    assert_eq!(app.last_sequence().await, after_made);
 }
 
 #[tokio::test]
@@ -287,4 +298,137 @@ async fn a_stream_made_before_checkpoints_gains_their_subject_and_keeps_its_mess
         ]
     );
     assert_eq!(last, 1, "nothing lost");
+}
+
+/// Sends `a` twice and then `b` under the same request id: the retry is the
+/// same answer, the other body is refused on `request_id`, nothing is appended.
+macro_rules! bound {
+    ($app:expr, $method:ident, $a:expr, $b:expr) => {{
+        let c = &$app.client;
+        let (mut a, mut b) = ($a, $b);
+        a.request_id = concat!("bound-", stringify!($method)).into();
+        b.request_id = a.request_id.clone();
+        let first = c.$method(a.clone()).await.unwrap();
+        let last = $app.last_sequence().await;
+        assert_eq!(c.$method(a).await.unwrap(), first, stringify!($method));
+        let e = c.$method(b).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::InvalidArgument,
+            "{}: {e:?}",
+            stringify!($method)
+        );
+        assert_eq!(e.field_violations()[0].0, "request_id", stringify!($method));
+        assert_eq!(
+            $app.last_sequence().await,
+            last,
+            "{} appended",
+            stringify!($method)
+        );
+    }};
+}
+
+#[tokio::test]
+async fn every_mutating_rpc_binds_its_request_id_to_one_command() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    let profile = |d: &str| {
+        Some(pb::TeamProfile {
+            display_name: d.into(),
+            email: "p@example.com".into(),
+            chat_channel: "#p".into(),
+        })
+    };
+    bound!(
+        app,
+        update_team_profile,
+        pb::UpdateTeamProfileRequest {
+            name: "payments".into(),
+            profile: profile("Payments"),
+            ..Default::default()
+        },
+        pb::UpdateTeamProfileRequest {
+            name: "payments".into(),
+            profile: profile("Pay"),
+            ..Default::default()
+        }
+    );
+    let member = |m: &str| pb::TeamMemberRequest {
+        team: "payments".into(),
+        member: m.into(),
+        ..Default::default()
+    };
+    bound!(app, add_team_member, member("alice"), member("mallory"));
+    bound!(
+        app,
+        register_service,
+        fixtures::service("fx", "payments"),
+        pb::RegisterServiceRequest {
+            spec: Some(pb::ServiceSpec {
+                description: "other".into(),
+                ..fixtures::spec()
+            }),
+            ..fixtures::service("fx", "payments")
+        }
+    );
+    let describe = |d: &str| pb::UpdateServiceRequest {
+        name: "ledger".into(),
+        spec: Some(pb::ServiceSpec {
+            description: d.into(),
+            ..Default::default()
+        }),
+        update_mask: Some(paved_proto::wkt::FieldMask {
+            paths: vec!["description".into()],
+        }),
+        ..Default::default()
+    };
+    bound!(
+        app,
+        update_service,
+        describe("books"),
+        describe("cooks the books")
+    );
+    let slo = |target: f64| pb::SetSloRequest {
+        service: "ledger".into(),
+        slo: Some(pb::Slo {
+            name: "availability".into(),
+            window_days: 30,
+            objective: Some(pb::slo::Objective::Availability(
+                pb::AvailabilityObjective {
+                    target_percent: target,
+                },
+            )),
+        }),
+        ..Default::default()
+    };
+    bound!(app, set_slo, slo(99.9), slo(90.0));
+    let depend = |on: &str| pb::AddDependencyRequest {
+        service: "ledger".into(),
+        depends_on: on.into(),
+        ..Default::default()
+    };
+    bound!(app, add_dependency, depend("fx"), depend("ledger-db"));
+    let sha = "a".repeat(40);
+    let committed = Some(paved_eventlog::codec::timestamp(chrono::Utc::now()));
+    let change = |title: &str| pb::RecordChangeRequest {
+        sha: sha.clone(),
+        service: "ledger".into(),
+        committed_at: committed,
+        title: title.into(),
+        ..Default::default()
+    };
+    bound!(app, record_change, change("fix"), change("other"));
+    let started = Some(paved_eventlog::codec::timestamp(chrono::Utc::now()));
+    let incident = |title: &str| pb::OpenIncidentRequest {
+        started_at: started,
+        title: title.into(),
+        services: vec!["ledger".into()],
+        severity: "sev2".into(),
+        ..Default::default()
+    };
+    bound!(app, open_incident, incident("down"), incident("up"));
 }

@@ -257,3 +257,24 @@ async fn a_micro_survey_is_offered_to_whoever_caused_its_event() {
         "answered"
     );
 }
+
+#[tokio::test]
+async fn a_response_retried_with_another_answer_under_its_request_id_is_refused() {
+    let app = spawn_app().await;
+    teams(&app, &[("payments", 1)]).await;
+    create(&app, "devex", definition(&[], "")).await;
+    let alice = member(&app, "payments-0", "payments").await;
+    let respond = |nps: u32| pb::SubmitResponseRequest {
+        request_id: "answer-1".into(),
+        survey: "devex".into(),
+        nps,
+        ..Default::default()
+    };
+    let first = alice.submit_response(respond(9)).await.unwrap();
+    let last = app.last_sequence().await;
+    assert_eq!(alice.submit_response(respond(9)).await.unwrap(), first);
+    let e = alice.submit_response(respond(2)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.field_violations()[0].0, "request_id");
+    assert_eq!(app.last_sequence().await, last);
+}

@@ -294,6 +294,12 @@ impl Deployer {
                     tracing::warn!(deployment = %id, error = %e, attempt, "cannot record the deployment's step yet");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
+                // Recorded before (a restart re-derived the step with other
+                // details, a later timestamp say): the first record stands.
+                Err(ExecuteError::RequestIdReused(_)) => {
+                    tracing::info!(deployment = %id, step, "deployment step recorded before");
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(deployment = %id, error = %e, step, "deployment step refused");
                     return;

@@ -26,8 +26,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
-    Lifecycle, Link, Service, ServiceCommand, ServiceSpec, ServiceType, SpecField, System,
-    SystemCommand, Team, TeamCommand, TeamProfile,
+    ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, Service, ServiceCommand,
+    ServiceSpec, ServiceType, SpecField, System, SystemCommand, Team, TeamCommand, TeamProfile,
+    receipt_id,
 };
 use paved_domain::validate::{self, Violations};
 use paved_domain::{Aggregate, Name, Principal};
@@ -536,8 +537,93 @@ async fn states<A: Aggregate>(
         .await
 }
 
-/// Imports a multi-document Backstage YAML file.
+/// Imports a multi-document Backstage YAML file. The request id is bound to
+/// the file by a receipt (aggregate `import`) recorded after the commands of
+/// an import that changed something: a retry with the same file answers the
+/// original result, another file under the same id is refused on
+/// `request_id`. A crash before the receipt leaves the commands done so far;
+/// the retry does the rest and records the receipt.
 pub async fn import(
+    executor: &Executor,
+    meta: &CommandMeta,
+    yaml: &str,
+    dry_run: bool,
+) -> Result<pb::ImportBackstageResponse, Status> {
+    use sha2::{Digest, Sha256};
+    let fingerprint = Sha256::new()
+        .chain_update(meta.principal.name.as_bytes())
+        .chain_update(b"\n")
+        .chain_update(yaml.as_bytes())
+        .finalize()
+        .to_vec();
+    let receipt = receipt_id(&hex::encode(Sha256::digest(meta.command_id.as_bytes())))
+        .map_err(error::rejection)?;
+    if !dry_run
+        && let Some(answer) = receipted(executor, &receipt, &fingerprint, &meta.command_id).await?
+    {
+        return Ok(answer);
+    }
+    let response = run_import(executor, meta, yaml, dry_run).await?;
+    // Like any command that changes nothing, an import that changed nothing
+    // appends nothing (no receipt either).
+    if dry_run || response.commands == 0 {
+        return Ok(response);
+    }
+    let record = ImportCommand::Record(ImportReceipt {
+        fingerprint: fingerprint.clone(),
+        result: ImportResult {
+            sequence: response.sequence,
+            commands: response.commands,
+            events: response.events,
+            entities: response.entities,
+            unchanged: response.unchanged,
+        },
+    });
+    match executor
+        .execute::<Option<ImportReceipt>>(&receipt, &record, meta)
+        .await
+    {
+        Ok(_) => Ok(response),
+        // The same import, retried concurrently, recorded its receipt first.
+        Err(ExecuteError::RequestIdReused(_)) => {
+            receipted(executor, &receipt, &fingerprint, &meta.command_id)
+                .await?
+                .ok_or_else(|| {
+                    error::execute(ExecuteError::RequestIdReused(meta.command_id.clone()))
+                })
+        }
+        Err(e) => Err(exec_err(e)),
+    }
+}
+
+/// The original answer of an import whose receipt exists: `None` when there
+/// is none, `INVALID_ARGUMENT` on `request_id` when it was for another file.
+async fn receipted(
+    executor: &Executor,
+    receipt: &Name,
+    fingerprint: &[u8],
+    request_id: &str,
+) -> Result<Option<pb::ImportBackstageResponse>, Status> {
+    let loaded = executor
+        .state::<Option<ImportReceipt>>(receipt)
+        .await
+        .map_err(exec_err)?;
+    match loaded.state {
+        None => Ok(None),
+        Some(r) if r.fingerprint == fingerprint => Ok(Some(pb::ImportBackstageResponse {
+            sequence: r.result.sequence,
+            commands: r.result.commands,
+            events: r.result.events,
+            entities: r.result.entities,
+            unchanged: r.result.unchanged,
+        })),
+        Some(_) => Err(error::execute(ExecuteError::RequestIdReused(
+            request_id.to_owned(),
+        ))),
+    }
+}
+
+async fn run_import(
     executor: &Executor,
     meta: &CommandMeta,
     yaml: &str,

@@ -1,14 +1,17 @@
 //! The service catalog: teams (Backstage Group), systems (System) and services
-//! (Component). Each is an aggregate whose id is its DNS-label name.
+//! (Component). Each is an aggregate whose id is its DNS-label name. Receipts
+//! of Backstage imports live beside them (`import`).
 //!
 //! Who may change what: admins anything; a member of team T what T owns (T's
 //! profile and members, systems and services whose owner is T); readers nothing.
 //! Creating, re-parenting and retiring teams is for admins.
 
+mod import;
 mod service;
 mod system;
 mod team;
 
+pub use import::{ImportCommand, ImportEvent, ImportReceipt, ImportResult, receipt_id};
 pub use service::{
     Criticality, Lifecycle, Link, Objective, Service, ServiceCommand, ServiceEvent, ServiceSpec,
     ServiceType, Slo, SpecField,
