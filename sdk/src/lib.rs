@@ -33,6 +33,9 @@ use pb::event_log_service_client::EventLogServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
 
+/// `google.rpc.ErrorInfo` reason of an `ABORTED` for a stale `expected_version`.
+pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
+
 /// Largest message the client accepts or sends (imports, exports).
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -55,6 +58,26 @@ impl Error {
             Error::Connect(_) => Code::Unavailable,
             Error::BadToken => Code::Unauthenticated,
         }
+    }
+
+    /// For an `ABORTED` because `expected_version` was stale: the entity's
+    /// version now. Read it again, re-apply the change, and send it with the
+    /// new version (and a new request id: the old one is bound to the old body).
+    pub fn current_version(&self) -> Option<u64> {
+        use tonic_types::StatusExt;
+        let Error::Status(s) = self else { return None };
+        let info = s.get_details_error_info()?;
+        if info.reason != VERSION_MISMATCH {
+            return None;
+        }
+        info.metadata.get("current_version")?.parse().ok()
+    }
+
+    /// Worth sending again unchanged: the service was unavailable, or lost a
+    /// race it may win next time (not a stale `expected_version`: that one
+    /// stays stale).
+    fn retryable(&self, codes: &[Code]) -> bool {
+        codes.contains(&self.code()) && self.current_version().is_none()
     }
 
     /// `(field, description)` of every field violation of an `INVALID_ARGUMENT`.
@@ -257,7 +280,7 @@ impl Client {
         attempt
             .retry(self.retry.backoff())
             .sleep(tokio::time::sleep)
-            .when(|e: &Error| retry_on.contains(&e.code()))
+            .when(|e: &Error| e.retryable(retry_on))
             .await
     }
 }

@@ -6,6 +6,9 @@ use paved_eventlog::ExecuteError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 
+/// `google.rpc.ErrorInfo` reason of an `ABORTED` for a stale `expected_version`.
+pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
+
 /// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming every bad field.
 pub fn invalid(violations: Vec<FieldViolation>) -> Status {
     let message = violations
@@ -60,6 +63,23 @@ pub fn execute(e: ExecuteError) -> Status {
         ExecuteError::Conflict { attempts } => Status::aborted(format!(
             "concurrent changes to the same entity; gave up after {attempts} attempts: retry with the same request_id"
         )),
+        ExecuteError::VersionMismatch { expected, current } => {
+            let details = ErrorDetails::with_error_info(
+                VERSION_MISMATCH,
+                "paved.dev",
+                [
+                    ("expected_version".to_owned(), expected.to_string()),
+                    ("current_version".to_owned(), current.to_string()),
+                ],
+            );
+            Status::with_error_details(
+                Code::Aborted,
+                format!(
+                    "the entity changed since it was read: it is at version {current}, not {expected}; read it again and retry"
+                ),
+                details,
+            )
+        }
         ExecuteError::RequestIdReused(id) => invalid_field(
             "request_id",
             format!("{id:?} was already used for a different command"),

@@ -19,9 +19,13 @@ pub const CAUSATION_HEADER: &str = "x-causation-id";
 /// Optional metadata: a free-text reason recorded with the commit.
 pub const REASON_HEADER: &str = "x-paved-reason";
 
-/// Requests that carry a client-chosen idempotency key.
+/// Requests that carry a client-chosen idempotency key, and most of them an
+/// optional `expected_version` (optimistic concurrency).
 pub trait Idempotent {
     fn request_id(&self) -> &str;
+    fn expected_version(&self) -> Option<u64> {
+        None
+    }
 }
 
 macro_rules! idempotent {
@@ -34,8 +38,22 @@ macro_rules! idempotent {
     };
 }
 
+macro_rules! versioned {
+    ($($t:ty),* $(,)?) => {
+        $(impl Idempotent for $t {
+            fn request_id(&self) -> &str {
+                &self.request_id
+            }
+            fn expected_version(&self) -> Option<u64> {
+                self.expected_version
+            }
+        })*
+    };
+}
+
 use paved_proto::v1 as pb;
-idempotent!(
+// One aggregate per command: the version of that aggregate.
+versioned!(
     pb::CreateTeamRequest,
     pb::UpdateTeamProfileRequest,
     pb::TeamMemberRequest,
@@ -50,10 +68,8 @@ idempotent!(
     pb::RemoveDependencyRequest,
     pb::SetSloRequest,
     pb::RemoveSloRequest,
-    pb::ImportBackstageRequest,
     pb::CreateSurveyRequest,
     pb::CloseSurveyRequest,
-    pb::SubmitResponseRequest,
     pb::RequestDeploymentRequest,
     pb::RequestRollbackRequest,
     pb::RecordDeploymentRequest,
@@ -62,6 +78,9 @@ idempotent!(
     pb::LinkIncidentRequest,
     pb::ResolveIncidentRequest,
 );
+// Many aggregates (an import), or one whose version the caller cannot see
+// (a survey response is anonymous).
+idempotent!(pb::ImportBackstageRequest, pb::SubmitResponseRequest);
 
 /// 1..=128 characters of `[A-Za-z0-9._:/-]`.
 pub fn check_request_id(v: &mut Violations, id: &str) {
@@ -113,6 +132,7 @@ pub async fn begin<T: Idempotent>(
     let mut v = Violations::new();
     check_request_id(&mut v, message.request_id());
     let mut meta = CommandMeta::new(message.request_id(), principal);
+    meta.expected_version = message.expected_version();
     if !correlation.is_empty() {
         meta.correlation_id = correlation;
     }

@@ -377,6 +377,7 @@ impl SurveyService for SurveyApi {
             reason: String::new(),
             trace: TraceContext::default(),
             now: meta.now,
+            expected_version: None,
         };
         let command = id.as_ref().map(|id| SurveyCommand::Respond {
             pseudonym: self.pseudonym(id.as_str(), &who),

@@ -42,6 +42,9 @@ pub struct CommandMeta {
     pub reason: String,
     pub trace: TraceContext,
     pub now: DateTime<Utc>,
+    /// The aggregate's version (last sequence, 0 = none yet) the client last
+    /// read; `None`: no check.
+    pub expected_version: Option<u64>,
 }
 
 impl CommandMeta {
@@ -56,6 +59,7 @@ impl CommandMeta {
             reason: String::new(),
             trace: TraceContext::default(),
             now: Utc::now(),
+            expected_version: None,
         }
     }
 }
@@ -79,6 +83,8 @@ pub enum ExecuteError {
     Conflict { attempts: usize },
     #[error("request id {0:?} was already used for another command")]
     RequestIdReused(String),
+    #[error("the entity is at version {current}, not {expected}")]
+    VersionMismatch { expected: u64, current: u64 },
     #[error("the commit is too large")]
     TooLarge,
     #[error("event log unavailable: {0}")]
@@ -263,6 +269,7 @@ impl Executor {
         let print = fingerprint::<A>(id, &meta.principal, command);
         let mut refresh = false;
         for _ in 0..MAX_ATTEMPTS {
+            let verified = refresh;
             if refresh {
                 loaded = self.load::<A>(&me, &subject, true).await?;
             }
@@ -274,6 +281,19 @@ impl Executor {
                     return Err(ExecuteError::RequestIdReused(meta.command_id.clone()));
                 }
                 None => {}
+            }
+            if let Some(expected) = meta.expected_version
+                && expected != loaded.version
+            {
+                // A cached (or assumed) state may be behind the log: only a
+                // state just read from the log can say no.
+                if verified {
+                    return Err(ExecuteError::VersionMismatch {
+                        expected,
+                        current: loaded.version,
+                    });
+                }
+                continue;
             }
             let refs = self.references(&loaded.state, command).await?;
             let ctx = Context {

@@ -203,6 +203,7 @@ fn period(rng: &mut StdRng, seed: u64, tag: &str, start: DateTime<Utc>, shape: &
                         finished_at: Some(timestamp(finished)),
                         ..Default::default()
                     }),
+                    expected_version: None,
                 }));
             }
         }
@@ -230,11 +231,13 @@ fn period(rng: &mut StdRng, seed: u64, tag: &str, start: DateTime<Utc>, shape: &
                 severity: "sev2".into(),
                 started_at: Some(timestamp(started)),
                 caused_by_deployment: paved_api::delivery::derived_id("d", &request_id).to_string(),
+                expected_version: None,
             },
             pb::ResolveIncidentRequest {
                 request_id: format!("demo-{id}-resolved"),
                 incident: id,
                 resolved_at: Some(timestamp(resolved)),
+                expected_version: None,
             },
         ));
     }
@@ -332,6 +335,7 @@ pub async fn techflow(client: &Client, seed: u64, concurrency: usize) -> anyhow:
                             description: format!("TechFlow {s}"),
                             ..Default::default()
                         }),
+                        expected_version: None,
                     })
                     .await,
             )?;

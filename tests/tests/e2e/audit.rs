@@ -373,6 +373,7 @@ async fn diff_shows_each_changed_field_with_who_and_which_request() {
             update_mask: Some(paved_proto::wkt::FieldMask {
                 paths: vec!["description".into(), "tags".into()],
             }),
+            expected_version: None,
         })
         .await
         .unwrap();

@@ -377,3 +377,151 @@ async fn metrics_are_exposed_for_prometheus() {
     );
     assert!(body.contains("# EOF"), "OpenMetrics text ends with # EOF");
 }
+
+/// Reads the service, adds `tag`, writes it back with the version it read;
+/// on a stale version, reads again and retries. Returns how many tries it took.
+async fn add_tag(c: &paved_sdk::Client, tag: String) -> usize {
+    for attempt in 1.. {
+        let svc = c.at(0).get_service("ledger").await.unwrap();
+        let mut tags = svc.spec.unwrap().tags;
+        tags.push(tag.clone());
+        let r = c
+            .update_service(pb::UpdateServiceRequest {
+                name: "ledger".into(),
+                spec: Some(pb::ServiceSpec {
+                    tags,
+                    ..Default::default()
+                }),
+                update_mask: Some(paved_proto::wkt::FieldMask {
+                    paths: vec!["tags".into()],
+                }),
+                expected_version: Some(svc.sequence),
+                ..Default::default()
+            })
+            .await;
+        match r {
+            Ok(done) => {
+                // Read our own write before the next client reads.
+                c.at(done.sequence).get_service("ledger").await.unwrap();
+                return attempt;
+            }
+            Err(e) if e.code() == Code::Aborted => {
+                let current = e
+                    .current_version()
+                    .expect("the current version in the details");
+                assert!(current > svc.sequence, "{current} vs {}", svc.sequence);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn read_modify_write_with_expected_version_loses_no_change() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let made = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    c.at(made.sequence).get_service("ledger").await.unwrap();
+    let mut tasks = Vec::new();
+    // 30 writers (a service takes at most 32 tags).
+    for i in 0..30 {
+        let c = c.clone();
+        tasks.push(tokio::spawn(
+            async move { add_tag(&c, format!("t{i}")).await },
+        ));
+    }
+    let mut retried = 0;
+    for t in tasks {
+        retried += usize::from(t.await.unwrap() > 1);
+    }
+    let last = app.last_sequence().await;
+    let tags = c
+        .at(last)
+        .get_service("ledger")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .tags;
+    assert_eq!(tags.len(), 30, "every client's change is there: {tags:?}");
+    assert!(
+        retried > 0,
+        "30 concurrent writers met at least one stale read"
+    );
+}
+
+#[tokio::test]
+async fn a_stale_or_wrong_expected_version_is_aborted_and_appends_nothing() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // 0 means "must not exist yet".
+    let team = c
+        .create_team(pb::CreateTeamRequest {
+            expected_version: Some(0),
+            ..fixtures::team("payments")
+        })
+        .await
+        .unwrap();
+    let again = c
+        .create_team(pb::CreateTeamRequest {
+            expected_version: Some(0),
+            ..fixtures::team("payments")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::Aborted);
+    assert_eq!(again.current_version(), Some(team.sequence));
+    let member = |v: u64, id: &str| pb::TeamMemberRequest {
+        request_id: id.into(),
+        team: "payments".into(),
+        member: "alice".into(),
+        expected_version: Some(v),
+    };
+    let added = c
+        .add_team_member(member(team.sequence, "add-alice"))
+        .await
+        .unwrap();
+    let last = app.last_sequence().await;
+    // A stale version: refused, with the current one, and nothing appended.
+    let stale = c
+        .add_team_member(pb::TeamMemberRequest {
+            member: "bob".into(),
+            ..member(team.sequence, "add-bob")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stale.code(), Code::Aborted);
+    assert_eq!(stale.current_version(), Some(added.sequence));
+    assert_eq!(app.last_sequence().await, last);
+    // A retry of the command that went through is its answer, even though
+    // its version is stale by now.
+    assert_eq!(
+        c.add_team_member(member(team.sequence, "add-alice"))
+            .await
+            .unwrap(),
+        added
+    );
+    // A cold replica (nothing cached) judges against the log.
+    let cold = paved_eventlog::Executor::new(app.open_log().await, 10);
+    let mut meta =
+        paved_eventlog::CommandMeta::new("cold-1", paved_domain::Principal::admin("admin"));
+    meta.expected_version = Some(team.sequence);
+    let r = cold
+        .execute::<Option<paved_domain::catalog::Team>>(
+            &paved_domain::Name::parse("payments").unwrap(),
+            &paved_domain::catalog::TeamCommand::AddMember {
+                member: "carol".into(),
+            },
+            &meta,
+        )
+        .await;
+    assert!(
+        matches!(r, Err(paved_eventlog::ExecuteError::VersionMismatch { current, .. }) if current == added.sequence),
+        "{r:?}"
+    );
+}

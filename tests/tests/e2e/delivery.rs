@@ -45,6 +45,7 @@ async fn record(
             finished_at: Some(timestamp(finished)),
             ..Default::default()
         }),
+        expected_version: None,
     })
     .await
     .unwrap()
@@ -385,6 +386,7 @@ async fn bad_delivery_input_is_refused_with_the_field_and_appends_nothing() {
             finished_at: Some(timestamp(now)),
             ..Default::default()
         }),
+        expected_version: None,
     };
     let first = c.record_deployment(req.clone()).await.unwrap();
     let again = c.record_deployment(req).await.unwrap();

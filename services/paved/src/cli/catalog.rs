@@ -41,6 +41,11 @@ impl ClientArgs {
 pub struct CatalogArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Change only if the service (or system) is still at this version (the
+    /// `sequence` that `get` shows; 0: it must not exist yet). Otherwise the
+    /// command is refused and nothing changes: read it again and retry.
+    #[arg(long, global = true, value_name = "SEQUENCE")]
+    if_version: Option<u64>,
     #[command(subcommand)]
     command: CatalogCommand,
 }
@@ -330,12 +335,14 @@ fn done(out: Output, what: &str, r: &pb::CommandResponse) -> anyhow::Result<()> 
 
 pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
     let out = a.client.output;
+    let if_version = a.if_version;
     let client = a.client.connect().await?;
     match a.command {
         CatalogCommand::Register { name, owner, spec } => {
             let (spec, _) = spec.spec();
             let r = client
                 .register_service(pb::RegisterServiceRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     owner,
                     spec: Some(spec),
@@ -353,6 +360,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             );
             let r = client
                 .update_service(pb::UpdateServiceRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     spec: Some(spec),
                     update_mask: Some(paved_proto::wkt::FieldMask { paths: mask }),
@@ -565,6 +573,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Transfer { name, to } => {
             let r = client
                 .transfer_service_ownership(pb::TransferOwnershipRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     new_owner: to,
                     ..Default::default()
@@ -575,6 +584,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Deprecate { name, reason } => {
             let r = client
                 .deprecate_service(pb::RetireRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     reason,
                     ..Default::default()
@@ -585,6 +595,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Retire { name, reason } => {
             let r = client
                 .retire_service(pb::RetireRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     reason,
                     ..Default::default()
@@ -599,6 +610,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         } => {
             let r = client
                 .add_dependency(pb::AddDependencyRequest {
+                    expected_version: if_version,
                     service: name.clone(),
                     depends_on: on.clone(),
                     criticality: match criticality {
@@ -616,6 +628,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         CatalogCommand::Undepend { name, on } => {
             let r = client
                 .remove_dependency(pb::RemoveDependencyRequest {
+                    expected_version: if_version,
                     service: name.clone(),
                     depends_on: on.clone(),
                     ..Default::default()
@@ -643,6 +656,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             };
             let r = client
                 .set_slo(pb::SetSloRequest {
+                    expected_version: if_version,
                     service: name.clone(),
                     slo: Some(pb::Slo {
                         name: slo_name,
@@ -662,6 +676,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         } => {
             let r = client
                 .create_system(pb::CreateSystemRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     owner,
                     display_name,
@@ -749,6 +764,10 @@ pub(super) fn print_service(s: &pb::Service) {
 pub struct TeamArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Change only if the team is still at this version (the `sequence` that
+    /// `get` shows; 0: it must not exist yet).
+    #[arg(long, global = true, value_name = "SEQUENCE")]
+    if_version: Option<u64>,
     #[command(subcommand)]
     command: TeamCommand,
 }
@@ -811,6 +830,7 @@ enum TeamCommand {
 
 pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
     let out = a.client.output;
+    let if_version = a.if_version;
     let client = a.client.connect().await?;
     match a.command {
         TeamCommand::Create {
@@ -823,6 +843,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         } => {
             let r = client
                 .create_team(pb::CreateTeamRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     profile: Some(pb::TeamProfile {
                         display_name,
@@ -845,6 +866,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         } => {
             let r = client
                 .update_team_profile(pb::UpdateTeamProfileRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     profile: Some(pb::TeamProfile {
                         display_name,
@@ -932,6 +954,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         TeamCommand::AddMember { team, member } => {
             let r = client
                 .add_team_member(pb::TeamMemberRequest {
+                    expected_version: if_version,
                     team: team.clone(),
                     member: member.clone(),
                     ..Default::default()
@@ -942,6 +965,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         TeamCommand::RemoveMember { team, member } => {
             let r = client
                 .remove_team_member(pb::TeamMemberRequest {
+                    expected_version: if_version,
                     team: team.clone(),
                     member: member.clone(),
                     ..Default::default()
@@ -952,6 +976,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         TeamCommand::SetParent { team, parent } => {
             let r = client
                 .set_team_parent(pb::SetTeamParentRequest {
+                    expected_version: if_version,
                     team: team.clone(),
                     parent,
                     ..Default::default()
@@ -962,6 +987,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         TeamCommand::Retire { name, reason } => {
             let r = client
                 .retire_team(pb::RetireRequest {
+                    expected_version: if_version,
                     name: name.clone(),
                     reason,
                     ..Default::default()

@@ -283,6 +283,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
             environment: a.environment,
             revision: a.revision,
             commits: a.commits,
+            expected_version: None,
         })
         .await
         .map_err(explain)?;
