@@ -192,6 +192,20 @@ impl DeliveryService for DeliveryApi {
             .await?
             .ok_or_else(|| Status::not_found(format!("deployment {target:?} not found")))?;
         let t = bad.target.unwrap_or_default();
+        // Who may roll it back is settled before anything else is said about it.
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT owner FROM catalog_services WHERE name = $1")
+                .bind(&t.service)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(error::database)?;
+        let owner = owner.as_deref().and_then(|o| Name::parse(o).ok());
+        if !owner.is_some_and(|o| meta.principal.acts_for(&o)) {
+            return Err(Status::permission_denied(format!(
+                "{} may not roll back deployments of {}",
+                meta.principal.name, t.service
+            )));
+        }
         // The revision that ran before it: the previous successful deployment.
         let previous: Option<String> = sqlx::query_scalar(
             "SELECT coalesce(nullif(deployed_revision, ''), revision) FROM delivery_deployments

@@ -44,6 +44,12 @@ pub fn rejection(r: Rejection) -> Status {
                 Precondition::SurveyNotOpen { survey, .. } => ("SURVEY_NOT_OPEN", survey.clone()),
                 Precondition::NotInAudience { survey, .. } => ("NOT_IN_AUDIENCE", survey.clone()),
                 Precondition::Finished(what) => ("FINISHED", what.clone()),
+                Precondition::BadReference { reference, why, .. } if why.is_empty() => {
+                    ("MISSING_REFERENCE", reference.to_string())
+                }
+                Precondition::BadReference { reference, .. } => {
+                    ("BAD_REFERENCE", reference.to_string())
+                }
             };
             let message = p.to_string();
             Status::with_error_details(

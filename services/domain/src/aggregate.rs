@@ -6,6 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::catalog::{Service, System, Team};
+use crate::delivery::Deployment;
 use crate::event::Event;
 use crate::name::Name;
 use crate::principal::Principal;
@@ -113,6 +114,7 @@ pub struct References {
     teams: HashMap<Name, Option<Team>>,
     systems: HashMap<Name, Option<System>>,
     services: HashMap<Name, Option<Service>>,
+    deployments: HashMap<Name, Option<Deployment>>,
 }
 
 impl References {
@@ -121,6 +123,7 @@ impl References {
             AggregateKind::Team => self.teams.contains_key(&r.id),
             AggregateKind::System => self.systems.contains_key(&r.id),
             AggregateKind::Service => self.services.contains_key(&r.id),
+            AggregateKind::Deployment => self.deployments.contains_key(&r.id),
             _ => false,
         }
     }
@@ -134,6 +137,9 @@ impl References {
     pub fn insert_service(&mut self, id: Name, state: Option<Service>) {
         self.services.insert(id, state);
     }
+    pub fn insert_deployment(&mut self, id: Name, state: Option<Deployment>) {
+        self.deployments.insert(id, state);
+    }
 
     /// The team, if it was loaded and exists.
     pub fn team(&self, id: &Name) -> Option<&Team> {
@@ -144,6 +150,9 @@ impl References {
     }
     pub fn service(&self, id: &Name) -> Option<&Service> {
         self.services.get(id).and_then(Option::as_ref)
+    }
+    pub fn deployment(&self, id: &Name) -> Option<&Deployment> {
+        self.deployments.get(id).and_then(Option::as_ref)
     }
 }
 

@@ -4,10 +4,12 @@
 //! [`crate::dora`].
 //!
 //! Who may do what: a member of the owning team (or an admin) requests and
-//! records deployments and changes of its services; anyone who may write
-//! opens, links and resolves incidents; only admins (the workers run as
-//! admin principals such as `worker:argocd`) move a requested deployment
-//! through started → succeeded | failed.
+//! records deployments and changes of its services, and opens, links and
+//! resolves incidents of its services (every service an incident names must
+//! be the principal's team's); only admins (the workers run as admin
+//! principals such as `worker:argocd`) move a requested deployment through
+//! started → succeeded | failed. Permission is checked before any other
+//! business rule, so a refusal tells another team nothing about the entity.
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -53,23 +55,59 @@ fn not_future(v: &mut Violations, field: &str, t: DateTime<Utc>, now: DateTime<U
     }
 }
 
-/// The live service a delivery command is about, and the right to act for it.
+/// The live service a delivery command is about, and the right to act for
+/// it: checked before the service's state (retired) says anything.
 fn service_for<'r>(ctx: &Context<'r>, service: &Name) -> Result<&'r Service, Rejection> {
-    let r = AggregateRef::service(service);
-    let s = match ctx.refs.service(service) {
-        None => return Err(Rejection::Precondition(Precondition::MissingReference(r))),
-        Some(s) if s.retired.is_some() => {
-            return Err(Rejection::Precondition(Precondition::RetiredReference(r)));
-        }
-        Some(s) => s,
+    let s = owned_service(ctx, service)?;
+    if s.retired.is_some() {
+        return Err(Rejection::Precondition(Precondition::RetiredReference(
+            AggregateRef::service(service),
+        )));
+    }
+    Ok(s)
+}
+
+/// A service that exists (retired or not) and that the principal acts for.
+fn owned_service<'r>(ctx: &Context<'r>, service: &Name) -> Result<&'r Service, Rejection> {
+    let Some(s) = ctx.refs.service(service) else {
+        return Err(Rejection::Precondition(Precondition::MissingReference(
+            AggregateRef::service(service),
+        )));
     };
     if !ctx.principal.acts_for(&s.owner) {
         return Err(Rejection::PermissionDenied(format!(
-            "{} may not deploy or record changes of {service}: owned by team {}",
+            "{} may not act on the delivery of {service}: owned by team {}",
             ctx.principal.name, s.owner
         )));
     }
     Ok(s)
+}
+
+/// Deployment `deployment`, named by `field`, must exist and have deployed
+/// one of `services`.
+fn caused_by_check(
+    ctx: &Context<'_>,
+    field: &str,
+    deployment: &Name,
+    services: &[Name],
+) -> Result<(), Rejection> {
+    let reference = AggregateRef {
+        kind: AggregateKind::Deployment,
+        id: deployment.clone(),
+    };
+    let why = match ctx.refs.deployment(deployment) {
+        None => String::new(),
+        Some(d) if services.contains(&d.target.service) => return Ok(()),
+        Some(d) => format!(
+            "deployed {}, which the incident does not name",
+            d.target.service
+        ),
+    };
+    Err(Rejection::Precondition(Precondition::BadReference {
+        field: field.to_owned(),
+        reference,
+        why,
+    }))
 }
 
 // ---- deployments ----
@@ -493,6 +531,9 @@ impl Aggregate for Option<Change> {
         not_future(&mut v, "committed_at", spec.committed_at, ctx.now);
         if let Some(m) = spec.merged_at {
             not_future(&mut v, "merged_at", m, ctx.now);
+            if m < spec.committed_at {
+                v.push("merged_at", "is before committed_at");
+            }
         }
         if !spec.pr_url.is_empty() {
             v.url("pr_url", &spec.pr_url);
@@ -612,12 +653,30 @@ impl Aggregate for Option<Incident> {
     type Event = IncidentEvent;
 
     fn references(&self, command: &IncidentCommand, _: &References) -> Vec<AggregateRef> {
-        match command {
-            IncidentCommand::Open { services, .. } => {
-                services.iter().map(AggregateRef::service).collect()
+        let deployment = |d: &Name| AggregateRef {
+            kind: AggregateKind::Deployment,
+            id: d.clone(),
+        };
+        let (services, linked) = match (self, command) {
+            (
+                _,
+                IncidentCommand::Open {
+                    services,
+                    caused_by,
+                    ..
+                },
+            ) => (services.as_slice(), caused_by.as_ref()),
+            (Some(i), IncidentCommand::Link { deployment }) => {
+                (i.services.as_slice(), Some(deployment))
             }
-            _ => Vec::new(),
-        }
+            (Some(i), IncidentCommand::Resolve { .. }) => (i.services.as_slice(), None),
+            (None, _) => (&[][..], None),
+        };
+        services
+            .iter()
+            .map(AggregateRef::service)
+            .chain(linked.map(deployment))
+            .collect()
     }
 
     fn decide(
@@ -660,13 +719,13 @@ impl Aggregate for Option<Incident> {
                 not_future(&mut v, "started_at", *started_at, ctx.now);
                 v.finish()?;
                 for s in services {
-                    let r = AggregateRef::service(s);
-                    if ctx.refs.service(s).is_none() {
-                        return Err(Rejection::Precondition(Precondition::MissingReference(r)));
-                    }
+                    owned_service(ctx, s)?;
                 }
                 if existing.is_some() {
                     return Err(Rejection::AlreadyExists(me));
+                }
+                if let Some(d) = caused_by {
+                    caused_by_check(ctx, "caused_by_deployment", d, services)?;
                 }
                 let mut events = vec![IncidentEvent::Opened {
                     id: ctx.id.clone(),
@@ -684,14 +743,21 @@ impl Aggregate for Option<Incident> {
             }
             (None, _) => Err(Rejection::NotFound(me)),
             (Some(i), IncidentCommand::Link { deployment }) => {
+                for s in &i.services {
+                    owned_service(ctx, s)?;
+                }
                 if i.caused_by.contains(deployment) {
                     return Ok(Vec::new());
                 }
+                caused_by_check(ctx, "deployment", deployment, &i.services)?;
                 Ok(vec![IncidentEvent::Linked {
                     deployment: deployment.clone(),
                 }])
             }
             (Some(i), IncidentCommand::Resolve { resolved_at }) => {
+                for s in &i.services {
+                    owned_service(ctx, s)?;
+                }
                 let mut v = Violations::new();
                 not_future(&mut v, "resolved_at", *resolved_at, ctx.now);
                 if *resolved_at < i.started_at {
@@ -748,3 +814,6 @@ impl Aggregate for Option<Incident> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

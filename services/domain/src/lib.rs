@@ -27,6 +27,9 @@ pub mod rejection;
 pub mod surveys;
 pub mod validate;
 
+#[cfg(test)]
+mod scenario;
+
 pub use aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 pub use event::Event;
 pub use name::Name;

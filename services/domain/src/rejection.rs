@@ -36,6 +36,14 @@ pub enum Precondition {
     NotInAudience { survey: String, team: String },
     #[error("{0} has finished")]
     Finished(String),
+    /// Field `field` names an aggregate that does not exist (`why` empty),
+    /// or one that does not fit (`why` says how).
+    #[error("{field}: {reference} {}", if why.is_empty() { "does not exist" } else { why })]
+    BadReference {
+        field: String,
+        reference: AggregateRef,
+        why: String,
+    },
 }
 
 /// Why `decide` refused a command. Nothing is appended for any of these.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use lru::LruCache;
 use paved_domain::catalog::{Service, System, Team};
+use paved_domain::delivery::Deployment;
 use paved_domain::{
     Aggregate, AggregateKind, AggregateRef, Context, Name, Principal, References, Rejection,
 };
@@ -513,7 +514,11 @@ impl Executor {
                         let l = self.reference::<Option<Service>>(&r).await?;
                         refs.insert_service(r.id, l.state);
                     }
-                    // Only catalog entities are referred to.
+                    AggregateKind::Deployment => {
+                        let l = self.reference::<Option<Deployment>>(&r).await?;
+                        refs.insert_deployment(r.id, l.state);
+                    }
+                    // Nothing refers to the others.
                     _ => {}
                 }
             }

@@ -459,3 +459,165 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
     assert_eq!(app.last_sequence().await, last);
     assert_eq!((&again.before, &again.after), (&t.before, &t.after));
 }
+
+/// The `google.rpc.PreconditionFailure` violations of a `FAILED_PRECONDITION`:
+/// (kind, subject, description).
+fn preconditions(e: &paved_sdk::Error) -> Vec<(String, String, String)> {
+    use tonic_types::StatusExt;
+    let paved_sdk::Error::Status(s) = e else {
+        return Vec::new();
+    };
+    s.get_details_precondition_failure()
+        .map(|p| {
+            p.violations
+                .into_iter()
+                .map(|v| (v.r#type, v.subject, v.description))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn another_team_cannot_touch_incidents_or_rollbacks_and_references_must_exist() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.create_team(fixtures::team("growth")).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    c.register_service(fixtures::service("ads", "growth"))
+        .await
+        .unwrap();
+    let now = Utc::now();
+    let d1 = record(
+        c,
+        "d1",
+        "ledger",
+        "production",
+        true,
+        now - Duration::hours(3),
+        now - Duration::hours(3),
+        "",
+    )
+    .await;
+    record(
+        c,
+        "d2",
+        "ledger",
+        "production",
+        true,
+        now - Duration::hours(2),
+        now - Duration::hours(2),
+        "",
+    )
+    .await;
+    let ads = record(
+        c,
+        "d-ads",
+        "ads",
+        "production",
+        true,
+        now - Duration::hours(2),
+        now - Duration::hours(2),
+        "",
+    )
+    .await;
+    let pay = app
+        .client_as(Principal::member(
+            "alice",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    let mallory = app
+        .client_as(Principal::member(
+            "mallory",
+            paved_domain::Name::parse("growth").unwrap(),
+        ))
+        .await;
+    let open = |services: Vec<&str>, caused_by: &str| pb::OpenIncidentRequest {
+        title: "ledger is down".into(),
+        services: services.into_iter().map(Into::into).collect(),
+        severity: "sev1".into(),
+        started_at: Some(timestamp(now - Duration::minutes(30))),
+        caused_by_deployment: caused_by.into(),
+        ..Default::default()
+    };
+    let before = app.last_sequence().await;
+
+    // Another team opens nothing on ledger, alone or beside its own service.
+    for services in [vec!["ledger"], vec!["ads", "ledger"]] {
+        let e = mallory.open_incident(open(services, "")).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied);
+    }
+    // A link to a deployment that does not exist, or of another service, names the field.
+    let e = pay
+        .open_incident(open(vec!["ledger"], "d-typo"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let p = preconditions(&e);
+    assert_eq!(p[0].0, "MISSING_REFERENCE");
+    assert!(p[0].2.starts_with("caused_by_deployment"), "{p:?}");
+    let e = pay
+        .open_incident(open(vec!["ledger"], &ads.id))
+        .await
+        .unwrap_err();
+    assert_eq!(preconditions(&e)[0].0, "BAD_REFERENCE");
+    assert_eq!(app.last_sequence().await, before, "nothing appended");
+
+    let inc = pay.open_incident(open(vec!["ledger"], "")).await.unwrap();
+    let after_open = app.last_sequence().await;
+    let e = mallory
+        .link_incident(pb::LinkIncidentRequest {
+            incident: inc.id.clone(),
+            deployment: d1.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = mallory
+        .resolve_incident(pb::ResolveIncidentRequest {
+            incident: inc.id.clone(),
+            resolved_at: Some(timestamp(now)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = pay
+        .link_incident(pb::LinkIncidentRequest {
+            incident: inc.id.clone(),
+            deployment: "d-typo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(preconditions(&e)[0].2.starts_with("deployment"));
+    // Rolling back another team's deployment is refused before anything about it is said.
+    let e = mallory
+        .request_rollback(pb::RequestRollbackRequest {
+            deployment: d1.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(app.last_sequence().await, after_open, "nothing appended");
+
+    // A change merged before it was committed is invalid.
+    let e = c
+        .record_change(pb::RecordChangeRequest {
+            sha: sha(1),
+            service: "ledger".into(),
+            committed_at: Some(timestamp(now)),
+            merged_at: Some(timestamp(now - Duration::hours(1))),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(e.field_violations()[0].0, "merged_at");
+}

@@ -28,10 +28,10 @@ use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
     ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, Service, ServiceCommand,
     ServiceSpec, ServiceType, SpecField, System, SystemCommand, Team, TeamCommand, TeamProfile,
-    receipt_id,
+    may_join_system, receipt_id,
 };
 use paved_domain::validate::{self, Violations};
-use paved_domain::{Aggregate, Name, Principal};
+use paved_domain::{Aggregate, Name, Principal, Rejection};
 use paved_eventlog::{CommandMeta, ExecuteError, Executed, Executor};
 use paved_proto::v1 as pb;
 use serde_json::json;
@@ -911,6 +911,30 @@ fn plan(
                 format!("components.{}.spec.system", c.name),
                 format!("system {:?} does not exist or is retired", s.as_str()),
             );
+        }
+        // Joining a system: the domain's one rule, checked up front.
+        if let Some(s) = &c.spec.system {
+            let joins = services
+                .get(&c.name)
+                .and_then(Option::as_ref)
+                .is_none_or(|cur| cur.spec.system.as_ref() != Some(s));
+            let owner = docs
+                .systems
+                .iter()
+                .find(|d| &d.name == s)
+                .map(|d| d.owner.clone())
+                .or_else(|| {
+                    systems
+                        .get(s)
+                        .and_then(Option::as_ref)
+                        .map(|x| x.owner.clone())
+                });
+            if joins
+                && let Some(owner) = owner
+                && let Err(Rejection::PermissionDenied(why)) = may_join_system(principal, s, &owner)
+            {
+                v.push(format!("components.{}.spec.system", c.name), why);
+            }
         }
         for d in &c.depends_on {
             if d == &c.name {

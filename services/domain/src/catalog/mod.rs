@@ -4,7 +4,9 @@
 //!
 //! Who may change what: admins anything; a member of team T what T owns (T's
 //! profile and members, systems and services whose owner is T); readers nothing.
-//! Creating, re-parenting and retiring teams is for admins.
+//! Creating, re-parenting and retiring teams is for admins. A service joins a
+//! system only by someone who acts for the system's owner too
+//! ([`may_join_system`]): a system's owner decides what is in it.
 
 mod import;
 mod service;
@@ -55,6 +57,26 @@ fn referenced<T: Retirable>(state: Option<&T>, r: AggregateRef) -> Result<&T, Re
         None => Err(Rejection::Precondition(Precondition::MissingReference(r))),
         Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::RetiredReference(r))),
         Some(s) => Ok(s),
+    }
+}
+
+/// May `principal` put a service into system `system` (owned by `owner`)?
+/// The one rule, used by the service aggregate and by the Backstage import's
+/// up-front checks.
+pub fn may_join_system(
+    principal: &crate::Principal,
+    system: &Name,
+    owner: &Name,
+) -> Result<(), Rejection> {
+    if principal.acts_for(owner) {
+        Ok(())
+    } else {
+        Err(Rejection::PermissionDenied(format!(
+            "{} may not add services to system {:?}, owned by team {:?}",
+            principal.name,
+            system.as_str(),
+            owner.as_str()
+        )))
     }
 }
 

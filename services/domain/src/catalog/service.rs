@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use super::{Retirable, live, live_service, live_system, live_team, require_acts_for};
+use super::{
+    Retirable, live, live_service, live_system, live_team, may_join_system, require_acts_for,
+};
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 use crate::event::Event;
 use crate::name::Name;
@@ -458,7 +460,8 @@ impl Aggregate for Option<Service> {
             }
             live_team(ctx.refs, owner)?;
             if let Some(system) = &spec.system {
-                live_system(ctx.refs, system)?;
+                let s = live_system(ctx.refs, system)?;
+                may_join_system(ctx.principal, system, &s.owner)?;
             }
             return Ok(vec![ServiceEvent::Registered {
                 name: ctx.id.clone(),
@@ -498,7 +501,8 @@ impl Aggregate for Option<Service> {
                 if changed.contains(&SpecField::System)
                     && let Some(system) = &next.system
                 {
-                    live_system(ctx.refs, system)?;
+                    let s = live_system(ctx.refs, system)?;
+                    may_join_system(ctx.principal, system, &s.owner)?;
                 }
                 Ok(vec![ServiceEvent::Updated {
                     spec: next,

@@ -5,38 +5,9 @@ use super::*;
 use crate::aggregate::{Aggregate, AggregateKind};
 use crate::principal::Principal;
 use crate::rejection::{Precondition, Rejection};
-use chrono::Utc;
-
-fn n(s: &str) -> Name {
-    Name::parse(s).unwrap()
-}
-
-/// A scenario: the aggregate's past events, the other aggregates it may see,
-/// and who acts.
-struct Scenario<A: Aggregate> {
-    id: Name,
-    state: A,
-    refs: References,
-    principal: Principal,
-}
+use crate::scenario::{Scenario, invalid_fields, n, precondition};
 
 impl<A: Aggregate> Scenario<A> {
-    fn new(id: &str) -> Self {
-        Self {
-            id: n(id),
-            state: A::default(),
-            refs: References::default(),
-            principal: Principal::admin("root"),
-        }
-    }
-
-    fn given(mut self, events: impl IntoIterator<Item = A::Event>) -> Self {
-        for e in events {
-            self.state.evolve(&e);
-        }
-        self
-    }
-
     fn with_team(mut self, name: &str, retired: bool, parent: Option<&str>) -> Self {
         let team = team(name, parent, retired);
         self.refs.insert_team(n(name), Some(team));
@@ -78,21 +49,6 @@ impl<A: Aggregate> Scenario<A> {
         }
         self
     }
-
-    fn by(mut self, principal: Principal) -> Self {
-        self.principal = principal;
-        self
-    }
-
-    fn when(&self, command: A::Command) -> Result<Vec<A::Event>, Rejection> {
-        let ctx = Context {
-            id: &self.id,
-            principal: &self.principal,
-            now: Utc::now(),
-            refs: &self.refs,
-        };
-        self.state.decide(&command, &ctx)
-    }
 }
 
 fn team(name: &str, parent: Option<&str>, retired: bool) -> Team {
@@ -122,20 +78,6 @@ fn created(name: &str) -> TeamEvent {
         name: n(name),
         profile: TeamProfile::default(),
         parent: None,
-    }
-}
-
-fn precondition<T: std::fmt::Debug>(r: Result<T, Rejection>) -> Precondition {
-    match r {
-        Err(Rejection::Precondition(p)) => p,
-        other => panic!("expected a failed precondition, got {other:?}"),
-    }
-}
-
-fn invalid_fields<T: std::fmt::Debug>(r: Result<T, Rejection>) -> Vec<String> {
-    match r {
-        Err(Rejection::Invalid(v)) => v.into_iter().map(|v| v.field).collect(),
-        other => panic!("expected invalid argument, got {other:?}"),
     }
 }
 
@@ -730,4 +672,54 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn a_service_joins_a_system_only_by_someone_acting_for_the_systems_owner() {
+    let mut in_ads = spec();
+    in_ads.system = Some(n("ads"));
+    let member = Principal::member("alice", n("payments"));
+    // Registering into another team's system, or moving there by an update:
+    // the same rule, the same refusal.
+    let register = Scenario::<Option<Service>>::new("payments-api")
+        .with_team("payments", false, None)
+        .with_system("ads", "growth")
+        .by(member.clone());
+    assert!(matches!(
+        register.when(ServiceCommand::Register {
+            owner: n("payments"),
+            spec: in_ads.clone(),
+        }),
+        Err(Rejection::PermissionDenied(_))
+    ));
+    let update = live_service()
+        .with_system("ads", "growth")
+        .by(member.clone());
+    assert!(matches!(
+        update.when(ServiceCommand::Update {
+            spec: in_ads.clone(),
+            fields: vec![SpecField::System],
+        }),
+        Err(Rejection::PermissionDenied(_))
+    ));
+    // Its own team's system is fine, and an admin may do either.
+    let mut in_billing = spec();
+    in_billing.system = Some(n("billing"));
+    let own = live_service().with_system("billing", "payments").by(member);
+    assert!(
+        own.when(ServiceCommand::Update {
+            spec: in_billing,
+            fields: vec![SpecField::System],
+        })
+        .is_ok()
+    );
+    let admin = live_service().with_system("ads", "growth");
+    assert!(
+        admin
+            .when(ServiceCommand::Update {
+                spec: in_ads,
+                fields: vec![SpecField::System],
+            })
+            .is_ok()
+    );
 }
