@@ -80,6 +80,13 @@ pub enum ProjectionError {
     },
     #[error("jetstream: {0}")]
     JetStream(String),
+    /// A sealed survey response does not open (another survey secret).
+    #[error("the sealed response at sequence {sequence} does not open: {source}")]
+    Sealed {
+        sequence: u64,
+        #[source]
+        source: paved_eventlog::survey_keys::OpenError,
+    },
     /// Another worker took the projection over (its epoch is newer).
     #[error("another worker took over the projection (epoch {current}, this worker's {ours})")]
     LeaseLost { ours: i64, current: i64 },
@@ -93,6 +100,14 @@ pub enum ProjectionError {
     /// The consumer skipped or repeated a delivery.
     #[error("the consumer delivered {got} where {expected} was next; reopening at the checkpoint")]
     Gap { expected: u64, got: String },
+}
+
+impl ProjectionError {
+    /// A message the projection cannot get past (it does not decode, or a
+    /// sealed response does not open): the projection stops there, loudly.
+    pub fn halts(&self) -> bool {
+        matches!(self, Self::Decode { .. } | Self::Sealed { .. })
+    }
 }
 
 fn js_err(e: impl std::fmt::Display) -> ProjectionError {
@@ -216,7 +231,7 @@ impl<P: Projection> ProjectionWorker<P> {
             self.status.send_modify(|s| s.health = Health::Running);
             match self.lead(&mut fence, &shutdown).await {
                 Ok(()) => break,
-                Err(e @ ProjectionError::Decode { .. }) => return Err(e),
+                Err(e) if e.halts() => return Err(e),
                 Err(e) => {
                     tracing::warn!(projection = P::NAME, error = %e, "lost the projection; standing by");
                     self.status.send_modify(|s| {
@@ -327,11 +342,8 @@ impl<P: Projection> ProjectionWorker<P> {
             delete_consumer(&self.log, &session.consumer).await;
             match ended {
                 None => break,
-                Some(
-                    e @ (ProjectionError::Decode { .. }
-                    | ProjectionError::LeaseLost { .. }
-                    | ProjectionError::Lease(_)),
-                ) => {
+                Some(e) if e.halts() => return Err(e),
+                Some(e @ (ProjectionError::LeaseLost { .. } | ProjectionError::Lease(_))) => {
                     return Err(e);
                 }
                 Some(e @ ProjectionError::CheckpointBehind { .. }) => {
@@ -410,7 +422,7 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 
     fn fail(&self, e: &ProjectionError) {
-        tracing::error!(projection = P::NAME, error = %e, "projection stopped: undecodable message");
+        tracing::error!(projection = P::NAME, error = %e, "projection stopped at a message it cannot apply");
         self.status.send_modify(|s| {
             s.decode_errors += 1;
             s.health = Health::Failed(e.to_string());
@@ -451,7 +463,13 @@ impl<P: Projection> ProjectionWorker<P> {
         }
         let (batch, bad) = decode(&messages, u64::MAX);
         let good = &messages[..batch.len()];
-        let outcome = self.apply(session, epoch, batch, good).await?;
+        let outcome = match self.apply(session, epoch, batch, good).await {
+            Err(e) if e.halts() => {
+                self.fail(&e);
+                return Err(e);
+            }
+            other => other?,
+        };
         if let Some(last) = good.last() {
             let pending = last.info().map(|i| i.pending).unwrap_or(0);
             self.status.send_modify(|s| s.pending = pending);

@@ -3,25 +3,25 @@
 //! Anonymity is built at this edge: a response is stored under a pseudonym,
 //! HMAC-SHA256(server secret, survey id, principal), which keeps one answer
 //! per person per survey but cannot be linked across surveys, or back to a
-//! person, without the secret. The commit of a response records the principal
+//! person, without the secret; its team and answers are sealed with the
+//! survey's key before they reach the log ([`SurveyKeys`]), so a log reader
+//! sees neither. The commit of a response records the principal
 //! `anonymous`, a command id derived the same way from the request id, no
 //! correlation or causation ids and no trace context: the one exception to
-//! "every event says who" (invariant 6), written down in the README.
-
-use std::sync::Arc;
+//! "every event says who" (invariant 6), written down in the README. Only
+//! the results, with their thresholds, come back out; comments in a random
+//! order.
 
 use chrono::Utc;
-use hmac::{Hmac, Mac};
 use paved_domain::surveys::results::{self, NO_TEAM, Response};
-use paved_domain::surveys::{Answers, Survey, SurveyCommand};
+use paved_domain::surveys::{Answers, Response as SurveyResponse, Survey, SurveyCommand};
 use paved_domain::validate::Violations;
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::codec::{survey_spec_from_proto, time_from_proto, timestamp};
 use paved_eventlog::readmodel::SURVEYS;
-use paved_eventlog::{CommandMeta, Executor, TraceContext};
+use paved_eventlog::{CommandMeta, Executor, SurveyKeys, TraceContext};
 use paved_proto::v1 as pb;
 use pb::survey_service_server::SurveyService;
-use sha2::Sha256;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -43,20 +43,14 @@ pub struct SurveyApi {
     auth: Authenticator,
     freshness: Freshness,
     counters: CommandCounters,
-    secret: Arc<Vec<u8>>,
+    keys: SurveyKeys,
     min_group: u32,
 }
 
-/// Loads the survey secret from `api_secrets`, creating it on first use.
-/// (`PAVED_SURVEY_SECRET` overrides it; keep either out of reach of anyone
-/// who should not be able to de-anonymise responses.)
-pub async fn survey_secret(
-    pool: &PgPool,
-    configured: Option<&str>,
-) -> Result<Vec<u8>, sqlx::Error> {
-    if let Some(s) = configured.filter(|s| !s.is_empty()) {
-        return Ok(s.as_bytes().to_vec());
-    }
+/// The survey secret generated for development and kept in `api_secrets`
+/// (created on first use). Only for dev mode: with the secret beside the
+/// responses, whoever reads the database can link them to people.
+pub async fn generated_survey_secret(pool: &PgPool) -> Result<Vec<u8>, sqlx::Error> {
     let fresh = crate::auth::generate_token();
     let secret: String = sqlx::query_scalar(
         "INSERT INTO api_secrets (name, value) VALUES ('survey', $1)
@@ -77,7 +71,7 @@ impl SurveyApi {
         auth: Authenticator,
         freshness: Freshness,
         counters: CommandCounters,
-        secret: Vec<u8>,
+        keys: SurveyKeys,
         min_group: u32,
     ) -> Self {
         Self {
@@ -86,24 +80,14 @@ impl SurveyApi {
             auth,
             freshness,
             counters,
-            secret: Arc::new(secret),
+            keys,
             min_group: min_group.max(results::MIN_GROUP_FLOOR),
         }
     }
 
-    fn keyed(&self, parts: &[&str]) -> String {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any length");
-        for p in parts {
-            mac.update(p.as_bytes());
-            mac.update(&[0]);
-        }
-        hex::encode(&mac.finalize().into_bytes()[..16])
-    }
-
     /// The respondent's pseudonym for one survey.
     pub fn pseudonym(&self, survey: &str, principal: &str) -> String {
-        self.keyed(&["pseudonym", survey, principal])
+        self.keys.pseudonym(survey, principal)
     }
 
     /// The respondent's team: the one their token acts for, else the first
@@ -210,6 +194,13 @@ fn survey_from_row(r: &PgRow) -> Result<pb::Survey, Status> {
     })
 }
 
+/// Comments in a random order: their order must not say who wrote which.
+fn shuffled(mut comments: Vec<String>) -> Vec<String> {
+    use rand::seq::SliceRandom;
+    comments.shuffle(&mut rand::rng());
+    comments
+}
+
 fn group_to_proto(g: results::Group, audience: u32) -> pb::GroupResults {
     let rate = if g.hidden || audience == 0 {
         0.0
@@ -233,7 +224,7 @@ fn group_to_proto(g: results::Group, audience: u32) -> pb::GroupResults {
             g.distribution.to_vec()
         },
         scale_means: g.scale_means,
-        comments: g.comments,
+        comments: shuffled(g.comments),
     }
 }
 
@@ -251,13 +242,12 @@ pub async fn survey_results(pool: &PgPool, id: &str, k: u32) -> Result<pb::Surve
     };
     let scales = scale_questions.as_array().map_or(0, Vec::len);
     let audience: Vec<String> = serde_json::from_value(audience).unwrap_or_default();
-    let rows: Vec<(Option<String>, i16, String, serde_json::Value)> = sqlx::query_as(
-        "SELECT team, nps, comment, scales FROM survey_responses WHERE survey = $1 ORDER BY changed_at",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
+    let rows: Vec<(Option<String>, i16, String, serde_json::Value)> =
+        sqlx::query_as("SELECT team, nps, comment, scales FROM survey_responses WHERE survey = $1")
+            .bind(id)
+            .fetch_all(pool)
+            .await
+            .map_err(db)?;
     let responses: Vec<Response> = rows
         .into_iter()
         .map(|(team, nps, comment, s)| Response {
@@ -363,11 +353,12 @@ impl SurveyService for SurveyApi {
         let team = self.team_of(&meta.principal).await?;
         let who = meta.principal.name.clone();
         // The commit must not point back at the person (see module docs).
+        let command_id = format!(
+            "response-{}",
+            self.keys.keyed(&["request", &who, &meta.command_id])
+        );
         let anonymous = CommandMeta {
-            command_id: format!(
-                "response-{}",
-                self.keyed(&["request", &who, &meta.command_id])
-            ),
+            command_id: command_id.clone(),
             principal: Principal {
                 name: ANONYMOUS.to_owned(),
                 role: meta.principal.role.clone(),
@@ -379,14 +370,23 @@ impl SurveyService for SurveyApi {
             now: meta.now,
             expected_version: None,
         };
-        let command = id.as_ref().map(|id| SurveyCommand::Respond {
-            pseudonym: self.pseudonym(id.as_str(), &who),
-            team,
-            answers: Answers {
+        let command = id.as_ref().map(|id| {
+            let answers = Answers {
                 nps,
                 comment: r.comment,
                 scales,
-            },
+            };
+            let sealed = self
+                .keys
+                .seal(id.as_str(), &command_id, team.as_ref(), &answers);
+            SurveyCommand::Respond {
+                pseudonym: self.pseudonym(id.as_str(), &who),
+                response: SurveyResponse {
+                    team,
+                    answers,
+                    sealed,
+                },
+            }
         });
         self.run(v, id, command, &anonymous).await
     }

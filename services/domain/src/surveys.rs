@@ -1,11 +1,17 @@
 //! Developer surveys: an NPS question, optional free text and 1–5 scales,
 //! for everyone or some teams, open for a while. Responses are anonymous:
 //! the response event holds a pseudonym (a keyed hash of the person and the
-//! survey, computed at the edge with a server secret) and the respondent's
-//! team, never who answered. One response per pseudonym; answering again
-//! changes the answer.
+//! survey, computed at the edge with a server secret) and the response's
+//! content (team and answers) sealed with the survey's key, never who
+//! answered nor anything a log reader can read. One response per pseudonym;
+//! answering again changes the answer.
+//!
+//! Sealing is done by the caller (it holds the key); `decide` validates the
+//! plain answers that travel beside the sealed bytes in the command, and the
+//! event keeps only the sealed bytes. A command's `Debug` (its canonical
+//! form, fingerprinted into the log) shows the sealed bytes only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
@@ -104,9 +110,50 @@ pub struct Survey {
     pub id: Name,
     pub spec: SurveySpec,
     pub closed_at: Option<DateTime<Utc>>,
-    /// Pseudonyms that answered, with their team (for nothing but the
-    /// one-response rule).
-    pub respondents: BTreeMap<String, Option<Name>>,
+    /// Pseudonyms that answered (for nothing but the one-response rule).
+    pub respondents: BTreeSet<String>,
+}
+
+/// A response as the respondent gave it, and the same sealed with the
+/// survey's key (what the log keeps).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Response {
+    pub team: Option<Name>,
+    pub answers: Answers,
+    pub sealed: Vec<u8>,
+}
+
+/// Only the sealed bytes: the plain answers must reach neither logs nor the
+/// command's fingerprint (a hash of few possible answers is no secret).
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Response")
+            .field("sealed", &Hex(&self.sealed))
+            .finish_non_exhaustive()
+    }
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl std::fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a response event carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResponseContent {
+    /// Team and answers sealed with the survey's key.
+    Sealed(Vec<u8>),
+    /// In the clear: responses recorded before sealing existed.
+    Plain {
+        team: Option<Name>,
+        answers: Answers,
+    },
 }
 
 impl Survey {
@@ -132,8 +179,7 @@ pub enum SurveyCommand {
     /// Submit or change the answers of `pseudonym`.
     Respond {
         pseudonym: String,
-        team: Option<Name>,
-        answers: Answers,
+        response: Response,
     },
 }
 
@@ -149,8 +195,7 @@ pub enum SurveyEvent {
     /// No principal: the pseudonym stands for the person (see module docs).
     ResponseSubmitted {
         pseudonym: String,
-        team: Option<Name>,
-        answers: Answers,
+        content: ResponseContent,
         /// The pseudonym had answered before: this replaces that answer.
         replaces: bool,
     },
@@ -219,10 +264,10 @@ impl Aggregate for Option<Survey> {
                 Some(survey),
                 SurveyCommand::Respond {
                     pseudonym,
-                    team,
-                    answers,
+                    response,
                 },
             ) => {
+                let (team, answers) = (&response.team, &response.answers);
                 let mut v = Violations::new();
                 if answers.nps > 10 {
                     v.push("nps", "must be 0..=10");
@@ -250,6 +295,9 @@ impl Aggregate for Option<Survey> {
                 if pseudonym.is_empty() || pseudonym.len() > 128 {
                     v.push("pseudonym", "is missing");
                 }
+                if response.sealed.is_empty() {
+                    v.push("sealed", "the response is not sealed");
+                }
                 v.finish()?;
                 if let Some(why) = survey.not_open(ctx.now) {
                     return Err(Rejection::Precondition(Precondition::SurveyNotOpen {
@@ -265,11 +313,10 @@ impl Aggregate for Option<Survey> {
                         team: team.as_ref().map(Name::to_string).unwrap_or_default(),
                     }));
                 }
-                let replaces = survey.respondents.contains_key(pseudonym);
+                let replaces = survey.respondents.contains(pseudonym);
                 Ok(vec![SurveyEvent::ResponseSubmitted {
                     pseudonym: pseudonym.clone(),
-                    team: team.clone(),
-                    answers: answers.clone(),
+                    content: ResponseContent::Sealed(response.sealed.clone()),
                     replaces,
                 }])
             }
@@ -283,17 +330,12 @@ impl Aggregate for Option<Survey> {
                     id: id.clone(),
                     spec: spec.clone(),
                     closed_at: None,
-                    respondents: BTreeMap::new(),
+                    respondents: BTreeSet::new(),
                 });
             }
             (Some(s), SurveyEvent::Closed { at }) => s.closed_at = Some(*at),
-            (
-                Some(s),
-                SurveyEvent::ResponseSubmitted {
-                    pseudonym, team, ..
-                },
-            ) => {
-                s.respondents.insert(pseudonym.clone(), team.clone());
+            (Some(s), SurveyEvent::ResponseSubmitted { pseudonym, .. }) => {
+                s.respondents.insert(pseudonym.clone());
             }
             (None, _) => {}
         }
@@ -642,11 +684,14 @@ mod tests {
     fn respond(pseudonym: &str, team: Option<&str>, nps: u8) -> SurveyCommand {
         SurveyCommand::Respond {
             pseudonym: pseudonym.into(),
-            team: team.map(n),
-            answers: Answers {
-                nps,
-                comment: String::new(),
-                scales: vec![],
+            response: Response {
+                team: team.map(n),
+                answers: Answers {
+                    nps,
+                    comment: String::new(),
+                    scales: vec![],
+                },
+                sealed: vec![0xaa, nps],
             },
         }
     }
@@ -699,15 +744,43 @@ mod tests {
     }
 
     #[test]
+    fn the_event_and_the_commands_canonical_form_hold_only_the_sealed_bytes() {
+        let s = given(vec![created(Audience::Everyone)]);
+        let cmd = SurveyCommand::Respond {
+            pseudonym: "p1".into(),
+            response: Response {
+                team: Some(n("payments")),
+                answers: Answers {
+                    nps: 7,
+                    comment: "secret words".into(),
+                    scales: vec![],
+                },
+                sealed: vec![0xde, 0xad],
+            },
+        };
+        let shown = format!("{cmd:?}");
+        assert!(!shown.contains("secret") && !shown.contains("payments") && !shown.contains("nps"));
+        assert!(shown.contains("dead"));
+        let e = decide(&s, cmd, &admin(), now()).unwrap();
+        assert!(matches!(
+            &e[..],
+            [SurveyEvent::ResponseSubmitted { content: ResponseContent::Sealed(b), .. }] if b == &[0xde, 0xad]
+        ));
+    }
+
+    #[test]
     fn scores_out_of_range_are_invalid() {
         let s = given(vec![created(Audience::Everyone)]);
         let cmd = SurveyCommand::Respond {
             pseudonym: "p".into(),
-            team: None,
-            answers: Answers {
-                nps: 11,
-                comment: String::new(),
-                scales: vec![6],
+            response: Response {
+                team: None,
+                answers: Answers {
+                    nps: 11,
+                    comment: String::new(),
+                    scales: vec![6],
+                },
+                sealed: vec![1],
             },
         };
         match decide(&s, cmd, &admin(), now()) {

@@ -12,7 +12,9 @@ use paved_domain::catalog::{
 use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
 };
-use paved_domain::surveys::{Answers, Audience, DEFAULT_NPS_QUESTION, SurveyEvent, SurveySpec};
+use paved_domain::surveys::{
+    Answers, Audience, DEFAULT_NPS_QUESTION, ResponseContent, SurveyEvent, SurveySpec,
+};
 use paved_domain::validate::Violations;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_proto::v1 as pb;
@@ -579,16 +581,24 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             }),
             SurveyEvent::ResponseSubmitted {
                 pseudonym,
-                team,
-                answers,
+                content,
                 replaces,
-            } => Kind::SurveyResponseSubmitted(pb::SurveyResponseSubmitted {
-                pseudonym: pseudonym.clone(),
-                team: opt(team),
-                nps: u32::from(answers.nps),
-                comment: answers.comment.clone(),
-                scales: answers.scales.iter().map(|s| u32::from(*s)).collect(),
-                replaces: *replaces,
+            } => Kind::SurveyResponseSubmitted(match content {
+                ResponseContent::Sealed(sealed) => pb::SurveyResponseSubmitted {
+                    pseudonym: pseudonym.clone(),
+                    replaces: *replaces,
+                    sealed: sealed.clone(),
+                    ..Default::default()
+                },
+                ResponseContent::Plain { team, answers } => pb::SurveyResponseSubmitted {
+                    pseudonym: pseudonym.clone(),
+                    team: opt(team),
+                    nps: u32::from(answers.nps),
+                    comment: answers.comment.clone(),
+                    scales: answers.scales.iter().map(|s| u32::from(*s)).collect(),
+                    replaces: *replaces,
+                    sealed: Vec::new(),
+                },
             }),
         },
         Event::Deployment(e) => match e {
@@ -774,6 +784,18 @@ fn strict<T>(f: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, DecodeEr
     }
 }
 
+/// Survey answers as stored (plain in old events, inside sealed content since).
+pub fn answers_from_proto(nps: u32, comment: &str, scales: &[u32]) -> Result<Answers, DecodeError> {
+    Ok(Answers {
+        nps: u8::try_from(nps).map_err(|_| field_err("nps", "out of range"))?,
+        comment: comment.to_owned(),
+        scales: scales
+            .iter()
+            .map(|s| u8::try_from(*s).map_err(|_| field_err("scales", "out of range")))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
 pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeError> {
     let Some(kind) = &e.kind else {
         return Err(DecodeError::UnknownEvent { index });
@@ -890,15 +912,13 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
         .into(),
         Kind::SurveyResponseSubmitted(e) => SurveyEvent::ResponseSubmitted {
             pseudonym: e.pseudonym.clone(),
-            team: optional_name("team", &e.team)?,
-            answers: Answers {
-                nps: u8::try_from(e.nps).map_err(|_| field_err("nps", "out of range"))?,
-                comment: e.comment.clone(),
-                scales: e
-                    .scales
-                    .iter()
-                    .map(|s| u8::try_from(*s).map_err(|_| field_err("scales", "out of range")))
-                    .collect::<Result<_, _>>()?,
+            content: if e.sealed.is_empty() {
+                ResponseContent::Plain {
+                    team: optional_name("team", &e.team)?,
+                    answers: answers_from_proto(e.nps, &e.comment, &e.scales)?,
+                }
+            } else {
+                ResponseContent::Sealed(e.sealed.clone())
             },
             replaces: e.replaces,
         }

@@ -10,14 +10,17 @@
 //!   workers both write through it.
 //! - [`trace`]: W3C trace context from the request, through the log, into projections.
 //! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
+//! - [`survey_keys`]: survey pseudonyms and the sealing of survey responses.
 
 pub mod audit;
 pub mod codec;
 pub mod execute;
 pub mod log;
 pub mod readmodel;
+pub mod survey_keys;
 pub mod trace;
 
 pub use codec::{Commit, DecodeError, StoredCommit};
 pub use execute::{CommandMeta, ExecuteError, Executed, Executor};
 pub use log::{EventLog, LogConfig, LogError, TraceContext};
+pub use survey_keys::SurveyKeys;

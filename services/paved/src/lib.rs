@@ -4,6 +4,7 @@
 //! - [`telemetry`]: structured logs (pretty or JSON) and OpenTelemetry export.
 //! - [`db`]: creating the database, the pool, the migrations.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
+//! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
 //!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
 //! - [`bench`]: `paved bench`, the benchmark with its raw references.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod db;
 pub mod demo;
 pub mod metrics;
+pub mod secrets;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;

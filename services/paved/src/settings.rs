@@ -51,10 +51,22 @@ pub struct Settings {
     #[arg(long, env = "PAVED_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
     pub metrics_listen: String,
 
-    /// Key of the survey pseudonyms (HMAC). Unset: generated once and kept in
-    /// the database (`api_secrets`). Whoever holds it can link responses to people.
+    /// The survey secret (at least 16 bytes): keys the respondents'
+    /// pseudonyms and seals their answers in the log. Whoever holds it can
+    /// read every response and link it to a person: keep it outside the
+    /// database. Unset (and no file): dev mode generates one into the
+    /// database with a warning; otherwise Paved refuses to start.
     #[arg(long, env = "PAVED_SURVEY_SECRET", hide_env_values = true)]
     pub survey_secret: Option<String>,
+
+    /// A file holding the survey secret (e.g. a mounted Kubernetes secret),
+    /// instead of `PAVED_SURVEY_SECRET`; surrounding whitespace is ignored.
+    #[arg(
+        long,
+        env = "PAVED_SURVEY_SECRET_FILE",
+        conflicts_with = "survey_secret"
+    )]
+    pub survey_secret_file: Option<std::path::PathBuf>,
 
     /// Smallest group of survey responses whose figures and comments are shown (k >= 3).
     #[arg(long, env = "PAVED_SURVEY_MIN_GROUP", default_value_t = 5,

@@ -66,6 +66,7 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     webhook_listener: Option<TcpListener>,
     admin_token: Option<String>,
+    survey_keys: paved_eventlog::SurveyKeys,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     roles: Roles,
     /// The projection workers (empty without the workers role).
@@ -142,10 +143,11 @@ impl Application {
                     .with_context(|| format!("cannot listen on {addr} for webhooks"))?,
             ),
         };
+        let survey_keys = crate::secrets::survey_keys(&settings, &pool).await?;
         let (projections, statuses): (Vec<Runner>, Vec<_>) = if roles.workers {
             vec![
                 projection(CatalogProjection, &pool, &log),
-                projection(SurveysProjection, &pool, &log),
+                projection(SurveysProjection::new(survey_keys.clone()), &pool, &log),
                 projection(DeliveryProjection, &pool, &log),
                 projection(AuditProjection, &pool, &log),
             ]
@@ -162,6 +164,7 @@ impl Application {
             metrics_listener,
             webhook_listener,
             admin_token,
+            survey_keys,
             statuses,
             roles,
             projections,
@@ -304,18 +307,13 @@ impl Application {
             );
             let auth = Authenticator::new(self.pool.clone());
             let counters = counters.unwrap_or_default();
-            let secret = paved_api::surveys::survey_secret(
-                &self.pool,
-                self.settings.survey_secret.as_deref(),
-            )
-            .await?;
             let surveys = SurveyApi::new(
                 executor.clone(),
                 self.pool.clone(),
                 auth.clone(),
                 freshness.clone(),
                 counters.clone(),
-                secret,
+                self.survey_keys.clone(),
                 self.settings.survey_min_group,
             );
             let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone());

@@ -43,6 +43,8 @@ pub fn isolated_settings() -> (String, Settings) {
         db_pool_size: 8,
         metrics_listen: "127.0.0.1:0".into(),
         webhook_listen: "127.0.0.1:0".into(),
+        // Kept outside the database, as in production.
+        survey_secret: Some(format!("test-survey-secret-{id}")),
         dev: true,
         ..Settings::default()
     };
@@ -191,22 +193,26 @@ impl Drop for TestApp {
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                if let Ok(nats) = async_nats::connect(NATS_URL).await {
-                    let js = async_nats::jetstream::new(nats);
-                    js.delete_stream(&stream).await.ok();
-                }
-                if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-                    )))
-                    .execute(&admin)
-                    .await
-                    .ok();
-                }
-            })
+            rt.block_on(remove(&stream, &db))
         })
         .join();
+    }
+}
+
+/// Best effort: removes a test's stream and database (FORCE ends whatever
+/// connections are left).
+pub async fn remove(stream: &str, db: &str) {
+    if let Ok(nats) = async_nats::connect(NATS_URL).await {
+        let js = async_nats::jetstream::new(nats);
+        js.delete_stream(stream).await.ok();
+    }
+    if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
+        )))
+        .execute(&admin)
+        .await
+        .ok();
     }
 }
 

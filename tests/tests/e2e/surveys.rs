@@ -278,3 +278,157 @@ async fn a_response_retried_with_another_answer_under_its_request_id_is_refused(
     assert_eq!(e.field_violations()[0].0, "request_id");
     assert_eq!(app.last_sequence().await, last);
 }
+
+/// What every reading path shows of a response: the log's raw bytes, the
+/// records of `ReadEvents` and `Subscribe` (what `audit log|export|at` print),
+/// and the read-model tables.
+#[tokio::test]
+async fn no_reader_of_the_log_or_the_database_sees_an_individual_answer() {
+    let app = spawn_app().await;
+    teams(&app, &[("payments", 5)]).await;
+    create(&app, "devex", definition(&[], "")).await;
+    let secret_words = "zebra-oracle-7431";
+    let mut last = 0;
+    for i in 0..5 {
+        let c = member(&app, &format!("payments-{i}"), "payments").await;
+        last = answer(&c, "devex", 3 + i, &format!("{secret_words} {i}"))
+            .await
+            .unwrap();
+    }
+    // The results, above the threshold, still have the figures and the comments.
+    let r = app.client.at(last).survey_results("devex").await.unwrap();
+    let overall = r.overall.unwrap();
+    assert_eq!(overall.responses, 5);
+    assert_eq!(overall.comments.len(), 5);
+    assert!((overall.mean - 5.0).abs() < 1e-9);
+
+    let is_response = |t: &str| t == "SurveyResponseSubmitted";
+    // 1. The raw stream: nothing readable, sealed bytes only.
+    let mut sealed = 0;
+    for seq in 1..=app.last_sequence().await {
+        let m = app.log.get(seq).await.unwrap().unwrap();
+        assert!(
+            !String::from_utf8_lossy(&m.payload).contains(secret_words),
+            "sequence {seq} holds a comment in the clear"
+        );
+        let commit = decode_commit(&m.payload).unwrap();
+        for e in &commit.events {
+            if let paved_domain::Event::Survey(
+                paved_domain::surveys::SurveyEvent::ResponseSubmitted { content, .. },
+            ) = e
+            {
+                assert!(
+                    matches!(content, paved_domain::surveys::ResponseContent::Sealed(b) if !b.is_empty())
+                );
+                sealed += 1;
+            }
+        }
+    }
+    assert_eq!(sealed, 5);
+    // 2. ReadEvents (audit log / export / at render these records) and Subscribe.
+    let mut records = Vec::new();
+    let mut s = app
+        .client
+        .read_events(pb::ReadEventsRequest::default())
+        .await
+        .unwrap();
+    while let Some(r) = s.message().await.unwrap() {
+        records.push(r);
+    }
+    let mut tail = app
+        .client
+        .subscribe(pb::SubscribeRequest {
+            from_sequence: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..records.len() {
+        records.push(tail.message().await.unwrap().unwrap());
+    }
+    let responses: Vec<_> = records
+        .iter()
+        .filter(|r| is_response(&r.event_type))
+        .collect();
+    assert_eq!(responses.len(), 10);
+    for r in responses {
+        assert_eq!(r.principal, "anonymous");
+        assert!(
+            !r.json.contains(secret_words) && !r.json.contains("payments"),
+            "{}",
+            r.json
+        );
+        let Some(pb::event::Kind::SurveyResponseSubmitted(e)) =
+            r.event.as_ref().and_then(|e| e.kind.as_ref())
+        else {
+            panic!("{r:?}")
+        };
+        assert!(e.team.is_empty() && e.nps == 0 && e.comment.is_empty() && e.scales.is_empty());
+        assert!(!e.sealed.is_empty());
+    }
+    // 3. The database: responses name no one and carry no time; the secret
+    // is not there; offers say nothing about answers.
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns
+          WHERE table_name = 'survey_responses' ORDER BY ordinal_position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        ["survey", "pseudonym", "team", "nps", "comment", "scales"]
+    );
+    let secrets: Vec<String> = sqlx::query_scalar("SELECT name FROM api_secrets")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(!secrets.contains(&"survey".to_owned()), "{secrets:?}");
+    let pseudonyms: Vec<String> =
+        sqlx::query_scalar("SELECT pseudonym FROM survey_responses ORDER BY pseudonym")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(pseudonyms.iter().all(|p| !p.contains("payments-")));
+}
+
+#[tokio::test]
+async fn comments_come_back_in_a_random_order() {
+    let app = spawn_app().await;
+    teams(&app, &[("payments", 6)]).await;
+    create(&app, "devex", definition(&[], "")).await;
+    let mut last = 0;
+    for i in 0..6 {
+        let c = member(&app, &format!("payments-{i}"), "payments").await;
+        last = answer(&c, "devex", 7, &format!("comment {i}"))
+            .await
+            .unwrap();
+    }
+    let mut orders = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let r = app.client.at(last).survey_results("devex").await.unwrap();
+        orders.insert(r.overall.unwrap().comments);
+    }
+    // 720 orders: twenty draws all alike would be a one-in-10^57 chance.
+    assert!(orders.len() > 1, "always {orders:?}");
+}
+
+#[tokio::test]
+async fn without_a_survey_secret_only_dev_mode_starts() {
+    let (id, mut settings) = crate::helpers::isolated_settings();
+    settings.survey_secret = None;
+    settings.dev = false;
+    let stream = settings.stream.clone();
+    let e = paved::Application::build(settings.clone(), paved::Roles::ALL)
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{e:#}").contains("PAVED_SURVEY_SECRET"), "{e:#}");
+    settings.survey_secret = Some("short".into());
+    let e = paved::Application::build(settings, paved::Roles::ALL)
+        .await
+        .err()
+        .expect("refused");
+    assert!(format!("{e:#}").contains("at least 16 bytes"), "{e:#}");
+    crate::helpers::remove(&stream, &format!("paved_test_{id}")).await;
+}

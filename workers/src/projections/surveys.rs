@@ -2,17 +2,30 @@
 //! `survey_offers`. It reads the whole log (`paved.>`): survey events for the
 //! first two tables, and every other event to offer micro-surveys to the
 //! principal who caused an event a survey is triggered by.
+//!
+//! Responses arrive sealed (see [`paved_eventlog::survey_keys`]): the
+//! projection holds the survey secret and opens them. One that does not
+//! open (another secret) stops the projection, like a message that does not
+//! decode; it is never skipped.
 
 use chrono::{DateTime, Utc};
 use paved_domain::Event;
-use paved_domain::surveys::{Audience, SurveyEvent};
-use paved_eventlog::StoredCommit;
+use paved_domain::surveys::{Audience, ResponseContent, SurveyEvent};
+use paved_eventlog::{StoredCommit, SurveyKeys};
 use sqlx::PgConnection;
 
 use crate::runtime::{Projection, ProjectionError};
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SurveysProjection;
+#[derive(Clone, Debug)]
+pub struct SurveysProjection {
+    keys: SurveyKeys,
+}
+
+impl SurveysProjection {
+    pub fn new(keys: SurveyKeys) -> Self {
+        Self { keys }
+    }
+}
 
 /// Principals that are not people and are never offered surveys.
 fn is_person(principal: &str) -> bool {
@@ -78,6 +91,7 @@ impl Projection for SurveysProjection {
                 if let Event::Survey(e) = event {
                     apply_survey_event(
                         conn,
+                        &self.keys,
                         c.aggregate_id.as_str(),
                         e,
                         c.occurred_at,
@@ -113,6 +127,7 @@ impl Projection for SurveysProjection {
 
 async fn apply_survey_event(
     conn: &mut PgConnection,
+    keys: &SurveyKeys,
     survey: &str,
     e: &SurveyEvent,
     at: DateTime<Utc>,
@@ -167,18 +182,24 @@ async fn apply_survey_event(
             }
         }
         SurveyEvent::ResponseSubmitted {
-            pseudonym,
-            team,
-            answers,
-            ..
+            pseudonym, content, ..
         } => {
+            let (team, answers) = match content {
+                ResponseContent::Sealed(sealed) => {
+                    keys.open(survey, sealed)
+                        .map_err(|source| ProjectionError::Sealed {
+                            sequence: seq as u64,
+                            source,
+                        })?
+                }
+                ResponseContent::Plain { team, answers } => (team.clone(), answers.clone()),
+            };
             sqlx::query(
-                "INSERT INTO survey_responses (survey, pseudonym, team, nps, comment, scales,
-                        submitted_at, changed_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+                "INSERT INTO survey_responses (survey, pseudonym, team, nps, comment, scales)
+                 VALUES ($1, $2, $3, $4, $5, $6)
                  ON CONFLICT (survey, pseudonym) DO UPDATE SET
                    team = EXCLUDED.team, nps = EXCLUDED.nps, comment = EXCLUDED.comment,
-                   scales = EXCLUDED.scales, changed_at = EXCLUDED.changed_at",
+                   scales = EXCLUDED.scales",
             )
             .bind(survey)
             .bind(pseudonym)
@@ -186,7 +207,6 @@ async fn apply_survey_event(
             .bind(i16::from(answers.nps))
             .bind(&answers.comment)
             .bind(serde_json::json!(answers.scales))
-            .bind(at)
             .execute(&mut *conn)
             .await?;
             sqlx::query("UPDATE survey_surveys SET last_sequence = $2 WHERE id = $1")

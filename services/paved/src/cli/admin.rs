@@ -6,8 +6,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
-use paved_eventlog::EventLog;
 use paved_eventlog::readmodel::{AUDIT, CATALOG, DELIVERY, PROJECTIONS, SURVEYS};
+use paved_eventlog::{EventLog, SurveyKeys};
 use paved_workers::projections::{
     AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
 };
@@ -63,12 +63,13 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot connect to NATS at {}", a.settings.nats_url))?;
     let log = EventLog::open(nats, a.settings.log_config()).await?;
     let pool = crate::db::connect(&a.settings.database_url, 4).await?;
+    let keys = crate::secrets::survey_keys(&a.settings, &pool).await?;
     let mut drift = false;
     for name in names {
         if a.check {
-            drift |= check_one(&name, &pool, &log).await?;
+            drift |= check_one(&name, &pool, &log, &keys).await?;
         } else {
-            rebuild_one(&name, &pool, &log).await?;
+            rebuild_one(&name, &pool, &log, &keys).await?;
         }
     }
     anyhow::ensure!(!drift, "read models drifted from the log (see above)");
@@ -89,7 +90,12 @@ fn progress_bar(name: &str) -> anyhow::Result<ProgressBar> {
 }
 
 /// Replays `name` into a shadow schema and compares; true if it drifted.
-async fn check_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<bool> {
+async fn check_one(
+    name: &str,
+    pool: &PgPool,
+    log: &EventLog,
+    keys: &SurveyKeys,
+) -> anyhow::Result<bool> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
         bar.set_length(p.total);
@@ -97,7 +103,9 @@ async fn check_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<
     };
     let (report, checks) = match name {
         CATALOG => runtime::check(&CatalogProjection, pool, log, progress).await?,
-        SURVEYS => runtime::check(&SurveysProjection, pool, log, progress).await?,
+        SURVEYS => {
+            runtime::check(&SurveysProjection::new(keys.clone()), pool, log, progress).await?
+        }
         AUDIT => runtime::check(&AuditProjection, pool, log, progress).await?,
         DELIVERY => runtime::check(&DeliveryProjection, pool, log, progress).await?,
         other => anyhow::bail!(
@@ -142,7 +150,12 @@ async fn check_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<
     Ok(checks.iter().any(|c| c.drifted()))
 }
 
-async fn rebuild_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Result<()> {
+async fn rebuild_one(
+    name: &str,
+    pool: &PgPool,
+    log: &EventLog,
+    keys: &SurveyKeys,
+) -> anyhow::Result<()> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
         bar.set_length(p.total);
@@ -150,7 +163,9 @@ async fn rebuild_one(name: &str, pool: &PgPool, log: &EventLog) -> anyhow::Resul
     };
     let report = match name {
         CATALOG => runtime::rebuild(&CatalogProjection, pool, log, progress).await?,
-        SURVEYS => runtime::rebuild(&SurveysProjection, pool, log, progress).await?,
+        SURVEYS => {
+            runtime::rebuild(&SurveysProjection::new(keys.clone()), pool, log, progress).await?
+        }
         AUDIT => runtime::rebuild(&AuditProjection, pool, log, progress).await?,
         DELIVERY => runtime::rebuild(&DeliveryProjection, pool, log, progress).await?,
         other => anyhow::bail!(
