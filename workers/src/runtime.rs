@@ -327,12 +327,16 @@ impl<P: Projection> ProjectionWorker<P> {
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
             let ended = loop {
                 let checked = match self.process_next(&mut session, fence.epoch, shutdown).await {
                     Ok(Outcome::Stopped) => break None,
                     Ok(Outcome::Idle) => self.check_fence(fence).await,
-                    Ok(_) => fence.lease.check_if_due().await.map_err(Into::into),
+                    Ok(o) => {
+                        if matches!(o, Outcome::Applied { .. }) {
+                            backoff = Duration::from_millis(100);
+                        }
+                        fence.lease.check_if_due().await.map_err(Into::into)
+                    }
                     Err(e) => Err(e),
                 };
                 if let Err(e) = checked {
@@ -351,7 +355,14 @@ impl<P: Projection> ProjectionWorker<P> {
                     self.status.send_modify(|s| s.checkpoint_regressions += 1);
                 }
                 Some(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "session ended; reopening at the checkpoint");
+                    tracing::warn!(projection = P::NAME, error = %e, retry_in = ?backoff, "session ended; reopening at the checkpoint");
+                    // A batch that fails again and again (the database is
+                    // down, a statement fails) is retried ever more slowly.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                     // A database that went away took the lock with it.
                     self.check_fence(fence).await?;
                 }

@@ -35,6 +35,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
+use paved_domain::catalog::repository_identity;
 use paved_domain::delivery::{
     Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target,
 };
@@ -45,9 +46,6 @@ use sha2::Sha256;
 use sqlx::PgPool;
 
 use crate::delivery::derived_id;
-
-/// The annotation naming a service's GitHub repository (Backstage's).
-pub const GITHUB_SLUG_ANNOTATION: &str = "github.com/project-slug";
 
 #[derive(Clone)]
 pub struct Webhooks {
@@ -186,20 +184,23 @@ struct PushEvent {
 }
 
 impl Webhooks {
-    /// The service whose slug annotation or repository URL is this repository.
+    /// The live service that names this repository (its slug annotation or
+    /// repository URL, normalised: see `repository_identity`). A repository
+    /// belongs to one live service (its claim); a service registered before
+    /// claims existed and naming the same repository comes second.
     async fn service_of(&self, repo: &Repository) -> Result<Option<Name>, sqlx::Error> {
-        let url = format!("https://github.com/{}", repo.full_name);
+        let Some(identity) = repository_identity(&repo.html_url)
+            .or_else(|| repository_identity(&format!("https://github.com/{}", repo.full_name)))
+        else {
+            return Ok(None);
+        };
         let name: Option<String> = sqlx::query_scalar(
-            "SELECT name FROM catalog_services
-              WHERE retired_reason IS NULL
-                AND (annotations ->> $1 = $2
-                     OR rtrim(rtrim(repository_url, '/'), '.git') IN ($3, $4))
-              ORDER BY name LIMIT 1",
+            "SELECT s.name FROM catalog_services s
+               LEFT JOIN catalog_repositories r ON r.identity = s.repository AND r.service = s.name
+              WHERE s.retired_reason IS NULL AND s.repository = $1
+              ORDER BY r.service IS NULL, s.name LIMIT 1",
         )
-        .bind(GITHUB_SLUG_ANNOTATION)
-        .bind(&repo.full_name)
-        .bind(&url)
-        .bind(repo.html_url.trim_end_matches('/'))
+        .bind(&identity)
         .fetch_optional(&self.pool)
         .await?;
         Ok(name.and_then(|n| Name::parse(&n).ok()))

@@ -5,7 +5,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::catalog::{Service, System, Team};
+use crate::catalog::{RepositoryClaim, Service, System, Team};
 use crate::delivery::Deployment;
 use crate::event::Event;
 use crate::name::Name;
@@ -24,10 +24,12 @@ pub enum AggregateKind {
     Incident,
     /// The receipt of a Backstage import.
     Import,
+    /// The claim of a source repository by one service.
+    Repository,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 8] = [
+    pub const ALL: [AggregateKind; 9] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -36,12 +38,15 @@ impl AggregateKind {
         Self::Change,
         Self::Incident,
         Self::Import,
+        Self::Repository,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
     pub fn context(self) -> &'static str {
         match self {
-            Self::Team | Self::System | Self::Service | Self::Import => "catalog",
+            Self::Team | Self::System | Self::Service | Self::Import | Self::Repository => {
+                "catalog"
+            }
             Self::Survey => "surveys",
             Self::Deployment | Self::Change | Self::Incident => "delivery",
         }
@@ -58,6 +63,7 @@ impl AggregateKind {
             Self::Change => "change",
             Self::Incident => "incident",
             Self::Import => "import",
+            Self::Repository => "repository",
         }
     }
 
@@ -115,6 +121,7 @@ pub struct References {
     systems: HashMap<Name, Option<System>>,
     services: HashMap<Name, Option<Service>>,
     deployments: HashMap<Name, Option<Deployment>>,
+    repositories: HashMap<Name, Option<RepositoryClaim>>,
 }
 
 impl References {
@@ -124,6 +131,7 @@ impl References {
             AggregateKind::System => self.systems.contains_key(&r.id),
             AggregateKind::Service => self.services.contains_key(&r.id),
             AggregateKind::Deployment => self.deployments.contains_key(&r.id),
+            AggregateKind::Repository => self.repositories.contains_key(&r.id),
             _ => false,
         }
     }
@@ -140,6 +148,9 @@ impl References {
     pub fn insert_deployment(&mut self, id: Name, state: Option<Deployment>) {
         self.deployments.insert(id, state);
     }
+    pub fn insert_repository(&mut self, id: Name, state: Option<RepositoryClaim>) {
+        self.repositories.insert(id, state);
+    }
 
     /// The team, if it was loaded and exists.
     pub fn team(&self, id: &Name) -> Option<&Team> {
@@ -153,6 +164,10 @@ impl References {
     }
     pub fn deployment(&self, id: &Name) -> Option<&Deployment> {
         self.deployments.get(id).and_then(Option::as_ref)
+    }
+    /// The claim with id `id` (see [`crate::catalog::claim_id`]).
+    pub fn repository(&self, id: &Name) -> Option<&RepositoryClaim> {
+        self.repositories.get(id).and_then(Option::as_ref)
     }
 }
 

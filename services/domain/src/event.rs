@@ -1,6 +1,6 @@
 //! [`Event`]: every aggregate's events in one type, as the log stores them.
 
-use crate::catalog::{ImportEvent, ServiceEvent, SystemEvent, TeamEvent};
+use crate::catalog::{ImportEvent, RepositoryEvent, ServiceEvent, SystemEvent, TeamEvent};
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::surveys::SurveyEvent;
 
@@ -14,6 +14,7 @@ pub enum Event {
     Change(ChangeEvent),
     Incident(IncidentEvent),
     Import(ImportEvent),
+    Repository(RepositoryEvent),
 }
 
 impl Event {
@@ -28,6 +29,7 @@ impl Event {
             Event::Change(e) => e.type_name(),
             Event::Incident(e) => e.type_name(),
             Event::Import(e) => e.type_name(),
+            Event::Repository(e) => e.type_name(),
         }
     }
 
@@ -66,6 +68,7 @@ impl Event {
         "IncidentLinked",
         "IncidentResolved",
         "BackstageImportRecorded",
+        "RepositoryClaimed",
     ];
 }
 

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
     Criticality, ImportEvent, ImportReceipt, ImportResult, Lifecycle, Link, Objective,
-    ServiceEvent, ServiceSpec, ServiceType, Slo, SpecField, SystemEvent, TeamEvent, TeamProfile,
+    RepositoryEvent, ServiceEvent, ServiceSpec, ServiceType, Slo, SpecField, SystemEvent,
+    TeamEvent, TeamProfile,
 };
 use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
@@ -674,6 +675,15 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 })
             }
         },
+        Event::Repository(RepositoryEvent::Claimed {
+            identity,
+            service,
+            claimed_at,
+        }) => Kind::RepositoryClaimed(pb::RepositoryClaimed {
+            identity: identity.clone(),
+            service: service.to_string(),
+            claimed_at: Some(timestamp(*claimed_at)),
+        }),
         Event::Import(ImportEvent::Recorded(r)) => {
             Kind::BackstageImportRecorded(pb::BackstageImportRecorded {
                 fingerprint: r.fingerprint.clone(),
@@ -984,6 +994,12 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             resolved_at: required_time("resolved_at", e.resolved_at.as_ref())?,
         }
         .into(),
+        Kind::RepositoryClaimed(e) => RepositoryEvent::Claimed {
+            identity: e.identity.clone(),
+            service: name("service", &e.service)?,
+            claimed_at: required_time("claimed_at", e.claimed_at.as_ref())?,
+        }
+        .into(),
         Kind::BackstageImportRecorded(e) => ImportEvent::Recorded(ImportReceipt {
             fingerprint: e.fingerprint.clone(),
             result: ImportResult {
@@ -1155,5 +1171,6 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Change(_) => AggregateKind::Change,
         Event::Incident(_) => AggregateKind::Incident,
         Event::Import(_) => AggregateKind::Import,
+        Event::Repository(_) => AggregateKind::Repository,
     }
 }

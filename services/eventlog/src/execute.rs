@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lru::LruCache;
-use paved_domain::catalog::{Service, System, Team};
+use paved_domain::catalog::{RepositoryClaim, Service, System, Team};
 use paved_domain::delivery::Deployment;
 use paved_domain::{
     Aggregate, AggregateKind, AggregateRef, Context, Name, Principal, References, Rejection,
@@ -517,6 +517,10 @@ impl Executor {
                     AggregateKind::Deployment => {
                         let l = self.reference::<Option<Deployment>>(&r).await?;
                         refs.insert_deployment(r.id, l.state);
+                    }
+                    AggregateKind::Repository => {
+                        let l = self.reference::<Option<RepositoryClaim>>(&r).await?;
+                        refs.insert_repository(r.id, l.state);
                     }
                     // Nothing refers to the others.
                     _ => {}

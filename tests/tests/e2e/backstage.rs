@@ -281,3 +281,32 @@ async fn an_import_retried_under_its_request_id_answers_the_original_and_another
     .await;
     assert_eq!(receipt, ["BackstageImportRecorded"]);
 }
+
+#[tokio::test]
+async fn an_import_naming_a_repository_another_service_holds_is_refused_up_front() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(crate::helpers::fixtures::team("other"))
+        .await
+        .unwrap();
+    let mut intruder = crate::helpers::fixtures::service("intruder", "other");
+    intruder.spec.as_mut().unwrap().repository_url =
+        "https://github.com/TechFlow/svc-03.git".into();
+    c.register_service(intruder).await.unwrap();
+    let before = app.last_sequence().await;
+    let e = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: techflow_yaml(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["components.svc-03.metadata.annotations"]);
+    assert_eq!(
+        app.last_sequence().await,
+        before,
+        "nothing of the import applied"
+    );
+}

@@ -269,7 +269,7 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
     let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
         .await
         .unwrap();
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 5, "one check per catalog table");
     assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
 
     sqlx::query("UPDATE catalog_services SET description = 'edited by hand' WHERE name = 'fx'")

@@ -61,8 +61,23 @@ pub async fn spawn_with(roles: Roles) -> TestApp {
     spawn_configured(roles, |_| {}).await
 }
 
+/// Logs to the test's output when `RUST_LOG` is set (`RUST_LOG=warn cargo
+/// nextest run --no-capture …`), once per test binary.
+fn logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("RUST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
 /// Paved with settings changed by `configure`.
 pub async fn spawn_configured(roles: Roles, configure: impl FnOnce(&mut Settings)) -> TestApp {
+    logs();
     let (id, mut settings) = isolated_settings();
     configure(&mut settings);
     let app = Application::build(settings.clone(), roles)

@@ -373,3 +373,134 @@ async fn incident_tools_open_and_resolve_incidents_through_the_signed_webhook() 
     let ttr = dora.time_to_restore.unwrap();
     assert_eq!((ttr.count, ttr.median_hours), (1, 0.75));
 }
+
+fn with_repository(mut r: pb::RegisterServiceRequest, url: &str) -> pb::RegisterServiceRequest {
+    r.spec.as_mut().unwrap().repository_url = url.into();
+    r
+}
+
+#[tokio::test]
+async fn a_repository_belongs_to_one_live_service_and_its_pushes_to_that_one() {
+    let app = app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("growth")).await.unwrap();
+    let alice = app
+        .client_as(paved_domain::Principal::member(
+            "alice",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    let mallory = app
+        .client_as(paved_domain::Principal::member(
+            "mallory",
+            paved_domain::Name::parse("growth").unwrap(),
+        ))
+        .await;
+    // The README's own example: a repository name that rtrim('.git') mangled.
+    let api = alice
+        .register_service(with_repository(
+            fixtures::service("payments-api", "payments"),
+            "https://github.com/acme/payments-api",
+        ))
+        .await
+        .unwrap();
+    let before = app.last_sequence().await;
+    // Another team claims it, in any spelling, by URL or by slug: refused, naming the holder.
+    for url in [
+        "https://github.com/acme/payments-api",
+        "git@github.com:ACME/payments-api.git",
+        "ssh://git@github.com/acme/Payments-Api",
+    ] {
+        let e = mallory
+            .register_service(with_repository(
+                fixtures::service("fake-pay", "growth"),
+                url,
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{url}: {e:?}");
+        assert!(e.to_string().contains("payments-api"), "{e}");
+    }
+    let mut by_slug = fixtures::service("fake-pay", "growth");
+    by_slug
+        .spec
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert("github.com/project-slug".into(), "acme/payments-api".into());
+    let e = mallory.register_service(by_slug).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+    mallory
+        .register_service(fixtures::service("ads", "growth"))
+        .await
+        .unwrap();
+    let e = mallory
+        .update_service(pb::UpdateServiceRequest {
+            name: "ads".into(),
+            spec: Some(pb::ServiceSpec {
+                repository_url: "https://github.com/acme/payments-api.git".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(paved_proto::wkt::FieldMask {
+                paths: vec!["repository_url".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists);
+    // Nothing of those refusals is in the log (the one registration of ads is).
+    assert_eq!(app.last_sequence().await, before + 1);
+
+    // A signed push for the repository is recorded as payments-api's change.
+    c.at(api.sequence)
+        .get_service("payments-api")
+        .await
+        .unwrap();
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "commits": [{"id": "e5".repeat(20), "message": "Pay faster", "timestamp": "2026-11-21T10:00:00Z",
+                     "author": {"name": "Alice", "username": "alice"}, "url": "https://github.com/acme/payments-api/commit/e5"}],
+        "head_commit": {"id": "e5".repeat(20), "message": "Pay faster", "timestamp": "2026-11-21T10:00:00Z"},
+        "repository": {"full_name": "acme/payments-api", "html_url": "https://github.com/acme/payments-api", "default_branch": "main"}
+    })
+    .to_string();
+    let headers = vec![
+        ("x-github-event", "push".to_owned()),
+        ("x-github-delivery", "claim-1".to_owned()),
+        ("x-hub-signature-256", sign(SECRET, body.as_bytes())),
+    ];
+    let (status, answer) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    let change: String =
+        crate::helpers::eventually(std::time::Duration::from_secs(10), "the change", || async {
+            sqlx::query_scalar("SELECT service FROM delivery_changes WHERE sha = $1")
+                .bind("e5".repeat(20))
+                .fetch_optional(&app.pool)
+                .await
+                .ok()
+                .flatten()
+        })
+        .await;
+    assert_eq!(change, "payments-api");
+
+    // Once its holder is retired, the repository is free for another service.
+    c.retire_service(pb::RetireRequest {
+        name: "payments-api".into(),
+        reason: "rewritten".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    alice
+        .register_service(with_repository(
+            fixtures::service("payments-api-v2", "payments"),
+            "https://github.com/acme/payments-api",
+        ))
+        .await
+        .unwrap();
+}

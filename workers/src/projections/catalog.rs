@@ -1,5 +1,6 @@
 //! The catalog projection: `catalog_teams`, `catalog_systems`,
-//! `catalog_services` and `catalog_dependencies`, from `paved.catalog.>`.
+//! `catalog_services`, `catalog_dependencies` and `catalog_repositories`
+//! (repository claims), from `paved.catalog.>`.
 //!
 //! A batch is applied as a fold: the rows the batch touches are loaded into
 //! their domain states (one query per table), every event is folded in with
@@ -11,10 +12,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
-    Criticality, Lifecycle, Link, Objective, Service, ServiceSpec, ServiceType, Slo, System, Team,
-    TeamProfile,
+    Criticality, Lifecycle, Link, Objective, RepositoryEvent, Service, ServiceSpec, ServiceType,
+    Slo, System, Team, TeamProfile, service_repository,
 };
-use paved_domain::{Aggregate, AggregateKind, Name};
+use paved_domain::{Aggregate, AggregateKind, Event, Name};
 use paved_eventlog::StoredCommit;
 use paved_eventlog::readmodel::{AvailabilityDoc, LatencyDoc, LinkDoc, SloDoc};
 use serde_json::Value;
@@ -75,6 +76,7 @@ impl Projection for CatalogProjection {
         "catalog_systems",
         "catalog_services",
         "catalog_dependencies",
+        "catalog_repositories",
     ];
 
     async fn apply(
@@ -134,6 +136,7 @@ impl Projection for CatalogProjection {
         write_teams(conn, &touched.teams).await?;
         write_systems(conn, &touched.systems).await?;
         write_services(conn, &touched.services).await?;
+        write_claims(conn, batch).await?;
         Ok(())
     }
 }
@@ -495,6 +498,7 @@ struct ServiceColumns {
     description: Vec<String>,
     tier: Vec<Option<i16>>,
     repository_url: Vec<String>,
+    repository: Vec<Option<String>>,
     docs_url: Vec<String>,
     tags: Vec<Value>,
     labels: Vec<Value>,
@@ -528,6 +532,7 @@ async fn write_services(
         c.description.push(s.spec.description.clone());
         c.tier.push(s.spec.tier.map(i16::from));
         c.repository_url.push(s.spec.repository_url.clone());
+        c.repository.push(service_repository(&s.spec));
         c.docs_url.push(s.spec.docs_url.clone());
         c.tags.push(serde_json::json!(s.spec.tags));
         c.labels.push(serde_json::json!(s.spec.labels));
@@ -590,11 +595,12 @@ async fn write_services(
     sqlx::query(
         "INSERT INTO catalog_services (name, owner, type, lifecycle, system, description, tier,
                 repository_url, docs_url, tags, labels, annotations, links, slos,
-                deprecation_reason, retired_reason, created_at, updated_at, last_sequence)
+                deprecation_reason, retired_reason, created_at, updated_at, last_sequence,
+                repository)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::text[], $7::smallint[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],
                 $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::text[], $16::text[],
-                $17::timestamptz[], $18::timestamptz[], $19::bigint[])
+                $17::timestamptz[], $18::timestamptz[], $19::bigint[], $20::text[])
          ON CONFLICT (name) DO UPDATE SET
            owner = EXCLUDED.owner, type = EXCLUDED.type, lifecycle = EXCLUDED.lifecycle,
            system = EXCLUDED.system, description = EXCLUDED.description, tier = EXCLUDED.tier,
@@ -603,7 +609,8 @@ async fn write_services(
            links = EXCLUDED.links, slos = EXCLUDED.slos,
            deprecation_reason = EXCLUDED.deprecation_reason,
            retired_reason = EXCLUDED.retired_reason,
-           updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence",
+           updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence,
+           repository = EXCLUDED.repository",
     )
     .bind(c.name)
     .bind(c.owner)
@@ -624,6 +631,47 @@ async fn write_services(
     .bind(c.created_at)
     .bind(c.updated_at)
     .bind(c.last_sequence)
+    .bind(c.repository)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The batch's repository claims, the last per repository, in one upsert.
+async fn write_claims(
+    conn: &mut PgConnection,
+    batch: &[StoredCommit],
+) -> Result<(), ProjectionError> {
+    let mut claims: BTreeMap<&str, (&Name, DateTime<Utc>, i64)> = BTreeMap::new();
+    for stored in batch {
+        for e in &stored.commit.events {
+            if let Event::Repository(RepositoryEvent::Claimed {
+                identity,
+                service,
+                claimed_at,
+            }) = e
+            {
+                claims.insert(identity, (service, *claimed_at, stored.sequence as i64));
+            }
+        }
+    }
+    if claims.is_empty() {
+        return Ok(());
+    }
+    let identity: Vec<&str> = claims.keys().copied().collect();
+    let service: Vec<String> = claims.values().map(|c| c.0.to_string()).collect();
+    let claimed_at: Vec<DateTime<Utc>> = claims.values().map(|c| c.1).collect();
+    let last_sequence: Vec<i64> = claims.values().map(|c| c.2).collect();
+    sqlx::query(
+        "INSERT INTO catalog_repositories (identity, service, claimed_at, last_sequence)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::bigint[])
+         ON CONFLICT (identity) DO UPDATE SET service = EXCLUDED.service,
+           claimed_at = EXCLUDED.claimed_at, last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(identity)
+    .bind(service)
+    .bind(claimed_at)
+    .bind(last_sequence)
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -26,12 +26,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
-    ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, Service, ServiceCommand,
-    ServiceSpec, ServiceType, SpecField, System, SystemCommand, Team, TeamCommand, TeamProfile,
-    may_join_system, receipt_id,
+    ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, RepositoryClaim,
+    RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType, SpecField, System,
+    SystemCommand, Team, TeamCommand, TeamProfile, claim_id, may_join_system, receipt_id,
+    repository_to_claim,
 };
 use paved_domain::validate::{self, Violations};
-use paved_domain::{Aggregate, Name, Principal, Rejection};
+use paved_domain::{Aggregate, Context, FieldViolation, Name, Principal, References, Rejection};
 use paved_eventlog::{CommandMeta, ExecuteError, Executed, Executor};
 use paved_proto::v1 as pb;
 use serde_json::json;
@@ -636,6 +637,11 @@ async fn run_import(
         states(executor, referenced_systems(&docs)).await?;
     let services: HashMap<Name, Option<Service>> =
         states(executor, referenced_services(&docs)).await?;
+    // Repositories held by other services: found now, not half-way through.
+    let conflicts = repository_conflicts(executor, &docs, &services, meta).await?;
+    if !conflicts.is_empty() {
+        return Err(error::invalid(conflicts));
+    }
     let (phases, unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
     let mut response = pb::ImportBackstageResponse {
         sequence: 0,
@@ -656,7 +662,12 @@ async fn run_import(
                 let done = match &step {
                     Step::Team(n, c) => executor.execute::<Option<Team>>(n, c, &m).await,
                     Step::System(n, c) => executor.execute::<Option<System>>(n, c, &m).await,
-                    Step::Service(n, c) => executor.execute::<Option<Service>>(n, c, &m).await,
+                    Step::Service(n, c) => {
+                        match super::claim_repository(executor, n, c, &m).await {
+                            Ok(()) => executor.execute::<Option<Service>>(n, c, &m).await,
+                            Err(e) => Err(e),
+                        }
+                    }
                 };
                 done.map_err(|e| {
                     let status = exec_err(e);
@@ -675,6 +686,70 @@ async fn run_import(
         }
     }
     Ok(response)
+}
+
+/// Components naming a repository whose claim another service holds: the
+/// claim aggregate's own `decide`, run on the states as they are now.
+async fn repository_conflicts(
+    executor: &Executor,
+    docs: &Documents,
+    services: &HashMap<Name, Option<Service>>,
+    meta: &CommandMeta,
+) -> Result<Vec<FieldViolation>, Status> {
+    let mut out = Vec::new();
+    for c in &docs.components {
+        let command = ServiceCommand::Register {
+            owner: c.owner.clone(),
+            spec: c.spec.clone(),
+        };
+        let current = services.get(&c.name).and_then(Option::as_ref);
+        let wanted = match current {
+            // What an update of it would claim.
+            Some(cur) => repository_to_claim(
+                Some(cur),
+                &ServiceCommand::Update {
+                    spec: c.spec.clone(),
+                    fields: SpecField::ALL.to_vec(),
+                },
+            ),
+            None => repository_to_claim(None, &command),
+        };
+        let Some(identity) = wanted else { continue };
+        let id = claim_id(&identity);
+        let claim = executor
+            .state::<Option<RepositoryClaim>>(&id)
+            .await
+            .map_err(exec_err)?
+            .state;
+        let mut refs = References::default();
+        if let Some(holder) = claim.as_ref().map(|h| h.service.clone())
+            && holder != c.name
+        {
+            let state = executor
+                .state::<Option<Service>>(&holder)
+                .await
+                .map_err(exec_err)?
+                .state;
+            refs.insert_service(holder, state);
+        }
+        let ctx = Context {
+            id: &id,
+            principal: &meta.principal,
+            now: meta.now,
+            refs: &refs,
+        };
+        let claim_command = RepositoryCommand::Claim {
+            identity,
+            service: c.name.clone(),
+        };
+        if let Err(Rejection::AlreadyExists(what)) = claim.decide(&claim_command, &ctx) {
+            out.push(FieldViolation::new(
+                format!("components.{}.metadata.annotations", c.name),
+                format!("{what} already exists: a repository belongs to one service"),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn referenced_teams(docs: &Documents) -> Vec<Name> {

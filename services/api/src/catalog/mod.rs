@@ -5,7 +5,8 @@ mod backstage;
 mod queries;
 
 use paved_domain::catalog::{
-    Service, ServiceCommand, SpecField, System, SystemCommand, Team, TeamCommand,
+    RepositoryClaim, RepositoryCommand, Service, ServiceCommand, SpecField, System, SystemCommand,
+    Team, TeamCommand, claim_id, repository_to_claim,
 };
 use paved_domain::validate::Violations;
 use paved_domain::{Aggregate, Name};
@@ -14,7 +15,7 @@ use paved_eventlog::codec::{
     spec_from_proto,
 };
 use paved_eventlog::readmodel::CATALOG;
-use paved_eventlog::{CommandMeta, Executor};
+use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use paved_proto::v1 as pb;
 use pb::catalog_service_server::CatalogService;
 use sqlx::PgPool;
@@ -72,10 +73,57 @@ impl CatalogApi {
         }))
     }
 
+    /// A service command: the claim of the repository it names first (see
+    /// [`claim_repository`]), then the command.
+    async fn execute_service(
+        &self,
+        v: Violations,
+        id: Option<Name>,
+        command: Option<ServiceCommand>,
+        meta: &CommandMeta,
+    ) -> CommandResult {
+        if let (true, Some(id), Some(command)) = (v.is_empty(), &id, &command) {
+            claim_repository(&self.executor, id, command, meta)
+                .await
+                .map_err(error::execute)?;
+        }
+        self.execute::<Option<Service>>(v, id, command, meta).await
+    }
+
     async fn reader<T>(&self, request: &Request<T>, min_sequence: u64) -> Result<(), Status> {
         self.auth.authenticate(request).await?;
         self.freshness.wait_for(CATALOG, min_sequence).await
     }
+}
+
+/// Takes, for service `id`, the claim of the repository `command` makes it
+/// name, if any: a repository belongs to one live service, and the service's
+/// own command checks that it holds the claim. Under the request id with
+/// `/claim` appended, so a retry finds it taken already.
+pub(crate) async fn claim_repository(
+    executor: &Executor,
+    id: &Name,
+    command: &ServiceCommand,
+    meta: &CommandMeta,
+) -> Result<(), ExecuteError> {
+    let current = match command {
+        ServiceCommand::Update { .. } => executor.state::<Option<Service>>(id).await?.state,
+        _ => None,
+    };
+    let Some(identity) = repository_to_claim(current.as_ref(), command) else {
+        return Ok(());
+    };
+    let mut claim_meta = meta.clone();
+    claim_meta.command_id = format!("{}/claim", meta.command_id);
+    claim_meta.expected_version = None;
+    let claim = RepositoryCommand::Claim {
+        identity: identity.clone(),
+        service: id.clone(),
+    };
+    executor
+        .execute::<Option<RepositoryClaim>>(&claim_id(&identity), &claim, &claim_meta)
+        .await?;
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -261,7 +309,7 @@ impl CatalogService for CatalogApi {
         let command = owner
             .zip(spec)
             .map(|(owner, spec)| ServiceCommand::Register { owner, spec });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute_service(v, id, command, &meta).await
     }
 
     #[tracing::instrument(
@@ -299,8 +347,7 @@ impl CatalogService for CatalogApi {
             None => v.push("spec", "is required"),
         }
         let command = ServiceCommand::Update { spec, fields };
-        self.execute::<Option<Service>>(v, id, Some(command), &meta)
-            .await
+        self.execute_service(v, id, Some(command), &meta).await
     }
 
     #[tracing::instrument(

@@ -9,14 +9,19 @@
 //! ([`may_join_system`]): a system's owner decides what is in it.
 
 mod import;
+mod repository;
 mod service;
 mod system;
 mod team;
 
 pub use import::{ImportCommand, ImportEvent, ImportReceipt, ImportResult, receipt_id};
+pub use repository::{
+    CLAIM_GRACE, GITHUB_SLUG_ANNOTATION, RepositoryClaim, RepositoryCommand, RepositoryEvent,
+    claim_id, claim_ref, repository_identity, service_repository,
+};
 pub use service::{
     Criticality, Lifecycle, Link, Objective, Service, ServiceCommand, ServiceEvent, ServiceSpec,
-    ServiceType, Slo, SpecField,
+    ServiceType, Slo, SpecField, repository_to_claim,
 };
 pub use system::{System, SystemCommand, SystemEvent};
 pub use team::{Team, TeamCommand, TeamEvent, TeamProfile};

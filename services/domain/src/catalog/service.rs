@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use super::repository::{claim_ref, holds, service_repository};
 use super::{
     Retirable, live, live_service, live_system, live_team, may_join_system, require_acts_for,
 };
@@ -423,6 +424,30 @@ impl ServiceEvent {
     }
 }
 
+/// The repository `command` makes the service name, which it must hold the
+/// claim of first: a registration's, or an update's when it names another
+/// one than before (a service keeps what it named before claims existed).
+pub fn repository_to_claim(current: Option<&Service>, command: &ServiceCommand) -> Option<String> {
+    match (current, command) {
+        (_, ServiceCommand::Register { spec, .. }) => service_repository(spec),
+        (Some(s), ServiceCommand::Update { spec, fields }) => new_repository(&s.spec, spec, fields),
+        _ => None,
+    }
+}
+
+fn new_repository(
+    current: &ServiceSpec,
+    spec: &ServiceSpec,
+    fields: &[SpecField],
+) -> Option<String> {
+    let mut next = current.clone();
+    for field in fields {
+        field.copy(spec, &mut next);
+    }
+    let after = service_repository(&next)?;
+    (service_repository(current).as_deref() != Some(after.as_str())).then_some(after)
+}
+
 impl Aggregate for Option<Service> {
     const KIND: AggregateKind = AggregateKind::Service;
     type Command = ServiceCommand;
@@ -433,10 +458,20 @@ impl Aggregate for Option<Service> {
             ServiceCommand::Register { owner, spec } => {
                 let mut refs = vec![AggregateRef::team(owner)];
                 refs.extend(spec.system.iter().map(AggregateRef::system));
+                refs.extend(service_repository(spec).as_deref().map(claim_ref));
                 refs
             }
-            ServiceCommand::Update { spec, fields } if fields.contains(&SpecField::System) => {
-                spec.system.iter().map(AggregateRef::system).collect()
+            ServiceCommand::Update { spec, fields } => {
+                let mut refs = Vec::new();
+                if fields.contains(&SpecField::System) {
+                    refs.extend(spec.system.iter().map(AggregateRef::system));
+                }
+                if let Some(s) = self
+                    && let Some(identity) = new_repository(&s.spec, spec, fields)
+                {
+                    refs.push(claim_ref(&identity));
+                }
+                refs
             }
             ServiceCommand::TransferOwnership { to } => vec![AggregateRef::team(to)],
             ServiceCommand::AddDependency { on, .. } => vec![AggregateRef::service(on)],
@@ -462,6 +497,9 @@ impl Aggregate for Option<Service> {
             if let Some(system) = &spec.system {
                 let s = live_system(ctx.refs, system)?;
                 may_join_system(ctx.principal, system, &s.owner)?;
+            }
+            if let Some(identity) = service_repository(spec) {
+                holds(ctx.refs, &identity, ctx.id)?;
             }
             return Ok(vec![ServiceEvent::Registered {
                 name: ctx.id.clone(),
@@ -503,6 +541,9 @@ impl Aggregate for Option<Service> {
                 {
                     let s = live_system(ctx.refs, system)?;
                     may_join_system(ctx.principal, system, &s.owner)?;
+                }
+                if let Some(identity) = new_repository(&service.spec, spec, fields) {
+                    holds(ctx.refs, &identity, ctx.id)?;
                 }
                 Ok(vec![ServiceEvent::Updated {
                     spec: next,

@@ -723,3 +723,56 @@ fn a_service_joins_a_system_only_by_someone_acting_for_the_systems_owner() {
             .is_ok()
     );
 }
+
+#[test]
+fn a_service_names_a_repository_only_while_it_holds_its_claim() {
+    let mut sp = spec();
+    sp.repository_url = "https://github.com/acme/payments-api".into();
+    let identity = service_repository(&sp).unwrap();
+    let register = || ServiceCommand::Register {
+        owner: n("payments"),
+        spec: sp.clone(),
+    };
+    let base =
+        || Scenario::<Option<Service>>::new("payments-api").with_team("payments", false, None);
+    let claimed_by = |s: &str| {
+        Some(RepositoryClaim {
+            identity: identity.clone(),
+            service: n(s),
+            claimed_at: chrono::Utc::now(),
+        })
+    };
+    // No claim loaded: the write path takes it first.
+    let mut s = base();
+    s.refs.insert_repository(claim_id(&identity), None);
+    assert!(matches!(
+        precondition(s.when(register())),
+        Precondition::MissingReference(_)
+    ));
+    let mut s = base();
+    s.refs
+        .insert_repository(claim_id(&identity), claimed_by("other"));
+    assert!(matches!(
+        s.when(register()),
+        Err(Rejection::AlreadyExists(_))
+    ));
+    let mut s = base();
+    s.refs
+        .insert_repository(claim_id(&identity), claimed_by("payments-api"));
+    assert!(s.when(register()).is_ok());
+    // An update that leaves the repository as it was needs no claim.
+    let mut described = sp.clone();
+    described.description = "takes money".into();
+    let s = Scenario::<Option<Service>>::new("payments-api").given([ServiceEvent::Registered {
+        name: n("payments-api"),
+        owner: n("payments"),
+        spec: sp.clone(),
+    }]);
+    assert!(
+        s.when(ServiceCommand::Update {
+            spec: described,
+            fields: vec![SpecField::Description],
+        })
+        .is_ok()
+    );
+}
