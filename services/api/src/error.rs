@@ -86,6 +86,10 @@ pub fn execute(e: ExecuteError) -> Status {
                 details,
             )
         }
+        ExecuteError::RequestIdInvalid(_) => invalid_field(
+            "request_id",
+            "must be visible ASCII, at most 1024 characters",
+        ),
         ExecuteError::RequestIdReused(id) => invalid_field(
             "request_id",
             format!("{id:?} was already used for a different command"),

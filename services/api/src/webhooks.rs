@@ -40,6 +40,7 @@ use paved_domain::delivery::{
     Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target,
 };
 use paved_domain::{Aggregate, Name, Principal};
+use paved_eventlog::log::header_safe;
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -477,6 +478,15 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
         Ok(n) => n,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("notification: {e}")),
     };
+    // These become part of the request id, a message header.
+    for (field, value) in [("app", &n.app), ("revision", &n.revision)] {
+        if value.is_empty() || !header_safe(value) || value.len() > 253 {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                format!("{field}: 1..=253 visible ASCII characters, no line breaks"),
+            );
+        }
+    }
     let succeeded = match n.trigger.as_str() {
         "on-deployed" => true,
         "on-sync-failed" => false,
@@ -583,6 +593,12 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
         Ok(h) => h,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("incident payload: {e}")),
     };
+    if !header_safe(&h.deployment) || h.deployment.len() > 253 {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "deployment: at most 253 visible ASCII characters, no line breaks",
+        );
+    }
     let Ok(id) = Name::parse(&h.incident) else {
         return refuse(
             StatusCode::BAD_REQUEST,

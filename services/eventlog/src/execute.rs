@@ -84,6 +84,8 @@ pub enum ExecuteError {
     Conflict { attempts: usize },
     #[error("request id {0:?} was already used for another command")]
     RequestIdReused(String),
+    #[error("request id {0:?} cannot be a message id (control characters, non-ASCII or too long)")]
+    RequestIdInvalid(String),
     #[error("the entity is at version {current}, not {expected}")]
     VersionMismatch { expected: u64, current: u64 },
     #[error("the commit is too large")]
@@ -366,6 +368,9 @@ impl Executor {
                 // landed: re-read, then either answer it or re-decide.
                 Err(AppendError::Conflict) => {}
                 Err(AppendError::TooLarge) => return Err(ExecuteError::TooLarge),
+                Err(AppendError::BadHeader(_)) => {
+                    return Err(ExecuteError::RequestIdInvalid(meta.command_id.clone()));
+                }
                 Err(AppendError::Unavailable(e)) => return Err(ExecuteError::Unavailable(e)),
             }
         }

@@ -97,6 +97,20 @@ pub enum AppendError {
     TooLarge,
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
+    /// A value that would become a message header is not one (control
+    /// characters, non-ASCII, too long).
+    #[error("{0} is not a valid header value")]
+    BadHeader(&'static str),
+}
+
+/// The longest header value the log writes.
+pub const MAX_HEADER_VALUE: usize = 1024;
+
+/// Can `v` be a NATS header value? Visible ASCII and spaces only: a line
+/// break would end the header (async-nats panics on one), anything else
+/// invites confusion in every tool that prints headers.
+pub fn header_safe(v: &str) -> bool {
+    v.len() <= MAX_HEADER_VALUE && v.bytes().all(|b| (0x20..=0x7e).contains(&b))
 }
 
 /// The result of a successful publish.
@@ -221,14 +235,18 @@ impl EventLog {
         payload: Vec<u8>,
         trace: &TraceContext,
     ) -> Result<Appended, AppendError> {
+        if msg_id.is_empty() || !header_safe(msg_id) {
+            return Err(AppendError::BadHeader("Nats-Msg-Id"));
+        }
         let mut message = PublishMessage::build()
             .payload(Bytes::from(payload))
             .message_id(msg_id)
             .expected_last_subject_sequence(expected);
-        if !trace.traceparent.is_empty() {
+        // Trace context is best effort: a malformed one is left out, not fatal.
+        if !trace.traceparent.is_empty() && header_safe(&trace.traceparent) {
             message = message.header(TRACEPARENT, trace.traceparent.as_str());
         }
-        if !trace.tracestate.is_empty() {
+        if !trace.tracestate.is_empty() && header_safe(&trace.tracestate) {
             message = message.header(TRACESTATE, trace.tracestate.as_str());
         }
         let ack = self

@@ -504,3 +504,53 @@ async fn a_repository_belongs_to_one_live_service_and_its_pushes_to_that_one() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_line_break_where_a_header_goes_is_a_bad_request_not_a_panic() {
+    let app = app().await;
+    let before = app.last_sequence().await;
+    let bearer = vec![("authorization", format!("Bearer {ARGO_TOKEN}"))];
+    for (app_name, revision) in [
+        ("ledger-production\nX-Evil: 1", "9f8e7d6"),
+        ("ledger-production", "9f8\r\ne7d6"),
+    ] {
+        let body = serde_json::json!({
+            "trigger": "on-deployed", "app": app_name, "revision": revision,
+            "service": "ledger", "environment": "production",
+            "startedAt": "2026-11-21T11:00:00Z", "finishedAt": "2026-11-21T11:02:00Z"
+        })
+        .to_string();
+        let (status, answer) = post(&app, "/webhooks/argocd", &bearer, &body).await;
+        assert_eq!(status, 400, "{answer}");
+    }
+    let body = serde_json::json!({
+        "action": "opened", "incident": "inc-1", "title": "down", "services": ["ledger"],
+        "severity": "sev1", "startedAt": "2026-11-21T12:00:00Z", "deployment": "d-1\nX: y"
+    })
+    .to_string();
+    let signed = vec![(
+        "x-paved-signature-256",
+        sign(INCIDENT_SECRET, body.as_bytes()),
+    )];
+    let (status, answer) = post(&app, "/webhooks/incidents", &signed, &body).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(app.last_sequence().await, before);
+    // The write path itself refuses such an id, whoever sends it.
+    let r = paved_eventlog::Executor::new(app.open_log().await, 10)
+        .execute::<Option<paved_domain::catalog::Team>>(
+            &paved_domain::Name::parse("growth").unwrap(),
+            &paved_domain::catalog::TeamCommand::Create {
+                profile: Default::default(),
+                parent: None,
+                members: vec![],
+            },
+            &paved_eventlog::CommandMeta::new("bad\nid", paved_domain::Principal::admin("root")),
+        )
+        .await;
+    assert!(
+        matches!(r, Err(paved_eventlog::ExecuteError::RequestIdInvalid(_))),
+        "{r:?}"
+    );
+    // And everything still answers.
+    app.client.at(0).get_service("ledger").await.unwrap();
+}
