@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .btree_map(".")
         // Well-known types with proto3 JSON support.
         .compile_well_known_types(true)
+        .extern_path(".google.protobuf.Timestamp", "crate::wkt::Timestamp")
         .extern_path(".google.protobuf", "::pbjson_types")
         .file_descriptor_set_path(&descriptor_path)
         .compile_with_config(config, &protos, &[PathBuf::from("."), include])?;
@@ -35,6 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pbjson_build::Builder::new()
         .register_descriptors(&descriptors)?
         .btree_map(["."])
+        // Zero values too: a consumer must tell NPS 0 from a missing field.
+        .emit_fields()
         .build(&[".paved"])?;
     Ok(())
 }

@@ -12,8 +12,18 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/paved.v1.serde.rs"));
 }
 
-/// Well-known types (`google.protobuf.*`) with proto3 JSON support.
-pub use pbjson_types as wkt;
+mod timestamp;
+
+/// Well-known types (`google.protobuf.*`) with proto3 JSON support; the
+/// Timestamp is Paved's own (see [`timestamp`]).
+pub mod wkt {
+    pub use crate::timestamp::Timestamp;
+    pub use pbjson_types::{
+        Any, BoolValue, BytesValue, DoubleValue, Duration, Empty, FieldMask, FloatValue,
+        Int32Value, Int64Value, ListValue, NullValue, StringValue, Struct, UInt32Value,
+        UInt64Value, Value,
+    };
+}
 
 /// Encoded `FileDescriptorSet` of every `paved.v1` file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("paved_descriptor");

@@ -91,7 +91,7 @@ impl Authenticator {
         let token = header
             .to_str()
             .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
+            .and_then(bearer)
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <token>"))?;
@@ -155,4 +155,11 @@ impl Authenticator {
 
 fn bad_token() -> Status {
     Status::unauthenticated("unknown or revoked token")
+}
+
+/// The token of an `Authorization` value: the scheme is case-insensitive
+/// (RFC 7235 §2.1), then one or more spaces.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }

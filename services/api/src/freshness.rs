@@ -197,11 +197,12 @@ impl Freshness {
             .last_sequence()
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        // Checked on the first round, before any waiting: a sequence the
+        // log has not reached is no read model's to reach.
         if last < min_sequence {
-            return Err(crate::error::invalid_field(
-                "min_sequence",
-                format!("{min_sequence} is past the end of the log ({last})"),
-            ));
+            return Err(Status::out_of_range(format!(
+                "min_sequence {min_sequence} is past the end of the log (its last sequence is {last})"
+            )));
         }
         let next = self
             .log

@@ -7,14 +7,16 @@ use paved_eventlog::{ExecuteError, Executed};
 
 /// Commands by outcome, since start.
 #[derive(Clone, Debug, Default)]
-pub struct CommandCounters(Arc<[AtomicU64; 4]>);
+pub struct CommandCounters(Arc<[AtomicU64; 5]>);
 
-/// The outcomes counted, in the order of [`CommandCounters::snapshot`].
-pub const OUTCOMES: [&str; 4] = ["applied", "unchanged", "rejected", "failed"];
+/// The outcomes counted, in the order of [`CommandCounters::snapshot`]:
+/// `replayed` is a retried request id answered with its original result.
+pub const OUTCOMES: [&str; 5] = ["applied", "unchanged", "rejected", "failed", "replayed"];
 
 impl CommandCounters {
     pub fn record(&self, result: &Result<Executed, ExecuteError>) {
         let i = match result {
+            Ok(e) if e.replayed => 4,
             Ok(e) if e.events > 0 => 0,
             Ok(_) => 1,
             Err(ExecuteError::Rejected(_)) => 2,
@@ -24,7 +26,7 @@ impl CommandCounters {
     }
 
     /// `(outcome, count)` for each of [`OUTCOMES`].
-    pub fn snapshot(&self) -> [(&'static str, u64); 4] {
+    pub fn snapshot(&self) -> [(&'static str, u64); 5] {
         std::array::from_fn(|i| (OUTCOMES[i], self.0[i].load(Ordering::Relaxed)))
     }
 }

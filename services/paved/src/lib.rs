@@ -4,6 +4,7 @@
 //! - [`telemetry`]: structured logs (pretty or JSON) and OpenTelemetry export.
 //! - [`db`]: creating the database, the pool, the migrations.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
+//! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
 //!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod db;
 pub mod demo;
 pub mod metrics;
+pub mod reflection;
 pub mod secrets;
 pub mod settings;
 pub mod startup;

@@ -83,7 +83,7 @@ pub async fn render(sources: &Sources) -> String {
         }
         registry.register(
             "commands",
-            "Commands handled by the API, by outcome (applied, unchanged, rejected, failed)",
+            "Commands handled by the API, by outcome (applied, unchanged, rejected, failed, replayed: a retried request id)",
             family,
         );
     }

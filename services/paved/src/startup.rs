@@ -344,16 +344,22 @@ impl Application {
             health
                 .set_serving::<EventLogServiceServer<EventLogApi>>()
                 .await;
-            let reflection = tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(paved_proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                .build_v1()?;
+            let descriptors = std::sync::Arc::new(crate::reflection::Descriptors::new(&[
+                paved_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ])?);
+            let reflection = crate::reflection::v1::ReflectionV1::server(descriptors.clone());
+            let reflection_alpha =
+                crate::reflection::v1alpha::ReflectionV1Alpha::server(descriptors);
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "gRPC API listening");
             let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
                 .add_service(health_service)
                 .add_service(reflection)
+                .add_service(reflection_alpha)
                 .add_service(
                     CatalogServiceServer::new(catalog)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)

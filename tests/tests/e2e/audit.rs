@@ -395,7 +395,8 @@ async fn diff_shows_each_changed_field_with_who_and_which_request() {
             ),
             (
                 "spec.tags",
-                &serde_json::Value::Null,
+                // Zero values are written out: no tags is [], not absent.
+                &serde_json::json!([]),
                 &serde_json::json!(["fx"])
             ),
         ]

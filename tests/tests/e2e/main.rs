@@ -10,6 +10,7 @@ mod auth;
 mod backstage;
 mod bad_input;
 mod catalog;
+mod conventions;
 mod delivery;
 mod eventlog;
 mod events;
