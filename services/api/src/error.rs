@@ -9,20 +9,71 @@ use tonic_types::{ErrorDetails, PreconditionViolation, StatusExt};
 /// `google.rpc.ErrorInfo` reason of an `ABORTED` for a stale `expected_version`.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
 
-/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming every bad field.
+/// Most field violations one status carries (the rest are counted).
+pub const MAX_VIOLATIONS: usize = 20;
+/// Most field violations the status message spells out.
+const MESSAGE_VIOLATIONS: usize = 5;
+/// Longest field path and description a violation carries, in bytes: both
+/// may echo the client's input.
+const MAX_FIELD: usize = 100;
+const MAX_DESCRIPTION: usize = 120;
+
+/// `s` cut to at most `max` bytes on a character boundary, `…` marking a cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max.saturating_sub(3);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+/// `INVALID_ARGUMENT` with a `google.rpc.BadRequest` naming the bad fields:
+/// the first [`MAX_VIOLATIONS`], each clipped, and how many more there were,
+/// so the status always fits in 8 KiB of trailers (clients fail with
+/// "h2 protocol error" past their header limit, often 16 KiB).
 pub fn invalid(violations: Vec<FieldViolation>) -> Status {
-    let message = violations
+    let total = violations.len();
+    let shown: Vec<(String, String)> = violations
+        .into_iter()
+        .take(MAX_VIOLATIONS)
+        .map(|v| {
+            (
+                clip(&v.field, MAX_FIELD),
+                clip(&v.description, MAX_DESCRIPTION),
+            )
+        })
+        .collect();
+    let mut message = shown
         .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
+        .take(MESSAGE_VIOLATIONS)
+        .map(|(f, d)| format!("{f}: {d}"))
         .collect::<Vec<_>>()
         .join("; ");
-    let details = ErrorDetails::with_bad_request(
-        violations
-            .into_iter()
-            .map(|v| tonic_types::FieldViolation::new(v.field, v.description))
-            .collect::<Vec<_>>(),
-    );
-    Status::with_error_details(Code::InvalidArgument, message, details)
+    if total > MESSAGE_VIOLATIONS {
+        message.push_str(&format!(
+            "; and {} more (the first {} are in the details)",
+            total - MESSAGE_VIOLATIONS,
+            shown.len()
+        ));
+    }
+    let mut details: Vec<tonic_types::FieldViolation> = shown
+        .into_iter()
+        .map(|(f, d)| tonic_types::FieldViolation::new(f, d))
+        .collect();
+    if total > MAX_VIOLATIONS {
+        details.push(tonic_types::FieldViolation::new(
+            "",
+            format!("and {} more violations", total - MAX_VIOLATIONS),
+        ));
+    }
+    Status::with_error_details(
+        Code::InvalidArgument,
+        message,
+        ErrorDetails::with_bad_request(details),
+    )
 }
 
 pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {

@@ -375,3 +375,37 @@ async fn all_violations_of_a_request_are_reported_together() {
     let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
     assert_eq!(fields, ["name", "owner", "spec.type", "spec.lifecycle"]);
 }
+
+#[tokio::test]
+async fn a_request_with_thousands_of_violations_gets_a_status_that_fits() {
+    let app = crate::helpers::spawn_app().await;
+    // 2,000 components, each wrong in two ways, with long echoed names.
+    let mut yaml = String::new();
+    for i in 0..2000 {
+        yaml.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {}-{i}\nspec:\n  type: service\n  lifecycle: nonsense\n  owner: group:nobody\n",
+            "x".repeat(200)
+        ));
+    }
+    let e = app
+        .client
+        .import_backstage(paved_sdk::pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    let paved_sdk::Error::Status(s) = &e else {
+        panic!("{e}")
+    };
+    let size = s.message().len() + s.details().len();
+    assert!(
+        size <= 8 * 1024 / 4 * 3,
+        "{size} bytes of message and details"
+    );
+    assert!(s.message().contains("more"), "{}", s.message());
+    let violations = e.field_violations();
+    assert_eq!(violations.len(), 21, "20 and a count of the rest");
+    assert!(violations[20].1.contains("more violations"));
+}
