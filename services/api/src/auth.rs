@@ -1,15 +1,18 @@
 //! Bearer-token authentication. Tokens live hashed (SHA-256) in `api_tokens`,
 //! each with a principal and a role; a token itself is never stored or logged.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use lru::LruCache;
 use paved_domain::{Name, Principal, Role};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
 use tonic::{Request, Status};
+use tonic_types::StatusExt;
 
 /// Tokens start with this, so they are easy to spot in a leaked file.
 pub const TOKEN_PREFIX: &str = "pvd_";
@@ -64,26 +67,101 @@ pub async fn count_tokens(pool: &PgPool) -> Result<i64, sqlx::Error> {
         .await
 }
 
-/// Token hash → (principal, or `None` for an unknown token; when it was looked up).
-type TokenCache = HashMap<String, (Option<Principal>, Instant)>;
+/// Valid tokens remembered (the least recently used go first).
+pub const CACHE_CAPACITY: usize = 10_000;
+/// Unknown tokens remembered, apart from the valid ones so that a flood of
+/// random tokens cannot push them out.
+pub const NEGATIVE_CAPACITY: usize = 10_000;
+/// How long an unknown token is remembered as unknown.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(2);
+/// Failed authentications one peer may have in [`FAILURE_WINDOW`] before
+/// it is refused with `RESOURCE_EXHAUSTED` for the rest of the window.
+pub const MAX_FAILURES: u32 = 20;
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// Peers whose failures are tracked at once.
+const PEERS: usize = 10_000;
 
-/// Resolves bearer tokens to principals, with a short-lived cache.
+/// Token hash → (principal, when it was looked up).
+type TokenCache = LruCache<String, (Principal, Instant)>;
+
+/// Resolves bearer tokens to principals, with short-lived bounded caches,
+/// and throttles peers that keep presenting bad tokens.
 #[derive(Clone)]
 pub struct Authenticator {
     pool: PgPool,
-    cache: Arc<RwLock<TokenCache>>,
+    cache: Arc<Mutex<TokenCache>>,
+    unknown: Arc<Mutex<LruCache<String, Instant>>>,
+    /// Peer IP → (failures in the window, when the window started).
+    failures: Arc<Mutex<LruCache<IpAddr, (u32, Instant)>>>,
+}
+
+fn bounded<K: std::hash::Hash + Eq, V>(n: usize) -> Arc<Mutex<LruCache<K, V>>> {
+    Arc::new(Mutex::new(LruCache::new(
+        NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN),
+    )))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Authenticator {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
-            cache: Arc::default(),
+            cache: bounded(CACHE_CAPACITY),
+            unknown: bounded(NEGATIVE_CAPACITY),
+            failures: bounded(PEERS),
+        }
+    }
+
+    /// `RESOURCE_EXHAUSTED` with a `RetryInfo` while `peer` is over its
+    /// failure budget.
+    fn throttled(&self, peer: Option<IpAddr>) -> Result<(), Status> {
+        let Some(peer) = peer else { return Ok(()) };
+        let mut failures = lock(&self.failures);
+        let Some((n, since)) = failures.get(&peer).copied() else {
+            return Ok(());
+        };
+        let left = FAILURE_WINDOW.saturating_sub(since.elapsed());
+        if n < MAX_FAILURES || left.is_zero() {
+            return Ok(());
+        }
+        Err(Status::with_error_details(
+            tonic::Code::ResourceExhausted,
+            format!(
+                "too many failed authentications from {peer}: retry in {}s",
+                left.as_secs() + 1
+            ),
+            tonic_types::ErrorDetails::with_retry_info(Some(left)),
+        ))
+    }
+
+    fn failed(&self, peer: Option<IpAddr>) {
+        let Some(peer) = peer else { return };
+        let mut failures = lock(&self.failures);
+        let now = Instant::now();
+        match failures.get_mut(&peer) {
+            Some((n, since)) if since.elapsed() < FAILURE_WINDOW => *n += 1,
+            Some(entry) => *entry = (1, now),
+            None => {
+                failures.put(peer, (1, now));
+            }
         }
     }
 
     /// The principal behind the request's `authorization: Bearer <token>`.
     pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
+        let peer = request.remote_addr().map(|a| a.ip());
+        self.throttled(peer)?;
+        let result = self.resolve(request).await;
+        if matches!(&result, Err(s) if s.code() == tonic::Code::Unauthenticated) {
+            self.failed(peer);
+        }
+        result
+    }
+
+    async fn resolve<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
         let header = request
             .metadata()
             .get("authorization")
@@ -99,12 +177,16 @@ impl Authenticator {
         if let Some(hit) = self.cached(&hash) {
             return hit.ok_or_else(bad_token);
         }
-        let principal = self.lookup(&hash).await?;
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(hash, (principal.clone(), Instant::now()));
-        principal.ok_or_else(bad_token)
+        match self.lookup(&hash).await? {
+            Some(principal) => {
+                lock(&self.cache).put(hash, (principal.clone(), Instant::now()));
+                Ok(principal)
+            }
+            None => {
+                lock(&self.unknown).put(hash, Instant::now());
+                Err(bad_token())
+            }
+        }
     }
 
     /// Like [`Self::authenticate`], and the principal must be allowed to write.
@@ -120,12 +202,23 @@ impl Authenticator {
         }
     }
 
+    /// `Some(Some(p))`: a valid token seen lately; `Some(None)`: an unknown
+    /// one seen lately; `None`: look it up.
     fn cached(&self, hash: &str) -> Option<Option<Principal>> {
-        let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
-        cache
+        if let Some((p, at)) = lock(&self.cache).get(hash)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Some(Some(p.clone()));
+        }
+        lock(&self.unknown)
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(p, _)| p.clone())
+            .filter(|at| at.elapsed() < NEGATIVE_TTL)
+            .map(|_| None)
+    }
+
+    /// Tokens remembered right now (valid, unknown): bounded by the capacities.
+    pub fn cached_tokens(&self) -> (usize, usize) {
+        (lock(&self.cache).len(), lock(&self.unknown).len())
     }
 
     async fn lookup(&self, hash: &str) -> Result<Option<Principal>, Status> {

@@ -120,3 +120,64 @@ async fn readers_read_and_members_change_only_what_their_team_owns() {
     let commit = paved_eventlog::codec::decode_commit(&stored.payload).unwrap();
     assert_eq!(commit.principal, "bob");
 }
+
+#[tokio::test]
+async fn unknown_tokens_take_bounded_memory() {
+    let app = crate::helpers::spawn_app().await;
+    let auth = paved_api::Authenticator::new(app.pool.clone());
+    // No peer address (as in-process): nothing throttles, the caches bound.
+    for i in 0..(paved_api::auth::NEGATIVE_CAPACITY + 2_000) {
+        let mut r = tonic::Request::new(());
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer pvd_bogus{i}").parse().unwrap(),
+        );
+        assert_eq!(
+            auth.authenticate(&r).await.unwrap_err().code(),
+            Code::Unauthenticated
+        );
+    }
+    let (valid, unknown) = auth.cached_tokens();
+    assert_eq!(valid, 0);
+    assert_eq!(unknown, paved_api::auth::NEGATIVE_CAPACITY);
+    // A valid token still works, and is remembered.
+    let mut r = tonic::Request::new(());
+    r.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", app.admin_token).parse().unwrap(),
+    );
+    auth.authenticate(&r).await.unwrap();
+    assert_eq!(auth.cached_tokens().0, 1);
+}
+
+#[tokio::test]
+async fn a_peer_guessing_tokens_is_slowed_down_with_retry_info() {
+    use tonic_types::StatusExt;
+    let app = crate::helpers::spawn_app().await;
+    let guesser = paved_sdk::Client::connect(app.url.clone(), "pvd_guess")
+        .await
+        .unwrap()
+        .with_retry(paved_sdk::RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        });
+    let mut codes = Vec::new();
+    for _ in 0..(paved_api::auth::MAX_FAILURES + 5) {
+        codes.push(guesser.at(0).get_team("x").await.unwrap_err());
+    }
+    let unauthenticated = codes
+        .iter()
+        .filter(|e| e.code() == Code::Unauthenticated)
+        .count();
+    assert_eq!(unauthenticated, paved_api::auth::MAX_FAILURES as usize);
+    let last = codes.last().unwrap();
+    assert_eq!(last.code(), Code::ResourceExhausted, "{last}");
+    let paved_sdk::Error::Status(s) = last else {
+        panic!()
+    };
+    assert!(
+        s.get_details_retry_info()
+            .and_then(|r| r.retry_delay)
+            .is_some()
+    );
+}
