@@ -27,6 +27,8 @@
 //! 400 with the reason for a malformed payload, 200 with what was recorded
 //! or ignored, 503 when the endpoint's secret is not configured.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -55,7 +57,17 @@ pub struct Webhooks {
     github_secret: Option<String>,
     argocd_token: Option<String>,
     incident_secret: Option<String>,
+    /// Bodies read at once by `/webhooks/github` (each up to [`GITHUB_MAX_BODY`]).
+    github_bodies: Arc<tokio::sync::Semaphore>,
 }
+
+/// GitHub sends webhook payloads of up to 25 MB (it drops larger ones).
+pub const GITHUB_MAX_BODY: usize = 25 * 1024 * 1024;
+/// GitHub bodies read at once: bounds their memory (8 × 25 MB) whatever
+/// arrives before the signature is checked.
+pub const GITHUB_CONCURRENT_BODIES: usize = 8;
+/// The other webhooks' bodies (Argo CD notifications, incidents) are small.
+pub const MAX_BODY: usize = 1024 * 1024;
 
 impl Webhooks {
     pub fn new(
@@ -71,14 +83,19 @@ impl Webhooks {
             github_secret: github_secret.filter(|s| !s.is_empty()),
             argocd_token: argocd_token.filter(|s| !s.is_empty()),
             incident_secret: incident_secret.filter(|s| !s.is_empty()),
+            github_bodies: Arc::new(tokio::sync::Semaphore::new(GITHUB_CONCURRENT_BODIES)),
         }
     }
 
     pub fn router(self) -> Router {
         Router::new()
-            .route("/webhooks/github", post(github))
+            .route(
+                "/webhooks/github",
+                post(github).layer(axum::extract::DefaultBodyLimit::disable()),
+            )
             .route("/webhooks/argocd", post(argocd))
             .route("/webhooks/incidents", post(incidents))
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
 }
@@ -260,12 +277,29 @@ impl Webhooks {
     }
 }
 
-async fn github(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+async fn github(
+    State(hooks): State<Webhooks>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let Some(secret) = hooks.github_secret.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "PAVED_GITHUB_WEBHOOK_SECRET is not set",
         );
+    };
+    // A place among the bodies being read, then the body (up to GitHub's 25 MB).
+    let Ok(_reading) = hooks.github_bodies.acquire().await else {
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    };
+    let body = match axum::body::to_bytes(body, GITHUB_MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the payload is over GitHub's 25 MB limit, or was cut off",
+            );
+        }
     };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !github_signature_ok(secret, header("x-hub-signature-256"), &body) {

@@ -3,6 +3,7 @@
 //! - [`settings`]: flags and `PAVED_*` environment variables.
 //! - [`telemetry`]: structured logs (pretty or JSON) and OpenTelemetry export.
 //! - [`db`]: creating the database, the pool, the migrations.
+//! - [`connections`]: how many connections each listener takes, and for how long.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
@@ -15,6 +16,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod connections;
 pub mod db;
 pub mod demo;
 pub mod metrics;

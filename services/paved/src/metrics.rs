@@ -400,6 +400,11 @@ pub async fn serve(
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .with_state(sources);
+    let listener = crate::connections::LimitedListener::new(
+        listener,
+        crate::connections::Limits::METRICS,
+        "metrics",
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

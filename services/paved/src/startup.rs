@@ -26,12 +26,17 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+use crate::connections::{LimitedListener, Limits};
 use crate::settings::Settings;
 
 /// Largest request the API accepts (a Backstage import of ~20,000 entities).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Largest response it sends (a Backstage export).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// Concurrent streams one gRPC connection may open.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 256;
+/// Largest header block (metadata) a gRPC request may send.
+pub const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// How long in-flight requests get to finish after a shutdown signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -293,6 +298,7 @@ impl Application {
                 let token = shutdown.clone();
                 tasks.spawn(async move {
                     tracing::info!(addr = %listener.local_addr()?, "webhooks listening");
+                    let listener = LimitedListener::new(listener, Limits::WEBHOOKS, "webhooks");
                     axum::serve(listener, hooks.router())
                         .with_graceful_shutdown(async move { token.cancelled().await })
                         .await?;
@@ -357,6 +363,12 @@ impl Application {
             tracing::info!(%addr, "gRPC API listening");
             let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
+                // Dead or silent peers are found by HTTP/2 pings; a client
+                // opens at most this many streams on one connection.
+                .http2_keepalive_interval(Some(Duration::from_secs(30)))
+                .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+                .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+                .http2_max_header_list_size(MAX_HEADER_LIST)
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(reflection_alpha)
@@ -381,7 +393,7 @@ impl Application {
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 );
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming = LimitedListener::new(listener, Limits::GRPC, "grpc").incoming();
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 let drained = server.serve_with_incoming_shutdown(incoming, stop.cancelled());

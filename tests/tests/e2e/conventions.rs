@@ -189,3 +189,79 @@ async fn a_replayed_request_id_is_counted_as_replayed() {
     assert_eq!(line("applied").as_deref(), Some("1"), "{body}");
     assert_eq!(line("replayed").as_deref(), Some("1"), "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_idle_webhook_connections_is_capped_and_the_api_keeps_answering() {
+    use tokio::io::AsyncReadExt;
+    let app = spawn_app().await;
+    let cap = paved::connections::Limits::WEBHOOKS.max_connections;
+    let addr = app.webhook_addr.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..cap + 100 {
+        held.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // The ones over the cap are closed by the server at once.
+    let mut closed = 0;
+    for s in held.iter_mut().rev().take(100) {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut b)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 100, "connections over the cap are closed");
+    // Meanwhile the gRPC API answers as usual.
+    let started = std::time::Instant::now();
+    let done = app
+        .client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    app.client
+        .at(done.sequence)
+        .get_team("payments")
+        .await
+        .unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    // And once the idle ones go, webhooks are served again.
+    drop(held);
+    let status = crate::helpers::eventually(
+        std::time::Duration::from_secs(10),
+        "a webhook answer",
+        || async {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/webhooks/github"))
+                .body("{}")
+                .send()
+                .await
+                .ok()
+                .map(|r| r.status().as_u16())
+        },
+    )
+    .await;
+    assert_eq!(status, 503, "served (no secret configured)");
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_by_the_server() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut limited = paved::connections::LimitedListener::new(
+        listener,
+        paved::connections::Limits {
+            max_connections: 1,
+            idle: std::time::Duration::from_millis(200),
+            lifetime: None,
+        },
+        "test",
+    );
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut conn, _) = limited.next().await;
+    let started = std::time::Instant::now();
+    let mut b = [0u8; 8];
+    let e = conn.read(&mut b).await.unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+}

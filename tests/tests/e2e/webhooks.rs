@@ -554,3 +554,30 @@ async fn a_line_break_where_a_header_goes_is_a_bad_request_not_a_panic() {
     // And everything still answers.
     app.client.at(0).get_service("ledger").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_github_payload_of_several_megabytes_is_taken() {
+    let app = app().await;
+    // GitHub sends up to 25 MB; big pushes carry long commit lists and file lists.
+    let body = serde_json::json!({
+        "ref": "refs/heads/main",
+        "commits": [{"id": "f6".repeat(20), "message": "Big one", "timestamp": "2026-11-21T10:00:00Z",
+                     "author": {"name": "Mona", "username": "mona"}, "url": "https://github.com/acme/ledger/commit/f6",
+                     "added": (0..120_000).map(|i| format!("src/generated/file_{i:06}.rs")).collect::<Vec<_>>()}],
+        "head_commit": {"id": "f6".repeat(20), "message": "Big one", "timestamp": "2026-11-21T10:00:00Z"},
+        "repository": {"full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"}
+    })
+    .to_string();
+    assert!(body.len() > 2 * 1024 * 1024, "{} bytes", body.len());
+    let headers = vec![
+        ("x-github-event", "push".to_owned()),
+        ("x-github-delivery", "big-1".to_owned()),
+        ("x-hub-signature-256", sign(SECRET, body.as_bytes())),
+    ];
+    let (status, answer) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!(
+        (status, answer["recorded"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+}
