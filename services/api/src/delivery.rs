@@ -11,7 +11,7 @@ use paved_domain::dora::{self, ChangeFact, DeploymentFact, IncidentFact, Window}
 use paved_domain::validate::Violations;
 use paved_domain::{Aggregate, Name};
 use paved_eventlog::codec::{outcome_from_proto, target_from_proto, time_from_proto, timestamp};
-use paved_eventlog::readmodel::DELIVERY;
+use paved_eventlog::readmodel::{CATALOG, DELIVERY};
 use paved_eventlog::{CommandMeta, Executor};
 use paved_proto::v1 as pb;
 use pb::delivery_service_server::DeliveryService;
@@ -405,6 +405,10 @@ impl DeliveryService for DeliveryApi {
             return Err(error::invalid_field("limit", "at most 1000"));
         }
         self.freshness.wait_for(DELIVERY, r.min_sequence).await?;
+        // The team filter reads the catalog's owners: it must be as fresh.
+        if !r.team.is_empty() {
+            self.freshness.wait_for(CATALOG, r.min_sequence).await?;
+        }
         let limit = if r.limit == 0 { 50 } else { r.limit };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{DEPLOYMENT_SELECT}
@@ -739,6 +743,10 @@ impl MetricsService for MetricsApi {
         }
         v.finish().map_err(error::rejection)?;
         self.freshness.wait_for(DELIVERY, r.min_sequence).await?;
+        // A team's or a service's figures look them up in the catalog.
+        if !r.team.is_empty() || !r.service.is_empty() {
+            self.freshness.wait_for(CATALOG, r.min_sequence).await?;
+        }
         let scope = if !r.team.is_empty() {
             Scope::Team(r.team.clone())
         } else if !r.service.is_empty() {

@@ -409,3 +409,37 @@ async fn a_request_with_thousands_of_violations_gets_a_status_that_fits() {
     assert_eq!(violations.len(), 21, "20 and a count of the rest");
     assert!(violations[20].1.contains("more violations"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_yaml_is_refused_in_linear_time_and_stalls_nothing() {
+    let app = crate::helpers::spawn_app().await;
+    for nested in ["{a: ".repeat(50_000), "[".repeat(200_000)] {
+        let e = app
+            .client
+            .import_backstage(paved_sdk::pb::ImportBackstageRequest {
+                yaml: nested,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+        // Refused by the linear pre-check, before the parser (which took 6 s
+        // over the unclosed `{a: ` alone) saw it.
+        let (field, why) = &e.field_violations()[0];
+        assert_eq!(field, "yaml");
+        assert!(why.contains("nest deeper"), "{why}");
+    }
+    // Brackets in quoted scalars and comments are not nesting.
+    let yaml = format!(
+        "apiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: payments\n  description: \"{}\" # {}\nspec:\n  type: team\n  children: []\n",
+        "[".repeat(100),
+        "{".repeat(100)
+    );
+    app.client
+        .import_backstage(paved_sdk::pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}

@@ -432,3 +432,33 @@ async fn every_mutating_rpc_binds_its_request_id_to_one_command() {
     };
     bound!(app, open_incident, incident("down"), incident("up"));
 }
+
+#[tokio::test]
+async fn the_next_message_on_a_wildcard_filter_is_found_by_direct_get() {
+    let app = spawn_app().await;
+    let done = app
+        .client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    let prefix = &app.settings.subject_prefix;
+    let log = &app.log;
+    assert_eq!(
+        log.next_matching(&format!("{prefix}.catalog.>"), 1)
+            .await
+            .unwrap(),
+        Some(done.sequence)
+    );
+    assert_eq!(
+        log.next_matching(&format!("{prefix}.delivery.>"), 1)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        log.next_matching(&format!("{prefix}.catalog.>"), done.sequence + 1)
+            .await
+            .unwrap(),
+        None
+    );
+}

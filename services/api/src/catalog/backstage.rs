@@ -23,6 +23,8 @@
 //! - SLOs are not part of Backstage descriptors and are left alone.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
@@ -50,6 +52,83 @@ pub const ANNOTATION_CHAT: &str = "paved.dev/chat-channel";
 const PAVED_PREFIX: &str = "paved.dev/";
 /// Most documents one import takes.
 pub const MAX_DOCUMENTS: usize = 20_000;
+/// Deepest nesting of flow collections (`[…]`, `{…}`) accepted. The YAML
+/// parser takes time quadratic in it (50,000 unclosed `{a: ` took 6 s), and
+/// no descriptor needs more than a few levels.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Refuses, in one linear pass, YAML whose flow collections nest deeper than
+/// [`MAX_FLOW_DEPTH`] (brackets inside quoted scalars and comments do not count).
+fn check_flow_depth(yaml: &str) -> Result<(), Status> {
+    let (mut depth, mut line) = (0usize, 1usize);
+    let mut quote: Option<u8> = None;
+    let mut comment = false;
+    let mut previous = b'\n';
+    let bytes = yaml.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'\n' {
+            line += 1;
+            comment = false;
+            // A double-quoted scalar may span lines; a single-quoted one too.
+        } else if comment {
+        } else if let Some(q) = quote {
+            if q == b'"' && b == b'\\' {
+                i += 1;
+            } else if b == q {
+                // '' inside a single-quoted scalar is an escaped quote.
+                if q == b'\'' && bytes.get(i + 1) == Some(&b'\'') {
+                    i += 1;
+                } else {
+                    quote = None;
+                }
+            }
+        } else {
+            match b {
+                b'#' if previous.is_ascii_whitespace() => comment = true,
+                b'"' | b'\'' if previous.is_ascii_whitespace() || b"[{,:".contains(&previous) => {
+                    quote = Some(b)
+                }
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err(error::invalid_field(
+                            "yaml",
+                            format!(
+                                "line {line}: flow collections ([...], {{...}}) nest deeper than {MAX_FLOW_DEPTH} levels"
+                            ),
+                        ));
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        previous = b;
+        i += 1;
+    }
+    Ok(())
+}
+
+/// Parses off the async runtime (it is CPU work), stopping between
+/// documents once the caller has gone.
+async fn parse_off_runtime(yaml: Arc<str>) -> Result<Documents, Status> {
+    struct Cancel(Arc<AtomicBool>);
+    impl Drop for Cancel {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _on_drop = Cancel(cancelled.clone());
+    tokio::task::spawn_blocking(move || {
+        check_flow_depth(&yaml)?;
+        parse(&yaml, &cancelled)
+    })
+    .await
+    .map_err(|e| error::internal(&e))?
+}
 /// Commands of one phase in flight at once.
 const CONCURRENCY: usize = 64;
 
@@ -192,11 +271,14 @@ impl DocReader<'_> {
     }
 }
 
-fn parse(yaml: &str) -> Result<Documents, Status> {
+fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
     let mut v = Violations::new();
     let mut docs = Documents::default();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
     for (index, de) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(Status::cancelled("the import was cancelled"));
+        }
         if index >= MAX_DOCUMENTS {
             return Err(Status::resource_exhausted(format!(
                 "at most {MAX_DOCUMENTS} documents per import"
@@ -630,7 +712,7 @@ async fn run_import(
     yaml: &str,
     dry_run: bool,
 ) -> Result<pb::ImportBackstageResponse, Status> {
-    let docs = parse(yaml)?;
+    let docs = parse_off_runtime(Arc::from(yaml)).await?;
     let entities = (docs.groups.len() + docs.systems.len() + docs.components.len()) as u32;
     let teams: HashMap<Name, Option<Team>> = states(executor, referenced_teams(&docs)).await?;
     let systems: HashMap<Name, Option<System>> =
