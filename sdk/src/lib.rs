@@ -285,6 +285,20 @@ impl Client {
     }
 }
 
+/// Metadata telling the server when a command was first sent (Unix
+/// milliseconds), the same on every retry: a retry sent so long ago that the
+/// server cannot tell whether it was applied is refused (`FAILED_PRECONDITION`,
+/// `REQUEST_TOO_OLD`) instead of being applied twice.
+pub const SENT_AT_HEADER: &str = "x-paved-sent-at-ms";
+
+fn sent_at_now() -> MetadataValue<tonic::metadata::Ascii> {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    // Digits are always a valid header value.
+    MetadataValue::try_from(ms.to_string()).expect("digits")
+}
+
 /// Retried for commands: the request id makes a retry safe.
 const COMMAND_RETRY: &[Code] = &[Code::Unavailable, Code::Aborted];
 /// Retried for reads.
@@ -296,13 +310,20 @@ macro_rules! commands {
             $(
                 $(#[$doc])*
                 ///
-                /// Fills in `request_id` when empty; retries with the same id.
+                /// Fills in `request_id` when empty; retries with the same id
+                /// (and the time of the first attempt, see [`SENT_AT_HEADER`]).
                 pub async fn $method(&self, mut request: pb::$req) -> Result<pb::$res, Error> {
                     if request.request_id.is_empty() {
                         request.request_id = Self::new_request_id();
                     }
-                    self.call_on(&self.$field, request, COMMAND_RETRY, |mut c, r| async move {
-                        c.$method(r).await
+                    let sent_at = sent_at_now();
+                    self.call_on(&self.$field, request, COMMAND_RETRY, |mut c, r| {
+                        let sent_at = sent_at.clone();
+                        async move {
+                            let mut r = tonic::Request::new(r);
+                            r.metadata_mut().insert(SENT_AT_HEADER, sent_at);
+                            c.$method(r).await
+                        }
                     })
                     .await
                 }

@@ -137,6 +137,18 @@ pub fn execute(e: ExecuteError) -> Status {
                 details,
             )
         }
+        e @ ExecuteError::RequestTooOld { .. } => {
+            let message = e.to_string();
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                message.clone(),
+                ErrorDetails::with_precondition_failure(vec![PreconditionViolation::new(
+                    "REQUEST_TOO_OLD",
+                    "request_id",
+                    message,
+                )]),
+            )
+        }
         ExecuteError::RequestIdInvalid(_) => invalid_field(
             "request_id",
             "must be visible ASCII, at most 1024 characters",

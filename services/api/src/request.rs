@@ -18,6 +18,10 @@ pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub const CAUSATION_HEADER: &str = "x-causation-id";
 /// Optional metadata: a free-text reason recorded with the commit.
 pub const REASON_HEADER: &str = "x-paved-reason";
+/// Optional metadata: when the client first sent this request, in Unix
+/// milliseconds, the same on every retry (the Rust SDK sets it). A retry
+/// too old to be checked against what the entity remembers is refused.
+pub const SENT_AT_HEADER: &str = "x-paved-sent-at-ms";
 
 /// Requests that carry a client-chosen idempotency key, and most of them an
 /// optional `expected_version` (optimistic concurrency).
@@ -128,11 +132,16 @@ pub async fn begin<T: Idempotent>(
     let correlation = header(&request, CORRELATION_HEADER);
     let causation = header(&request, CAUSATION_HEADER);
     let reason = header(&request, REASON_HEADER);
+    let sent_at = header(&request, SENT_AT_HEADER)
+        .parse::<i64>()
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis);
     let message = request.into_inner();
     let mut v = Violations::new();
     check_request_id(&mut v, message.request_id());
     let mut meta = CommandMeta::new(message.request_id(), principal);
     meta.expected_version = message.expected_version();
+    meta.sent_at = sent_at;
     if !correlation.is_empty() {
         meta.correlation_id = correlation;
     }

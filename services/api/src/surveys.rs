@@ -369,6 +369,7 @@ impl SurveyService for SurveyApi {
             trace: TraceContext::default(),
             now: meta.now,
             expected_version: None,
+            sent_at: meta.sent_at,
         };
         let command = id.as_ref().map(|id| {
             let answers = Answers {

@@ -18,6 +18,10 @@ use paved_domain::{
 use crate::codec::{self, Commit, DecodeError};
 use crate::log::{AppendError, EventLog, LogError, StoredMessage, TraceContext};
 
+/// Within this of its first sending, a retry is caught by the stream's
+/// duplicate window (`Nats-Msg-Id`, at least 2 minutes) whatever the
+/// aggregate remembers.
+pub const RETRY_WINDOW: chrono::TimeDelta = chrono::TimeDelta::seconds(110);
 /// How many times a command is re-decided after losing a race.
 pub const MAX_ATTEMPTS: usize = 5;
 /// Command ids remembered per aggregate, so a retried request is answered
@@ -46,6 +50,9 @@ pub struct CommandMeta {
     /// The aggregate's version (last sequence, 0 = none yet) the client last
     /// read; `None`: no check.
     pub expected_version: Option<u64>,
+    /// When the client first sent this request (retries keep it): lets the
+    /// write path refuse a retry too old to tell whether it was applied.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 impl CommandMeta {
@@ -61,6 +68,7 @@ impl CommandMeta {
             trace: TraceContext::default(),
             now: Utc::now(),
             expected_version: None,
+            sent_at: None,
         }
     }
 }
@@ -86,6 +94,14 @@ pub enum ExecuteError {
     RequestIdReused(String),
     #[error("request id {0:?} cannot be a message id (control characters, non-ASCII or too long)")]
     RequestIdInvalid(String),
+    #[error(
+        "request id {command_id:?} was first sent at {sent_at}, before the oldest command this entity remembers ({horizon}): it cannot be told whether it was applied; send the change again under a new request id"
+    )]
+    RequestTooOld {
+        command_id: String,
+        sent_at: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+    },
     #[error("the entity is at version {current}, not {expected}")]
     VersionMismatch { expected: u64, current: u64 },
     #[error("the commit is too large")]
@@ -149,6 +165,7 @@ impl<A: Aggregate> Loaded<A> {
         }
         self.recent.push_back(Remembered {
             command_id: commit.command_id.clone(),
+            occurred_at: commit.occurred_at,
             fingerprint: commit.command_fingerprint.clone(),
             executed: Executed {
                 sequence,
@@ -156,6 +173,15 @@ impl<A: Aggregate> Loaded<A> {
                 replayed: false,
             },
         });
+    }
+
+    /// The time before which a command may have been forgotten: the oldest
+    /// remembered command's, once the memory is full (`None`: every command
+    /// of the aggregate is remembered).
+    fn horizon(&self) -> Option<DateTime<Utc>> {
+        (self.recent.len() >= RECENT_COMMANDS)
+            .then(|| self.recent.front().map(|r| r.occurred_at))
+            .flatten()
     }
 
     fn answered(&self, command_id: &str, fingerprint: &[u8]) -> Option<Seen> {
@@ -183,6 +209,7 @@ fn seen(stored: &[u8], asked: &[u8], executed: Executed) -> Seen {
 #[derive(Clone, Debug)]
 struct Remembered {
     command_id: String,
+    occurred_at: DateTime<Utc>,
     /// Empty for commits written before fingerprints existed.
     fingerprint: Vec<u8>,
     executed: Executed,
@@ -284,6 +311,20 @@ impl Executor {
                     return Err(ExecuteError::RequestIdReused(meta.command_id.clone()));
                 }
                 None => {}
+            }
+            // A retry sent before the oldest remembered command, and past the
+            // stream's duplicate window, might have been applied and
+            // forgotten: refuse it rather than apply it twice.
+            if !assumed
+                && let (Some(sent_at), Some(horizon)) = (meta.sent_at, loaded.horizon())
+                && sent_at < horizon
+                && meta.now - sent_at > RETRY_WINDOW
+            {
+                return Err(ExecuteError::RequestTooOld {
+                    command_id: meta.command_id.clone(),
+                    sent_at,
+                    horizon,
+                });
             }
             if let Some(expected) = meta.expected_version
                 && expected != loaded.version

@@ -462,3 +462,62 @@ async fn the_next_message_on_a_wildcard_filter_is_found_by_direct_get() {
         None
     );
 }
+
+#[tokio::test]
+async fn a_retry_older_than_what_the_entity_remembers_is_refused_not_applied_again() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let member = |m: String, id: String| pb::TeamMemberRequest {
+        request_id: id,
+        team: "payments".into(),
+        member: m,
+        ..Default::default()
+    };
+    // The first change, then more than the 128 the team remembers.
+    c.add_team_member(member("alice".into(), "add-alice".into()))
+        .await
+        .unwrap();
+    c.remove_team_member(member("alice".into(), "remove-alice".into()))
+        .await
+        .unwrap();
+    for i in 0..130 {
+        c.add_team_member(member(format!("m{i}"), format!("add-m{i}")))
+            .await
+            .unwrap();
+    }
+    let last = app.last_sequence().await;
+    // "add-alice" again, first sent ten minutes ago (past the stream's
+    // duplicate window): applying it would bring alice back.
+    let ten_minutes_ago = (chrono::Utc::now() - chrono::Duration::minutes(10)).timestamp_millis();
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = pb::catalog_service_client::CatalogServiceClient::new(channel);
+    let send = |id: &str, sent_at: i64| {
+        let mut r = tonic::Request::new(member("alice".into(), id.into()));
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", app.admin_token).parse().unwrap(),
+        );
+        r.metadata_mut()
+            .insert("x-paved-sent-at-ms", sent_at.to_string().parse().unwrap());
+        r
+    };
+    let e = raw
+        .add_team_member(send("add-alice", ten_minutes_ago))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    assert_eq!(app.last_sequence().await, last, "nothing applied");
+    // A new request, sent now, goes through.
+    raw.add_team_member(send(
+        "add-alice-again",
+        chrono::Utc::now().timestamp_millis(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(app.last_sequence().await, last + 1);
+}
