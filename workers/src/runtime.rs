@@ -129,6 +129,8 @@ pub enum Health {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProjectionStatus {
     pub name: &'static str,
+    /// The subjects it reads (`<prefix>.<context>.>`).
+    pub filter_subject: String,
     pub health: Health,
     /// Last stream sequence applied.
     pub checkpoint: u64,
@@ -196,6 +198,7 @@ impl<P: Projection> ProjectionWorker<P> {
     pub fn new(projection: P, pool: PgPool, log: EventLog) -> Self {
         let (status, _) = watch::channel(ProjectionStatus {
             name: P::NAME,
+            filter_subject: filter::<P>(&log),
             health: Health::Starting,
             checkpoint: 0,
             pending: 0,

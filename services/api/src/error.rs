@@ -158,6 +158,12 @@ pub fn execute(e: ExecuteError) -> Status {
             format!("{id:?} was already used for a different command"),
         ),
         ExecuteError::TooLarge => Status::resource_exhausted("the command's events are too large"),
+        ExecuteError::StorageFull(detail) => {
+            tracing::error!(error = %detail, "the event log's storage is full");
+            Status::resource_exhausted(
+                "the event log's storage is full: nothing can be recorded until an operator makes room (retrying the same request id is safe then)",
+            )
+        }
         ExecuteError::Unavailable(detail) => {
             tracing::warn!(error = %detail, "event log unavailable");
             Status::unavailable("the event log is unavailable: retry with the same request_id")

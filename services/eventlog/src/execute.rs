@@ -108,6 +108,8 @@ pub enum ExecuteError {
     TooLarge,
     #[error("event log unavailable: {0}")]
     Unavailable(String),
+    #[error("the event log's storage is full: {0}")]
+    StorageFull(String),
     #[error("stored commit at sequence {sequence} does not decode: {source}")]
     Corrupt {
         sequence: u64,
@@ -409,6 +411,7 @@ impl Executor {
                 // landed: re-read, then either answer it or re-decide.
                 Err(AppendError::Conflict) => {}
                 Err(AppendError::TooLarge) => return Err(ExecuteError::TooLarge),
+                Err(AppendError::Full(e)) => return Err(ExecuteError::StorageFull(e)),
                 Err(AppendError::BadHeader(_)) => {
                     return Err(ExecuteError::RequestIdInvalid(meta.command_id.clone()));
                 }

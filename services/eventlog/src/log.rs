@@ -97,6 +97,10 @@ pub enum AppendError {
     TooLarge,
     #[error("NATS unavailable: {0}")]
     Unavailable(String),
+    /// The server has no storage left for the stream: retrying will not help
+    /// until an operator makes room.
+    #[error("the log's storage is full: {0}")]
+    Full(String),
     /// A value that would become a message header is not one (control
     /// characters, non-ASCII, too long).
     #[error("{0} is not a valid header value")]
@@ -156,25 +160,33 @@ impl EventLog {
         let stream = match js.get_stream(&config.stream).await {
             Ok(mut stream) => {
                 let mut info = stream.info().await.map_err(other)?.config.clone();
-                // Streams made before checkpoints existed gain their subject.
+                // Streams made before checkpoints existed gain their
+                // subject, but only a stream that is otherwise fine is
+                // changed at all: refused is refused untouched.
                 let missing: Vec<String> = wanted
                     .subjects
                     .iter()
                     .filter(|s| !info.subjects.contains(s))
                     .cloned()
                     .collect();
-                if !missing.is_empty() && info.subjects.contains(&wanted.subjects[0]) {
-                    tracing::info!(stream = %config.stream, subjects = ?missing, "adding subjects to the stream");
-                    info.subjects.extend(missing);
-                    js.update_stream(&info).await.map_err(other)?;
-                    stream = js.get_stream(&config.stream).await.map_err(other)?;
+                let gains_subjects =
+                    !missing.is_empty() && info.subjects.contains(&wanted.subjects[0]);
+                let mut judged = info.clone();
+                if gains_subjects {
+                    judged.subjects.extend(missing.iter().cloned());
                 }
-                let problems = weaknesses(&info, &wanted);
+                let problems = weaknesses(&judged, &wanted);
                 if !problems.is_empty() {
                     return Err(LogError::WeakStream {
                         stream: config.stream.clone(),
                         problems,
                     });
+                }
+                if gains_subjects {
+                    tracing::info!(stream = %config.stream, subjects = ?missing, "adding subjects to the stream");
+                    info.subjects.extend(missing);
+                    js.update_stream(&info).await.map_err(other)?;
+                    stream = js.get_stream(&config.stream).await.map_err(other)?;
                 }
                 stream
             }
@@ -326,6 +338,36 @@ impl EventLog {
         }
     }
 
+    /// Where the messages on `filter` after `after` stand: how many there
+    /// are, and when the first of them was published (its age is how far a
+    /// reader at `after` lags). A throwaway consumer counts them.
+    pub async fn backlog(
+        &self,
+        filter: &str,
+        after: u64,
+    ) -> Result<(u64, Option<chrono::DateTime<chrono::Utc>>), LogError> {
+        let first = match self
+            .stream
+            .direct_get_next_for_subject(filter, Some(after + 1))
+            .await
+        {
+            Ok(m) => Some(chrono::DateTime::from_timestamp_nanos(
+                m.time.unix_timestamp_nanos() as i64,
+            )),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => return Ok((0, None)),
+            Err(e) => return Err(LogError::Unavailable(e.to_string())),
+        };
+        let read = self
+            .ordered(
+                filter,
+                DeliverPolicy::ByStartSequence {
+                    start_sequence: after + 1,
+                },
+            )
+            .await?;
+        Ok((read.pending, first))
+    }
+
     /// The last message on `subject`, if there is one. Cheap at any stream
     /// size: the server keeps each subject's last sequence in memory.
     pub async fn last_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
@@ -464,11 +506,28 @@ fn other(e: impl std::fmt::Display) -> LogError {
     LogError::Other(e.to_string())
 }
 
+/// JetStream error codes of a server or stream out of storage.
+const OUT_OF_STORAGE: [u64; 3] = [
+    10023, // insufficient resources (the account's or server's store limit)
+    10047, // insufficient storage resources available (the disk)
+    10028, // insufficient memory resources available
+];
+
 fn publish_error(e: jetstream::context::PublishError) -> AppendError {
+    use std::error::Error as _;
     match e.kind() {
         PublishErrorKind::WrongLastSequence => AppendError::Conflict,
         PublishErrorKind::MaxPayloadExceeded => AppendError::TooLarge,
-        _ => AppendError::Unavailable(e.to_string()),
+        _ => {
+            let code = e
+                .source()
+                .and_then(|s| s.downcast_ref::<jetstream::Error>())
+                .map(|j| j.error_code().0);
+            match code {
+                Some(c) if OUT_OF_STORAGE.contains(&c) => AppendError::Full(e.to_string()),
+                _ => AppendError::Unavailable(e.to_string()),
+            }
+        }
     }
 }
 
@@ -493,8 +552,22 @@ fn weaknesses(have: &Config, want: &Config) -> Vec<String> {
     if have.max_age != Duration::ZERO {
         p.push(format!("max_age is {:?}, must be unlimited", have.max_age));
     }
-    if have.max_messages > 0 || have.max_bytes > 0 || have.max_messages_per_subject > 0 {
-        p.push("message or byte limits are set; the log must keep everything".to_owned());
+    for (limit, value) in [
+        ("max_messages", have.max_messages),
+        ("max_bytes", have.max_bytes),
+        ("max_messages_per_subject", have.max_messages_per_subject),
+    ] {
+        if value > 0 {
+            p.push(format!(
+                "{limit} is {value}: the log must keep everything (unset it, -1)"
+            ));
+        }
+    }
+    if have.no_ack {
+        p.push(
+            "no_ack is on: publishes would not be acknowledged, so no append could be confirmed"
+                .to_owned(),
+        );
     }
     if have.retention != RetentionPolicy::Limits {
         p.push(format!("retention is {:?}, must be limits", have.retention));

@@ -100,14 +100,34 @@ pub async fn render(sources: &Sources) -> String {
     let decode_errors = Family::<ProjectionLabels, Counter>::default();
     let regressions = Family::<ProjectionLabels, Counter>::default();
     let leases_lost = Family::<ProjectionLabels, Counter>::default();
+    // The database's checkpoints: this process may only stand by for some.
+    let stored: std::collections::HashMap<String, i64> =
+        sqlx::query_as("SELECT projection, last_sequence FROM projection_checkpoints")
+            .fetch_all(&sources.pool)
+            .await
+            .map(|rows: Vec<(String, i64)>| rows.into_iter().collect())
+            .unwrap_or_default();
     for status in &sources.projections {
-        let s = status.borrow().clone();
+        let mut s = status.borrow().clone();
+        if let Some(seq) = stored.get(s.name) {
+            s.checkpoint = *seq as u64;
+        }
         let l = ProjectionLabels {
             projection: s.name.to_owned(),
         };
         checkpoint.get_or_create(&l).set(s.checkpoint as i64);
-        pending.get_or_create(&l).set(s.pending as i64);
-        lag.get_or_create(&l).set(s.lag_ms as f64 / 1000.0);
+        // From the log, not from the worker: true also of a projection that
+        // halted or stands by (it reports nothing while it is stuck).
+        let (behind, lag_s) = match sources.log.backlog(&s.filter_subject, s.checkpoint).await {
+            Ok((n, Some(first))) => (
+                n,
+                (chrono::Utc::now() - first).num_milliseconds().max(0) as f64 / 1000.0,
+            ),
+            Ok((_, None)) => (0, 0.0),
+            Err(_) => (s.pending, s.lag_ms as f64 / 1000.0),
+        };
+        pending.get_or_create(&l).set(behind as i64);
+        lag.get_or_create(&l).set(lag_s);
         healthy
             .get_or_create(&l)
             .set(i64::from(s.health == Health::Running));
@@ -135,12 +155,12 @@ pub async fn render(sources: &Sources) -> String {
     );
     registry.register(
         "projection_pending_messages",
-        "Messages the projection's consumer has not received yet",
+        "Messages on the projection's subjects after its checkpoint (not yet applied)",
         pending,
     );
     registry.register(
         "projection_lag_seconds",
-        "Publish-to-commit time of the newest message of the last batch",
+        "Age of the oldest message the projection has not applied yet (0 when caught up)",
         lag,
     );
     registry.register(

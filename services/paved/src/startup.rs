@@ -337,19 +337,13 @@ impl Application {
                 self.settings.dora_attribution(),
             );
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
-            health
-                .set_serving::<CatalogServiceServer<CatalogApi>>()
-                .await;
-            health.set_serving::<SurveyServiceServer<SurveyApi>>().await;
-            health
-                .set_serving::<DeliveryServiceServer<DeliveryApi>>()
-                .await;
-            health
-                .set_serving::<MetricsServiceServer<MetricsApi>>()
-                .await;
-            health
-                .set_serving::<EventLogServiceServer<EventLogApi>>()
-                .await;
+            tasks.spawn(watch_dependencies(
+                health.clone(),
+                self.log.clone(),
+                self.pool.clone(),
+                self.statuses.clone(),
+                shutdown.clone(),
+            ));
             let descriptors = std::sync::Arc::new(crate::reflection::Descriptors::new(&[
                 paved_proto::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -420,6 +414,71 @@ impl Application {
         match first_error {
             Some(e) if !shutdown.is_cancelled() => Err(e),
             _ => Ok(()),
+        }
+    }
+}
+
+/// The API's services in `grpc.health.v1`.
+const API_SERVICES: [&str; 5] = [
+    "paved.v1.CatalogService",
+    "paved.v1.SurveyService",
+    "paved.v1.DeliveryService",
+    "paved.v1.MetricsService",
+    "paved.v1.EventLogService",
+];
+/// How often the API checks NATS and PostgreSQL for its health.
+pub const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Keeps `grpc.health.v1` truthful: every API service and the overall
+/// status (service "") are `SERVING` only while the stream answers and
+/// PostgreSQL does; the overall status is also `NOT_SERVING` while a
+/// projection of this process has halted (it needs an operator).
+async fn watch_dependencies(
+    health: tonic_health::server::HealthReporter,
+    log: EventLog,
+    pool: PgPool,
+    projections: Vec<watch::Receiver<ProjectionStatus>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut last: Option<(bool, bool)> = None;
+    loop {
+        let limit = HEALTH_CHECK_EVERY;
+        let nats = matches!(
+            tokio::time::timeout(limit, log.last_sequence()).await,
+            Ok(Ok(_))
+        );
+        let pg = matches!(
+            tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&pool)).await,
+            Ok(Ok(_))
+        );
+        let halted = projections
+            .iter()
+            .any(|s| matches!(s.borrow().health, Health::Failed(_)));
+        let api = nats && pg;
+        if last != Some((api, halted)) {
+            if !api {
+                tracing::warn!(
+                    nats,
+                    postgres = pg,
+                    "dependencies unavailable: health NOT_SERVING"
+                );
+            }
+            let status = |ok: bool| {
+                if ok {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                }
+            };
+            for s in API_SERVICES {
+                health.set_service_status(s, status(api)).await;
+            }
+            health.set_service_status("", status(api && !halted)).await;
+            last = Some((api, halted));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(HEALTH_CHECK_EVERY) => {}
         }
     }
 }

@@ -521,3 +521,51 @@ async fn a_retry_older_than_what_the_entity_remembers_is_refused_not_applied_aga
     .unwrap();
     assert_eq!(app.last_sequence().await, last + 1);
 }
+
+#[tokio::test]
+async fn a_weak_stream_is_refused_untouched_with_every_problem_named() {
+    use async_nats::jetstream::stream::Config;
+    let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+    let name = format!("WEAK_{}", id.to_uppercase());
+    let prefix = format!("w{id}");
+    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    js.create_stream(Config {
+        name: name.clone(),
+        subjects: vec![format!("{prefix}.>")],
+        max_messages: 1000,
+        max_bytes: 1 << 20,
+        no_ack: true,
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = paved_eventlog::EventLog::open(
+        nats,
+        paved_eventlog::LogConfig {
+            stream: name.clone(),
+            subject_prefix: prefix.clone(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let Err(paved_eventlog::LogError::WeakStream { problems, .. }) = r else {
+        panic!("accepted a weak stream")
+    };
+    let all = problems.join("\n");
+    for named in [
+        "deny_delete",
+        "deny_purge",
+        "max_messages is 1000",
+        "max_bytes is 1048576",
+        "no_ack",
+    ] {
+        assert!(all.contains(named), "{named} not in:\n{all}");
+    }
+    // Refused, and left as it was: the checkpoint subject was not added.
+    let mut stream = js.get_stream(&name).await.unwrap();
+    let subjects = stream.info().await.unwrap().config.subjects.clone();
+    assert_eq!(subjects, [format!("{prefix}.>")]);
+    js.delete_stream(&name).await.unwrap();
+}

@@ -302,3 +302,69 @@ async fn a_lease_knows_when_a_postgres_restart_took_its_lock() {
     second.check().await.unwrap();
     assert!(first.check().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_log_is_resource_exhausted_and_health_follows_nats() {
+    use crate::private::PrivateNats;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut nats = PrivateNats::start("max_file_store: 1MB");
+    let url = nats.url();
+    let app = spawn_configured(Roles::ALL, |s| s.nats_url = url).await;
+    let c = &app.client;
+    c.create_team(fixtures::team("crashers")).await.unwrap();
+    // Fill the server's store: the write fails with RESOURCE_EXHAUSTED, saying why.
+    let mut full = None;
+    for i in 0..2000 {
+        let mut r = fixtures::service(&format!("svc-{i}"), "crashers");
+        r.spec.as_mut().unwrap().description = "x".repeat(1900);
+        match c.register_service(r).await {
+            Ok(_) => {}
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let e = full.expect("the store filled up");
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.to_string().contains("storage is full"), "{e}");
+
+    // Health says SERVING while NATS answers, NOT_SERVING while it does not.
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status =
+        |mut h: tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+         service: &'static str| async move {
+            h.check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+            .ok()
+        };
+    assert_eq!(
+        status(health.clone(), "").await,
+        Some(ServingStatus::Serving)
+    );
+    nats.kill();
+    eventually(Duration::from_secs(20), "NOT_SERVING without NATS", || {
+        let h = health.clone();
+        async move {
+            (status(h.clone(), "").await == Some(ServingStatus::NotServing)
+                && status(h, "paved.v1.CatalogService").await == Some(ServingStatus::NotServing))
+            .then_some(())
+        }
+    })
+    .await;
+    nats.start_again();
+    eventually(Duration::from_secs(30), "SERVING again", || {
+        let h = health.clone();
+        async move { (status(h, "").await == Some(ServingStatus::Serving)).then_some(()) }
+    })
+    .await;
+    let _ = &mut health;
+}

@@ -104,3 +104,75 @@ impl Drop for PrivatePostgres {
         std::fs::remove_dir_all(&self.dir).ok();
     }
 }
+
+/// A NATS server with JetStream of this test's own (the machine's 2.9
+/// binary), on its own port and store, stopped on drop.
+pub struct PrivateNats {
+    dir: PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateNats {
+    /// Starts a server; `jetstream` goes inside its `jetstream { … }` block
+    /// (e.g. `max_file_store: 1MB`).
+    pub fn start(jetstream: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("paved-nats-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.join("nats.conf"),
+            format!(
+                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream}\n}}\n",
+                dir.join("js").display()
+            ),
+        )
+        .unwrap();
+        let mut n = Self {
+            dir,
+            port,
+            child: None,
+        };
+        n.start_again();
+        n
+    }
+
+    pub fn start_again(&mut self) {
+        let child = Command::new("/usr/sbin/nats-server")
+            .arg("-c")
+            .arg(self.dir.join("nats.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().ok();
+            c.wait().ok();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivateNats {
+    fn drop(&mut self) {
+        self.kill();
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}

@@ -219,3 +219,74 @@ async fn an_undecodable_message_stops_the_projection_loudly() {
             .unwrap();
     assert_eq!(ledger, None, "nothing after it was applied");
 }
+
+#[tokio::test]
+async fn a_halted_projection_shows_its_backlog_and_the_overall_health_says_so() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let app = crate::helpers::spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let subject = format!("{}.catalog.service.garbage", app.settings.subject_prefix);
+    app.log
+        .jetstream()
+        .publish(subject, Bytes::from_static(b"\xff\xffnot protobuf"))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    for i in 0..10 {
+        c.register_service(fixtures::service(&format!("s{i}"), "payments"))
+            .await
+            .unwrap();
+    }
+    let line = |body: &str, metric: &str| -> Option<f64> {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{metric}{{projection=\"catalog\"}}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    };
+    let body = eventually(Duration::from_secs(10), "the halt in /metrics", || async {
+        let body = app.scrape().await;
+        (line(&body, "paved_projection_healthy") == Some(0.0)).then_some(body)
+    })
+    .await;
+    // The poison message and the ten registrations behind it.
+    assert_eq!(
+        line(&body, "paved_projection_pending_messages"),
+        Some(11.0),
+        "{body}"
+    );
+    assert!(line(&body, "paved_projection_lag_seconds").unwrap() >= 0.0);
+    let channel = tonic::transport::Endpoint::from_shared(app.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let overall = eventually(Duration::from_secs(10), "overall NOT_SERVING", || {
+        let mut h = health.clone();
+        async move {
+            let s = h
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .status();
+            (s == ServingStatus::NotServing).then_some(s)
+        }
+    })
+    .await;
+    assert_eq!(overall, ServingStatus::NotServing);
+    // The API itself still serves.
+    let api = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "paved.v1.CatalogService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status();
+    assert_eq!(api, ServingStatus::Serving);
+}
