@@ -35,6 +35,10 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 use crate::lease::{self, Lease, LeaseError};
+use paved_domain::ops::Quarantine;
+use paved_eventlog::audit::TrustedKeys;
+use paved_eventlog::quarantine;
+use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 
 /// Most messages applied in one transaction by a running projection.
@@ -108,6 +112,15 @@ impl ProjectionError {
     pub fn halts(&self) -> bool {
         matches!(self, Self::Decode { .. } | Self::Sealed { .. })
     }
+
+    /// The sequence of a message that does not decode: what a quarantine
+    /// can set aside (a sealed response that does not open needs its key).
+    pub fn undecodable(&self) -> Option<u64> {
+        match self {
+            Self::Decode { sequence, .. } => Some(*sequence),
+            _ => None,
+        }
+    }
 }
 
 fn js_err(e: impl std::fmt::Display) -> ProjectionError {
@@ -175,6 +188,9 @@ pub struct ProjectionWorker<P: Projection> {
     pool: PgPool,
     log: EventLog,
     status: watch::Sender<ProjectionStatus>,
+    /// Whose quarantine records this worker honours (none: it halts for good
+    /// at a message that does not decode).
+    quarantine_keys: TrustedKeys,
 }
 
 /// The right to write a projection: its lease and the fencing epoch taken with it.
@@ -192,6 +208,8 @@ pub struct Session {
     /// The checkpoint this worker last read or committed: the database must
     /// never be found behind it.
     committed: u64,
+    /// Messages quarantined for this projection.
+    skips: Skips,
 }
 
 impl<P: Projection> ProjectionWorker<P> {
@@ -214,7 +232,15 @@ impl<P: Projection> ProjectionWorker<P> {
             pool,
             log,
             status,
+            quarantine_keys: TrustedKeys::default(),
         }
+    }
+
+    /// Honours quarantine records signed by `keys`: a halted worker waits
+    /// for one that sets its stuck message aside, then carries on.
+    pub fn with_quarantine_keys(mut self, keys: TrustedKeys) -> Self {
+        self.quarantine_keys = keys;
+        self
     }
 
     pub fn status(&self) -> watch::Receiver<ProjectionStatus> {
@@ -232,9 +258,31 @@ impl<P: Projection> ProjectionWorker<P> {
                 break;
             };
             self.status.send_modify(|s| s.health = Health::Running);
-            match self.lead(&mut fence, &shutdown).await {
+            let led = self.lead(&mut fence, &shutdown).await;
+            // Stands by or waits without the lock: another worker may go on.
+            drop(fence);
+            match led {
                 Ok(()) => break,
-                Err(e) if e.halts() => return Err(e),
+                Err(e) if e.halts() => {
+                    let Some(sequence) =
+                        e.undecodable().filter(|_| !self.quarantine_keys.is_empty())
+                    else {
+                        return Err(e);
+                    };
+                    tracing::error!(
+                        projection = P::NAME,
+                        sequence,
+                        "halted; waiting for the message to be fixed or quarantined (paved projection skip)"
+                    );
+                    if !self.await_quarantine(sequence, &shutdown).await {
+                        break;
+                    }
+                    tracing::warn!(
+                        projection = P::NAME,
+                        sequence,
+                        "the message is quarantined: carrying on past it"
+                    );
+                }
                 Err(e) => {
                     tracing::warn!(projection = P::NAME, error = %e, "lost the projection; standing by");
                     self.status.send_modify(|s| {
@@ -247,6 +295,24 @@ impl<P: Projection> ProjectionWorker<P> {
         self.status.send_modify(|s| s.health = Health::Stopped);
         tracing::info!(projection = P::NAME, "projection stopped");
         Ok(())
+    }
+
+    /// Waits until `sequence` has a quarantine record for this projection
+    /// signed by a trusted key (checking every few seconds); `false` on shutdown.
+    async fn await_quarantine(&self, sequence: u64, shutdown: &CancellationToken) -> bool {
+        loop {
+            if let Ok(Some(m)) = self.log.get(sequence).await
+                && let Ok(Some(q)) =
+                    quarantine::find(&self.log, &self.quarantine_keys, sequence, &m.payload).await
+                && q.covers(P::NAME)
+            {
+                return true;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(LEASE_CHECK) => {}
+            }
+        }
     }
 
     /// Takes the projection's lease (standing by while another worker holds
@@ -427,11 +493,13 @@ impl<P: Projection> ProjectionWorker<P> {
             s.checkpoint = checkpoint;
             s.health = Health::Running;
         });
+        let skips = skips_for(&self.log, &self.quarantine_keys, P::NAME).await?;
         Ok(Session {
             messages,
             consumer: name,
             next_delivery: 1,
             committed: checkpoint,
+            skips,
         })
     }
 
@@ -475,9 +543,18 @@ impl<P: Projection> ProjectionWorker<P> {
             }
             session.next_delivery += 1;
         }
-        let (batch, bad) = decode(&messages, u64::MAX);
-        let good = &messages[..batch.len()];
-        let outcome = match self.apply(session, epoch, batch, good).await {
+        let Decoded {
+            commits,
+            through,
+            bad,
+        } = decode(&messages, u64::MAX, &session.skips);
+        // The messages up to `through`: applied, or quarantined and passed over.
+        let taken = messages
+            .iter()
+            .take_while(|m| m.info().is_ok_and(|i| i.stream_sequence <= through))
+            .count();
+        let good = &messages[..taken];
+        let outcome = match self.apply(session, epoch, commits, through, good).await {
             Err(e) if e.halts() => {
                 self.fail(&e);
                 return Err(e);
@@ -506,6 +583,7 @@ impl<P: Projection> ProjectionWorker<P> {
         session: &mut Session,
         epoch: i64,
         mut batch: Vec<StoredCommit>,
+        through: u64,
         messages: &[Message],
     ) -> Result<Outcome, ProjectionError> {
         let span = tracing::Span::current();
@@ -520,7 +598,7 @@ impl<P: Projection> ProjectionWorker<P> {
             paved_eventlog::trace::continue_trace(&span, &trace);
         }
         let total = batch.len();
-        if total == 0 {
+        if total == 0 && through == 0 {
             return Ok(Outcome::Skipped { messages: 0 });
         }
         let mut tx = self.pool.begin().await?;
@@ -541,10 +619,12 @@ impl<P: Projection> ProjectionWorker<P> {
         // A rebuild's swap may have moved the checkpoint past what we read.
         session.committed = checkpoint;
         batch.retain(|c| c.sequence > checkpoint);
-        let Some(last) = batch.last().map(|c| c.sequence) else {
+        // Quarantined messages move the checkpoint too: they are behind us.
+        let last = batch.last().map_or(through, |c| c.sequence.max(through));
+        if last <= checkpoint {
             tx.rollback().await?;
             return Ok(Outcome::Skipped { messages: total });
-        };
+        }
         self.projection.apply(&mut tx, &batch).await?;
         write_checkpoint(&mut tx, P::NAME, last).await?;
         tx.commit().await?;
@@ -631,24 +711,71 @@ where
     next_batch(first, messages, max).await
 }
 
-/// Decodes messages in order up to stream sequence `up_to`; stops at the
-/// first one that does not decode and returns its error beside the prefix.
-fn decode(messages: &[Message], up_to: u64) -> (Vec<StoredCommit>, Option<ProjectionError>) {
-    let mut batch = Vec::with_capacity(messages.len());
+/// Messages an operator set aside for this projection, by sequence.
+pub type Skips = HashMap<u64, Quarantine>;
+
+/// What [`decode`] made of a batch.
+struct Decoded {
+    commits: Vec<StoredCommit>,
+    /// The last sequence decoded or set aside: where the checkpoint may go.
+    through: u64,
+    /// The first message that does not decode (and is not set aside).
+    bad: Option<ProjectionError>,
+}
+
+/// Decodes messages in order up to stream sequence `up_to`, passing over
+/// those quarantined (`skips`, for exactly their bytes); stops at the first
+/// other one that does not decode and returns its error beside the prefix.
+fn decode(messages: &[Message], up_to: u64, skips: &Skips) -> Decoded {
+    let mut out = Decoded {
+        commits: Vec::with_capacity(messages.len()),
+        through: 0,
+        bad: None,
+    };
     for m in messages {
         let sequence = match m.info() {
             Ok(i) => i.stream_sequence,
-            Err(e) => return (batch, Some(js_err(e))),
+            Err(e) => {
+                out.bad = Some(js_err(e));
+                return out;
+            }
         };
         if sequence > up_to {
             break;
         }
         match codec::decode_commit(&m.payload) {
-            Ok(commit) => batch.push(StoredCommit { sequence, commit }),
-            Err(source) => return (batch, Some(ProjectionError::Decode { sequence, source })),
+            Ok(commit) => out.commits.push(StoredCommit { sequence, commit }),
+            Err(_)
+                if skips
+                    .get(&sequence)
+                    .is_some_and(|q| quarantine::holds_for(q, &m.payload)) =>
+            {
+                tracing::info!(sequence, "passing over a quarantined message");
+            }
+            Err(source) => {
+                out.bad = Some(ProjectionError::Decode { sequence, source });
+                return out;
+            }
         }
+        out.through = sequence;
     }
-    (batch, None)
+    out
+}
+
+/// The quarantines of the log that hold for `projection` (signed by `keys`).
+async fn skips_for(
+    log: &EventLog,
+    keys: &TrustedKeys,
+    projection: &str,
+) -> Result<Skips, ProjectionError> {
+    if keys.is_empty() {
+        return Ok(Skips::new());
+    }
+    let all = quarantine::all(log, keys).await.map_err(js_err)?;
+    Ok(all
+        .into_iter()
+        .filter(|(_, q)| q.covers(projection))
+        .collect())
 }
 
 fn filter<P: Projection>(log: &EventLog) -> String {
@@ -745,13 +872,17 @@ pub fn shadow_schema(projection: &str) -> String {
 /// checkpoint lock (so the live worker waits), applies whatever the live
 /// worker got to in the meantime, replaces the live rows with the rebuilt
 /// ones and sets the checkpoint. Readers see the old rows until that commit.
+///
+/// Messages quarantined for this projection by a record signed with one of
+/// `keys` are passed over, as the live worker does.
 pub async fn rebuild<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
+    keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildReport, ProjectionError> {
-    let (report, _) = rebuild_then(projection, pool, log, progress, Finish::Swap).await?;
+    let (report, _) = rebuild_then(projection, pool, log, keys, progress, Finish::Swap).await?;
     Ok(report)
 }
 
@@ -778,9 +909,10 @@ pub async fn check<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
+    keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
-    rebuild_then(projection, pool, log, progress, Finish::Check).await
+    rebuild_then(projection, pool, log, keys, progress, Finish::Check).await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -809,11 +941,22 @@ async fn rebuild_then<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
+    keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
     finish: Finish,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let consumer_name = format!("paved-rebuild-{}-{:08x}", P::NAME, rand::random::<u32>());
-    let result = replay_into_shadow(projection, pool, log, progress, finish, &consumer_name).await;
+    let skips = skips_for(log, keys, P::NAME).await?;
+    let result = replay_into_shadow(
+        projection,
+        pool,
+        log,
+        &skips,
+        progress,
+        finish,
+        &consumer_name,
+    )
+    .await;
     // Released at once, not left to the server's inactivity threshold.
     delete_consumer(log, &consumer_name).await;
     result
@@ -823,6 +966,7 @@ async fn replay_into_shadow<P: Projection>(
     projection: &P,
     pool: &PgPool,
     log: &EventLog,
+    skips: &Skips,
     mut progress: impl FnMut(RebuildProgress),
     finish: Finish,
     consumer_name: &str,
@@ -856,19 +1000,19 @@ async fn replay_into_shadow<P: Projection>(
         .await
         .map_err(js_err)?;
 
+    // Messages read (commits and quarantined ones): `applied` as progress goes.
     let mut applied = 0u64;
     let mut last = 0u64;
     let mut conn = pool.acquire().await?;
     while applied < total {
-        let batch = decode_all(&wait_batch(&mut messages, REBUILD_BATCH).await?, u64::MAX)?;
-        applied += batch.len() as u64;
-        if let Some(l) = batch.last() {
-            last = l.sequence;
-        }
+        let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
+        let batch = decode_all(&received, u64::MAX, skips)?;
+        applied += received.len() as u64;
+        last = last.max(batch.through);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         custom_plans(&mut tx).await?;
         set_search_path(&mut tx, &shadow).await?;
-        projection.apply(&mut tx, &batch).await?;
+        projection.apply(&mut tx, &batch.commits).await?;
         tx.commit().await?;
         progress(RebuildProgress { applied, total });
     }
@@ -898,18 +1042,14 @@ async fn replay_into_shadow<P: Projection>(
     let (live_checkpoint, _) = lock_checkpoint(&mut tx, P::NAME).await?;
     set_search_path(&mut tx, &shadow).await?;
     while last < live_checkpoint {
-        let batch = decode_all(
-            &wait_batch(&mut messages, REBUILD_BATCH).await?,
-            live_checkpoint,
-        )?;
-        if let Some(l) = batch.last() {
-            last = l.sequence;
-        }
-        applied += batch.len() as u64;
-        projection.apply(&mut tx, &batch).await?;
-        if batch.is_empty() {
+        let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
+        let batch = decode_all(&received, live_checkpoint, skips)?;
+        if batch.through == 0 {
             break;
         }
+        last = last.max(batch.through);
+        applied += received.len() as u64;
+        projection.apply(&mut tx, &batch.commits).await?;
     }
     set_search_path(&mut tx, &live).await?;
     if finish == Finish::Check {
@@ -965,10 +1105,11 @@ async fn replay_into_shadow<P: Projection>(
     Ok((report, Vec::new()))
 }
 
-fn decode_all(messages: &[Message], up_to: u64) -> Result<Vec<StoredCommit>, ProjectionError> {
-    match decode(messages, up_to) {
-        (batch, None) => Ok(batch),
-        (_, Some(e)) => Err(e),
+fn decode_all(messages: &[Message], up_to: u64, skips: &Skips) -> Result<Decoded, ProjectionError> {
+    let mut d = decode(messages, up_to, skips);
+    match d.bad.take() {
+        None => Ok(d),
+        Some(e) => Err(e),
     }
 }
 

@@ -60,9 +60,11 @@ pub async fn revoke_tokens(pool: &PgPool, principal: &str) -> Result<u64, sqlx::
     Ok(r.rows_affected())
 }
 
-/// Number of active tokens.
-pub async fn count_tokens(pool: &PgPool) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE revoked_at IS NULL")
+/// Has any token ever been issued (revoked ones included)? Dev mode prints
+/// an admin token only into a token table that was never used: revoking
+/// every admin token must not make the next start print a fresh one.
+pub async fn any_token_issued(pool: &PgPool) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_tokens)")
         .fetch_one(pool)
         .await
 }

@@ -7,8 +7,9 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use paved_domain::{AggregateKind, Event, Name};
+use paved_eventlog::audit::TrustedKeys;
 use paved_eventlog::codec::{self, event_to_proto, time_from_proto, timestamp};
-use paved_eventlog::{EventLog, StoredCommit};
+use paved_eventlog::{EventLog, StoredCommit, quarantine};
 use paved_proto::v1 as pb;
 use pb::event_log_service_server::EventLogService;
 use sqlx::PgPool;
@@ -27,11 +28,24 @@ pub struct EventLogApi {
     log: EventLog,
     auth: Authenticator,
     pool: PgPool,
+    quarantine_keys: TrustedKeys,
 }
 
 impl EventLogApi {
     pub fn new(log: EventLog, auth: Authenticator, pool: PgPool) -> Self {
-        Self { log, auth, pool }
+        Self {
+            log,
+            auth,
+            pool,
+            quarantine_keys: TrustedKeys::default(),
+        }
+    }
+
+    /// Passes over messages quarantined by a record signed with `keys`
+    /// (otherwise a message that does not decode ends a read with DATA_LOSS).
+    pub fn with_quarantine_keys(mut self, keys: TrustedKeys) -> Self {
+        self.quarantine_keys = keys;
+        self
     }
 }
 
@@ -230,6 +244,7 @@ impl EventLogService for EventLogApi {
         };
         let (tx, rx) = mpsc::channel(BUFFER);
         let log = self.log.clone();
+        let keys = self.quarantine_keys.clone();
         let limit = if r.limit == 0 {
             usize::MAX
         } else {
@@ -274,8 +289,18 @@ impl EventLogService for EventLogApi {
             if sent == limit || (indexed >= start && indexed >= end) {
                 return;
             }
-            let result =
-                stream_range(&log, deliver, &filter, end, since, until, limit - sent, &tx).await;
+            let result = stream_range(
+                &log,
+                &keys,
+                deliver,
+                &filter,
+                end,
+                since,
+                until,
+                limit - sent,
+                &tx,
+            )
+            .await;
             if let Err(status) = result {
                 // The client may be gone already; nothing else to tell.
                 tx.send(Err(status)).await.ok();
@@ -318,9 +343,11 @@ impl EventLogService for EventLogApi {
         };
         let (tx, rx) = mpsc::channel(BUFFER);
         let log = self.log.clone();
+        let keys = self.quarantine_keys.clone();
         tokio::spawn(async move {
             let result = stream_range(
                 &log,
+                &keys,
                 deliver,
                 &filter,
                 u64::MAX,
@@ -445,6 +472,7 @@ async fn from_index(
 #[allow(clippy::too_many_arguments)]
 async fn stream_range(
     log: &EventLog,
+    keys: &TrustedKeys,
     deliver: DeliverPolicy,
     filter: &Filter,
     end: u64,
@@ -482,12 +510,27 @@ async fn stream_range(
         if sequence > end {
             return Ok(());
         }
-        let commit = codec::decode_commit(&m.payload).map_err(|e| {
-            tracing::error!(sequence, error = %e, "undecodable message in the log");
-            Status::data_loss(format!(
-                "the message at sequence {sequence} does not decode"
-            ))
-        })?;
+        let commit = match codec::decode_commit(&m.payload) {
+            Ok(c) => c,
+            // Set aside by an operator: not an event, nothing to show.
+            Err(_)
+                if matches!(
+                    quarantine::find(log, keys, sequence, &m.payload).await,
+                    Ok(Some(_))
+                ) =>
+            {
+                if end != u64::MAX && (sequence >= end || pending == 0) {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(sequence, error = %e, "undecodable message in the log");
+                return Err(Status::data_loss(format!(
+                    "the message at sequence {sequence} does not decode"
+                )));
+            }
+        };
         if until.is_some_and(|u| commit.occurred_at > u) {
             return Ok(());
         }

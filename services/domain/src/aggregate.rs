@@ -26,10 +26,12 @@ pub enum AggregateKind {
     Import,
     /// The claim of a source repository by one service.
     Repository,
+    /// A message of the log set aside by an operator.
+    Quarantine,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 9] = [
+    pub const ALL: [AggregateKind; 10] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -39,6 +41,7 @@ impl AggregateKind {
         Self::Incident,
         Self::Import,
         Self::Repository,
+        Self::Quarantine,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
@@ -49,6 +52,7 @@ impl AggregateKind {
             }
             Self::Survey => "surveys",
             Self::Deployment | Self::Change | Self::Incident => "delivery",
+            Self::Quarantine => "ops",
         }
     }
 
@@ -64,6 +68,7 @@ impl AggregateKind {
             Self::Incident => "incident",
             Self::Import => "import",
             Self::Repository => "repository",
+            Self::Quarantine => "quarantine",
         }
     }
 

@@ -2,6 +2,7 @@
 
 use crate::catalog::{ImportEvent, RepositoryEvent, ServiceEvent, SystemEvent, TeamEvent};
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
+use crate::ops::OpsEvent;
 use crate::surveys::SurveyEvent;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -15,6 +16,7 @@ pub enum Event {
     Incident(IncidentEvent),
     Import(ImportEvent),
     Repository(RepositoryEvent),
+    Ops(OpsEvent),
 }
 
 impl Event {
@@ -30,6 +32,7 @@ impl Event {
             Event::Incident(e) => e.type_name(),
             Event::Import(e) => e.type_name(),
             Event::Repository(e) => e.type_name(),
+            Event::Ops(e) => e.type_name(),
         }
     }
 
@@ -69,6 +72,7 @@ impl Event {
         "IncidentResolved",
         "BackstageImportRecorded",
         "RepositoryClaimed",
+        "MessageQuarantined",
     ];
 }
 

@@ -11,6 +11,7 @@
 //! - [`surveys`]: developer surveys (NPS) with anonymous, pseudonymous responses.
 //! - [`delivery`]: deployments, changes and incidents; [`dora`]: the DORA
 //!   figures computed from them, with the performance levels.
+//! - [`ops`]: operations on the log itself (quarantining a message that cannot be applied).
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
 //! Nothing here is async, reads a clock or draws a random number: time, ids
@@ -22,6 +23,7 @@ pub mod delivery;
 pub mod dora;
 pub mod event;
 pub mod name;
+pub mod ops;
 pub mod principal;
 pub mod rejection;
 pub mod surveys;

@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use chrono::{DateTime, Utc};
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use ed25519_dalek::{Signer, Verifier as _};
+use paved_domain::ops::{Quarantine, Statement};
 use paved_proto::v1 as pb;
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -101,6 +102,16 @@ impl SigningKey {
         self.key.verifying_key()
     }
 
+    /// Signs a quarantine statement: the quarantine record of it.
+    pub fn quarantine(&self, statement: Statement) -> Quarantine {
+        let signed = codec::statement_to_proto(&statement).encode_to_vec();
+        Quarantine {
+            statement,
+            key_id: self.id.clone(),
+            signature: self.key.sign(&signed).to_bytes().to_vec(),
+        }
+    }
+
     /// A signed checkpoint over `from..=to` with `root`, encoded.
     pub fn checkpoint(&self, from: u64, to: u64, root: [u8; 32], at: DateTime<Utc>) -> Vec<u8> {
         let mut cp = pb::AuditCheckpoint {
@@ -141,6 +152,22 @@ impl TrustedKeys {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Is the quarantine signed by a trusted key? The signature is over the
+    /// statement's encoding (prost's, canonical for this message).
+    pub fn verify_quarantine(&self, q: &Quarantine) -> Result<(), String> {
+        let key = self.0.get(&q.key_id).ok_or_else(|| {
+            format!(
+                "the quarantine is signed by key {:?}, which is not trusted",
+                q.key_id
+            )
+        })?;
+        let signature = ed25519_dalek::Signature::from_slice(&q.signature)
+            .map_err(|_| "the quarantine's signature is malformed".to_owned())?;
+        let signed = codec::statement_to_proto(&q.statement).encode_to_vec();
+        key.verify(&signed, &signature)
+            .map_err(|_| "the quarantine's signature does not verify".to_owned())
     }
 
     /// Checks a stored checkpoint's signature over its own bytes.
@@ -228,6 +255,17 @@ pub struct Report {
     pub finding: Option<Finding>,
     /// How many problems in all (later ones are often consequences).
     pub problems: u64,
+    /// Messages set aside by a signed quarantine record: not commits, not
+    /// problems (their bytes are still covered by the checkpoints).
+    pub quarantined: Vec<QuarantineNote>,
+}
+
+/// A quarantined message, as `audit verify` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct QuarantineNote {
+    pub sequence: u64,
+    pub reason: String,
+    pub key_id: String,
 }
 
 impl Report {
@@ -255,6 +293,8 @@ pub struct Verifier {
     awaiting: Option<[u8; 32]>,
     /// The commit of the first finding: seen again later, it was a copy.
     first_hash: Option<([u8; 32], u64)>,
+    /// Signed quarantine records, by the sequence they set aside.
+    quarantines: HashMap<u64, Quarantine>,
     report: Report,
 }
 
@@ -277,11 +317,19 @@ impl Verifier {
             next_from: (start <= 1).then_some(1),
             awaiting: None,
             first_hash: None,
+            quarantines: HashMap::new(),
             report: Report {
                 first_sequence: start.max(1),
                 ..Report::default()
             },
         }
+    }
+
+    /// Honours these quarantine records (already checked against the keys):
+    /// the messages they name, with exactly those bytes, are set aside.
+    pub fn with_quarantines(mut self, quarantines: HashMap<u64, Quarantine>) -> Self {
+        self.quarantines = quarantines;
+        self
     }
 
     fn found(&mut self, sequence: u64, tamper: Tamper, detail: String) {
@@ -322,6 +370,16 @@ impl Verifier {
     }
 
     fn commit(&mut self, sequence: u64, rel: &str, payload: &[u8]) {
+        if let Some(q) = self.quarantines.get(&sequence)
+            && crate::quarantine::holds_for(q, payload)
+        {
+            self.report.quarantined.push(QuarantineNote {
+                sequence,
+                reason: q.statement.reason.clone(),
+                key_id: q.key_id.clone(),
+            });
+            return;
+        }
         self.report.commits += 1;
         let seal = match codec::check_seal(payload) {
             Ok(seal) => seal,
@@ -484,7 +542,9 @@ pub async fn verify_log(
     from: u64,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, LogError> {
-    let mut verifier = Verifier::new(&log.config().subject_prefix, keys, from);
+    let quarantines = crate::quarantine::all(log, &keys).await?;
+    let mut verifier =
+        Verifier::new(&log.config().subject_prefix, keys, from).with_quarantines(quarantines);
     let last = log.last_sequence().await?;
     if last < from.max(1) {
         return Ok(verifier.finish());

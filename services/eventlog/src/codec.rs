@@ -13,6 +13,7 @@ use paved_domain::catalog::{
 use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
 };
+use paved_domain::ops::{OpsEvent, Quarantine, Statement};
 use paved_domain::surveys::{
     Answers, Audience, DEFAULT_NPS_QUESTION, ResponseContent, SurveyEvent, SurveySpec,
 };
@@ -684,6 +685,13 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             service: service.to_string(),
             claimed_at: Some(timestamp(*claimed_at)),
         }),
+        Event::Ops(OpsEvent::MessageQuarantined(q)) => {
+            Kind::MessageQuarantined(pb::MessageQuarantined {
+                statement: Some(statement_to_proto(&q.statement)),
+                key_id: q.key_id.clone(),
+                signature: q.signature.clone(),
+            })
+        }
         Event::Import(ImportEvent::Recorded(r)) => {
             Kind::BackstageImportRecorded(pb::BackstageImportRecorded {
                 fingerprint: r.fingerprint.clone(),
@@ -791,6 +799,25 @@ fn strict<T>(f: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, DecodeEr
         Some(t) if v.is_empty() => Ok(t),
         _ if !v.is_empty() => Err(violations_err(v)),
         _ => Err(field_err("event", "missing value")),
+    }
+}
+
+/// A quarantine statement as signed (see `QuarantineStatement` in the proto).
+pub fn statement_to_proto(s: &Statement) -> pb::QuarantineStatement {
+    pb::QuarantineStatement {
+        sequence: s.sequence,
+        payload_sha256: s.payload_sha256.clone(),
+        projections: s.projections.clone(),
+        reason: s.reason.clone(),
+    }
+}
+
+pub fn statement_from_proto(p: &pb::QuarantineStatement) -> Statement {
+    Statement {
+        sequence: p.sequence,
+        payload_sha256: p.payload_sha256.clone(),
+        projections: p.projections.clone(),
+        reason: p.reason.clone(),
     }
 }
 
@@ -1000,6 +1027,16 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             claimed_at: required_time("claimed_at", e.claimed_at.as_ref())?,
         }
         .into(),
+        Kind::MessageQuarantined(e) => OpsEvent::MessageQuarantined(Quarantine {
+            statement: statement_from_proto(
+                e.statement
+                    .as_ref()
+                    .ok_or_else(|| field_err("statement", "missing"))?,
+            ),
+            key_id: e.key_id.clone(),
+            signature: e.signature.clone(),
+        })
+        .into(),
         Kind::BackstageImportRecorded(e) => ImportEvent::Recorded(ImportReceipt {
             fingerprint: e.fingerprint.clone(),
             result: ImportResult {
@@ -1172,5 +1209,6 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Incident(_) => AggregateKind::Incident,
         Event::Import(_) => AggregateKind::Import,
         Event::Repository(_) => AggregateKind::Repository,
+        Event::Ops(_) => AggregateKind::Quarantine,
     }
 }

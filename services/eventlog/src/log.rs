@@ -85,6 +85,8 @@ pub enum LogError {
     },
     #[error("jetstream: {0}")]
     Other(String),
+    #[error("stream {0} does not exist (is PAVED_STREAM right? `paved serve` creates it)")]
+    Missing(String),
 }
 
 /// Why an append did not land.
@@ -200,6 +202,26 @@ impl EventLog {
             Err(e) => return Err(LogError::Unavailable(e.to_string())),
         };
         Ok(Self { js, stream, config })
+    }
+
+    /// Opens a stream that must exist already (operator verbs: a mistyped
+    /// name must fail, not create an empty log). It is verified like
+    /// [`Self::open`], and never changed.
+    pub async fn open_existing(
+        client: async_nats::Client,
+        config: LogConfig,
+    ) -> Result<Self, LogError> {
+        let js = jetstream::new(client);
+        match js.get_stream(&config.stream).await {
+            Ok(stream) => Ok(Self { js, stream, config }),
+            Err(e)
+                if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(je)
+                    if je.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Err(LogError::Missing(config.stream.clone()))
+            }
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
     }
 
     pub fn config(&self) -> &LogConfig {

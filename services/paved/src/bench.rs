@@ -454,7 +454,8 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         let total = b.log.last_sequence().await?;
         let started = Instant::now();
         let bar = indicatif::ProgressBar::new(0);
-        let report = runtime::rebuild(&CatalogProjection, &b.pool, &b.log, |p| {
+        let none = paved_eventlog::audit::TrustedKeys::default();
+        let report = runtime::rebuild(&CatalogProjection, &b.pool, &b.log, &none, |p| {
             bar.set_length(p.total);
             bar.set_position(p.applied);
         })

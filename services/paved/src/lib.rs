@@ -5,6 +5,7 @@
 //! - [`db`]: creating the database, the pool, the migrations.
 //! - [`connections`]: how many connections each listener takes, and for how long.
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
+//! - [`operations`]: operator actions on the log (quarantining a message).
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
 //! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
@@ -20,6 +21,7 @@ pub mod connections;
 pub mod db;
 pub mod demo;
 pub mod metrics;
+pub mod operations;
 pub mod reflection;
 pub mod secrets;
 pub mod settings;

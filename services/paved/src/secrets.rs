@@ -1,4 +1,8 @@
-//! Secrets Paved needs at start, and where they come from.
+//! Secrets Paved needs, and where they come from; and what operator verbs
+//! open. `serve` creates what is missing (the database, the stream, a
+//! generated audit key); an operator verb (`token`, `replay`, `audit`,
+//! `projection`) only opens what exists and names what it did not find, so
+//! a mistyped URL or stream never yields a new empty database, stream or key.
 
 use anyhow::Context as _;
 use paved_eventlog::SurveyKeys;
@@ -49,4 +53,122 @@ pub async fn survey_keys(settings: &Settings, pool: &PgPool) -> anyhow::Result<S
              or PAVED_SURVEY_SECRET_FILE (only dev mode, PAVED_DEV=true, generates one)"
         ),
     }
+}
+
+/// The database of `url`, which must exist and be migrated.
+pub async fn existing_database(url: &str) -> anyhow::Result<PgPool> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect_with(options.disable_statement_logging())
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some(INVALID_CATALOG_NAME) => {
+                anyhow::anyhow!(
+                    "database {name:?} does not exist (is PAVED_DATABASE_URL right? `paved serve` creates it)"
+                )
+            }
+            _ => anyhow::Error::new(e).context(format!("cannot connect to database {name:?}")),
+        })?;
+    let migrated: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = 'projection_checkpoints')",
+    )
+    .fetch_one(&pool)
+    .await?;
+    anyhow::ensure!(
+        migrated,
+        "database {name:?} holds no Paved schema (is PAVED_DATABASE_URL right? `paved migrate` creates it)"
+    );
+    Ok(pool)
+}
+
+/// SQLSTATE `invalid_catalog_name`: the database does not exist.
+const INVALID_CATALOG_NAME: &str = "3D000";
+
+/// The log's stream, which must exist.
+pub async fn existing_log(settings: &Settings) -> anyhow::Result<paved_eventlog::EventLog> {
+    let nats = async_nats::connect(&settings.nats_url)
+        .await
+        .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
+    Ok(paved_eventlog::EventLog::open_existing(nats, settings.log_config()).await?)
+}
+
+/// The audit signing key: `PAVED_AUDIT_SIGNING_KEY`, else the one `serve`
+/// generated into `api_secrets`. Never generated here.
+pub async fn existing_signing_key(
+    settings: &Settings,
+    pool: Option<&PgPool>,
+) -> anyhow::Result<paved_eventlog::audit::SigningKey> {
+    if let Some(seed) = settings
+        .audit_signing_key
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(paved_eventlog::audit::SigningKey::from_hex(seed)?);
+    }
+    let pool = match pool {
+        Some(p) => p.clone(),
+        None => existing_database(&settings.database_url)
+            .await
+            .context("no PAVED_AUDIT_SIGNING_KEY, and no database holding a generated one")?,
+    };
+    let seed: Option<String> =
+        sqlx::query_scalar("SELECT value FROM api_secrets WHERE name = 'audit_signing_key'")
+            .fetch_optional(&pool)
+            .await?;
+    let seed = seed.context(
+        "no PAVED_AUDIT_SIGNING_KEY, and the database holds no generated one (has `paved serve` run on it?)",
+    )?;
+    Ok(paved_eventlog::audit::SigningKey::from_hex(&seed)?)
+}
+
+/// The keys whose signatures (checkpoints, quarantines) are trusted: the
+/// signing key's, `PAVED_AUDIT_TRUSTED_KEYS`, and `extra`.
+pub fn trusted_keys(
+    settings: &Settings,
+    signing: Option<&paved_eventlog::audit::SigningKey>,
+    extra: &[String],
+) -> anyhow::Result<paved_eventlog::audit::TrustedKeys> {
+    let mut keys = paved_eventlog::audit::TrustedKeys::default();
+    for k in settings
+        .audit_trusted_keys
+        .iter()
+        .chain(extra)
+        .filter(|k| !k.trim().is_empty())
+    {
+        keys.add_hex(k)?;
+    }
+    if let Some(k) = signing {
+        keys.add(k.verifying_key());
+    }
+    Ok(keys)
+}
+
+/// The survey secret for an operator verb: configured, or the one `serve`
+/// generated into the database in dev mode. Never generated here: a new
+/// secret would open none of the sealed responses.
+pub async fn existing_survey_keys(
+    settings: &Settings,
+    pool: &PgPool,
+) -> anyhow::Result<SurveyKeys> {
+    if settings
+        .survey_secret
+        .as_deref()
+        .is_some_and(|s| !s.is_empty())
+        || settings.survey_secret_file.is_some()
+    {
+        return survey_keys(settings, pool).await;
+    }
+    let secret: Option<String> =
+        sqlx::query_scalar("SELECT value FROM api_secrets WHERE name = 'survey'")
+            .fetch_optional(pool)
+            .await?;
+    let secret = secret.context(
+        "no PAVED_SURVEY_SECRET, and the database holds no generated one: give the secret `paved serve` runs with",
+    )?;
+    Ok(SurveyKeys::new(secret.into_bytes()))
 }

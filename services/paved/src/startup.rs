@@ -28,6 +28,7 @@ use tonic_health::ServingStatus;
 
 use crate::connections::{LimitedListener, Limits};
 use crate::settings::Settings;
+use paved_eventlog::audit::TrustedKeys;
 
 /// Largest request the API accepts (a Backstage import of ~20,000 entities).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -72,6 +73,9 @@ pub struct Application {
     webhook_listener: Option<TcpListener>,
     admin_token: Option<String>,
     survey_keys: paved_eventlog::SurveyKeys,
+    signing_key: paved_eventlog::audit::SigningKey,
+    /// Keys whose quarantines the projections and ReadEvents honour.
+    trusted: TrustedKeys,
     statuses: Vec<watch::Receiver<ProjectionStatus>>,
     roles: Roles,
     /// The projection workers (empty without the workers role).
@@ -88,8 +92,10 @@ fn projection<P: Projection>(
     projection: P,
     pool: &PgPool,
     log: &EventLog,
+    trusted: &TrustedKeys,
 ) -> (Runner, watch::Receiver<ProjectionStatus>) {
-    let worker = ProjectionWorker::new(projection, pool.clone(), log.clone());
+    let worker = ProjectionWorker::new(projection, pool.clone(), log.clone())
+        .with_quarantine_keys(trusted.clone());
     let status = worker.status();
     let run: Runner = Box::new(move |token| {
         Box::pin(async move {
@@ -117,7 +123,7 @@ impl Application {
         let pool = crate::db::connect(&settings.database_url, settings.db_pool_size)
             .await
             .with_context(|| "cannot prepare the PostgreSQL database".to_string())?;
-        let admin_token = if settings.dev && paved_api::auth::count_tokens(&pool).await? == 0 {
+        let admin_token = if settings.dev && !paved_api::auth::any_token_issued(&pool).await? {
             Some(paved_api::auth::create_token(&pool, &Principal::admin("admin")).await?)
         } else {
             None
@@ -149,12 +155,23 @@ impl Application {
             ),
         };
         let survey_keys = crate::secrets::survey_keys(&settings, &pool).await?;
+        // The audit key signs checkpoints; it and the trusted keys verify
+        // quarantines, which the projections honour.
+        let signing_key =
+            paved_workers::checkpoint::signing_key(&pool, settings.audit_signing_key.as_deref())
+                .await?;
+        let trusted = crate::secrets::trusted_keys(&settings, Some(&signing_key), &[])?;
         let (projections, statuses): (Vec<Runner>, Vec<_>) = if roles.workers {
             vec![
-                projection(CatalogProjection, &pool, &log),
-                projection(SurveysProjection::new(survey_keys.clone()), &pool, &log),
-                projection(DeliveryProjection, &pool, &log),
-                projection(AuditProjection, &pool, &log),
+                projection(CatalogProjection, &pool, &log, &trusted),
+                projection(
+                    SurveysProjection::new(survey_keys.clone()),
+                    &pool,
+                    &log,
+                    &trusted,
+                ),
+                projection(DeliveryProjection, &pool, &log, &trusted),
+                projection(AuditProjection, &pool, &log, &trusted),
             ]
             .into_iter()
             .unzip()
@@ -170,6 +187,8 @@ impl Application {
             webhook_listener,
             admin_token,
             survey_keys,
+            signing_key,
+            trusted,
             statuses,
             roles,
             projections,
@@ -250,11 +269,7 @@ impl Application {
             });
         }
         if workers && self.settings.audit_checkpoint_ms > 0 {
-            let key = paved_workers::checkpoint::signing_key(
-                &self.pool,
-                self.settings.audit_signing_key.as_deref(),
-            )
-            .await?;
+            let key = self.signing_key.clone();
             tracing::info!(key_id = key.id(), public_key = %key.public_hex(), "audit checkpoints signed with");
             let checkpointer = paved_workers::checkpoint::Checkpointer::new(
                 self.log.clone(),
@@ -322,7 +337,8 @@ impl Application {
                 self.survey_keys.clone(),
                 self.settings.survey_min_group,
             );
-            let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone());
+            let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone())
+                .with_quarantine_keys(self.trusted.clone());
             let delivery = DeliveryApi::new(
                 executor.clone(),
                 self.pool.clone(),

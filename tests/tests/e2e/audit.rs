@@ -295,9 +295,15 @@ async fn filtered_reads_use_the_audit_index_then_the_stream_after_it() {
     assert_eq!(source, "stream", "no index yet");
     assert_eq!(before.len(), 2);
 
-    runtime::rebuild(&AuditProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    runtime::rebuild(
+        &AuditProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let indexed = app.last_sequence().await;
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_index")
         .fetch_one(&app.pool)

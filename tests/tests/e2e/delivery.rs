@@ -444,6 +444,7 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
         &paved_workers::projections::DeliveryProjection,
         &app.pool,
         &app.log,
+        &Default::default(),
         |_| {},
     )
     .await

@@ -266,9 +266,15 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
     let app = spawn_app().await;
     let last = history(&app).await;
     app.client.at(last).get_service("ledger").await.unwrap();
-    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let (_, checks) = runtime::check(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(checks.len(), 5, "one check per catalog table");
     assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
 
@@ -276,9 +282,15 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let (_, checks) = runtime::check(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let drifted: Vec<&str> = checks
         .iter()
         .filter(|c| c.drifted())

@@ -117,14 +117,26 @@ async fn crash_postgres_under_load(writers: usize, pause: Duration, crashes: &[u
     assert_eq!(listed.len(), acked.len(), "nothing extra, nothing twice");
 
     // The live read models equal a fresh replay of the log.
-    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let (_, checks) = runtime::check(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
     assert!(drifted.is_empty(), "catalog drift: {drifted:?}");
-    let (_, checks) = runtime::check(&AuditProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let (_, checks) = runtime::check(
+        &AuditProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
     assert!(drifted.is_empty(), "audit index drift: {drifted:?}");
     drop(app);
@@ -171,9 +183,15 @@ async fn assert_catalog_complete(app: &TestApp, acked: &[(String, u64)]) {
         .take(10)
         .collect();
     assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
-    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let (_, checks) = runtime::check(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
     assert!(drifted.is_empty(), "catalog drift: {drifted:?}");
 }

@@ -142,9 +142,15 @@ async fn killing_the_worker_mid_batch_loses_nothing_and_applies_nothing_twice() 
     );
 
     // A fresh replay of the whole log gives the same rows, row for row.
-    let report = rebuild(&CatalogProjection, &app.pool, &app.log, |_| {})
-        .await
-        .unwrap();
+    let report = rebuild(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(report.checkpoint, last);
     assert_eq!(snapshot(&app.pool).await, live);
 }
@@ -158,9 +164,13 @@ async fn a_rebuild_while_serving_gives_identical_rows() {
     c.at(last).get_team("team-0").await.unwrap();
     let before = snapshot(&app.pool).await;
     let mut progress = Vec::new();
-    let report = rebuild(&CatalogProjection, &app.pool, &app.log, |p| {
-        progress.push(p.applied)
-    })
+    let report = rebuild(
+        &CatalogProjection,
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |p| progress.push(p.applied),
+    )
     .await
     .unwrap();
     assert_eq!(snapshot(&app.pool).await, before);
@@ -289,4 +299,108 @@ async fn a_halted_projection_shows_its_backlog_and_the_overall_health_says_so() 
         .into_inner()
         .status();
     assert_eq!(api, ServingStatus::Serving);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_quarantines_a_poison_message_and_everything_carries_on() {
+    let app = crate::helpers::spawn_configured(paved::Roles::ALL, |s| s.read_wait_ms = 300).await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let subject = format!("{}.catalog.service.garbage", app.settings.subject_prefix);
+    let bad = app
+        .log
+        .jetstream()
+        .publish(subject, Bytes::from_static(b"\xff\xffnot protobuf"))
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let after = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    // Stuck: the catalog does not get past the poison.
+    let once = c.clone().with_retry(paved_sdk::RetryPolicy {
+        max_retries: 0,
+        ..Default::default()
+    });
+    let e = once
+        .at(after.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unavailable);
+
+    // Not for a commit that decodes, nor for a projection that does not exist.
+    let settings = &app.settings;
+    assert!(
+        paved::operations::quarantine(settings, after.sequence, &[], "no", "alice")
+            .await
+            .is_err()
+    );
+    assert!(
+        paved::operations::quarantine(settings, bad, &["nope".into()], "no", "alice")
+            .await
+            .is_err()
+    );
+    let done = paved::operations::quarantine(
+        settings,
+        bad,
+        &[],
+        "bytes from a misconfigured test publisher",
+        "alice",
+    )
+    .await
+    .unwrap();
+    // Every projection carries on past it (halted workers look every 5 s).
+    eventually(
+        Duration::from_secs(30),
+        "the catalog past the poison",
+        || async {
+            once.at(done.record_sequence)
+                .get_service("ledger")
+                .await
+                .ok()
+        },
+    )
+    .await;
+
+    // The record is in the audit trail: who, why.
+    let mut s = c
+        .read_events(pb::ReadEventsRequest {
+            filter: Some(pb::EventFilter {
+                event_types: vec!["MessageQuarantined".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let record = s.message().await.unwrap().unwrap();
+    assert_eq!(record.principal, "operator:alice");
+    assert_eq!(record.reason, "bytes from a misconfigured test publisher");
+
+    // `audit verify` reports it quarantined, not altered.
+    let key = paved_workers::checkpoint::signing_key(&app.pool, None)
+        .await
+        .unwrap();
+    let mut keys = paved_eventlog::audit::TrustedKeys::default();
+    keys.add(key.verifying_key());
+    let report = paved_eventlog::audit::verify_log(&app.log, keys.clone(), 1, |_, _| {})
+        .await
+        .unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.quarantined.len(), 1);
+    assert_eq!(report.quarantined[0].sequence, bad);
+    // A replay passes over it too, and equals the live rows.
+    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, &keys, |_| {})
+        .await
+        .unwrap();
+    assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
+    // Without the key, neither is the quarantine honoured.
+    let unsigned = paved_eventlog::audit::verify_log(&app.log, Default::default(), 1, |_, _| {})
+        .await
+        .unwrap();
+    assert!(!unsigned.ok());
 }

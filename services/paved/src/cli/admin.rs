@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
+use paved_eventlog::audit::TrustedKeys;
 use paved_eventlog::readmodel::{AUDIT, CATALOG, DELIVERY, PROJECTIONS, SURVEYS};
 use paved_eventlog::{EventLog, SurveyKeys};
 use paved_workers::projections::{
@@ -58,18 +58,20 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     } else {
         a.projection.into_iter().collect()
     };
-    let nats = async_nats::connect(&a.settings.nats_url)
+    let log = crate::secrets::existing_log(&a.settings).await?;
+    let pool = crate::secrets::existing_database(&a.settings.database_url).await?;
+    let keys = crate::secrets::existing_survey_keys(&a.settings, &pool).await?;
+    // Quarantines signed by these keys are honoured, as by the workers.
+    let signing = crate::secrets::existing_signing_key(&a.settings, Some(&pool))
         .await
-        .with_context(|| format!("cannot connect to NATS at {}", a.settings.nats_url))?;
-    let log = EventLog::open(nats, a.settings.log_config()).await?;
-    let pool = crate::db::connect(&a.settings.database_url, 4).await?;
-    let keys = crate::secrets::survey_keys(&a.settings, &pool).await?;
+        .ok();
+    let trusted = crate::secrets::trusted_keys(&a.settings, signing.as_ref(), &[])?;
     let mut drift = false;
     for name in names {
         if a.check {
-            drift |= check_one(&name, &pool, &log, &keys).await?;
+            drift |= check_one(&name, &pool, &log, &keys, &trusted).await?;
         } else {
-            rebuild_one(&name, &pool, &log, &keys).await?;
+            rebuild_one(&name, &pool, &log, &keys, &trusted).await?;
         }
     }
     anyhow::ensure!(!drift, "read models drifted from the log (see above)");
@@ -95,6 +97,7 @@ async fn check_one(
     pool: &PgPool,
     log: &EventLog,
     keys: &SurveyKeys,
+    trusted: &TrustedKeys,
 ) -> anyhow::Result<bool> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
@@ -102,12 +105,13 @@ async fn check_one(
         bar.set_position(p.applied);
     };
     let (report, checks) = match name {
-        CATALOG => runtime::check(&CatalogProjection, pool, log, progress).await?,
+        CATALOG => runtime::check(&CatalogProjection, pool, log, trusted, progress).await?,
         SURVEYS => {
-            runtime::check(&SurveysProjection::new(keys.clone()), pool, log, progress).await?
+            let p = SurveysProjection::new(keys.clone());
+            runtime::check(&p, pool, log, trusted, progress).await?
         }
-        AUDIT => runtime::check(&AuditProjection, pool, log, progress).await?,
-        DELIVERY => runtime::check(&DeliveryProjection, pool, log, progress).await?,
+        AUDIT => runtime::check(&AuditProjection, pool, log, trusted, progress).await?,
+        DELIVERY => runtime::check(&DeliveryProjection, pool, log, trusted, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
@@ -155,6 +159,7 @@ async fn rebuild_one(
     pool: &PgPool,
     log: &EventLog,
     keys: &SurveyKeys,
+    trusted: &TrustedKeys,
 ) -> anyhow::Result<()> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
@@ -162,12 +167,13 @@ async fn rebuild_one(
         bar.set_position(p.applied);
     };
     let report = match name {
-        CATALOG => runtime::rebuild(&CatalogProjection, pool, log, progress).await?,
+        CATALOG => runtime::rebuild(&CatalogProjection, pool, log, trusted, progress).await?,
         SURVEYS => {
-            runtime::rebuild(&SurveysProjection::new(keys.clone()), pool, log, progress).await?
+            let p = SurveysProjection::new(keys.clone());
+            runtime::rebuild(&p, pool, log, trusted, progress).await?
         }
-        AUDIT => runtime::rebuild(&AuditProjection, pool, log, progress).await?,
-        DELIVERY => runtime::rebuild(&DeliveryProjection, pool, log, progress).await?,
+        AUDIT => runtime::rebuild(&AuditProjection, pool, log, trusted, progress).await?,
+        DELIVERY => runtime::rebuild(&DeliveryProjection, pool, log, trusted, progress).await?,
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
@@ -239,7 +245,19 @@ pub async fn token(t: TokenCommand) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--team: {e}"))?,
                 },
             };
-            let pool = crate::db::connect(&db.database_url, 2).await?;
+            let pool = crate::secrets::existing_database(&db.database_url).await?;
+            if let Role::Member { team } = &role {
+                let known: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM catalog_teams WHERE name = $1 AND retired_reason IS NULL)",
+                )
+                .bind(team.as_str())
+                .fetch_one(&pool)
+                .await?;
+                anyhow::ensure!(
+                    known,
+                    "--team {team}: no such team in the catalog (create it first: paved team create {team})"
+                );
+            }
             let token = paved_api::auth::create_token(
                 &pool,
                 &Principal {
@@ -252,13 +270,13 @@ pub async fn token(t: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TokenCommand::Revoke { principal, db } => {
-            let pool = crate::db::connect(&db.database_url, 2).await?;
+            let pool = crate::secrets::existing_database(&db.database_url).await?;
             let n = paved_api::auth::revoke_tokens(&pool, &principal).await?;
             eprintln!("revoked {n} token(s) of {principal} (effective within 10 s)");
             Ok(())
         }
         TokenCommand::List { output: out, db } => {
-            let pool = crate::db::connect(&db.database_url, 2).await?;
+            let pool = crate::secrets::existing_database(&db.database_url).await?;
             let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(
                 "SELECT principal, role, team, count(*) FROM api_tokens WHERE revoked_at IS NULL
                   GROUP BY principal, role, team ORDER BY principal",
@@ -284,5 +302,77 @@ pub async fn token(t: TokenCommand) -> anyhow::Result<()> {
                 }
             }
         }
+    }
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ProjectionCommand {
+    /// Set aside a message of the log that does not decode, so the halted
+    /// projections carry on past it. Appends a quarantine record signed with
+    /// the audit key (who, why, which projections, the message's SHA-256);
+    /// the message itself stays in the log, and `audit verify` reports it as
+    /// quarantined.
+    Skip {
+        /// The projection that skips it (catalog, surveys, audit, delivery).
+        #[arg(required_unless_present = "all")]
+        projection: Option<String>,
+        /// Every projection skips it.
+        #[arg(long, conflicts_with = "projection")]
+        all: bool,
+        /// The message's stream sequence (the projection's error log and
+        /// `grpc.health.v1` name it).
+        #[arg(long)]
+        sequence: u64,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: String,
+        /// Who does it (recorded as `operator:<actor>`); default `$USER`.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, short, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+pub async fn projection(c: ProjectionCommand) -> anyhow::Result<()> {
+    let ProjectionCommand::Skip {
+        projection,
+        all,
+        sequence,
+        reason,
+        actor,
+        output: out,
+        settings,
+    } = c;
+    let projections: Vec<String> = match (all, projection) {
+        (true, _) | (_, None) => Vec::new(),
+        (false, Some(p)) => vec![p],
+    };
+    let actor = actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "operator".into());
+    let done =
+        crate::operations::quarantine(&settings, sequence, &projections, &reason, &actor).await?;
+    let scope = if projections.is_empty() {
+        "every projection".to_owned()
+    } else {
+        projections.join(", ")
+    };
+    match out {
+        Output::Table => {
+            println!(
+                "quarantined sequence {sequence} for {scope} (record at sequence {}, signed by key {}); halted workers carry on within 5 s",
+                done.record_sequence, done.key_id
+            );
+            Ok(())
+        }
+        _ => output::json(&serde_json::json!({
+            "sequence": sequence,
+            "projections": projections,
+            "recordSequence": done.record_sequence,
+            "keyId": done.key_id,
+        })),
     }
 }

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{Service, System, Team};
 use paved_domain::{Aggregate, Event, Name};
@@ -475,15 +474,7 @@ fn service_view(s: &Service, catalog: &Catalog, sequence: Option<&u64>) -> pb::S
 
 /// The signing key: configured, else the one the server generated.
 async fn signing_key(settings: &Settings) -> anyhow::Result<audit::SigningKey> {
-    if let Some(seed) = settings.audit_signing_key.as_deref() {
-        return Ok(audit::SigningKey::from_hex(seed)?);
-    }
-    let pool = crate::db::connect(&settings.database_url, 1)
-        .await
-        .context(
-            "no PAVED_AUDIT_SIGNING_KEY, and the database holding the generated one is unreachable",
-        )?;
-    Ok(paved_workers::checkpoint::signing_key(&pool, None).await?)
+    crate::secrets::existing_signing_key(settings, None).await
 }
 
 async fn keys(out: Output, settings: &Settings) -> anyhow::Result<()> {
@@ -515,24 +506,13 @@ async fn verify(
     trusted_keys: &[String],
     settings: &Settings,
 ) -> anyhow::Result<()> {
-    let mut keys = audit::TrustedKeys::default();
-    for k in settings
-        .audit_trusted_keys
-        .iter()
-        .chain(trusted_keys)
-        .filter(|k| !k.trim().is_empty())
-    {
-        keys.add_hex(k)?;
-    }
+    let mut keys = crate::secrets::trusted_keys(settings, None, trusted_keys)?;
     match signing_key(settings).await {
         Ok(key) => keys.add(key.verifying_key()),
         Err(e) if !keys.is_empty() => eprintln!("note: {e:#}; using the given keys only"),
         Err(e) => return Err(e),
     }
-    let nats = async_nats::connect(&settings.nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
-    let log = paved_eventlog::EventLog::open(nats, settings.log_config()).await?;
+    let log = crate::secrets::existing_log(settings).await?;
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

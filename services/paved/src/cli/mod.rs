@@ -47,6 +47,9 @@ enum Command {
     /// Manage API tokens (stored hashed in PostgreSQL).
     #[command(subcommand)]
     Token(admin::TokenCommand),
+    /// Operate projections: set aside a message they cannot apply.
+    #[command(subcommand)]
+    Projection(admin::ProjectionCommand),
     /// Services and systems in the catalog (client verbs).
     Catalog(catalog::CatalogArgs),
     /// Teams in the catalog (client verbs).
@@ -102,6 +105,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Migrate(a) => admin::migrate(a).await,
         Command::Replay(a) => admin::replay(a).await,
         Command::Token(t) => admin::token(t).await,
+        Command::Projection(c) => admin::projection(c).await,
         Command::Catalog(a) => catalog::catalog(a).await,
         Command::Team(a) => catalog::team(a).await,
         Command::Survey(a) => survey::survey(a).await,
