@@ -190,7 +190,10 @@ async fn operator_verbs_never_create_what_they_should_find() {
     let e = paved::secrets::existing_database(&typo).await.unwrap_err();
     assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
     let e = paved::secrets::existing_database(&typo).await.unwrap_err();
-    assert!(format!("{e:#}").contains("does not exist"), "still not there: {e:#}");
+    assert!(
+        format!("{e:#}").contains("does not exist"),
+        "still not there: {e:#}"
+    );
     // A mistyped stream: refused by name, and not created.
     let mut settings = app.settings.clone();
     settings.stream = format!("{}_TYPO", settings.stream);
@@ -198,9 +201,14 @@ async fn operator_verbs_never_create_what_they_should_find() {
     assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
     let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
     let js = async_nats::jetstream::new(nats);
-    assert!(js.get_stream(&settings.stream).await.is_err(), "no stream was made");
+    assert!(
+        js.get_stream(&settings.stream).await.is_err(),
+        "no stream was made"
+    );
     // And no key is made up: a quarantine needs the real one.
-    let e = paved::operations::quarantine(&settings, 1, &[], "x", "alice").await.unwrap_err();
+    let e = paved::operations::quarantine(&settings, 1, &[], "x", "alice")
+        .await
+        .unwrap_err();
     assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
 }
 
@@ -208,7 +216,9 @@ async fn operator_verbs_never_create_what_they_should_find() {
 async fn dev_mode_prints_an_admin_token_only_into_a_new_token_table() {
     let mut app = crate::helpers::spawn_app().await;
     // Every admin token revoked...
-    paved_api::auth::revoke_tokens(&app.pool, "admin").await.unwrap();
+    paved_api::auth::revoke_tokens(&app.pool, "admin")
+        .await
+        .unwrap();
     app.stop().await.unwrap();
     // ...and a restart in dev mode prints none.
     let again = paved::Application::build(app.settings.clone(), paved::Roles::API)
