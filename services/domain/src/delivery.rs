@@ -120,6 +120,9 @@ pub enum DeploymentStatus {
     Running,
     Succeeded,
     Failed,
+    /// Failed before Argo CD was asked (no environment configured, say):
+    /// nothing was deployed, so it is no deployment for DORA either.
+    NotStarted,
 }
 
 impl DeploymentStatus {
@@ -129,11 +132,12 @@ impl DeploymentStatus {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::NotStarted => "not_started",
         }
     }
 
     pub fn finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::NotStarted)
     }
 
     /// Where an outcome leaves a deployment.
@@ -436,7 +440,13 @@ impl Aggregate for Option<Deployment> {
             }
             DeploymentEvent::Succeeded(o) | DeploymentEvent::Failed(o) => {
                 if let Some(d) = self {
-                    d.status = DeploymentStatus::of(o);
+                    d.status = match (d.status, DeploymentStatus::of(o)) {
+                        // Never started: it failed before Argo CD was asked.
+                        (DeploymentStatus::Requested, DeploymentStatus::Failed) => {
+                            DeploymentStatus::NotStarted
+                        }
+                        (_, s) => s,
+                    };
                     d.finished_at = Some(o.finished_at);
                     d.outcome = Some(o.clone());
                 }

@@ -141,10 +141,16 @@ pub struct Spread {
     pub p90: Duration,
 }
 
-/// Nearest-rank percentile (p in 0..=1) of sorted values.
+/// Continuous percentile (p in 0..=1) of sorted values, as SQL's
+/// `PERCENTILE_CONT` and the Four Keys dashboards compute it: linear
+/// interpolation between the two nearest ranks (the median of an even count
+/// is the mean of the two middle values).
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
+    let position = p.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let (lo, hi) = (position.floor() as usize, position.ceil() as usize);
+    let fraction = position - lo as f64;
+    let (a, b) = (sorted[lo].num_milliseconds(), sorted[hi].num_milliseconds());
+    Duration::milliseconds(a + ((b - a) as f64 * fraction).round() as i64)
 }
 
 fn spread(mut values: Vec<Duration>) -> Option<Spread> {
@@ -517,17 +523,20 @@ mod tests {
         // d3, d5, d6.
         assert_eq!(d.rework_deployments, 3);
         assert_eq!(d.rework_rate, Some(0.375));
+        // 1 h, 6 h, 24 h: median 6 h; p90 at rank 0.9 × 2 = 1.8, so
+        // 6 h + 0.8 × (24 h − 6 h) = 20.4 h (continuous, as PERCENTILE_CONT).
         let lead = d.lead_time.unwrap();
         assert_eq!(
             (lead.count, lead.median, lead.p90),
-            (3, Duration::hours(6), Duration::hours(24))
+            (3, Duration::hours(6), Duration::minutes(1224))
         );
         assert_eq!(d.lead_time_level, Some(Level::Elite));
-        // 30 min, 2 h, 6 h, 6 h.
+        // 30 min, 2 h, 6 h, 6 h: the median of an even count is the mean of
+        // the two middle values, (2 h + 6 h) / 2 = 4 h; p90 at 2.7 is 6 h.
         let ttr = d.time_to_restore.unwrap();
         assert_eq!(
             (ttr.count, ttr.median, ttr.p90),
-            (4, Duration::hours(2), Duration::hours(6))
+            (4, Duration::hours(4), Duration::hours(6))
         );
         assert_eq!(d.time_to_restore_level, Some(Level::High));
         assert_eq!(d.open_incidents, 1);
@@ -609,5 +618,21 @@ mod tests {
             level_below(Duration::days(40), THRESHOLDS.lead_time),
             Level::Low
         );
+    }
+
+    #[test]
+    fn percentiles_are_continuous() {
+        let h = Duration::hours;
+        let even = [h(1), h(2), h(3), h(4)];
+        assert_eq!(
+            percentile(&even, 0.5),
+            Duration::minutes(150),
+            "(2 h + 3 h) / 2"
+        );
+        assert_eq!(percentile(&[h(7)], 0.5), h(7));
+        assert_eq!(percentile(&[h(1), h(3), h(9)], 0.5), h(3));
+        // p90 of 1..=10 h: rank 8.1, 9 h + 0.1 h.
+        let ten: Vec<_> = (1..=10).map(h).collect();
+        assert_eq!(percentile(&ten, 0.9), Duration::minutes(546));
     }
 }

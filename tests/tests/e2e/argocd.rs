@@ -361,3 +361,59 @@ async fn a_sync_call_that_times_out_is_not_repeated_once_argo_cd_took_it() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_of_one_application_run_in_the_order_they_were_requested() {
+    let (app, argo) = setup(20).await;
+    argo.add_app("ledger-production", |a| {
+        a.sync_duration = Duration::from_millis(150)
+    });
+    // The first one busy in Argo CD while the others pile up; the deployer
+    // then finds several pending at once.
+    let mut ids = vec![deploy(&app, "rev-1").await];
+    running(&app, &ids[0]).await;
+    for i in 2..=6 {
+        ids.push(deploy(&app, &format!("rev-{i}")).await);
+    }
+    for id in &ids {
+        assert!(finished(&app, id).await.outcome.unwrap().succeeded);
+    }
+    // One operation each, in request order: the last requested runs last.
+    assert_eq!(argo.started("ledger-production"), ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_that_never_reached_argo_cd_is_no_deployment_for_dora() {
+    // No Argo CD configured at all.
+    let app = crate::helpers::spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    let id = deploy(&app, "v1").await;
+    let d = finished(&app, &id).await;
+    assert_eq!(
+        d.status,
+        paved_domain::delivery::DeploymentStatus::NotStarted
+    );
+    assert!(
+        d.outcome
+            .unwrap()
+            .message
+            .contains("no Argo CD is configured")
+    );
+    let last = app.last_sequence().await;
+    let shown = c.at(last).get_deployment(&id).await.unwrap();
+    assert_eq!(shown.status, "not_started");
+    let dora = c
+        .at(last)
+        .dora(pb::GetDoraRequest {
+            team: "payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((dora.finished_deployments, dora.change_failures), (0, 0));
+    assert_eq!(dora.change_failure_rate, None);
+}

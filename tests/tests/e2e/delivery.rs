@@ -200,14 +200,21 @@ async fn dora_figures_match_the_hand_computed_ones() {
     assert_eq!(team.change_failure_level, "low");
     // dC after dB's failure, dF a rollback.
     assert_eq!(team.rework_rate, Some(0.4));
+    // Continuous percentiles (PERCENTILE_CONT): of 3 lead times the p90 sits
+    // at rank 1.8, 6 h + 0.8 × (12 h − 6 h) = 10.8 h.
     let lead = team.lead_time.unwrap();
     assert_eq!(
         (lead.count, lead.median_hours, lead.p90_hours),
-        (3, 6.0, 12.0)
+        (3, 6.0, 10.8)
     );
     assert_eq!(team.lead_time_level, "elite");
     let ttr = team.time_to_restore.unwrap();
-    assert_eq!((ttr.count, ttr.median_hours, ttr.p90_hours), (2, 2.0, 25.0));
+    // Two restores, 2 h and 25 h: the median is their mean, 13.5 h; the p90
+    // 2 h + 0.9 × 23 h = 22.7 h.
+    assert_eq!(
+        (ttr.count, ttr.median_hours, ttr.p90_hours),
+        (2, 13.5, 22.7)
+    );
     assert_eq!(team.time_to_restore_level, "high");
     assert_eq!(team.days.len(), 10);
     assert_eq!(team.days[2].deployments, 1);
@@ -225,7 +232,8 @@ async fn dora_figures_match_the_hand_computed_ones() {
     assert_eq!((org.finished_deployments, org.change_failures), (6, 3));
     assert_eq!(org.change_failure_rate, Some(0.5));
     let ttr = org.time_to_restore.unwrap();
-    assert_eq!((ttr.count, ttr.median_hours, ttr.p90_hours), (3, 2.0, 25.0));
+    // Three restores: the median is the middle one; the p90 2 h + 0.8 × 23 h.
+    assert_eq!((ttr.count, ttr.median_hours, ttr.p90_hours), (3, 2.0, 20.4));
 
     let none = at
         .dora(pb::GetDoraRequest {

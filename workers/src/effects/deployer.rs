@@ -211,6 +211,10 @@ impl Deployer {
     ) -> Option<crate::lease::LeaseError> {
         let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
         let mut tasks = tokio::task::JoinSet::new();
+        // One queue per Argo CD application, fed in log order: deployments
+        // of one application run one after the other in the order they were
+        // requested, so the last one requested is the one left running.
+        let mut queues: HashMap<String, tokio::sync::mpsc::UnboundedSender<Name>> = HashMap::new();
         let lost = loop {
             if let Err(e) = lease.check_if_due().await {
                 break Some(e);
@@ -225,17 +229,26 @@ impl Deployer {
                         {
                             continue;
                         }
-                        let (this, in_flight, stop) =
-                            (self.clone(), in_flight.clone(), held.clone());
-                        tasks.spawn(async move {
-                            if let Ok(name) = Name::parse(&id) {
-                                this.drive(&name, &stop).await;
-                            }
+                        let Ok(name) = Name::parse(&id) else {
+                            continue;
+                        };
+                        let key = self.queue_of(&name).await;
+                        let queue = queues.entry(key).or_insert_with(|| {
+                            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                            tasks.spawn(self.clone().run_queue(
+                                rx,
+                                in_flight.clone(),
+                                held.clone(),
+                            ));
+                            tx
+                        });
+                        if queue.send(name).is_err() {
+                            // Its task ended (shutting down): the next holder resumes it.
                             in_flight
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())
                                 .remove(&id);
-                        });
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot list pending deployments"),
@@ -248,15 +261,57 @@ impl Deployer {
         };
         // Each task stops at its next wait; what it did not record, the next holder resumes.
         held.cancel();
+        drop(queues);
         while tasks.join_next().await.is_some() {}
         lost
     }
 
+    /// Drives the deployments of one application, one at a time, in the
+    /// order they arrive.
+    async fn run_queue(
+        self: Arc<Self>,
+        mut queue: tokio::sync::mpsc::UnboundedReceiver<Name>,
+        in_flight: Arc<Mutex<HashSet<String>>>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = queue.recv() => next,
+            };
+            let Some(id) = next else { return };
+            self.drive(&id, &stop).await;
+            in_flight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id.as_str());
+        }
+    }
+
+    /// The queue a deployment waits in: its Argo CD application, or (no
+    /// environment configured, not readable) a queue of its own.
+    async fn queue_of(&self, id: &Name) -> String {
+        let d = match self.executor.state::<Option<Deployment>>(id).await {
+            Ok(l) => l.state,
+            Err(_) => None,
+        };
+        match d.as_ref().and_then(|d| {
+            self.environments
+                .get(d.target.environment.as_str())
+                .map(|env| (d, env))
+        }) {
+            Some((d, env)) => format!("app:{}", self.app_name(d, env).await),
+            None => format!("deployment:{id}"),
+        }
+    }
+
     async fn pending(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar(
+            // Log order: a running deployment first (it was started before
+            // any requested one), then requests by their commit's sequence.
             "SELECT id FROM delivery_deployments
               WHERE source = 'paved' AND status IN ('requested', 'running')
-              ORDER BY requested_at",
+              ORDER BY status = 'running' DESC, last_sequence",
         )
         .fetch_all(&self.pool)
         .await
@@ -369,10 +424,11 @@ impl Deployer {
             Some(id) => (id == d.id.as_str()).then_some(op),
             // Rollbacks carry no info: ours if it runs our revision and
             // started after we asked for it.
+            // (never one that started before the request was made).
             None => (d.target.rollback_of.is_some()
                 && op.revision() == d.target.revision
-                && op.started_at >= d.requested_at - chrono::Duration::seconds(5))
-            .then_some(op),
+                && op.started_at >= d.requested_at)
+                .then_some(op),
         }
     }
 
@@ -437,7 +493,12 @@ impl Deployer {
         if d.status == DeploymentStatus::Running {
             // Our operation is no longer the application's operation: a
             // newer one (an auto-sync) replaced it. Judge ours by history.
-            let started = d.started_at.unwrap_or(d.requested_at) - chrono::Duration::seconds(5);
+            // Entries from before Paved's call are not ours: not before the
+            // request, and (clock skew between Paved and Argo CD allowed
+            // for) not before the recorded start of our operation.
+            let started = d.started_at.map_or(d.requested_at, |s| {
+                (s - chrono::Duration::seconds(5)).max(d.requested_at)
+            });
             let deployed = app.status.history.iter().rev().find(|h| {
                 h.revision == d.target.revision
                     && h.deploy_started_at

@@ -55,7 +55,14 @@ struct Created {
 
 impl Row {
     fn finish(&mut self, o: &Outcome) {
-        self.status = Some(if o.succeeded { "succeeded" } else { "failed" });
+        // A failure of a deployment this batch saw requested and never
+        // started: it never reached Argo CD (see DeploymentStatus::NotStarted).
+        let never_started = self.status == Some("requested") && self.started_at.is_none();
+        self.status = Some(match (o.succeeded, never_started) {
+            (true, _) => "succeeded",
+            (false, true) => "not_started",
+            (false, false) => "failed",
+        });
         self.finished_at = Some(o.finished_at);
         self.phase = Some(o.phase.clone());
         self.health = Some(o.health.clone());
@@ -322,7 +329,10 @@ async fn update_deployments(
     }
     sqlx::query(
         "UPDATE delivery_deployments d SET
-             status = coalesce(u.status, d.status),
+             -- Failed without ever starting (across batches): not started.
+             status = CASE WHEN u.status = 'failed' AND d.status = 'requested'
+                                AND u.started_at IS NULL AND d.started_at IS NULL
+                           THEN 'not_started' ELSE coalesce(u.status, d.status) END,
              application = coalesce(u.application, d.application),
              started_at = coalesce(u.started_at, d.started_at),
              finished_at = coalesce(u.finished_at, d.finished_at),

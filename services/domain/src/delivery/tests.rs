@@ -412,3 +412,28 @@ fn an_incident_of_a_missing_service_is_refused_and_readers_change_nothing() {
         .by(Principal::reader("auditor"));
     denied(s.when(open(&["ledger"], None, now)));
 }
+
+#[test]
+fn a_deployment_that_fails_before_it_started_never_started() {
+    let s =
+        Scenario::<Option<Deployment>>::new("d-1").given([requested("d-1", "ledger", Utc::now())]);
+    let failed = s
+        .when(DeploymentCommand::Finish(outcome(false, Utc::now())))
+        .unwrap();
+    let s = s.given(failed);
+    assert_eq!(
+        s.state.as_ref().unwrap().status,
+        DeploymentStatus::NotStarted
+    );
+    assert!(s.state.as_ref().unwrap().status.finished());
+    // One that started and then failed is a failed deployment.
+    let s = Scenario::<Option<Deployment>>::new("d-2")
+        .given([requested("d-2", "ledger", Utc::now()), started()]);
+    let failed = s
+        .when(DeploymentCommand::Finish(outcome(false, Utc::now())))
+        .unwrap();
+    assert_eq!(
+        s.given(failed).state.unwrap().status,
+        DeploymentStatus::Failed
+    );
+}

@@ -237,7 +237,7 @@ async fn wait_for(
             "running" => format!("syncing {} in Argo CD", d.application),
             s => format!("{s}: {} / {}", o.phase, o.health),
         });
-        if matches!(d.status.as_str(), "succeeded" | "failed") {
+        if matches!(d.status.as_str(), "succeeded" | "failed" | "not_started") {
             bar.finish_and_clear();
             return Ok(d);
         }
