@@ -159,7 +159,9 @@ async fn verification_catches_every_alteration_before_the_last_checkpoint() {
         subject_prefix: format!("{prefix}c"),
         ..LogConfig::default()
     };
-    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let nats = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
     let copied = EventLog::open(nats, copy.clone()).await.unwrap();
     let victim = 5;
     for (i, (subject, payload)) in original.iter().enumerate() {

@@ -199,7 +199,9 @@ async fn operator_verbs_never_create_what_they_should_find() {
     settings.stream = format!("{}_TYPO", settings.stream);
     let e = paved::secrets::existing_log(&settings).await.err().unwrap();
     assert!(format!("{e:#}").contains("does not exist"), "{e:#}");
-    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let nats = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(nats);
     assert!(
         js.get_stream(&settings.stream).await.is_err(),

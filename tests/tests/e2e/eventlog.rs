@@ -258,7 +258,9 @@ async fn a_stream_made_before_checkpoints_gains_their_subject_and_keeps_its_mess
         subject_prefix: format!("o{id}"),
         ..Default::default()
     };
-    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let nats = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(nats.clone());
     // As an earlier version created it: commits' subjects only.
     js.create_stream(Config {
@@ -528,7 +530,9 @@ async fn a_weak_stream_is_refused_untouched_with_every_problem_named() {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let name = format!("WEAK_{}", id.to_uppercase());
     let prefix = format!("w{id}");
-    let nats = async_nats::connect(crate::helpers::NATS_URL).await.unwrap();
+    let nats = async_nats::connect(crate::helpers::nats_url())
+        .await
+        .unwrap();
     let js = async_nats::jetstream::new(nats.clone());
     js.create_stream(Config {
         name: name.clone(),

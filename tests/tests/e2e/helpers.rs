@@ -11,7 +11,19 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+/// The machine's NATS (2.9, Debian's).
+pub const MACHINE_NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// The NATS server this test binary runs against: the machine's for `e2e`;
+/// for `e2e_current`, a current server (≥ 2.12, `sync_interval: always`, as
+/// production runs) of this test process's own (see [`crate::private`]).
+pub fn nats_url() -> String {
+    if crate::CURRENT_NATS {
+        crate::private::current_nats_url()
+    } else {
+        MACHINE_NATS_URL.to_owned()
+    }
+}
 pub const PG_URL: &str = "postgres://postgres@127.0.0.1:5432";
 
 pub struct TestApp {
@@ -36,7 +48,7 @@ pub fn isolated_settings() -> (String, Settings) {
     let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
     let s = Settings {
         listen: "127.0.0.1:0".parse().unwrap(),
-        nats_url: NATS_URL.to_owned(),
+        nats_url: nats_url(),
         database_url: format!("{PG_URL}/paved_test_{id}"),
         stream: format!("TEST_{}", id.to_uppercase()),
         subject_prefix: format!("t{id}"),
@@ -152,7 +164,7 @@ impl TestApp {
 
     /// Another handle on the same log (a second API replica, a worker).
     pub async fn open_log(&self) -> EventLog {
-        let nats = async_nats::connect(NATS_URL).await.unwrap();
+        let nats = async_nats::connect(nats_url()).await.unwrap();
         EventLog::open(nats, self.log_config()).await.unwrap()
     }
 
@@ -217,7 +229,7 @@ impl Drop for TestApp {
 /// Best effort: removes a test's stream and database (FORCE ends whatever
 /// connections are left).
 pub async fn remove(stream: &str, db: &str) {
-    if let Ok(nats) = async_nats::connect(NATS_URL).await {
+    if let Ok(nats) = async_nats::connect(nats_url()).await {
         let js = async_nats::jetstream::new(nats);
         js.delete_stream(stream).await.ok();
     }

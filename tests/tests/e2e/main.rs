@@ -1,7 +1,10 @@
 //! End-to-end tests: the real `paved` (API + workers) on port 0 against the
-//! machine's NATS JetStream and PostgreSQL, driven through the SDK. Every
-//! test has its own stream, subject prefix and database, so they run in
-//! parallel.
+//! machine's NATS JetStream (2.9) and PostgreSQL, driven through the SDK.
+//! Every test has its own stream, subject prefix and database, so they run
+//! in parallel. `e2e_current` runs the same tests against a current NATS.
+
+/// Against the machine's NATS 2.9.
+pub const CURRENT_NATS: bool = false;
 
 mod argocd;
 mod argocd_standin;

