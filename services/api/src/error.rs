@@ -172,14 +172,56 @@ pub fn execute(e: ExecuteError) -> Status {
     }
 }
 
-/// A database error: connection trouble is `UNAVAILABLE`, anything else `INTERNAL`.
+/// SQLSTATEs of a value PostgreSQL cannot store in text: a NUL (`\0`),
+/// `character_not_in_repertoire` and `untranslatable_character`.
+const UNSTORABLE_TEXT: [&str; 2] = ["22021", "22P05"];
+
+/// A database error: connection trouble is `UNAVAILABLE`; text PostgreSQL
+/// cannot hold (a NUL in a filter) is the client's `INVALID_ARGUMENT`;
+/// anything else `INTERNAL`. The detail goes to the log only.
 pub fn database(e: sqlx::Error) -> Status {
     match e {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
             tracing::warn!(error = %e, "read models unavailable");
             Status::unavailable("the read models are unavailable: retry")
         }
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| UNSTORABLE_TEXT.contains(&c.as_ref())) =>
+        {
+            tracing::debug!(error = %d, "text PostgreSQL cannot hold");
+            Status::invalid_argument(
+                "a text field holds a character that cannot be stored or searched for (a NUL, \\0)",
+            )
+        }
         e => internal(&e),
+    }
+}
+
+/// The event log could not be read: a retryable `UNAVAILABLE`; the detail
+/// (NATS's own text) goes to the log only.
+pub fn log_unavailable(e: &dyn std::fmt::Display) -> Status {
+    tracing::warn!(error = %e, "event log unavailable");
+    Status::unavailable("the event log is unavailable: retry")
+}
+
+/// The HTTP status of a gRPC code: the one table the webhooks answer by,
+/// so an error is the same error on either protocol (as in Google's
+/// `google.rpc.Code` mapping).
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Cancelled => 499,
+        Code::Unimplemented => 501,
+        Code::Unavailable => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
     }
 }
 

@@ -73,6 +73,19 @@ impl Filter {
         let Some(f) = f else {
             return Ok(Self::default());
         };
+        // Free-text filters: no control characters (a NUL would reach
+        // PostgreSQL through the audit index), and a bounded length.
+        for (field, value) in [
+            ("filter.principal", &f.principal),
+            ("filter.correlation_id", &f.correlation_id),
+        ] {
+            if value.chars().any(char::is_control) || value.len() > 256 {
+                return Err(error::invalid_field(
+                    field,
+                    "at most 256 characters, no control characters (NUL, line breaks)",
+                ));
+            }
+        }
         let kind = match f.aggregate_type.as_str() {
             "" => None,
             t => Some(AggregateKind::parse(t).ok_or_else(|| {
@@ -219,7 +232,7 @@ impl EventLogService for EventLogApi {
             .log
             .last_sequence()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| crate::error::log_unavailable(&e))?;
         if r.from_sequence > last + 1 {
             return Err(Status::out_of_range(format!(
                 "from_sequence {} is past the end of the log ({last})",
@@ -330,7 +343,7 @@ impl EventLogService for EventLogApi {
             .log
             .last_sequence()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| crate::error::log_unavailable(&e))?;
         if r.from_sequence > last + 1 {
             return Err(Status::out_of_range(format!(
                 "from_sequence {} is past the end of the log ({last})",
@@ -426,7 +439,7 @@ async fn from_index(
         sql.push(" AND occurred_at <= ").push_bind(u);
     }
     sql.push(" ORDER BY sequence");
-    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
+    let unavailable = |e: &dyn std::fmt::Display| crate::error::log_unavailable(e);
     let sequences = sql
         .build_query_scalar::<i64>()
         .fetch(pool)
@@ -481,7 +494,7 @@ async fn stream_range(
     limit: usize,
     tx: &mpsc::Sender<Result<pb::EventRecord, Status>>,
 ) -> Result<(), Status> {
-    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
+    let unavailable = |e: &dyn std::fmt::Display| crate::error::log_unavailable(e);
     let filter_subject = filter
         .subject
         .clone()

@@ -196,7 +196,7 @@ impl Freshness {
             .log
             .last_sequence()
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| crate::error::log_unavailable(&e))?;
         // Checked on the first round, before any waiting: a sequence the
         // log has not reached is no read model's to reach.
         if last < min_sequence {
@@ -208,7 +208,7 @@ impl Freshness {
             .log
             .next_matching(&filter, checkpoint + 1)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| crate::error::log_unavailable(&e))?;
         Ok(next.is_none_or(|n| n > min_sequence))
     }
 }

@@ -49,6 +49,7 @@ use sha2::Sha256;
 use sqlx::PgPool;
 
 use crate::delivery::derived_id;
+use crate::error;
 
 #[derive(Clone)]
 pub struct Webhooks {
@@ -106,6 +107,14 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 
 fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
     answer(status, serde_json::json!({ "error": reason.into() }))
+}
+
+/// A failure mapped once, as the gRPC API maps it (internal detail logged,
+/// never answered), then to HTTP by [`error::http_status`].
+fn failed(status: tonic::Status) -> Response {
+    let code = StatusCode::from_u16(error::http_status(status.code()))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    refuse(code, status.message())
 }
 
 /// Does `X-Hub-Signature-256` sign `body` with `secret`? (constant time)
@@ -233,7 +242,7 @@ impl Webhooks {
                 StatusCode::OK,
                 serde_json::json!({ "ignored": format!("no service has repository {}", repo.full_name) }),
             )),
-            Err(err) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, err.to_string())),
+            Err(err) => Err(failed(error::database(err))),
         }
     }
 
@@ -250,8 +259,9 @@ impl Webhooks {
         match self.executor.execute::<A>(id, command, &meta).await {
             Ok(done) if done.replayed => Ok(0),
             Ok(done) => Ok(done.events),
+            // A payload the domain refuses is the sender's mistake: 400.
             Err(ExecuteError::Rejected(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
-            Err(e) => Err(refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string())),
+            Err(e) => Err(failed(error::execute(e))),
         }
     }
 
@@ -539,7 +549,7 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
             );
         }
         Ok(false) => {}
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return failed(error::database(e)),
     }
     let (service, environment) = match hooks.target_of(&n).await {
         Ok(Some(t)) => t,
@@ -549,7 +559,7 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
                 serde_json::json!({ "ignored": format!("no service for application {}", n.app) }),
             );
         }
-        Err(e) => return refuse(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return failed(error::database(e)),
     };
     let request_id = format!(
         "argocd-notification:{}:{}:{}",

@@ -8,8 +8,16 @@ pub const MAX_NAME_LEN: usize = 63;
 /// A lowercase RFC 1123 DNS label: 1..=63 chars of `[a-z0-9-]`, starting and
 /// ending with a letter or digit. Safe as a NATS subject token and a URL path
 /// segment, and readable by people (invariant 8).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Name(String);
+
+/// As the string it is (`"payments"`, not `Name("payments")`): a name in a
+/// message reads the same whether it was formatted with `{}` or `{:?}`.
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
 
 /// Why a string is not a [`Name`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

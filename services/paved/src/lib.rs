@@ -7,6 +7,7 @@
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
 //! - [`operations`]: operator actions on the log (quarantining a message).
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
+//! - [`request_limit`]: requests over the size limit answered `RESOURCE_EXHAUSTED`.
 //! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
 //!   `run_until_stopped(shutdown)`; the API and the workers in one process or apart.
@@ -23,6 +24,7 @@ pub mod demo;
 pub mod metrics;
 pub mod operations;
 pub mod reflection;
+pub mod request_limit;
 pub mod secrets;
 pub mod settings;
 pub mod startup;

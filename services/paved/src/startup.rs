@@ -372,6 +372,9 @@ impl Application {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "gRPC API listening");
             let server = tonic::transport::Server::builder()
+                .layer(crate::request_limit::RequestLimitLayer {
+                    limit: MAX_REQUEST_BYTES,
+                })
                 .tcp_nodelay(true)
                 // Dead or silent peers are found by HTTP/2 pings; a client
                 // opens at most this many streams on one connection.

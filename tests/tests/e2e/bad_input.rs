@@ -443,3 +443,57 @@ async fn deeply_nested_yaml_is_refused_in_linear_time_and_stalls_nothing() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn one_error_edge_no_internal_text_no_debug_text_and_the_documented_codes() {
+    let app = crate::helpers::spawn_app().await;
+    let c = &app.client;
+    // Over the 16 MiB request limit: RESOURCE_EXHAUSTED, as documented.
+    let e = c
+        .import_backstage(paved_sdk::pb::ImportBackstageRequest {
+            yaml: "#".repeat(17 * 1024 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+    assert!(e.to_string().contains("16 MiB"), "{e}");
+    // A NUL in a filter is the client's mistake, and PostgreSQL's text stays in the log.
+    let mut s = c
+        .read_events(paved_sdk::pb::ReadEventsRequest {
+            filter: Some(paved_sdk::pb::EventFilter {
+                principal: "ali\0ce".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await;
+    let e = match &mut s {
+        Ok(stream) => stream.message().await.unwrap_err().into(),
+        Err(e) => paved_sdk::Error::Status(tonic::Status::new(e.code(), e.to_string())),
+    };
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    assert!(
+        !e.to_string().contains("0x00") && !e.to_string().contains("UTF8"),
+        "{e}"
+    );
+    let e = c
+        .at(0)
+        .list_services(paved_sdk::pb::ListServicesRequest {
+            tag: "x\0".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e}");
+    // Names read as names, not as Rust's debug text.
+    let e = c
+        .request_rollback(paved_sdk::pb::RequestRollbackRequest {
+            deployment: "d-nope".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound);
+    assert!(!e.to_string().contains("Name("), "{e}");
+}
