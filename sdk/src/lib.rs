@@ -42,7 +42,8 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// A failed call: the server's status, or a connection problem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{:?}: {}", .0.code(), .0.message())]
+    /// The server's message (the code is [`Error::code`]).
+    #[error("{}", .0.message())]
     Status(#[from] Status),
     #[error("cannot connect: {0}")]
     Connect(#[from] tonic::transport::Error),

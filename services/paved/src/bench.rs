@@ -64,6 +64,7 @@ pub struct BenchArgs {
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
+    /// Output format: table (default), json or jsonl.
     #[arg(long, short, value_enum, default_value_t = Output::Table)]
     output: Output,
     #[command(flatten)]

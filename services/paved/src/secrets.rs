@@ -91,9 +91,7 @@ const INVALID_CATALOG_NAME: &str = "3D000";
 
 /// The log's stream, which must exist.
 pub async fn existing_log(settings: &Settings) -> anyhow::Result<paved_eventlog::EventLog> {
-    let nats = async_nats::connect(&settings.nats_url)
-        .await
-        .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
+    let nats = settings.connect_nats().await?;
     Ok(paved_eventlog::EventLog::open_existing(nats, settings.log_config()).await?)
 }
 

@@ -126,6 +126,24 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Connects to NATS: `PAVED_NATS_URL` may list several servers of a
+    /// cluster, comma-separated (the client also learns the others from the
+    /// one it reaches, and fails over among them).
+    pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
+        use anyhow::Context as _;
+        let urls: Vec<&str> = self
+            .nats_url
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        async_nats::ConnectOptions::new()
+            .name("paved")
+            .connect(urls.as_slice())
+            .await
+            .with_context(|| format!("cannot connect to NATS at {}", self.nats_url))
+    }
+
     pub fn log_config(&self) -> LogConfig {
         LogConfig {
             stream: self.stream.clone(),

@@ -112,11 +112,7 @@ impl Application {
     /// Connects to NATS and PostgreSQL, creates or verifies the stream,
     /// creates and migrates the database, and binds the API's port.
     pub async fn build(settings: Settings, roles: Roles) -> anyhow::Result<Self> {
-        let nats = async_nats::ConnectOptions::new()
-            .name("paved")
-            .connect(&settings.nats_url)
-            .await
-            .with_context(|| format!("cannot connect to NATS at {}", settings.nats_url))?;
+        let nats = settings.connect_nats().await?;
         let log = EventLog::open(nats, settings.log_config())
             .await
             .context("cannot open the event log stream")?;

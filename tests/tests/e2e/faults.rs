@@ -386,3 +386,213 @@ async fn a_full_log_is_resource_exhausted_and_health_follows_nats() {
     .await;
     let _ = &mut health;
 }
+
+/// A running Paved (one role) on the test's settings, stopped by abort (a crash).
+struct Replica {
+    app_url: Option<String>,
+    statuses: Vec<tokio::sync::watch::Receiver<paved_workers::ProjectionStatus>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn replica(settings: &paved::Settings, roles: Roles) -> (Replica, Option<String>) {
+    // A new cluster elects its JetStream leader and places the R3 stream
+    // within seconds: until then building fails, and is tried again.
+    let app = eventually(
+        Duration::from_secs(60),
+        "Paved built on the cluster",
+        || async {
+            paved::Application::build(settings.clone(), roles)
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let token = app.admin_token().map(str::to_owned);
+    let app_url = roles
+        .api
+        .then(|| format!("http://127.0.0.1:{}", app.port()));
+    let statuses = app.projection_statuses();
+    let task = tokio::spawn(app.run_until_stopped(tokio_util::sync::CancellationToken::new()));
+    (
+        Replica {
+            app_url,
+            statuses,
+            task,
+        },
+        token,
+    )
+}
+
+impl Replica {
+    fn runs_catalog(&self) -> bool {
+        self.statuses.iter().any(|s| {
+            s.borrow().name == "catalog" && s.borrow().health == paved_workers::Health::Running
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_three_node_cluster_loses_its_stream_leader_and_a_worker_and_nothing_else() {
+    use crate::private::PrivateCluster;
+    let mut cluster = PrivateCluster::start();
+    let (id, mut settings) = crate::helpers::isolated_settings();
+    settings.nats_url = cluster.urls();
+    settings.stream_replicas = 3;
+    settings.metrics_listen = String::new();
+    settings.webhook_listen = String::new();
+    // Two API replicas, two workers (one active, one standing by).
+    let (api1, token) = replica(&settings, Roles::API).await;
+    let token = token.expect("the first start prints an admin token");
+    let (api2, _) = replica(&settings, Roles::API).await;
+    let (worker1, _) = replica(&settings, Roles::WORKERS).await;
+    let (worker2, _) = replica(&settings, Roles::WORKERS).await;
+    let c1 = Client::connect(api1.app_url.clone().unwrap(), &token)
+        .await
+        .unwrap();
+    let c2 = Client::connect(api2.app_url.clone().unwrap(), &token)
+        .await
+        .unwrap();
+    c1.create_team(fixtures::team("crashers")).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load1 = tokio::spawn(register_until(
+        c1.clone(),
+        4,
+        Duration::from_millis(5),
+        stop.clone(),
+    ));
+    let load2 = tokio::spawn(register_until(
+        c2.clone(),
+        4,
+        Duration::from_millis(5),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Kill the stream's leader (kill -9); the others elect a new one.
+    let urls: Vec<String> = cluster.urls().split(',').map(str::to_owned).collect();
+    let nats = async_nats::connect(urls.as_slice()).await.unwrap();
+    let js = async_nats::jetstream::new(nats.clone());
+    let leader = eventually(Duration::from_secs(10), "the stream's leader", || {
+        let js = js.clone();
+        let name = settings.stream.clone();
+        async move {
+            let mut s = js.get_stream(&name).await.ok()?;
+            s.info().await.ok()?.cluster.clone()?.leader
+        }
+    })
+    .await;
+    let killed_at = std::time::Instant::now();
+    cluster.node(&leader).kill();
+    // The first command acknowledged after the kill: the time to recover.
+    let probe = c2.clone();
+    let recovered = eventually(
+        Duration::from_secs(60),
+        "a command after the leader died",
+        || {
+            let probe = probe.clone();
+            async move {
+                probe
+                    .register_service(fixtures::service(
+                        &format!("probe-{}", uuid::Uuid::new_v4().simple()),
+                        "crashers",
+                    ))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    let recovery = killed_at.elapsed();
+    eprintln!(
+        "cluster: stream leader {leader} killed; a command was acknowledged again after {recovery:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    // Kill the worker running the catalog (as kill -9 would: no drain).
+    let (dead, standby) = if worker1.runs_catalog() {
+        (worker1, worker2)
+    } else {
+        (worker2, worker1)
+    };
+    dead.task.abort();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = load1.await.unwrap();
+    acked.extend(load2.await.unwrap());
+    assert!(
+        acked.len() > 50,
+        "the load ran ({} acknowledged)",
+        acked.len()
+    );
+    let _ = recovered;
+
+    // The standby took over; every acknowledged registration is there once.
+    let last = eventually(
+        Duration::from_secs(30),
+        "the stream's last sequence",
+        || {
+            let js = js.clone();
+            let name = settings.stream.clone();
+            async move {
+                let mut s = js.get_stream(&name).await.ok()?;
+                Some(s.info().await.ok()?.state.last_sequence)
+            }
+        },
+    )
+    .await;
+    let reader = c1.at(last);
+    let listed = eventually(
+        Duration::from_secs(60),
+        "the catalog to catch up",
+        || async { reader.list_all_services(Default::default()).await.ok() },
+    )
+    .await;
+    assert!(standby.runs_catalog(), "the standby runs the catalog now");
+    let names: std::collections::HashSet<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names.len(), listed.len(), "nothing twice");
+    let missing: Vec<&str> = acked
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !names.contains(n))
+        .take(10)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
+
+    // The read model equals a replay, and the log verifies.
+    let pool = sqlx::PgPool::connect(&settings.database_url).await.unwrap();
+    let log = paved_eventlog::EventLog::open_existing(nats, settings.log_config())
+        .await
+        .unwrap();
+    // A degraded cluster (two of three) may time out a request now and
+    // then while it settles: an operator would run these again.
+    let checks = eventually(Duration::from_secs(60), "a replay check", || async {
+        runtime::check(&CatalogProjection, &pool, &log, &Default::default(), |_| {})
+            .await
+            .ok()
+            .map(|(_, c)| c)
+    })
+    .await;
+    assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
+    let key = paved_workers::checkpoint::signing_key(&pool, None)
+        .await
+        .unwrap();
+    let mut keys = paved_eventlog::audit::TrustedKeys::default();
+    keys.add(key.verifying_key());
+    let report = eventually(Duration::from_secs(60), "audit verify", || {
+        let (log, keys) = (log.clone(), keys.clone());
+        async move {
+            paved_eventlog::audit::verify_log(&log, keys, 1, |_, _| {})
+                .await
+                .ok()
+        }
+    })
+    .await;
+    assert!(report.ok(), "{report:?}");
+
+    for r in [api1, api2, standby] {
+        r.task.abort();
+    }
+    pool.close().await;
+    crate::helpers::remove_database(&format!("paved_test_{id}")).await;
+}

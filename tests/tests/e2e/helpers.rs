@@ -233,6 +233,11 @@ pub async fn remove(stream: &str, db: &str) {
         let js = async_nats::jetstream::new(nats);
         js.delete_stream(stream).await.ok();
     }
+    remove_database(db).await;
+}
+
+/// Best effort: drops a test's database.
+pub async fn remove_database(db: &str) {
     if let Ok(admin) = PgPool::connect(&format!("{PG_URL}/postgres")).await {
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"

@@ -210,6 +210,12 @@ impl PrivateNats {
     /// Starts a server; `jetstream` goes inside its `jetstream { … }` block
     /// (e.g. `max_file_store: 1MB`).
     pub fn start(jetstream: &str) -> Self {
+        Self::start_with("", jetstream)
+    }
+
+    /// Starts a server with `top` at the top of its configuration (a
+    /// `cluster { … }` block, `server_name`).
+    pub fn start_with(top: &str, jetstream: &str) -> Self {
         let dir =
             std::env::temp_dir().join(format!("paved-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -217,7 +223,7 @@ impl PrivateNats {
         std::fs::write(
             dir.join("nats.conf"),
             format!(
-                "listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream}\n}}\n",
+                "{top}listen: 127.0.0.1:{port}\njetstream {{\n  store_dir: \"{}\"\n  {jetstream}\n}}\n",
                 dir.join("js").display()
             ),
         )
@@ -286,5 +292,59 @@ impl Drop for PrivateNats {
     fn drop(&mut self) {
         self.kill();
         std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
+/// Three NATS servers clustered on loopback (`n1`..`n3`), JetStream on each
+/// (with `sync_interval: always` on a current server, as production runs;
+/// 2.9 cannot set it).
+pub struct PrivateCluster {
+    pub nodes: Vec<(String, PrivateNats)>,
+}
+
+impl PrivateCluster {
+    pub fn start() -> Self {
+        let routes: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = (0..3)
+            .map(|i| {
+                let name = format!("n{}", i + 1);
+                let others: Vec<String> = routes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, p)| format!("\"nats-route://127.0.0.1:{p}\""))
+                    .collect();
+                let top = format!(
+                    "server_name: {name}\ncluster {{\n  name: paved-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    routes[i],
+                    others.join(", ")
+                );
+                let sync = if crate::CURRENT_NATS {
+                    "sync_interval: always"
+                } else {
+                    ""
+                };
+                (name, PrivateNats::start_with(&top, sync))
+            })
+            .collect();
+        Self { nodes }
+    }
+
+    /// Every node's client URL, comma-separated (as `PAVED_NATS_URL` takes them).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|(_, n)| n.url())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn node(&mut self, name: &str) -> &mut PrivateNats {
+        &mut self
+            .nodes
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("a node of the cluster")
+            .1
     }
 }

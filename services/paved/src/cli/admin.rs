@@ -19,6 +19,7 @@ use crate::settings::Settings;
 
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
+    /// PostgreSQL database with Paved's read models.
     #[arg(
         long,
         env = "PAVED_DATABASE_URL",
@@ -198,6 +199,8 @@ pub enum TokenCommand {
         /// Principal name recorded in every event this token causes.
         #[arg(long)]
         principal: String,
+        /// What it may do: admin (everything), member (change what its --team
+        /// owns, read everything) or reader (read only).
         #[arg(long, value_enum)]
         role: RoleArg,
         /// The team a member acts for (required with --role member).
@@ -208,6 +211,7 @@ pub enum TokenCommand {
     },
     /// Revoke every token of a principal.
     Revoke {
+        /// The principal whose tokens are revoked.
         #[arg(long)]
         principal: String,
         #[command(flatten)]
@@ -215,6 +219,7 @@ pub enum TokenCommand {
     },
     /// List principals with active tokens (never the tokens).
     List {
+        /// Output format: table (default), json or jsonl.
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
         #[command(flatten)]
@@ -329,6 +334,7 @@ pub enum ProjectionCommand {
         /// Who does it (recorded as `operator:<actor>`); default `$USER`.
         #[arg(long)]
         actor: Option<String>,
+        /// Output format: table (default), json or jsonl.
         #[arg(long, short, value_enum, default_value_t = Output::Table)]
         output: Output,
         #[command(flatten)]

@@ -124,7 +124,9 @@ enum AuditCommand {
     },
     /// The state as of TIME, rebuilt by replaying the log up to TIME.
     At {
+        /// The time (RFC 3339, e.g. 2026-03-01T00:00:00Z).
         time: DateTime<Utc>,
+        /// What to rebuild: a service, team or system, or the whole catalog.
         #[arg(value_enum)]
         kind: AtKind,
         /// The service, team or system (not for catalog).
@@ -133,8 +135,10 @@ enum AuditCommand {
     /// What changed between two times, field by field, with who and which
     /// request did it.
     Diff {
+        /// The kind of entity: service, team or system.
         #[arg(value_enum)]
         kind: DiffKind,
+        /// The service, team or system.
         name: String,
         /// From this time (the state then is the "before").
         #[arg(long)]

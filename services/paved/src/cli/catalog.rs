@@ -104,20 +104,25 @@ enum DirectionArg {
 /// given are the ones replaced.
 #[derive(clap::Args, Debug, Default)]
 struct SpecArgs {
+    /// Service type: service, website, library or worker.
     #[arg(long = "type", value_enum)]
     kind: Option<TypeArg>,
+    /// Lifecycle stage: experimental, production or deprecated.
     #[arg(long, value_enum)]
     lifecycle: Option<LifecycleArg>,
     /// System the service belongs to ("" for none).
     #[arg(long)]
     system: Option<String>,
+    /// One-line description of what the service does.
     #[arg(long)]
     description: Option<String>,
     /// 1 (most critical) to 5; 0 for none.
     #[arg(long)]
     tier: Option<u32>,
+    /// Source repository URL, e.g. https://github.com/acme/payments-api.
     #[arg(long = "repo")]
     repository_url: Option<String>,
+    /// Documentation URL.
     #[arg(long = "docs")]
     docs_url: Option<String>,
     /// Repeatable; replaces all tags.
@@ -190,7 +195,9 @@ impl SpecArgs {
 enum CatalogCommand {
     /// Register a service.
     Register {
+        /// Service name (a DNS label, e.g. payments-api).
         name: String,
+        /// Owning team (a DNS label).
         #[arg(long)]
         owner: String,
         #[command(flatten)]
@@ -198,22 +205,31 @@ enum CatalogCommand {
     },
     /// Replace the given fields of a service.
     Update {
+        /// The service to change.
         name: String,
         #[command(flatten)]
         spec: SpecArgs,
     },
     /// Show one service with its dependencies, dependents and SLOs.
-    Get { name: String },
+    Get {
+        /// Service name.
+        name: String,
+    },
     /// List services.
     List {
+        /// Only services owned by this team.
         #[arg(long)]
         owner: Option<String>,
+        /// Only services of this system.
         #[arg(long)]
         system: Option<String>,
+        /// Only services at this lifecycle stage.
         #[arg(long, value_enum)]
         lifecycle: Option<LifecycleArg>,
+        /// Only services of this type.
         #[arg(long = "type", value_enum)]
         kind: Option<TypeArg>,
+        /// Only services with this tag.
         #[arg(long)]
         tag: Option<String>,
         /// Include retired services.
@@ -222,82 +238,109 @@ enum CatalogCommand {
     },
     /// The dependency graph around a service.
     Graph {
+        /// The service at the centre of the graph.
         name: String,
+        /// upstream (what it depends on), downstream (what depends on it) or both.
         #[arg(long, value_enum, default_value = "both")]
         direction: DirectionArg,
+        /// Hops to follow from the service (1..=20).
         #[arg(long, default_value_t = 3)]
         depth: u32,
     },
     /// Catalog health: services without docs, without SLOs, orphaned, deprecated but depended upon.
     Health {
+        /// Only this team's figures (default: every team and the whole organisation).
         #[arg(long)]
         team: Option<String>,
     },
     /// Import Backstage descriptor YAML (multi-document).
     Import {
+        /// YAML file of Group, System and Component descriptors (`---` between them).
         file: std::path::PathBuf,
+        /// Validate and plan only; append nothing.
         #[arg(long)]
         dry_run: bool,
     },
     /// Export the catalog as Backstage descriptor YAML on stdout.
     Export {
+        /// Include retired teams, systems and services.
         #[arg(long)]
         include_retired: bool,
     },
     /// Transfer a service to another team.
     Transfer {
+        /// The service to transfer.
         name: String,
+        /// The new owning team.
         #[arg(long)]
         to: String,
     },
     /// Mark a service deprecated.
     Deprecate {
+        /// The service to deprecate.
         name: String,
+        /// Why, for its users and the audit trail (1..=1024 characters).
         #[arg(long)]
         reason: String,
     },
     /// Retire a service (a tombstone; the name stays taken).
     Retire {
+        /// The service to retire.
         name: String,
+        /// Why, for the audit trail (1..=1024 characters).
         #[arg(long)]
         reason: String,
     },
     /// Record that NAME depends on another service.
     Depend {
+        /// The service that depends.
         name: String,
+        /// The service it depends on.
         #[arg(long)]
         on: String,
+        /// How much NAME needs it: low, medium or high.
         #[arg(long, value_enum)]
         criticality: Option<CriticalityArg>,
     },
     /// Remove a dependency.
     Undepend {
+        /// The service that depends.
         name: String,
+        /// The service it no longer depends on.
         #[arg(long)]
         on: String,
     },
     /// Set an SLO: --availability PERCENT, or --latency-ms MS with --percentile P.
     Slo {
+        /// The service the SLO is for.
         name: String,
         /// SLO name, e.g. availability.
         #[arg(long = "slo")]
         slo_name: String,
+        /// Availability target in percent (0 < x < 100, e.g. 99.9).
         #[arg(long, conflicts_with = "latency_ms")]
         availability: Option<f64>,
+        /// Latency threshold in milliseconds (> 0).
         #[arg(long, requires = "percentile")]
         latency_ms: Option<u32>,
+        /// Latency percentile the threshold applies to (0 < p < 100, e.g. 99).
         #[arg(long)]
         percentile: Option<f64>,
+        /// Rolling window in days (1..=365).
         #[arg(long, default_value_t = 28)]
         window_days: u32,
     },
     /// Create a system.
     System {
+        /// System name (a DNS label, e.g. billing).
         name: String,
+        /// Owning team (a DNS label).
         #[arg(long)]
         owner: String,
+        /// Human-readable name, e.g. "Billing".
         #[arg(long, default_value = "")]
         display_name: String,
+        /// One-line description of the system.
         #[arg(long, default_value = "")]
         description: String,
     },
@@ -776,13 +819,18 @@ pub struct TeamArgs {
 enum TeamCommand {
     /// Create a team (admins).
     Create {
+        /// Team name (a DNS label, e.g. payments).
         name: String,
+        /// Human-readable name, e.g. "Payments".
         #[arg(long, default_value = "")]
         display_name: String,
+        /// The team's e-mail address.
         #[arg(long, default_value = "")]
         email: String,
+        /// Chat channel, e.g. #payments or a Slack channel id.
         #[arg(long, default_value = "")]
         chat: String,
+        /// Parent team ("" for none).
         #[arg(long, default_value = "")]
         parent: String,
         /// Repeatable.
@@ -791,38 +839,55 @@ enum TeamCommand {
     },
     /// Replace a team's profile.
     Update {
+        /// The team to change.
         name: String,
+        /// Human-readable name, e.g. "Payments" ("" clears it).
         #[arg(long, default_value = "")]
         display_name: String,
+        /// The team's e-mail address ("" clears it).
         #[arg(long, default_value = "")]
         email: String,
+        /// Chat channel, e.g. #payments or a Slack channel id ("" clears it).
         #[arg(long, default_value = "")]
         chat: String,
     },
+    /// Show one team with its profile, parent, children and members.
     Get {
+        /// Team name.
         name: String,
     },
+    /// List teams.
     List {
         /// Include retired teams.
         #[arg(long)]
         all: bool,
     },
+    /// Add a member to a team.
     AddMember {
+        /// The team.
         team: String,
+        /// Member id, e.g. a user name or e-mail address.
         member: String,
     },
+    /// Remove a member from a team.
     RemoveMember {
+        /// The team.
         team: String,
+        /// Member id, as added.
         member: String,
     },
     /// Set ("" to clear) a team's parent (admins).
     SetParent {
+        /// The team.
         team: String,
+        /// The parent team ("" for none).
         parent: String,
     },
     /// Retire a team (admins).
     Retire {
+        /// The team to retire.
         name: String,
+        /// Why, for the audit trail (1..=1024 characters).
         #[arg(long)]
         reason: String,
     },

@@ -14,6 +14,7 @@ use super::output::{self, Output};
 pub struct DeployArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// The service to deploy (its catalog name).
     service: String,
     /// Environment (its Argo CD is in PAVED_ARGOCD_CONFIG).
     #[arg(long = "env", default_value = "production")]
@@ -42,8 +43,10 @@ pub struct RollbackArgs {
     client: ClientArgs,
     /// The deployment to roll back (to the revision deployed before it).
     deployment: String,
+    /// Follow the rollback until it finishes (exit 1 if it fails).
     #[arg(long)]
     wait: bool,
+    /// With --wait: give up waiting after this many seconds.
     #[arg(long, default_value_t = 900)]
     timeout: u64,
 }
@@ -60,16 +63,22 @@ pub struct DeploymentsArgs {
 enum DeploymentsCommand {
     /// Newest first.
     List {
+        /// Only deployments of this service.
         #[arg(long)]
         service: Option<String>,
+        /// Only deployments of services this team owns.
         #[arg(long)]
         team: Option<String>,
+        /// Only deployments to this environment, e.g. production.
         #[arg(long = "env")]
         environment: Option<String>,
+        /// Most deployments to show (at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Show one deployment: target, status, timings and Argo CD outcome.
     Show {
+        /// The deployment's id.
         id: String,
     },
 }
@@ -89,6 +98,7 @@ enum IncidentCommand {
         /// An affected service; repeatable.
         #[arg(long = "service", required = true)]
         services: Vec<String>,
+        /// One-line summary of what is wrong.
         #[arg(long)]
         title: String,
         /// sev1 (worst) .. sev4.
@@ -106,10 +116,14 @@ enum IncidentCommand {
     },
     /// Name the deployment that caused it.
     Link {
+        /// The incident's id.
         incident: String,
+        /// The id of the deployment that caused it.
         deployment: String,
     },
+    /// Resolve an incident: service is restored.
     Resolve {
+        /// The incident's id.
         incident: String,
         /// When service was restored (default: now).
         #[arg(long)]
@@ -132,18 +146,25 @@ enum ChangeCommand {
     Record {
         /// Full 40-character commit SHA.
         sha: String,
+        /// The service the commit belongs to.
         #[arg(long)]
         service: String,
+        /// When it was committed (RFC 3339, e.g. 2026-03-01T12:00:00Z).
         #[arg(long)]
         committed_at: DateTime<Utc>,
+        /// When it was merged (RFC 3339).
         #[arg(long)]
         merged_at: Option<DateTime<Utc>>,
+        /// Number of the pull request that merged it.
         #[arg(long)]
         pr: Option<u64>,
+        /// URL of the pull request that merged it.
         #[arg(long)]
         pr_url: Option<String>,
+        /// The commit's author.
         #[arg(long)]
         author: Option<String>,
+        /// The commit's (or pull request's) title.
         #[arg(long)]
         title: Option<String>,
     },
@@ -153,8 +174,10 @@ enum ChangeCommand {
 pub struct DoraArgs {
     #[command(flatten)]
     client: ClientArgs,
+    /// Only this team's services (default: the whole organisation).
     #[arg(long, conflicts_with = "service")]
     team: Option<String>,
+    /// Only this service (default: the whole organisation).
     #[arg(long)]
     service: Option<String>,
     /// Window ending now (or at --until): 7d, 30d, 90d, any Nd.
@@ -163,6 +186,7 @@ pub struct DoraArgs {
     /// Custom window start (overrides --window).
     #[arg(long)]
     since: Option<DateTime<Utc>>,
+    /// Window end (RFC 3339; default: now).
     #[arg(long)]
     until: Option<DateTime<Utc>>,
     /// Also print the daily series.

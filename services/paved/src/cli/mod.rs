@@ -4,6 +4,7 @@ mod admin;
 pub mod audit;
 pub(crate) mod catalog;
 pub(crate) mod delivery;
+mod health;
 pub mod output;
 mod survey;
 
@@ -74,6 +75,8 @@ enum Command {
     /// Load a case study's organisation and history through the API and
     /// print its DORA figures (`techflow`: the seed's before/after).
     Demo(crate::demo::DemoArgs),
+    /// Ask a running Paved whether it serves (grpc.health.v1; exit 1 if not).
+    Health(health::HealthArgs),
     /// Measure Paved against the machine's raw limits (its own stream and database).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -118,6 +121,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dora(a) => delivery::dora(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
+        Command::Health(a) => health::health(a).await,
     }
 }
 
@@ -155,4 +159,32 @@ pub async fn stop_on_signal(token: CancellationToken) {
         _ = term => tracing::info!("SIGTERM: draining"),
     }
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every verb and every flag says what it is for (`--help`).
+    #[test]
+    fn every_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", cmd.get_name());
+            if cmd.get_about().is_none() && path.trim() != "paved" {
+                missing.push(format!("{path}: the verb"));
+            }
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {}", arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
+    }
 }

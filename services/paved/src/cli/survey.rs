@@ -21,6 +21,7 @@ enum SurveyCommand {
     Create {
         /// DNS-label id, e.g. devex-2026-q4.
         id: String,
+        /// Title shown to respondents.
         #[arg(long)]
         title: String,
         /// The 0-10 question (default: would you recommend the platform).
@@ -47,19 +48,25 @@ enum SurveyCommand {
     },
     /// List surveys.
     List {
+        /// Only surveys open now.
         #[arg(long)]
         open: bool,
     },
     /// Open surveys you have not answered yet.
     Mine,
     /// Close a survey before its end (admins).
-    Close { id: String },
+    Close {
+        /// The survey's id.
+        id: String,
+    },
     /// Answer a survey (anonymously); answering again changes your answer.
     Answer {
+        /// The survey's id.
         id: String,
         /// 0-10.
         #[arg(long)]
         score: u32,
+        /// Answer to the free-text question.
         #[arg(long, default_value = "")]
         comment: String,
         /// 1-5, one per scale question, in order; repeatable.
@@ -67,9 +74,13 @@ enum SurveyCommand {
         scales: Vec<u32>,
     },
     /// Results: NPS, mean, response rate, per team, with a chart.
-    Results { id: String },
+    Results {
+        /// The survey's id.
+        id: String,
+    },
     /// NPS and mean across successive surveys.
     Trend {
+        /// Include micro-surveys (those with a --trigger).
         #[arg(long)]
         include_triggered: bool,
     },
@@ -154,7 +165,7 @@ fn bar(n: u32, max: u32, width: usize) -> String {
     )
 }
 
-fn print_results(r: &pb::SurveyResults) {
+fn print_results(r: &pb::SurveyResults, scale_questions: &[String]) {
     println!(
         "{} ({}); groups under {} responses are hidden",
         r.title, r.survey, r.min_group_size
@@ -175,6 +186,23 @@ fn print_results(r: &pb::SurveyResults) {
     let max = o.distribution.iter().copied().max().unwrap_or(0);
     for (score, n) in o.distribution.iter().enumerate() {
         println!("{score:>3} | {} {n}", bar(*n, max, 40));
+    }
+    // One line per 1-5 scale question: its mean over the answers to it.
+    if !scale_questions.is_empty() {
+        println!();
+        let width = scale_questions
+            .iter()
+            .map(|q| q.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (i, q) in scale_questions.iter().enumerate() {
+            match o.scale_means.get(i) {
+                Some(m) if *m > 0.0 => {
+                    println!("{q:<width$}  {m:.1}/5  {}", bar((*m * 10.0) as u32, 50, 20))
+                }
+                _ => println!("{q:<width$}  no answers"),
+            }
+        }
     }
     println!();
     let rows: Vec<Vec<String>> = r
@@ -288,7 +316,12 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
             match out {
                 Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
-                    print_results(&r);
+                    let survey = client.at(0).get_survey(&id).await?;
+                    let questions = survey
+                        .definition
+                        .map(|d| d.scale_questions)
+                        .unwrap_or_default();
+                    print_results(&r, &questions);
                     Ok(())
                 }
             }
