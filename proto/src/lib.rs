@@ -27,3 +27,13 @@ pub mod wkt {
 
 /// Encoded `FileDescriptorSet` of every `paved.v1` file, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("paved_descriptor");
+
+/// The JSON shape every hand-built rendering shares with the proto3 JSON
+/// mapping: camelCase keys, timestamps as RFC 3339 in UTC with a `Z`, and
+/// 64-bit integers as strings (JavaScript numbers cannot hold them).
+pub mod json {
+    /// `#[serde(serialize_with = "paved_proto::json::u64_string")]`.
+    pub fn u64_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+}

@@ -42,13 +42,36 @@ pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 /// A failed call: the server's status, or a connection problem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server's message (the code is [`Error::code`]).
+    /// The server's message (the code is [`Error::code`]). Not a `source`:
+    /// tonic's own rendering of the status would only repeat the message.
     #[error("{}", .0.message())]
-    Status(#[from] Status),
-    #[error("cannot connect: {0}")]
-    Connect(#[from] tonic::transport::Error),
+    Status(Status),
+    /// The deepest cause only: tonic's chain repeats itself ("transport
+    /// error: transport error: tcp connect error: …").
+    #[error("cannot connect: {}", root_cause(.0))]
+    Connect(tonic::transport::Error),
     #[error("invalid token: must be ASCII")]
     BadToken,
+}
+
+impl From<tonic::transport::Error> for Error {
+    fn from(e: tonic::transport::Error) -> Self {
+        Error::Connect(e)
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        Error::Status(s)
+    }
 }
 
 impl Error {

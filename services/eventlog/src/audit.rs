@@ -232,8 +232,10 @@ impl std::fmt::Display for Tamper {
 
 /// One problem found.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Finding {
     /// The first bad stream sequence (for a range, its first sequence).
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub sequence: u64,
     pub tamper: Tamper,
     pub detail: String,
@@ -241,28 +243,49 @@ pub struct Finding {
 
 /// What a verification saw.
 #[derive(Clone, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Report {
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub first_sequence: u64,
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub last_sequence: u64,
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub messages: u64,
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub commits: u64,
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub checkpoints: u64,
     /// Every message up to here is covered by a verified checkpoint.
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub covered_to: u64,
     /// The last checkpoint: its sequence and root (hex), to record elsewhere.
-    pub last_checkpoint: Option<(u64, String)>,
+    pub last_checkpoint: Option<LastCheckpoint>,
     /// The first problem, if any.
     pub finding: Option<Finding>,
     /// How many problems in all (later ones are often consequences).
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub problems: u64,
     /// Messages set aside by a signed quarantine record: not commits, not
     /// problems (their bytes are still covered by the checkpoints).
     pub quarantined: Vec<QuarantineNote>,
 }
 
+/// The last checkpoint a verification saw: record it elsewhere, and a
+/// later verification can prove the log's tail was not cut.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCheckpoint {
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
+    pub sequence: u64,
+    /// Its Merkle root, hex.
+    pub root: String,
+}
+
 /// A quarantined message, as `audit verify` reports it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct QuarantineNote {
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub sequence: u64,
     pub reason: String,
     pub key_id: String,
@@ -526,7 +549,10 @@ impl Verifier {
             }
         }
         self.next_from = Some(to + 1);
-        self.report.last_checkpoint = Some((sequence, hex::encode(&cp.root)));
+        self.report.last_checkpoint = Some(LastCheckpoint {
+            sequence,
+            root: hex::encode(&cp.root),
+        });
     }
 
     pub fn finish(self) -> Report {

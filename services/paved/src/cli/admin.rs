@@ -292,7 +292,7 @@ pub async fn token(t: TokenCommand) -> anyhow::Result<()> {
                 Output::Json | Output::Jsonl => output::json(
                     &rows
                         .iter()
-                        .map(|(p, r, t, n)| serde_json::json!({"principal": p, "role": r, "team": t, "tokens": n}))
+                        .map(|(p, r, t, n)| serde_json::json!({"principal": p, "role": r, "team": t, "tokens": n.to_string()}))
                         .collect::<Vec<_>>(),
                 ),
                 Output::Table => {
@@ -377,7 +377,7 @@ pub async fn projection(c: ProjectionCommand) -> anyhow::Result<()> {
         _ => output::json(&serde_json::json!({
             "sequence": sequence,
             "projections": projections,
-            "recordSequence": done.record_sequence,
+            "recordSequence": done.record_sequence.to_string(),
             "keyId": done.key_id,
         })),
     }

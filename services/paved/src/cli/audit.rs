@@ -553,7 +553,11 @@ async fn verify(
                     format!("up to {}", report.covered_to),
                 ),
             ];
-            if let Some((seq, root)) = &report.last_checkpoint {
+            if let Some(audit::LastCheckpoint {
+                sequence: seq,
+                root,
+            }) = &report.last_checkpoint
+            {
                 pairs.push(("last checkpoint", format!("sequence {seq}, root {root}")));
             }
             match &report.finding {
@@ -580,6 +584,7 @@ async fn verify(
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldChange {
+    #[serde(serialize_with = "paved_proto::json::u64_string")]
     pub sequence: u64,
     pub occurred_at: String,
     pub principal: String,

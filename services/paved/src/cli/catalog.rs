@@ -733,16 +733,18 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
 }
 
 /// Adds the field violations to an error's message.
+/// A refused call as a person reads it: the field and what is wrong with it
+/// (each, when several), or the server's sentence; never a gRPC code name.
 pub(crate) fn explain(e: paved_sdk::Error) -> anyhow::Error {
     let violations = e.field_violations();
-    if violations.is_empty() {
-        return e.into();
+    match violations.as_slice() {
+        [] => anyhow::anyhow!("{e}"),
+        [(field, why)] => anyhow::anyhow!("{field}: {why}"),
+        many => {
+            let lines: Vec<String> = many.iter().map(|(f, d)| format!("  {f}: {d}")).collect();
+            anyhow::anyhow!("{} problems:\n{}", many.len(), lines.join("\n"))
+        }
     }
-    let lines: Vec<String> = violations
-        .into_iter()
-        .map(|(f, d)| format!("  {f}: {d}"))
-        .collect();
-    anyhow::anyhow!("invalid argument:\n{}", lines.join("\n"))
 }
 
 pub(super) fn print_service(s: &pb::Service) {
