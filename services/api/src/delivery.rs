@@ -190,7 +190,7 @@ impl DeliveryService for DeliveryApi {
         let bad = self
             .deployment_row(target.as_str())
             .await?
-            .ok_or_else(|| Status::not_found(format!("deployment {target:?} not found")))?;
+            .ok_or_else(|| error::not_found("deployment", target.as_str()))?;
         let t = bad.target.unwrap_or_default();
         // Who may roll it back is settled before anything else is said about it.
         let owner: Option<String> =
@@ -392,7 +392,7 @@ impl DeliveryService for DeliveryApi {
         self.deployment_row(&r.id)
             .await?
             .map(Response::new)
-            .ok_or_else(|| Status::not_found(format!("deployment {:?} not found", r.id)))
+            .ok_or_else(|| error::not_found("deployment", &r.id))
     }
 
     async fn list_deployments(
@@ -703,7 +703,7 @@ impl MetricsApi {
         if found {
             Ok(())
         } else {
-            Err(Status::not_found(format!("{what} {name:?} not found")))
+            Err(error::not_found(what, name))
         }
     }
 }

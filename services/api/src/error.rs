@@ -80,6 +80,11 @@ pub fn invalid_field(field: &str, description: impl Into<String>) -> Status {
     invalid(vec![FieldViolation::new(field, description)])
 }
 
+/// `NOT_FOUND` for the `kind` (team, service, deployment, …) named `name`.
+pub fn not_found(kind: &str, name: &str) -> Status {
+    Status::not_found(format!("{kind} {name:?} not found"))
+}
+
 pub fn rejection(r: Rejection) -> Status {
     match r {
         Rejection::Invalid(v) => invalid(v),

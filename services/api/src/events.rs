@@ -386,7 +386,7 @@ async fn indexed_to(pool: &PgPool) -> Result<u64, Status> {
     .bind(paved_eventlog::readmodel::AUDIT)
     .fetch_optional(pool)
     .await
-    .map_err(|e| Status::unavailable(format!("audit index: {e}")))?;
+    .map_err(error::database)?;
     Ok(seq.unwrap_or(0).max(0) as u64)
 }
 

@@ -238,7 +238,7 @@ pub async fn survey_results(pool: &PgPool, id: &str, k: u32) -> Result<pb::Surve
             .await
             .map_err(db)?;
     let Some((title, scale_questions, audience)) = row else {
-        return Err(Status::not_found(format!("survey {id:?} not found")));
+        return Err(error::not_found("survey", id));
     };
     let scales = scale_questions.as_array().map_or(0, Vec::len);
     let audience: Vec<String> = serde_json::from_value(audience).unwrap_or_default();
@@ -404,9 +404,9 @@ impl SurveyService for SurveyApi {
         let rows = self
             .survey_rows("WHERE s.id = $1", Some(&request.get_ref().id))
             .await?;
-        let row = rows.first().ok_or_else(|| {
-            Status::not_found(format!("survey {:?} not found", request.get_ref().id))
-        })?;
+        let row = rows
+            .first()
+            .ok_or_else(|| error::not_found("survey", &request.get_ref().id))?;
         survey_from_row(row).map(GrpcResponse::new)
     }
 

@@ -1,4 +1,4 @@
-//! Operations on the log an operator performs (`paved projection skip`).
+//! Operations an operator performs (`paved projection skip`, `paved token create`).
 
 use paved_domain::ops::{OpsCommand, Quarantine, Statement, quarantine_id};
 use paved_domain::{Name, Principal};
@@ -63,4 +63,25 @@ pub async fn quarantine(
         record_sequence: done.sequence,
         key_id: key.id().to_owned(),
     })
+}
+
+/// Creates an API token for `principal` in the existing database at
+/// `database_url` (nothing is created). A member's team must be a live team
+/// of the catalog: a token for a mistyped team would authorize nothing and
+/// say nothing.
+pub async fn create_token(database_url: &str, principal: &Principal) -> anyhow::Result<String> {
+    let pool = crate::secrets::existing_database(database_url).await?;
+    if let paved_domain::Role::Member { team } = &principal.role {
+        let known: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM catalog_teams WHERE name = $1 AND retired_reason IS NULL)",
+        )
+        .bind(team.as_str())
+        .fetch_one(&pool)
+        .await?;
+        anyhow::ensure!(
+            known,
+            "--team {team}: no such team in the catalog (create it first: paved team create {team})"
+        );
+    }
+    Ok(paved_api::auth::create_token(&pool, principal).await?)
 }

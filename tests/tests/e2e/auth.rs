@@ -215,6 +215,39 @@ async fn operator_verbs_never_create_what_they_should_find() {
 }
 
 #[tokio::test]
+async fn a_member_token_is_made_only_for_a_team_that_exists() {
+    let app = crate::helpers::spawn_app().await;
+    let member = |team: &str| paved_domain::Principal {
+        name: "dana".into(),
+        role: paved_domain::Role::Member {
+            team: paved_domain::Name::parse(team).unwrap(),
+        },
+    };
+    let db = &app.settings.database_url;
+    let e = paved::operations::create_token(db, &member("no-such-team"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("no such team"), "{e:#}");
+    let none: i64 = sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE principal = 'dana'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(none, 0, "no token was stored for the mistyped team");
+    // Once the team is in the catalog the same call gives a token that works.
+    app.client
+        .create_team(crate::helpers::fixtures::team("payments"))
+        .await
+        .unwrap();
+    let token = paved::operations::create_token(db, &member("payments"))
+        .await
+        .unwrap();
+    let dana = paved_sdk::Client::connect(app.url.clone(), &token)
+        .await
+        .unwrap();
+    assert_eq!(dana.get_team("payments").await.unwrap().name, "payments");
+}
+
+#[tokio::test]
 async fn dev_mode_prints_an_admin_token_only_into_a_new_token_table() {
     let mut app = crate::helpers::spawn_app().await;
     // Every admin token revoked...

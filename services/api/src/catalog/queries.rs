@@ -108,7 +108,7 @@ pub async fn get_team(pool: &PgPool, name: &str) -> Result<pb::Team, Status> {
     .fetch_optional(pool)
     .await
     .map_err(db)?
-    .ok_or_else(|| Status::not_found(format!("team {:?} not found", name.as_str())))?;
+    .ok_or_else(|| error::not_found("team", name.as_str()))?;
     let mut team = team_from_row(&row)?;
     team.children =
         sqlx::query_scalar("SELECT name FROM catalog_teams WHERE parent = $1 ORDER BY name")
@@ -208,7 +208,7 @@ pub async fn get_system(pool: &PgPool, name: &str) -> Result<pb::System, Status>
     .fetch_optional(pool)
     .await
     .map_err(db)?
-    .ok_or_else(|| Status::not_found(format!("system {:?} not found", name.as_str())))?;
+    .ok_or_else(|| error::not_found("system", name.as_str()))?;
     system_from_row(&row)
 }
 
@@ -351,7 +351,7 @@ pub async fn get_service(pool: &PgPool, name: &str) -> Result<pb::Service, Statu
     .fetch_optional(pool)
     .await
     .map_err(db)?
-    .ok_or_else(|| Status::not_found(format!("service {:?} not found", name.as_str())))?;
+    .ok_or_else(|| error::not_found("service", name.as_str()))?;
     service_from_row(&row)
 }
 
@@ -463,10 +463,7 @@ pub async fn dependency_graph(
             .await
             .map_err(db)?;
     if !exists {
-        return Err(Status::not_found(format!(
-            "service {:?} not found",
-            root.as_str()
-        )));
+        return Err(error::not_found("service", root.as_str()));
     }
     let mut distance: BTreeMap<String, i32> = BTreeMap::from([(root.to_string(), 0)]);
     let mut edges: BTreeSet<(String, String, Option<String>)> = BTreeSet::new();
@@ -608,10 +605,7 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
     if let Some(t) = &team
         && teams.is_empty()
     {
-        return Err(Status::not_found(format!(
-            "team {:?} not found",
-            t.as_str()
-        )));
+        return Err(error::not_found("team", t.as_str()));
     }
     Ok(pb::CatalogHealth {
         overall: Some(figures(String::new(), total)),

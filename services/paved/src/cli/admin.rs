@@ -250,21 +250,8 @@ pub async fn token(t: TokenCommand) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--team: {e}"))?,
                 },
             };
-            let pool = crate::secrets::existing_database(&db.database_url).await?;
-            if let Role::Member { team } = &role {
-                let known: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM catalog_teams WHERE name = $1 AND retired_reason IS NULL)",
-                )
-                .bind(team.as_str())
-                .fetch_one(&pool)
-                .await?;
-                anyhow::ensure!(
-                    known,
-                    "--team {team}: no such team in the catalog (create it first: paved team create {team})"
-                );
-            }
-            let token = paved_api::auth::create_token(
-                &pool,
+            let token = crate::operations::create_token(
+                &db.database_url,
                 &Principal {
                     name: principal,
                     role,
