@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Message;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use futures::{FutureExt, StreamExt};
-use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
+use paved_eventlog::readmodel::{CHECKPOINT_CHANNEL, Partition};
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
@@ -62,6 +62,12 @@ pub trait Projection: Send + Sync + 'static {
     const CONTEXT: Option<&'static str>;
     /// The tables it writes, and only it writes.
     const TABLES: &'static [&'static str];
+
+    /// The share of the read model this instance writes; a partitioned
+    /// projection's `apply` must apply only the commits its share owns.
+    fn partition(&self) -> Partition {
+        Partition::WHOLE
+    }
 
     fn apply(
         &self,
@@ -101,6 +107,9 @@ pub enum ProjectionError {
     CheckpointBehind { database: u64, committed: u64 },
     #[error(transparent)]
     Lease(#[from] LeaseError),
+    /// The checkpoints of an earlier partitioning cannot be continued.
+    #[error("{0}")]
+    Partitioning(String),
     /// The consumer skipped or repeated a delivery.
     #[error("the consumer delivered {got} where {expected} was next; reopening at the checkpoint")]
     Gap { expected: u64, got: String },
@@ -141,7 +150,9 @@ pub enum Health {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProjectionStatus {
-    pub name: &'static str,
+    /// Its checkpoint row: the projection's name, or its share's
+    /// (`delivery-0of2`).
+    pub name: String,
     /// The subjects it reads (`<prefix>.<context>.>`).
     pub filter_subject: String,
     pub health: Health,
@@ -185,6 +196,8 @@ pub fn consumer_name(projection: &str) -> String {
 /// One projection, fed by a consumer of its own.
 pub struct ProjectionWorker<P: Projection> {
     projection: P,
+    /// Its checkpoint row (and lease): the projection's name, or its share's.
+    name: String,
     pool: PgPool,
     log: EventLog,
     status: watch::Sender<ProjectionStatus>,
@@ -214,8 +227,9 @@ pub struct Session {
 
 impl<P: Projection> ProjectionWorker<P> {
     pub fn new(projection: P, pool: PgPool, log: EventLog) -> Self {
+        let name = projection.partition().checkpoint_name(P::NAME);
         let (status, _) = watch::channel(ProjectionStatus {
-            name: P::NAME,
+            name: name.clone(),
             filter_subject: filter::<P>(&log),
             health: Health::Starting,
             checkpoint: 0,
@@ -229,6 +243,7 @@ impl<P: Projection> ProjectionWorker<P> {
         });
         Self {
             projection,
+            name,
             pool,
             log,
             status,
@@ -270,7 +285,7 @@ impl<P: Projection> ProjectionWorker<P> {
                         return Err(e);
                     };
                     tracing::error!(
-                        projection = P::NAME,
+                        projection = %self.name,
                         sequence,
                         "halted; waiting for the message to be fixed or quarantined (paved projection skip)"
                     );
@@ -278,13 +293,13 @@ impl<P: Projection> ProjectionWorker<P> {
                         break;
                     }
                     tracing::warn!(
-                        projection = P::NAME,
+                        projection = %self.name,
                         sequence,
                         "the message is quarantined: carrying on past it"
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "lost the projection; standing by");
+                    tracing::warn!(projection = %self.name, error = %e, "lost the projection; standing by");
                     self.status.send_modify(|s| {
                         s.leases_lost += 1;
                         s.health = Health::Standby;
@@ -293,7 +308,7 @@ impl<P: Projection> ProjectionWorker<P> {
             }
         }
         self.status.send_modify(|s| s.health = Health::Stopped);
-        tracing::info!(projection = P::NAME, "projection stopped");
+        tracing::info!(projection = %self.name, "projection stopped");
         Ok(())
     }
 
@@ -318,17 +333,17 @@ impl<P: Projection> ProjectionWorker<P> {
     /// Takes the projection's lease (standing by while another worker holds
     /// it) and increments its fencing epoch. `None` when `shutdown` fired first.
     pub async fn acquire(&self, shutdown: &CancellationToken) -> Option<Fence> {
-        let key = format!("paved.projection.{}", P::NAME);
+        let key = format!("paved.projection.{}", self.name);
         let mut backoff = Duration::from_millis(100);
         loop {
             let mut lease = Lease::acquire(&self.pool, &key, shutdown).await?;
             match self.take_epoch(&mut lease).await {
                 Ok(epoch) => {
-                    tracing::info!(projection = P::NAME, epoch, "took the projection");
+                    tracing::info!(projection = %self.name, epoch, "took the projection");
                     return Some(Fence { lease, epoch });
                 }
                 Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot take the epoch; retrying");
+                    tracing::warn!(projection = %self.name, error = %e, "cannot take the epoch; retrying");
                     drop(lease);
                     tokio::select! {
                         _ = shutdown.cancelled() => return None,
@@ -341,12 +356,12 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 
     async fn take_epoch(&self, lease: &mut Lease) -> Result<i64, ProjectionError> {
-        ensure_checkpoint(&self.pool, P::NAME).await?;
+        ensure_partitioning(&self.pool, P::NAME, self.projection.partition().count).await?;
         // Committed synchronously (the session default) before anything is written.
         let epoch: i64 = sqlx::query_scalar(
             "UPDATE projection_checkpoints SET epoch = epoch + 1 WHERE projection = $1 RETURNING epoch",
         )
-        .bind(P::NAME)
+        .bind(&self.name)
         .fetch_one(lease.conn())
         .await?;
         // Consumers of earlier versions (one durable consumer per projection).
@@ -359,7 +374,7 @@ impl<P: Projection> ProjectionWorker<P> {
         fence.lease.check().await?;
         let current: i64 =
             sqlx::query_scalar("SELECT epoch FROM projection_checkpoints WHERE projection = $1")
-                .bind(P::NAME)
+                .bind(&self.name)
                 .fetch_one(fence.lease.conn())
                 .await?;
         if current != fence.epoch {
@@ -385,7 +400,7 @@ impl<P: Projection> ProjectionWorker<P> {
                 Ok(s) => s,
                 Err(e @ ProjectionError::LeaseLost { .. }) => return Err(e),
                 Err(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, "cannot open a session; retrying");
+                    tracing::warn!(projection = %self.name, error = %e, "cannot open a session; retrying");
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -420,11 +435,11 @@ impl<P: Projection> ProjectionWorker<P> {
                     return Err(e);
                 }
                 Some(e @ ProjectionError::CheckpointBehind { .. }) => {
-                    tracing::error!(projection = P::NAME, error = %e, "read model went back");
+                    tracing::error!(projection = %self.name, error = %e, "read model went back");
                     self.status.send_modify(|s| s.checkpoint_regressions += 1);
                 }
                 Some(e) => {
-                    tracing::warn!(projection = P::NAME, error = %e, retry_in = ?backoff, "session ended; reopening at the checkpoint");
+                    tracing::warn!(projection = %self.name, error = %e, retry_in = ?backoff, "session ended; reopening at the checkpoint");
                     // A batch that fails again and again (the database is
                     // down, a statement fails) is retried ever more slowly.
                     tokio::select! {
@@ -443,7 +458,7 @@ impl<P: Projection> ProjectionWorker<P> {
     /// Opens a session: a consumer of this worker's own that starts right
     /// after the database's checkpoint.
     pub async fn open(&self, epoch: i64) -> Result<Session, ProjectionError> {
-        let (checkpoint, current) = read_checkpoint(&self.pool, P::NAME).await?;
+        let (checkpoint, current) = read_checkpoint(&self.pool, &self.name).await?;
         if current != epoch {
             return Err(ProjectionError::LeaseLost {
                 ours: epoch,
@@ -452,7 +467,7 @@ impl<P: Projection> ProjectionWorker<P> {
         }
         let name = format!(
             "{}-{epoch}-{:08x}",
-            consumer_name(P::NAME),
+            consumer_name(&self.name),
             rand::random::<u32>()
         );
         let filter = filter::<P>(&self.log);
@@ -461,7 +476,7 @@ impl<P: Projection> ProjectionWorker<P> {
             .stream()
             .create_consumer(pull::Config {
                 name: Some(name.clone()),
-                description: Some(format!("Paved projection {} (epoch {epoch})", P::NAME)),
+                description: Some(format!("Paved projection {} (epoch {epoch})", self.name)),
                 filter_subject: filter.clone(),
                 deliver_policy: DeliverPolicy::ByStartSequence {
                     start_sequence: checkpoint + 1,
@@ -475,7 +490,7 @@ impl<P: Projection> ProjectionWorker<P> {
         sqlx::query(
             "UPDATE projection_checkpoints SET consumer = $2, filter_subject = $3 WHERE projection = $1",
         )
-        .bind(P::NAME)
+        .bind(&self.name)
         .bind(&name)
         .bind(&filter)
         .execute(&self.pool)
@@ -504,7 +519,7 @@ impl<P: Projection> ProjectionWorker<P> {
     }
 
     fn fail(&self, e: &ProjectionError) {
-        tracing::error!(projection = P::NAME, error = %e, "projection stopped at a message it cannot apply");
+        tracing::error!(projection = %self.name, error = %e, "projection stopped at a message it cannot apply");
         self.status.send_modify(|s| {
             s.decode_errors += 1;
             s.health = Health::Failed(e.to_string());
@@ -575,7 +590,7 @@ impl<P: Projection> ProjectionWorker<P> {
     #[tracing::instrument(
         name = "project",
         skip_all,
-        fields(projection = P::NAME, messages = messages.len(), first_sequence, last_sequence, traceparent),
+        fields(projection = %self.name, messages = messages.len(), first_sequence, last_sequence, traceparent),
         err
     )]
     async fn apply(
@@ -603,7 +618,7 @@ impl<P: Projection> ProjectionWorker<P> {
         }
         let mut tx = self.pool.begin().await?;
         custom_plans(&mut tx).await?;
-        let (checkpoint, current) = lock_checkpoint(&mut tx, P::NAME).await?;
+        let (checkpoint, current) = lock_checkpoint(&mut tx, &self.name).await?;
         if current != epoch {
             return Err(ProjectionError::LeaseLost {
                 ours: epoch,
@@ -626,7 +641,7 @@ impl<P: Projection> ProjectionWorker<P> {
             return Ok(Outcome::Skipped { messages: total });
         }
         self.projection.apply(&mut tx, &batch).await?;
-        write_checkpoint(&mut tx, P::NAME, last).await?;
+        write_checkpoint(&mut tx, &self.name, last).await?;
         tx.commit().await?;
         session.committed = last;
         let newest = messages
@@ -785,17 +800,129 @@ fn filter<P: Projection>(log: &EventLog) -> String {
     }
 }
 
-/// The checkpoint row, created at 0 if missing; returns its sequence.
-pub async fn ensure_checkpoint(pool: &PgPool, projection: &str) -> Result<u64, ProjectionError> {
-    let seq: i64 = sqlx::query_scalar(
-        "INSERT INTO projection_checkpoints (projection) VALUES ($1)
-         ON CONFLICT (projection) DO UPDATE SET projection = EXCLUDED.projection
-         RETURNING last_sequence",
+/// Makes sure the checkpoint rows of `projection` split `count` ways exist
+/// (`count` 1: its one row), and returns their sequences in share order.
+///
+/// Missing rows are created together, in one transaction: at the position
+/// of the rows of another partitioning if those agree on one sequence (the
+/// switch then neither skips nor repeats a message: every share reads the
+/// whole context, so all of them continue from there), which are removed;
+/// at 0 if there are none. Rows of another partitioning that disagree (its
+/// workers were stopped at different places) cannot be continued exactly:
+/// [`ProjectionError::Partitioning`], fixed by a rebuild with the new count.
+pub async fn ensure_partitioning(
+    pool: &PgPool,
+    projection: &str,
+    count: u32,
+) -> Result<Vec<u64>, ProjectionError> {
+    let names: Vec<String> = Partition::all(count)
+        .iter()
+        .map(|p| p.checkpoint_name(projection))
+        .collect();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(format!("paved.partitioning.{projection}"))
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, last_sequence FROM projection_checkpoints
+          WHERE projection = $1 OR projection LIKE $1 || '-%of%'",
     )
     .bind(projection)
-    .fetch_one(pool)
+    .fetch_all(&mut *tx)
     .await?;
-    Ok(seq as u64)
+    let found: HashMap<&str, u64> = rows.iter().map(|(n, s)| (n.as_str(), *s as u64)).collect();
+    if let Some(sequences) = names
+        .iter()
+        .map(|n| found.get(n.as_str()).copied())
+        .collect::<Option<Vec<u64>>>()
+    {
+        tx.rollback().await?;
+        return Ok(sequences);
+    }
+    let others: Vec<(&str, u64)> = rows
+        .iter()
+        .filter(|(n, _)| !names.contains(n))
+        .map(|(n, s)| (n.as_str(), *s as u64))
+        .collect();
+    let mut at: Vec<u64> = others.iter().map(|(_, s)| *s).collect();
+    at.sort_unstable();
+    at.dedup();
+    let seed = match at.as_slice() {
+        [] => 0,
+        [one] => *one,
+        _ => {
+            return Err(ProjectionError::Partitioning(format!(
+                "{projection} is to be split {count} way(s), but the checkpoints of its earlier partitioning disagree ({}): rebuild it with the new partitioning (paved projection rebuild {projection})",
+                others
+                    .iter()
+                    .map(|(n, s)| format!("{n} at {s}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    for name in &names {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (projection, last_sequence) VALUES ($1, $2)
+             ON CONFLICT (projection) DO NOTHING",
+        )
+        .bind(name)
+        .bind(seed as i64)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !others.is_empty() {
+        tracing::warn!(
+            projection,
+            count,
+            from = seed,
+            "the read model's partitioning changed: its shares continue from the earlier checkpoint"
+        );
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = ANY($1)")
+            .bind(others.iter().map(|(n, _)| *n).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(names
+        .iter()
+        .map(|n| found.get(n.as_str()).copied().unwrap_or(seed))
+        .collect())
+}
+
+/// The sequences of the checkpoint rows `names` of `projection`; an error
+/// naming the rows there are when one is missing (nothing is created).
+async fn existing_checkpoints(
+    pool: &PgPool,
+    projection: &str,
+    names: &[String],
+) -> Result<Vec<u64>, ProjectionError> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, last_sequence FROM projection_checkpoints
+          WHERE projection = $1 OR projection LIKE $1 || '-%of%' ORDER BY projection",
+    )
+    .bind(projection)
+    .fetch_all(pool)
+    .await?;
+    names
+        .iter()
+        .map(|n| {
+            rows.iter()
+                .find(|(r, _)| r == n)
+                .map(|(_, s)| *s as u64)
+                .ok_or_else(|| {
+                    ProjectionError::Partitioning(format!(
+                        "{projection} has no checkpoint {n:?} (its checkpoints: {}): check it with the partitioning its workers run",
+                        if rows.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            rows.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(", ")
+                        }
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// The checkpoint's sequence and epoch.
@@ -869,20 +996,24 @@ pub fn shadow_schema(projection: &str) -> String {
 
 /// Rebuilds a projection from sequence 1 into a shadow schema while the live
 /// tables keep serving, then swaps: in one transaction that holds the
-/// checkpoint lock (so the live worker waits), applies whatever the live
-/// worker got to in the meantime, replaces the live rows with the rebuilt
-/// ones and sets the checkpoint. Readers see the old rows until that commit.
+/// checkpoint locks (so the live workers wait), applies whatever the live
+/// workers got to in the meantime, replaces the live rows with the rebuilt
+/// ones and sets the checkpoints. Readers see the old rows until that commit.
+///
+/// `parts` are the shares of the read model (one, whole, unless it is
+/// partitioned): each applies its own share of every batch, as the live
+/// workers do, and gets its own checkpoint.
 ///
 /// Messages quarantined for this projection by a record signed with one of
 /// `keys` are passed over, as the live worker does.
 pub async fn rebuild<P: Projection>(
-    projection: &P,
+    parts: &[P],
     pool: &PgPool,
     log: &EventLog,
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildReport, ProjectionError> {
-    let (report, _) = rebuild_then(projection, pool, log, keys, progress, Finish::Swap).await?;
+    let (report, _) = rebuild_then(parts, pool, log, keys, progress, Finish::Swap).await?;
     Ok(report)
 }
 
@@ -903,16 +1034,17 @@ impl TableCheck {
 }
 
 /// Replays the projection into a shadow schema up to exactly the live
-/// checkpoint and compares every table (row count and an MD5 over all rows
-/// in a stable order), without touching the live tables.
+/// checkpoints (each share to its own) and compares every table (row count
+/// and an MD5 over all rows in a stable order), without touching the live
+/// tables.
 pub async fn check<P: Projection>(
-    projection: &P,
+    parts: &[P],
     pool: &PgPool,
     log: &EventLog,
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
-    rebuild_then(projection, pool, log, keys, progress, Finish::Check).await
+    rebuild_then(parts, pool, log, keys, progress, Finish::Check).await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -937,18 +1069,33 @@ async fn digest(
     Ok((row.0, row.1.unwrap_or_default()))
 }
 
+/// The parts of one read model: every share of one partitioning, once.
+fn shares<P: Projection>(parts: &[P]) -> Result<Vec<Partition>, ProjectionError> {
+    let shares: Vec<Partition> = parts.iter().map(Projection::partition).collect();
+    let count = shares.first().map_or(0, |p| p.count);
+    if count == 0 || shares != Partition::all(count) {
+        return Err(ProjectionError::Partitioning(format!(
+            "a rebuild of {} needs each of its shares once, in order (got {shares:?})",
+            P::NAME
+        )));
+    }
+    Ok(shares)
+}
+
 async fn rebuild_then<P: Projection>(
-    projection: &P,
+    parts: &[P],
     pool: &PgPool,
     log: &EventLog,
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
     finish: Finish,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
+    let shares = shares(parts)?;
     let consumer_name = format!("paved-rebuild-{}-{:08x}", P::NAME, rand::random::<u32>());
     let skips = skips_for(log, keys, P::NAME).await?;
     let result = replay_into_shadow(
-        projection,
+        parts,
+        &shares,
         pool,
         log,
         &skips,
@@ -962,8 +1109,26 @@ async fn rebuild_then<P: Projection>(
     result
 }
 
+/// Applies each share's commits of `batch` up to its own limit (`up_to`).
+async fn apply_shares<P: Projection>(
+    conn: &mut PgConnection,
+    parts: &[P],
+    batch: &[StoredCommit],
+    up_to: &[u64],
+) -> Result<(), ProjectionError> {
+    for (part, limit) in parts.iter().zip(up_to) {
+        let end = batch.partition_point(|c| c.sequence <= *limit);
+        if end > 0 {
+            part.apply(&mut *conn, &batch[..end]).await?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn replay_into_shadow<P: Projection>(
-    projection: &P,
+    parts: &[P],
+    shares: &[Partition],
     pool: &PgPool,
     log: &EventLog,
     skips: &Skips,
@@ -972,7 +1137,11 @@ async fn replay_into_shadow<P: Projection>(
     consumer_name: &str,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let started = Instant::now();
-    ensure_checkpoint(pool, P::NAME).await?;
+    let names: Vec<String> = shares.iter().map(|p| p.checkpoint_name(P::NAME)).collect();
+    if finish == Finish::Check {
+        // A check compares with what is there: that partitioning must exist.
+        existing_checkpoints(pool, P::NAME, &names).await?;
+    }
     let shadow = shadow_schema(P::NAME);
     let live: String = sqlx::query_scalar("SELECT current_schema()")
         .fetch_one(pool)
@@ -1003,6 +1172,7 @@ async fn replay_into_shadow<P: Projection>(
     // Messages read (commits and quarantined ones): `applied` as progress goes.
     let mut applied = 0u64;
     let mut last = 0u64;
+    let everything = vec![u64::MAX; parts.len()];
     let mut conn = pool.acquire().await?;
     while applied < total {
         let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
@@ -1012,34 +1182,63 @@ async fn replay_into_shadow<P: Projection>(
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         custom_plans(&mut tx).await?;
         set_search_path(&mut tx, &shadow).await?;
-        projection.apply(&mut tx, &batch.commits).await?;
+        apply_shares(&mut tx, parts, &batch.commits, &everything).await?;
         tx.commit().await?;
         progress(RebuildProgress { applied, total });
     }
 
     if finish == Finish::Check {
-        // Compare like with like: the live tables must have got as far as the replay.
+        // Compare like with like: every live share must have got as far as the replay.
         let deadline = Instant::now() + CHECK_WAIT;
         loop {
-            let live_at = ensure_checkpoint(pool, P::NAME).await?;
-            if live_at >= last {
+            let live_at = existing_checkpoints(pool, P::NAME, &names).await?;
+            let slowest = live_at.iter().copied().min().unwrap_or(0);
+            if slowest >= last {
                 break;
             }
             if Instant::now() >= deadline {
                 drop_shadow(pool, &shadow).await?;
                 return Err(ProjectionError::BadRow(format!(
-                    "the live projection is at {live_at}, behind the log ({last}): start its worker and check again"
+                    "the live projection is at {slowest}, behind the log ({last}): start its worker and check again"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    // The swap. The live worker's batches lock the same row, so from here on
-    // it waits for us.
+    // The swap. The live workers' batches lock the same rows (each its own;
+    // these all, in a fixed order, also those of another partitioning a
+    // rebuild replaces), so from here on they wait for us.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     custom_plans(&mut tx).await?;
-    let (live_checkpoint, _) = lock_checkpoint(&mut tx, P::NAME).await?;
+    if finish == Finish::Swap {
+        for name in &names {
+            sqlx::query(
+                "INSERT INTO projection_checkpoints (projection) VALUES ($1) ON CONFLICT (projection) DO NOTHING",
+            )
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    let locked: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, last_sequence FROM projection_checkpoints
+          WHERE projection = $1 OR projection LIKE $1 || '-%of%'
+          ORDER BY projection FOR UPDATE",
+    )
+    .bind(P::NAME)
+    .fetch_all(&mut *tx)
+    .await?;
+    let live_at: Vec<u64> = names
+        .iter()
+        .map(|n| {
+            locked
+                .iter()
+                .find(|(l, _)| l == n)
+                .map_or(0, |(_, s)| *s as u64)
+        })
+        .collect();
+    let live_checkpoint = live_at.iter().copied().max().unwrap_or(0);
     set_search_path(&mut tx, &shadow).await?;
     while last < live_checkpoint {
         let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
@@ -1047,9 +1246,17 @@ async fn replay_into_shadow<P: Projection>(
         if batch.through == 0 {
             break;
         }
+        // Each share up to where its live worker got (the replay may
+        // already be past some of them: those have nothing more here).
+        let from = last;
         last = last.max(batch.through);
         applied += received.len() as u64;
-        projection.apply(&mut tx, &batch.commits).await?;
+        let fresh: Vec<StoredCommit> = batch
+            .commits
+            .into_iter()
+            .filter(|c| c.sequence > from)
+            .collect();
+        apply_shares(&mut tx, parts, &fresh, &live_at).await?;
     }
     set_search_path(&mut tx, &live).await?;
     if finish == Finish::Check {
@@ -1082,24 +1289,40 @@ async fn replay_into_shadow<P: Projection>(
             .execute(&mut *tx)
             .await?;
     }
-    let checkpoint = last.max(live_checkpoint);
-    sqlx::query(
-        "UPDATE projection_checkpoints SET last_sequence = $2, updated_at = now() WHERE projection = $1",
-    )
-    .bind(P::NAME)
-    .bind(checkpoint as i64)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHECKPOINT_CHANNEL)
-        .bind(format!("{}:{checkpoint}", P::NAME))
+    // Each share now stands where the replay or its live worker got, whichever is further.
+    for (name, at) in names.iter().zip(&live_at) {
+        let checkpoint = last.max(*at);
+        sqlx::query(
+            "UPDATE projection_checkpoints SET last_sequence = $2, updated_at = now() WHERE projection = $1",
+        )
+        .bind(name)
+        .bind(checkpoint as i64)
         .execute(&mut *tx)
         .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHECKPOINT_CHANNEL)
+            .bind(format!("{name}:{checkpoint}"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    // The rows of another partitioning are replaced by these (its workers
+    // find theirs gone and take the new ones over, see ensure_partitioning).
+    let others: Vec<&str> = locked
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .filter(|n| !names.iter().any(|m| m == n))
+        .collect();
+    if !others.is_empty() {
+        sqlx::query("DELETE FROM projection_checkpoints WHERE projection = ANY($1)")
+            .bind(&others)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     drop_shadow(pool, &shadow).await?;
     let report = RebuildReport {
         messages: applied,
-        checkpoint,
+        checkpoint: last.max(live_checkpoint),
         elapsed: started.elapsed(),
     };
     Ok((report, Vec::new()))

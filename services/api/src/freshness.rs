@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use paved_eventlog::EventLog;
-use paved_eventlog::readmodel::CHECKPOINT_CHANNEL;
+use paved_eventlog::readmodel::{CHECKPOINT_CHANNEL, Partition};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -36,6 +36,9 @@ pub struct Freshness {
     log: EventLog,
     known: Arc<watch::Sender<HashMap<String, u64>>>,
     max_wait: Duration,
+    /// The checkpoint rows of partitioned read models (by read model): one
+    /// has reached N when every share has.
+    shares: Arc<HashMap<String, Vec<String>>>,
 }
 
 impl Freshness {
@@ -52,9 +55,28 @@ impl Freshness {
             log,
             known: Arc::new(known),
             max_wait,
+            shares: Arc::default(),
         };
         tokio::spawn(this.clone().listen(shutdown));
         this
+    }
+
+    /// `projection` is split `count` ways (see `readmodel::Partition`).
+    pub fn with_shares(mut self, projection: &str, count: u32) -> Self {
+        let names = Partition::all(count)
+            .iter()
+            .map(|p| p.checkpoint_name(projection))
+            .collect();
+        Arc::make_mut(&mut self.shares).insert(projection.to_owned(), names);
+        self
+    }
+
+    /// The checkpoint rows `projection` is read from.
+    fn rows<'a>(&'a self, projection: &'a str) -> Vec<&'a str> {
+        match self.shares.get(projection) {
+            Some(names) => names.iter().map(String::as_str).collect(),
+            None => vec![projection],
+        }
     }
 
     async fn listen(self, shutdown: CancellationToken) {
@@ -138,8 +160,14 @@ impl Freshness {
         self.refresh_with(false).await
     }
 
+    /// How far `projection` has got: its slowest share's checkpoint.
     fn checkpoint(&self, projection: &str) -> u64 {
-        self.known.borrow().get(projection).copied().unwrap_or(0)
+        let known = self.known.borrow();
+        self.rows(projection)
+            .into_iter()
+            .map(|row| known.get(row).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0)
     }
 
     /// Returns once `projection` has reached `min_sequence` (0: at once);
@@ -156,7 +184,7 @@ impl Freshness {
             if self.checkpoint(projection) >= min_sequence {
                 return Ok(());
             }
-            if self.consumer_idle(projection, min_sequence).await? {
+            if self.all_idle(projection, min_sequence).await? {
                 return Ok(());
             }
             let tick = (tokio::time::Instant::now() + IDLE_CHECK).min(deadline);
@@ -172,6 +200,16 @@ impl Freshness {
                 )));
             }
         }
+    }
+
+    /// Has every share of `projection` applied all it reads up to `min_sequence`?
+    async fn all_idle(&self, projection: &str, min_sequence: u64) -> Result<bool, Status> {
+        for row in self.rows(projection) {
+            if !self.consumer_idle(row, min_sequence).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Is there nothing the projection reads between its checkpoint (as the

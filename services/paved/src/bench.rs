@@ -61,6 +61,12 @@ pub struct BenchArgs {
     /// 40 teams) for the DORA phase (0 skips it).
     #[arg(long, default_value_t = 1_000_000)]
     dora_events: u64,
+    /// After the one-worker catch-up of the DORA phase, catch the delivery
+    /// projection up again split this many ways (one worker per share;
+    /// 1 skips it).
+    #[arg(long, default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(paved_eventlog::readmodel::MAX_PARTITIONS)))]
+    delivery_shares: u32,
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
@@ -456,7 +462,7 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         let started = Instant::now();
         let bar = indicatif::ProgressBar::new(0);
         let none = paved_eventlog::audit::TrustedKeys::default();
-        let report = runtime::rebuild(&CatalogProjection, &b.pool, &b.log, &none, |p| {
+        let report = runtime::rebuild(&[CatalogProjection], &b.pool, &b.log, &none, |p| {
             bar.set_length(p.total);
             bar.set_position(p.applied);
         })
@@ -534,7 +540,7 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
     ));
 
     if a.dora_events > 0 {
-        out.extend(dora_phase(b, a.dora_events).await?);
+        out.extend(dora_phase(b, a.dora_events, a.delivery_shares).await?);
     }
 
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
@@ -861,7 +867,43 @@ const DORA_SERVICES_PER_TEAM: usize = 10;
 /// Two years of delivery history (`events` events) published straight to
 /// the log, the delivery projection's catch-up, then 90-day team summaries
 /// through `MetricsService`.
-async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
+/// Runs the delivery projection split `shares` ways (a worker per share)
+/// until every share has reached `to`, then stops the workers.
+async fn catch_up_delivery(b: &Bench, shares: u32, to: u64) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut names = Vec::new();
+    for share in paved_workers::projections::DeliveryProjection::shares(shares) {
+        let worker = ProjectionWorker::new(share, b.pool.clone(), b.log.clone());
+        names.push(worker.status().borrow().name.clone());
+        tasks.spawn(worker.run(stop.clone()));
+    }
+    loop {
+        let slowest: Option<i64> = sqlx::query_scalar(
+            "SELECT min(last_sequence) FROM projection_checkpoints WHERE projection = ANY($1)
+              HAVING count(*) = cardinality($1)",
+        )
+        .bind(&names)
+        .fetch_optional(&b.pool)
+        .await?
+        .flatten();
+        if slowest.unwrap_or(0) as u64 >= to {
+            break;
+        }
+        anyhow::ensure!(
+            !tasks.is_empty() && tasks.try_join_next().is_none(),
+            "a delivery worker stopped during the catch-up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<Vec<Figure>> {
     use paved_domain::delivery::{
         ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
     };
@@ -1007,40 +1049,34 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
     bar.finish_and_clear();
     let to = b.log.last_sequence().await?;
 
-    // The delivery projection catches up from the start of the log.
-    let worker = ProjectionWorker::new(
-        paved_workers::projections::DeliveryProjection,
-        b.pool.clone(),
-        b.log.clone(),
-    );
-    let stop = CancellationToken::new();
+    // The delivery projection catches up from the start of the log: one
+    // worker, then (the same events again, from empty tables) `shares`.
     let started = Instant::now();
-    let task = tokio::spawn({
-        let stop = stop.clone();
-        async move { worker.run(stop).await }
-    });
-    loop {
-        let at: Option<i64> = sqlx::query_scalar(
-            "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
-        )
-        .bind(paved_eventlog::readmodel::DELIVERY)
-        .fetch_optional(&b.pool)
-        .await?;
-        if at.unwrap_or(0) as u64 >= to {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    catch_up_delivery(b, 1, to).await?;
     out.push(figure(
-        &format!(
-            "delivery projection catch-up ({} delivery events)",
-            produced
-        ),
+        &format!("delivery projection catch-up ({produced} delivery events)"),
         produced,
         started.elapsed(),
         Vec::new(),
         "reference (events/s)",
     ));
+    if shares > 1 {
+        sqlx::raw_sql(
+            "DELETE FROM delivery_deployments; DELETE FROM delivery_changes; DELETE FROM delivery_incidents;
+             DELETE FROM projection_checkpoints WHERE projection LIKE 'delivery%'",
+        )
+        .execute(&b.pool)
+        .await?;
+        let started = Instant::now();
+        catch_up_delivery(b, shares, to).await?;
+        out.push(figure(
+            &format!("delivery projection catch-up in {shares} shares (same events)"),
+            produced,
+            started.elapsed(),
+            Vec::new(),
+            "more than one worker (events/s)",
+        ));
+    }
 
     // 90-day summaries of random teams, one at a time.
     let mut latencies = Vec::new();
@@ -1083,7 +1119,5 @@ async fn dora_phase(b: &mut Bench, events: u64) -> anyhow::Result<Vec<Figure>> {
         latencies,
         "reference",
     ));
-    stop.cancel();
-    task.await.ok();
     Ok(out)
 }

@@ -109,11 +109,11 @@ pub async fn render(sources: &Sources) -> String {
             .unwrap_or_default();
     for status in &sources.projections {
         let mut s = status.borrow().clone();
-        if let Some(seq) = stored.get(s.name) {
+        if let Some(seq) = stored.get(&s.name) {
             s.checkpoint = *seq as u64;
         }
         let l = ProjectionLabels {
-            projection: s.name.to_owned(),
+            projection: s.name.clone(),
         };
         checkpoint.get_or_create(&l).set(s.checkpoint as i64);
         // From the log, not from the worker: true also of a projection that

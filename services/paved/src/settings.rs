@@ -43,6 +43,14 @@ pub struct Settings {
     #[arg(long, env = "PAVED_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Shares the delivery read model is split into, each with a worker, a
+    /// lease and a checkpoint of its own (by service): more than one when
+    /// one worker cannot keep up. API and workers must agree; change it with
+    /// the workers stopped (they continue where they stood).
+    #[arg(long, env = "PAVED_DELIVERY_PARTITIONS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(paved_eventlog::readmodel::MAX_PARTITIONS)))]
+    pub delivery_partitions: u32,
+
     /// How long a query with `min_sequence` waits for its read model, in ms.
     #[arg(long, env = "PAVED_READ_WAIT_MS", default_value_t = 5000)]
     pub read_wait_ms: u64,

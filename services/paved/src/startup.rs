@@ -97,12 +97,13 @@ fn projection<P: Projection>(
     let worker = ProjectionWorker::new(projection, pool.clone(), log.clone())
         .with_quarantine_keys(trusted.clone());
     let status = worker.status();
+    let name = status.borrow().name.clone();
     let run: Runner = Box::new(move |token| {
         Box::pin(async move {
             worker
                 .run(token)
                 .await
-                .with_context(|| format!("{} projection stopped", P::NAME))
+                .with_context(|| format!("{name} projection stopped"))
         })
     });
     (run, status)
@@ -158,7 +159,7 @@ impl Application {
                 .await?;
         let trusted = crate::secrets::trusted_keys(&settings, Some(&signing_key), &[])?;
         let (projections, statuses): (Vec<Runner>, Vec<_>) = if roles.workers {
-            vec![
+            let mut all = vec![
                 projection(CatalogProjection, &pool, &log, &trusted),
                 projection(
                     SurveysProjection::new(survey_keys.clone()),
@@ -166,11 +167,14 @@ impl Application {
                     &log,
                     &trusted,
                 ),
-                projection(DeliveryProjection, &pool, &log, &trusted),
-                projection(AuditProjection, &pool, &log, &trusted),
-            ]
-            .into_iter()
-            .unzip()
+            ];
+            all.extend(
+                DeliveryProjection::shares(settings.delivery_partitions)
+                    .into_iter()
+                    .map(|p| projection(p, &pool, &log, &trusted)),
+            );
+            all.push(projection(AuditProjection, &pool, &log, &trusted));
+            all.into_iter().unzip()
         } else {
             (Vec::new(), Vec::new())
         };
@@ -321,6 +325,10 @@ impl Application {
                 self.log.clone(),
                 self.settings.read_wait(),
                 shutdown.clone(),
+            )
+            .with_shares(
+                paved_eventlog::readmodel::DELIVERY,
+                self.settings.delivery_partitions,
             );
             let auth = Authenticator::new(self.pool.clone());
             let counters = counters.unwrap_or_default();
@@ -513,7 +521,7 @@ async fn report_health(
                 Health::Standby => ServingStatus::Unknown,
                 Health::Starting | Health::Stopped | Health::Failed(_) => ServingStatus::NotServing,
             };
-            (s.name, serving)
+            (s.name.clone(), serving)
         };
         health
             .set_service_status(format!("paved.projection.{name}"), serving)

@@ -14,6 +14,14 @@ use crate::helpers::{TestApp, eventually, fixtures, spawn_configured};
 
 /// Paved with the stand-in as production's Argo CD.
 async fn setup(budget_secs: u64) -> (TestApp, StandIn) {
+    setup_with(budget_secs, |_| {}).await
+}
+
+/// [`setup`] with more settings changed by `configure`.
+pub(crate) async fn setup_with(
+    budget_secs: u64,
+    configure: impl FnOnce(&mut paved::Settings),
+) -> (TestApp, StandIn) {
     let standin = StandIn::start().await;
     let dir = std::env::temp_dir().join(format!("paved-argocd-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -28,6 +36,7 @@ async fn setup(budget_secs: u64) -> (TestApp, StandIn) {
     let app = spawn_configured(Roles::ALL, |s| {
         s.argocd_config = Some(path);
         s.argocd_webhook_token = Some("argo-note".into());
+        configure(s);
     })
     .await;
     app.client
@@ -74,7 +83,7 @@ async fn events(app: &TestApp, id: &str) -> Vec<&'static str> {
         .collect()
 }
 
-async fn finished(app: &TestApp, id: &str) -> Deployment {
+pub(crate) async fn finished(app: &TestApp, id: &str) -> Deployment {
     let id = Name::parse(id).unwrap();
     eventually(Duration::from_secs(20), "the deployment finishes", || {
         let (executor, id) = (

@@ -298,7 +298,7 @@ async fn filtered_reads_use_the_audit_index_then_the_stream_after_it() {
     assert_eq!(before.len(), 2);
 
     runtime::rebuild(
-        &AuditProjection,
+        &[AuditProjection],
         &app.pool,
         &app.log,
         &Default::default(),

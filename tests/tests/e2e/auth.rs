@@ -234,8 +234,15 @@ async fn a_member_token_is_made_only_for_a_team_that_exists() {
         .unwrap();
     assert_eq!(none, 0, "no token was stored for the mistyped team");
     // Once the team is in the catalog the same call gives a token that works.
-    app.client
+    let created = app
+        .client
         .create_team(crate::helpers::fixtures::team("payments"))
+        .await
+        .unwrap();
+    // The check reads the catalog: once the team is in it.
+    app.client
+        .at(created.sequence)
+        .get_team("payments")
         .await
         .unwrap();
     let token = paved::operations::create_token(db, &member("payments"))

@@ -449,7 +449,7 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
     );
     // Live batches (of whatever sizes) and a replay in big batches agree.
     let (_, checks) = paved_workers::runtime::check(
-        &paved_workers::projections::DeliveryProjection,
+        &[paved_workers::projections::DeliveryProjection::default()],
         &app.pool,
         &app.log,
         &Default::default(),

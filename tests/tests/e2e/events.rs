@@ -267,7 +267,7 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
     let last = history(&app).await;
     app.client.at(last).get_service("ledger").await.unwrap();
     let (_, checks) = runtime::check(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -283,7 +283,7 @@ async fn replay_check_reports_drift_without_touching_the_live_tables() {
         .await
         .unwrap();
     let (_, checks) = runtime::check(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),

@@ -118,7 +118,7 @@ async fn crash_postgres_under_load(writers: usize, pause: Duration, crashes: &[u
 
     // The live read models equal a fresh replay of the log.
     let (_, checks) = runtime::check(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -129,7 +129,7 @@ async fn crash_postgres_under_load(writers: usize, pause: Duration, crashes: &[u
     let drifted: Vec<_> = checks.iter().filter(|c| c.drifted()).collect();
     assert!(drifted.is_empty(), "catalog drift: {drifted:?}");
     let (_, checks) = runtime::check(
-        &AuditProjection,
+        &[AuditProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -184,7 +184,7 @@ async fn assert_catalog_complete(app: &TestApp, acked: &[(String, u64)]) {
         .collect();
     assert!(missing.is_empty(), "acknowledged but missing: {missing:?}");
     let (_, checks) = runtime::check(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -567,10 +567,16 @@ async fn a_three_node_cluster_loses_its_stream_leader_and_a_worker_and_nothing_e
     // A degraded cluster (two of three) may time out a request now and
     // then while it settles: an operator would run these again.
     let checks = eventually(Duration::from_secs(60), "a replay check", || async {
-        runtime::check(&CatalogProjection, &pool, &log, &Default::default(), |_| {})
-            .await
-            .ok()
-            .map(|(_, c)| c)
+        runtime::check(
+            &[CatalogProjection],
+            &pool,
+            &log,
+            &Default::default(),
+            |_| {},
+        )
+        .await
+        .ok()
+        .map(|(_, c)| c)
     })
     .await;
     assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");

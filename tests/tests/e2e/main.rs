@@ -19,6 +19,7 @@ mod eventlog;
 mod events;
 mod faults;
 mod helpers;
+mod partitions;
 mod private;
 mod projection;
 mod surveys;

@@ -143,7 +143,7 @@ async fn killing_the_worker_mid_batch_loses_nothing_and_applies_nothing_twice() 
 
     // A fresh replay of the whole log gives the same rows, row for row.
     let report = rebuild(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -165,7 +165,7 @@ async fn a_rebuild_while_serving_gives_identical_rows() {
     let before = snapshot(&app.pool).await;
     let mut progress = Vec::new();
     let report = rebuild(
-        &CatalogProjection,
+        &[CatalogProjection],
         &app.pool,
         &app.log,
         &Default::default(),
@@ -394,7 +394,7 @@ async fn an_operator_quarantines_a_poison_message_and_everything_carries_on() {
     assert_eq!(report.quarantined.len(), 1);
     assert_eq!(report.quarantined[0].sequence, bad);
     // A replay passes over it too, and equals the live rows.
-    let (_, checks) = runtime::check(&CatalogProjection, &app.pool, &app.log, &keys, |_| {})
+    let (_, checks) = runtime::check(&[CatalogProjection], &app.pool, &app.log, &keys, |_| {})
         .await
         .unwrap();
     assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");

@@ -33,6 +33,8 @@ mod events;
 mod faults;
 #[path = "../e2e/helpers.rs"]
 mod helpers;
+#[path = "../e2e/partitions.rs"]
+mod partitions;
 #[path = "../e2e/private.rs"]
 mod private;
 #[path = "../e2e/projection.rs"]

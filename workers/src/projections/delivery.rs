@@ -9,22 +9,102 @@
 //! arrive in, so a batch recomputes the changes it can affect and a replay
 //! gives the same rows as live processing, whatever the batch sizes.
 //!
+//! Partitioned (`PAVED_DELIVERY_PARTITIONS`), each share owns the
+//! deployments and changes of the services that hash to it (lead time joins
+//! a service's changes to its deployments, so those sit in one share) and
+//! the incidents whose id does (an incident touches its own row only).
+//!
 //! A batch costs a handful of statements: deployments are folded in memory
 //! (one insert for new ones, one update for the rest), changes are inserted
 //! in one statement, then the affected changes' deployments are recomputed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use paved_domain::Event;
 use paved_domain::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent, Outcome, PRODUCTION};
 use paved_eventlog::StoredCommit;
+use paved_eventlog::readmodel::Partition;
 use sqlx::PgConnection;
 
 use crate::runtime::{Projection, ProjectionError};
 
-#[derive(Clone, Copy, Debug, Default)]
-pub struct DeliveryProjection;
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryProjection {
+    partition: Partition,
+}
+
+impl Default for DeliveryProjection {
+    fn default() -> Self {
+        Self::share(Partition::WHOLE)
+    }
+}
+
+impl DeliveryProjection {
+    /// The projection of one share of the read model.
+    pub fn share(partition: Partition) -> Self {
+        Self { partition }
+    }
+
+    /// Every share of the read model split `count` ways.
+    pub fn shares(count: u32) -> Vec<Self> {
+        Partition::all(count).into_iter().map(Self::share).collect()
+    }
+
+    /// The commits of `batch` this share owns. A deployment's later events
+    /// do not name its service: it comes from the batch's own request, or
+    /// else from the deployment's row, which this share wrote if the
+    /// deployment is its own (its checkpoint is past the request). No row:
+    /// another share's deployment.
+    async fn owned(
+        &self,
+        conn: &mut PgConnection,
+        batch: &[StoredCommit],
+    ) -> Result<Vec<StoredCommit>, ProjectionError> {
+        let mut services: HashMap<&str, String> = HashMap::new();
+        let mut unknown: Vec<&str> = Vec::new();
+        for stored in batch {
+            let id = stored.commit.aggregate_id.as_str();
+            for event in &stored.commit.events {
+                match event {
+                    Event::Deployment(
+                        DeploymentEvent::Requested { target, .. }
+                        | DeploymentEvent::Recorded { target, .. },
+                    ) => {
+                        services.insert(id, target.service.to_string());
+                    }
+                    Event::Deployment(_) if !services.contains_key(id) => unknown.push(id),
+                    _ => {}
+                }
+            }
+        }
+        if !unknown.is_empty() {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, service FROM delivery_deployments WHERE id = ANY($1)")
+                    .bind(&unknown)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let found: HashMap<String, String> = rows.into_iter().collect();
+            for id in unknown {
+                if let Some(service) = found.get(id) {
+                    services.entry(id).or_insert_with(|| service.clone());
+                }
+            }
+        }
+        let owns = |stored: &StoredCommit| {
+            let id = stored.commit.aggregate_id.as_str();
+            stored.commit.events.iter().any(|event| match event {
+                Event::Deployment(_) => services.get(id).is_some_and(|s| self.partition.owns(s)),
+                Event::Change(ChangeEvent::Recorded { spec, .. }) => {
+                    self.partition.owns(spec.service.as_str())
+                }
+                Event::Incident(_) => self.partition.owns(id),
+                _ => false,
+            })
+        };
+        Ok(batch.iter().filter(|c| owns(c)).cloned().collect())
+    }
+}
 
 /// A deployment row being built from this batch's events.
 #[derive(Default)]
@@ -80,11 +160,22 @@ impl Projection for DeliveryProjection {
         "delivery_incidents",
     ];
 
+    fn partition(&self) -> Partition {
+        self.partition
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
         batch: &[StoredCommit],
     ) -> Result<(), ProjectionError> {
+        let owned;
+        let batch = if self.partition.count > 1 {
+            owned = self.owned(conn, batch).await?;
+            &owned[..]
+        } else {
+            batch
+        };
         let mut rows: BTreeMap<String, Row> = BTreeMap::new();
         let mut changes = Changes::default();
         for stored in batch {

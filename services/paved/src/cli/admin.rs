@@ -70,9 +70,9 @@ pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     let mut drift = false;
     for name in names {
         if a.check {
-            drift |= check_one(&name, &pool, &log, &keys, &trusted).await?;
+            drift |= check_one(&name, &pool, &log, &keys, &trusted, &a.settings).await?;
         } else {
-            rebuild_one(&name, &pool, &log, &keys, &trusted).await?;
+            rebuild_one(&name, &pool, &log, &keys, &trusted, &a.settings).await?;
         }
     }
     anyhow::ensure!(!drift, "read models drifted from the log (see above)");
@@ -99,6 +99,7 @@ async fn check_one(
     log: &EventLog,
     keys: &SurveyKeys,
     trusted: &TrustedKeys,
+    settings: &Settings,
 ) -> anyhow::Result<bool> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
@@ -106,13 +107,16 @@ async fn check_one(
         bar.set_position(p.applied);
     };
     let (report, checks) = match name {
-        CATALOG => runtime::check(&CatalogProjection, pool, log, trusted, progress).await?,
+        CATALOG => runtime::check(&[CatalogProjection], pool, log, trusted, progress).await?,
         SURVEYS => {
             let p = SurveysProjection::new(keys.clone());
-            runtime::check(&p, pool, log, trusted, progress).await?
+            runtime::check(&[p], pool, log, trusted, progress).await?
         }
-        AUDIT => runtime::check(&AuditProjection, pool, log, trusted, progress).await?,
-        DELIVERY => runtime::check(&DeliveryProjection, pool, log, trusted, progress).await?,
+        AUDIT => runtime::check(&[AuditProjection], pool, log, trusted, progress).await?,
+        DELIVERY => {
+            let shares = DeliveryProjection::shares(settings.delivery_partitions);
+            runtime::check(&shares, pool, log, trusted, progress).await?
+        }
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
@@ -161,6 +165,7 @@ async fn rebuild_one(
     log: &EventLog,
     keys: &SurveyKeys,
     trusted: &TrustedKeys,
+    settings: &Settings,
 ) -> anyhow::Result<()> {
     let bar = progress_bar(name)?;
     let progress = |p: RebuildProgress| {
@@ -168,13 +173,16 @@ async fn rebuild_one(
         bar.set_position(p.applied);
     };
     let report = match name {
-        CATALOG => runtime::rebuild(&CatalogProjection, pool, log, trusted, progress).await?,
+        CATALOG => runtime::rebuild(&[CatalogProjection], pool, log, trusted, progress).await?,
         SURVEYS => {
             let p = SurveysProjection::new(keys.clone());
-            runtime::rebuild(&p, pool, log, trusted, progress).await?
+            runtime::rebuild(&[p], pool, log, trusted, progress).await?
         }
-        AUDIT => runtime::rebuild(&AuditProjection, pool, log, trusted, progress).await?,
-        DELIVERY => runtime::rebuild(&DeliveryProjection, pool, log, trusted, progress).await?,
+        AUDIT => runtime::rebuild(&[AuditProjection], pool, log, trusted, progress).await?,
+        DELIVERY => {
+            let shares = DeliveryProjection::shares(settings.delivery_partitions);
+            runtime::rebuild(&shares, pool, log, trusted, progress).await?
+        }
         other => anyhow::bail!(
             "unknown projection {other:?} (known: {})",
             PROJECTIONS.join(", ")
