@@ -248,6 +248,11 @@ impl Client {
         .await
     }
 
+    /// The generated delivery client.
+    pub fn delivery(&self) -> DeliveryServiceClient<Transport> {
+        self.delivery.clone()
+    }
+
     /// The generated survey client.
     pub fn surveys(&self) -> SurveyServiceClient<Transport> {
         self.surveys.clone()

@@ -33,6 +33,7 @@ use paved_eventlog::readmodel::{CHECKPOINT_CHANNEL, Partition};
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, TraceContext, codec};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::lease::{self, Lease, LeaseError};
 use paved_domain::ops::Quarantine;
@@ -569,7 +570,20 @@ impl<P: Projection> ProjectionWorker<P> {
             .take_while(|m| m.info().is_ok_and(|i| i.stream_sequence <= through))
             .count();
         let good = &messages[..taken];
-        let outcome = match self.apply(session, epoch, commits, through, good).await {
+        let span = batch_span(&self.name, &filter::<P>(&self.log), good);
+        // Each sampled command's trace shows its own apply, for as long as
+        // the batch's transaction takes.
+        let per_message = message_spans(&self.name, good, &span);
+        let applied = self
+            .apply(session, epoch, commits, through, good)
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = &applied {
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_description", e.to_string());
+        }
+        drop(per_message);
+        let outcome = match applied {
             Err(e) if e.halts() => {
                 self.fail(&e);
                 return Err(e);
@@ -587,12 +601,6 @@ impl<P: Projection> ProjectionWorker<P> {
         Ok(outcome)
     }
 
-    #[tracing::instrument(
-        name = "project",
-        skip_all,
-        fields(projection = %self.name, messages = messages.len(), first_sequence, last_sequence, traceparent),
-        err
-    )]
     async fn apply(
         &self,
         session: &mut Session,
@@ -601,17 +609,6 @@ impl<P: Projection> ProjectionWorker<P> {
         through: u64,
         messages: &[Message],
     ) -> Result<Outcome, ProjectionError> {
-        let span = tracing::Span::current();
-        if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
-            span.record("first_sequence", first.sequence);
-            span.record("last_sequence", last.sequence);
-        }
-        // The batch's span continues the trace of the newest command in it.
-        if let Some(m) = messages.last() {
-            let trace = TraceContext::from_headers(m.headers.as_ref());
-            span.record("traceparent", trace.traceparent.as_str());
-            paved_eventlog::trace::continue_trace(&span, &trace);
-        }
         let total = batch.len();
         if total == 0 && through == 0 {
             return Ok(Outcome::Skipped { messages: 0 });
@@ -664,6 +661,82 @@ impl<P: Projection> ProjectionWorker<P> {
             checkpoint: last,
         })
     }
+}
+
+/// The CONSUMER span of one batch: a trace of its own, linked to the
+/// producer span of every message in it.
+fn batch_span(projection: &str, filter: &str, messages: &[Message]) -> tracing::Span {
+    let sequences = messages.first().zip(messages.last()).and_then(|(f, l)| {
+        Some((
+            f.info().ok()?.stream_sequence,
+            l.info().ok()?.stream_sequence,
+        ))
+    });
+    let span = tracing::info_span!(
+        parent: None,
+        "project",
+        otel.name = %format!("process {filter}"),
+        otel.kind = "consumer",
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        messaging.system = "nats",
+        messaging.operation.type = "process",
+        messaging.destination.name = %filter,
+        messaging.batch.message_count = messages.len(),
+        paved.projection = %projection,
+        paved.batch.first_sequence = sequences.map(|s| s.0),
+        paved.batch.last_sequence = sequences.map(|s| s.1),
+    );
+    for m in messages {
+        paved_eventlog::trace::add_link(&span, &TraceContext::from_headers(m.headers.as_ref()));
+    }
+    span
+}
+
+/// One CONSUMER span per message whose producer was sampled, in the
+/// producer's trace and linked to the batch: the command's own trace shows
+/// where it was applied.
+fn message_spans(
+    projection: &str,
+    messages: &[Message],
+    batch: &tracing::Span,
+) -> Vec<tracing::Span> {
+    messages
+        .iter()
+        .filter_map(|m| {
+            let trace = TraceContext::from_headers(m.headers.as_ref());
+            if !paved_eventlog::trace::sampled(&trace) {
+                return None;
+            }
+            let info = m.info().ok()?;
+            let msg_id = m
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Nats-Msg-Id"))
+                .map(|v| v.as_str().to_owned())
+                .unwrap_or_default();
+            let span = tracing::info_span!(
+                parent: None,
+                "apply",
+                // Named by the aggregate type (`paved.catalog.team`): span
+                // names stay few; the subject itself is an attribute.
+                otel.name = %format!(
+                    "process {}",
+                    m.subject.rsplit_once('.').map_or(m.subject.as_str(), |(t, _)| t)
+                ),
+                otel.kind = "consumer",
+                messaging.system = "nats",
+                messaging.operation.type = "process",
+                messaging.destination.name = %m.subject,
+                messaging.message.id = %msg_id,
+                messaging.nats.stream.sequence = info.stream_sequence,
+                paved.projection = %projection,
+            );
+            paved_eventlog::trace::set_remote_parent(&span, &trace);
+            paved_eventlog::trace::link_spans(&span, batch);
+            Some(span)
+        })
+        .collect()
 }
 
 async fn delete_consumer(log: &EventLog, name: &str) {

@@ -122,13 +122,14 @@ pub async fn begin<T: Idempotent>(
     request: Request<T>,
 ) -> Result<(CommandMeta, T, Violations), Status> {
     let principal = auth.authenticate_writer(&request).await?;
-    let incoming = TraceContext {
+    // The server span already continues the caller's trace (see the
+    // binary's gRPC layer); the commit will name its producer span. This is
+    // the fallback stored when no OpenTelemetry layer runs: the caller's
+    // own context, if it is well-formed.
+    let trace = paved_eventlog::trace::validated(TraceContext {
         traceparent: header(&request, "traceparent"),
         tracestate: header(&request, "tracestate"),
-    };
-    // The handler's span joins the caller's trace; the commit records this span.
-    paved_eventlog::trace::continue_trace(&tracing::Span::current(), &incoming);
-    let trace = paved_eventlog::trace::current_or(incoming);
+    });
     let correlation = header(&request, CORRELATION_HEADER);
     let causation = header(&request, CAUSATION_HEADER);
     let reason = header(&request, REASON_HEADER);

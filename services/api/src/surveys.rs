@@ -370,6 +370,7 @@ impl SurveyService for SurveyApi {
             now: meta.now,
             expected_version: None,
             sent_at: meta.sent_at,
+            untraced: true,
         };
         let command = id.as_ref().map(|id| {
             let answers = Answers {

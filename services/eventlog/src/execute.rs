@@ -14,6 +14,7 @@ use paved_domain::delivery::Deployment;
 use paved_domain::{
     Aggregate, AggregateKind, AggregateRef, Context, Name, Principal, References, Rejection,
 };
+use tracing::Instrument;
 
 use crate::codec::{self, Commit, DecodeError};
 use crate::log::{AppendError, EventLog, LogError, StoredMessage, TraceContext};
@@ -53,6 +54,11 @@ pub struct CommandMeta {
     /// When the client first sent this request (retries keep it): lets the
     /// write path refuse a retry too old to tell whether it was applied.
     pub sent_at: Option<DateTime<Utc>>,
+    /// An anonymous command (a survey response): no trace context is
+    /// stored with it, and no span of the caller's trace names its
+    /// aggregate, command id or sequence, so a tracing backend cannot join
+    /// the caller to the commit.
+    pub untraced: bool,
 }
 
 impl CommandMeta {
@@ -69,6 +75,7 @@ impl CommandMeta {
             now: Utc::now(),
             expected_version: None,
             sent_at: None,
+            untraced: false,
         }
     }
 }
@@ -116,6 +123,21 @@ pub enum ExecuteError {
         #[source]
         source: DecodeError,
     },
+}
+
+impl ExecuteError {
+    /// The outcome a span and a counter record for this error.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Rejected(_) | Self::VersionMismatch { .. } => "rejected",
+            Self::RequestIdReused(_) | Self::RequestIdInvalid(_) | Self::RequestTooOld { .. } => {
+                "rejected"
+            }
+            Self::TooLarge | Self::StorageFull(_) => "refused",
+            Self::Conflict { .. } => "conflict",
+            Self::Unavailable(_) | Self::Corrupt { .. } => "failed",
+        }
+    }
 }
 
 impl From<LogError> for ExecuteError {
@@ -279,10 +301,50 @@ impl Executor {
     /// the original result and appends nothing.
     #[tracing::instrument(
         skip_all,
-        fields(aggregate = %A::KIND, id = %id, command_id = %meta.command_id, principal = %meta.principal.name),
+        fields(
+            paved.aggregate.type = %A::KIND,
+            paved.aggregate.id = tracing::field::Empty,
+            paved.command.id = tracing::field::Empty,
+            paved.command.outcome = tracing::field::Empty,
+            paved.command.conflicts = tracing::field::Empty,
+            paved.commit.sequence = tracing::field::Empty,
+        ),
         err(level = "debug")
     )]
     pub async fn execute<A: Aggregate>(
+        &self,
+        id: &Name,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Executed, ExecuteError> {
+        let span = tracing::Span::current();
+        if !meta.untraced {
+            span.record("paved.aggregate.id", id.as_str());
+            span.record("paved.command.id", meta.command_id.as_str());
+        }
+        let result = self.execute_inner::<A>(id, command, meta).await;
+        match &result {
+            Ok(done) => {
+                let outcome = if done.replayed {
+                    "replayed"
+                } else if done.events == 0 {
+                    "unchanged"
+                } else {
+                    "applied"
+                };
+                span.record("paved.command.outcome", outcome);
+                if !meta.untraced {
+                    span.record("paved.commit.sequence", done.sequence);
+                }
+            }
+            Err(e) => {
+                span.record("paved.command.outcome", e.outcome());
+            }
+        }
+        result
+    }
+
+    async fn execute_inner<A: Aggregate>(
         &self,
         id: &Name,
         command: &A::Command,
@@ -300,7 +362,10 @@ impl Executor {
         let mut loaded = self.cached::<A>(&me).unwrap_or_else(Loaded::empty);
         let print = fingerprint::<A>(id, &meta.principal, command);
         let mut refresh = false;
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                tracing::Span::current().record("paved.command.conflicts", attempt);
+            }
             let verified = refresh;
             if refresh {
                 loaded = self.load::<A>(&me, &subject, true).await?;
@@ -361,6 +426,29 @@ impl Executor {
                     replayed: false,
                 });
             }
+            // The PRODUCER span of this append: its context is what the
+            // commit and the message headers carry.
+            let publish = if meta.untraced {
+                tracing::Span::none()
+            } else {
+                tracing::info_span!(
+                    "publish",
+                    otel.name = %format!("send {}", self.log.subject_template(A::KIND)),
+                    otel.kind = "producer",
+                    messaging.system = "nats",
+                    messaging.operation.type = "send",
+                    messaging.operation.name = "publish",
+                    messaging.destination.name = %subject,
+                    messaging.message.id = %meta.command_id,
+                    messaging.nats.stream = %self.log.config().stream,
+                    messaging.nats.stream.sequence = tracing::field::Empty,
+                )
+            };
+            let trace = if meta.untraced {
+                TraceContext::default()
+            } else {
+                crate::trace::context_of(&publish, &meta.trace)
+            };
             let commit = Commit {
                 kind: A::KIND,
                 aggregate_id: id.clone(),
@@ -369,8 +457,8 @@ impl Executor {
                 occurred_at: meta.now,
                 correlation_id: meta.correlation_id.clone(),
                 causation_id: meta.causation_id.clone(),
-                traceparent: meta.trace.traceparent.clone(),
-                tracestate: meta.trace.tracestate.clone(),
+                traceparent: trace.traceparent.clone(),
+                tracestate: trace.tracestate.clone(),
                 reason: meta.reason.clone(),
                 events: events.into_iter().map(Into::into).collect(),
                 prev_hash: Vec::new(),
@@ -386,9 +474,13 @@ impl Executor {
                     loaded.version,
                     &meta.command_id,
                     codec::encode_commit(&commit),
-                    &meta.trace,
+                    &trace,
                 )
+                .instrument(publish.clone())
                 .await;
+            if let Ok(a) = &appended {
+                publish.record("messaging.nats.stream.sequence", a.sequence);
+            }
             match appended {
                 Ok(a) if !a.duplicate => {
                     let mut next = loaded;

@@ -258,9 +258,20 @@ impl EventLog {
         format!("{}.{context}.>", self.config.subject_prefix)
     }
 
+    /// The subjects of one aggregate type, as a span names them
+    /// (`paved.catalog.service`: the id is left out, it is unbounded).
+    pub fn subject_template(&self, kind: AggregateKind) -> String {
+        format!(
+            "{}.{}.{}",
+            self.config.subject_prefix,
+            kind.context(),
+            kind.type_name()
+        )
+    }
+
     /// Publishes one commit with `Nats-Expected-Last-Subject-Sequence` and
-    /// `Nats-Msg-Id` (invariant 2) and waits for the stream's ack.
-    #[tracing::instrument(skip_all, fields(subject = %subject, expected, msg_id = %msg_id), err(level = "debug"))]
+    /// `Nats-Msg-Id` (invariant 2) and waits for the stream's ack. The
+    /// caller's span is the PRODUCER span whose context `trace` is.
     pub async fn append(
         &self,
         subject: String,
@@ -294,6 +305,20 @@ impl EventLog {
             sequence: ack.sequence,
             duplicate: ack.duplicate,
         })
+    }
+
+    /// The first message on `subject` (an aggregate's first commit), if any.
+    pub async fn first_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
+        match self.stream.direct_get_next_for_subject(subject, None).await {
+            Ok(m) => Ok(Some(StoredMessage {
+                sequence: m.sequence,
+                subject: m.subject.to_string(),
+                headers: m.headers,
+                payload: m.payload,
+            })),
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LogError::Unavailable(e.to_string())),
+        }
     }
 
     /// The messages on `subject` from stream sequence `from` up to and

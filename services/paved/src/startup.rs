@@ -376,6 +376,7 @@ impl Application {
             let addr = listener.local_addr()?;
             tracing::info!(%addr, "gRPC API listening");
             let server = tonic::transport::Server::builder()
+                .layer(crate::telemetry::GrpcTraceLayer)
                 .layer(crate::request_limit::RequestLimitLayer {
                     limit: MAX_REQUEST_BYTES,
                 })

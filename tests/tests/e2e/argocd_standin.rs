@@ -71,6 +71,8 @@ pub struct Inner {
     pub down_until: Option<Instant>,
     /// Hold the answer to accepted syncs this long (the operation starts at once).
     pub sync_answer_delay: Duration,
+    /// The `traceparent` of every call (empty when it had none).
+    pub traceparents: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -256,6 +258,10 @@ impl StandIn {
             .route("/api/v1/applications/{name}", get(get_app))
             .route("/api/v1/applications/{name}/sync", post(sync))
             .route("/api/v1/applications/{name}/rollback", post(rollback))
+            .layer(axum::middleware::from_fn_with_state(
+                inner.clone(),
+                record_trace,
+            ))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -314,6 +320,22 @@ impl StandIn {
 }
 
 type Shared = State<Arc<Mutex<Inner>>>;
+
+/// Notes the trace context every call arrives with.
+async fn record_trace(
+    State(inner): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    inner.lock().unwrap().traceparents.push(traceparent);
+    next.run(request).await
+}
 
 fn down(inner: &Inner) -> bool {
     inner.down_until.is_some_and(|t| Instant::now() < t)

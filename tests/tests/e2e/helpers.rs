@@ -82,7 +82,8 @@ fn logs() {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
                 .with_test_writer()
-                .init();
+                .try_init()
+                .ok();
         }
     });
 }

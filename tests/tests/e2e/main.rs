@@ -23,4 +23,5 @@ mod partitions;
 mod private;
 mod projection;
 mod surveys;
+mod telemetry;
 mod webhooks;

@@ -41,5 +41,7 @@ mod private;
 mod projection;
 #[path = "../e2e/surveys.rs"]
 mod surveys;
+#[path = "../e2e/telemetry.rs"]
+mod telemetry;
 #[path = "../e2e/webhooks.rs"]
 mod webhooks;

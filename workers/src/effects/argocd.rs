@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 
 /// The `operation.info` entry naming the Paved deployment an operation is for.
 pub const INFO_NAME: &str = "paved-deployment";
@@ -243,17 +244,67 @@ impl ArgoCd {
         format!("{}/api/v1/applications/{app}{action}", self.base)
     }
 
+    /// One call, as a CLIENT span in OpenTelemetry's HTTP conventions that
+    /// passes its trace on to Argo CD (`traceparent`). `route` is the path
+    /// template the span is named by.
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
         app: &str,
+        route: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ArgoError> {
-        let response = request
+        let mut request = request
             .bearer_auth(&self.token)
-            .send()
-            .await
+            .build()
             .map_err(|e| ArgoError::Unavailable(without_url(&e)))?;
+        let method = request.method().as_str().to_owned();
+        let url = request.url().clone();
+        let span = tracing::info_span!(
+            "http",
+            otel.name = %format!("{method} {route}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = %method,
+            url.full = %url,
+            url.template = route,
+            server.address = url.host_str().unwrap_or_default(),
+            server.port = url.port_or_known_default(),
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        let trace = paved_eventlog::trace::context_of(&span, &Default::default());
+        for (name, value) in [
+            ("traceparent", trace.traceparent),
+            ("tracestate", trace.tracestate),
+        ] {
+            if let Ok(v) = reqwest::header::HeaderValue::from_str(&value)
+                && !value.is_empty()
+            {
+                request.headers_mut().insert(name, v);
+            }
+        }
+        let sent = self.http.execute(request).instrument(span.clone()).await;
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record(
+                    "error.type",
+                    if e.is_timeout() {
+                        "timeout"
+                    } else {
+                        "connection"
+                    },
+                );
+                return Err(ArgoError::Unavailable(without_url(&e)));
+            }
+        };
         let status = response.status();
+        span.record("http.response.status_code", status.as_u16());
+        if status.as_u16() >= 400 {
+            span.record("otel.status_code", "ERROR");
+            span.record("error.type", status.as_u16());
+        }
         if status.is_success() {
             return response.json().await.map_err(|e| {
                 ArgoError::Unavailable(format!("unreadable answer: {}", without_url(&e)))
@@ -277,7 +328,12 @@ impl ArgoCd {
     }
 
     pub async fn application(&self, app: &str) -> Result<Application, ArgoError> {
-        self.send(app, self.http.get(self.url(app, ""))).await
+        self.send(
+            app,
+            "/api/v1/applications/{name}",
+            self.http.get(self.url(app, "")),
+        )
+        .await
     }
 
     /// Syncs `app` to `revision`, marking the operation with the deployment id.
@@ -296,8 +352,12 @@ impl ArgoCd {
                 value: deployment.to_owned(),
             }],
         };
-        self.send(app, self.http.post(self.url(app, "/sync")).json(&body))
-            .await
+        self.send(
+            app,
+            "/api/v1/applications/{name}/sync",
+            self.http.post(self.url(app, "/sync")).json(&body),
+        )
+        .await
     }
 
     /// Rolls `app` back to the history entry `id`.
@@ -307,8 +367,12 @@ impl ArgoCd {
             prune: false,
             dry_run: false,
         };
-        self.send(app, self.http.post(self.url(app, "/rollback")).json(&body))
-            .await
+        self.send(
+            app,
+            "/api/v1/applications/{name}/rollback",
+            self.http.post(self.url(app, "/rollback")).json(&body),
+        )
+        .await
     }
 }
 

@@ -28,6 +28,7 @@ use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use serde::Deserialize;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::argocd::{Application, ArgoCd, ArgoError, OperationState};
 use crate::lease::Lease;
@@ -555,11 +556,40 @@ impl Deployer {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(deployment = %id))]
+    /// The span driving deployment `id`: it continues the trace of the
+    /// command that requested it (its first commit's producer span), so the
+    /// request, the Argo CD calls and the recorded outcome are one trace.
+    async fn drive_span(&self, id: &Name) -> tracing::Span {
+        let subject = self
+            .executor
+            .log()
+            .subject(paved_domain::AggregateKind::Deployment, id);
+        let span = tracing::info_span!(
+            parent: None,
+            "deploy",
+            otel.name = "deploy",
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.operation.type = "process",
+            messaging.destination.name = %subject,
+            paved.deployment.id = %id,
+        );
+        match self.executor.log().first_on_subject(&subject).await {
+            Ok(Some(m)) => paved_eventlog::trace::set_remote_parent(
+                &span,
+                &paved_eventlog::TraceContext::from_headers(Some(&m.headers)),
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(error = %e, "the request's trace is not readable"),
+        }
+        span
+    }
+
     async fn drive(&self, id: &Name, stop: &CancellationToken) {
-        let mut d = match self.executor.state::<Option<Deployment>>(id).await {
+        let d = match self.executor.state::<Option<Deployment>>(id).await {
             Ok(l) => match l.state {
                 Some(d) if !d.status.finished() && d.source == "paved" => d,
+                // Finished (the list of pending ones lags behind) or not ours.
                 _ => return,
             },
             Err(e) => {
@@ -567,6 +597,11 @@ impl Deployer {
                 return;
             }
         };
+        let span = self.drive_span(id).await;
+        self.drive_unfinished(id, d, stop).instrument(span).await
+    }
+
+    async fn drive_unfinished(&self, id: &Name, mut d: Deployment, stop: &CancellationToken) {
         let Some(env) = self.environments.get(d.target.environment.as_str()) else {
             let reason = format!(
                 "no Argo CD is configured for environment {:?} (PAVED_ARGOCD_CONFIG)",
