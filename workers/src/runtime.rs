@@ -574,6 +574,7 @@ impl<P: Projection> ProjectionWorker<P> {
         // Each sampled command's trace shows its own apply, for as long as
         // the batch's transaction takes.
         let per_message = message_spans(&self.name, good, &span);
+        let started = Instant::now();
         let applied = self
             .apply(session, epoch, commits, through, good)
             .instrument(span.clone())
@@ -581,6 +582,12 @@ impl<P: Projection> ProjectionWorker<P> {
         if let Err(e) = &applied {
             span.record("otel.status_code", "ERROR");
             span.record("otel.status_description", e.to_string());
+        } else if !good.is_empty() {
+            paved_eventlog::latency::PROJECTION_APPLY.observe(
+                &[("projection", &self.name)],
+                started.elapsed(),
+                &span,
+            );
         }
         drop(per_message);
         let outcome = match applied {

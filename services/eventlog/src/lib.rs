@@ -9,6 +9,7 @@
 //!   retry on conflict / answer duplicates. The API and the side-effect
 //!   workers both write through it.
 //! - [`quarantine`]: messages an operator set aside, honoured by projections and verify.
+//! - [`latency`]: latency histograms with trace exemplars, for `/metrics`.
 //! - [`trace`]: W3C trace context from the request, through the log, into projections.
 //! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
 //! - [`survey_keys`]: survey pseudonyms and the sealing of survey responses.
@@ -16,6 +17,7 @@
 pub mod audit;
 pub mod codec;
 pub mod execute;
+pub mod latency;
 pub mod log;
 pub mod quarantine;
 pub mod readmodel;

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint (`GET /metrics`, text exposition format) on its
 //! own port: commands by outcome, the log's last sequence, and each
-//! projection's checkpoint, pending messages, lag, health and decode errors.
+//! projection's checkpoint, pending messages, lag, health and decode errors,
+//! latency histograms with trace exemplars (gRPC calls, projection batches,
+//! Argo CD calls) and the trace exporter's counts.
 
 use std::net::SocketAddr;
 
@@ -178,6 +180,29 @@ pub async fn render(sources: &Sources) -> String {
         "Messages that did not decode (each stops the projection)",
         decode_errors,
     );
+    let exports = crate::telemetry::export_stats();
+    for (name, help, n) in [
+        (
+            "trace_export_spans",
+            "Spans the OTLP collector accepted",
+            exports.exported_spans,
+        ),
+        (
+            "trace_export_failures",
+            "Span exports that failed (the collector down, refusing or too slow)",
+            exports.failed_batches,
+        ),
+        (
+            "trace_export_dropped_spans",
+            "Spans lost in failed exports",
+            exports.dropped_spans,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        c.inc_by(n);
+        registry.register(name, help, c);
+    }
+    paved_eventlog::latency::register_all(&mut registry);
     surveys(&mut registry, sources).await;
     deployments(&mut registry, sources).await;
     dora(&mut registry, sources).await;

@@ -579,4 +579,71 @@ async fn a_deployment_carries_its_trace_to_argo_cd_and_back() {
     assert!(seen.iter().all(|t| t.contains(trace)), "{seen:?}");
     let steps = spans.iter().filter(|s| s.kind == PRODUCER).count();
     assert!(steps >= 3, "requested, started and finished: {steps}");
+    // /metrics: the latency histograms point at this trace (OpenMetrics exemplars).
+    let metrics = app.scrape().await;
+    let exemplar = format!("# {{trace_id=\"{trace}\"}}");
+    let bucket_of = |name: &str, with: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(with) && l.contains(&exemplar))
+            .map(str::to_owned)
+    };
+    assert!(
+        bucket_of(
+            "paved_rpc_server_duration_seconds_bucket",
+            "rpc_method=\"RequestDeployment\""
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(
+        bucket_of(
+            "paved_argocd_client_duration_seconds_bucket",
+            "url_template="
+        )
+        .is_some(),
+        "{metrics}"
+    );
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("paved_projection_apply_duration_seconds_bucket")
+                && l.contains("projection=\"delivery\"")
+                && l.contains("# {trace_id=\"")
+        ),
+        "{metrics}"
+    );
+    let exported = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("paved_trace_export_spans_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(exported.is_some_and(|n| n > 0), "{metrics}");
+    // Every series the latency dashboard queries is there.
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/paved-latency.json"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queried = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("paved_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                queried.push(name);
+            }
+        }
+    }
+    assert!(queried.len() >= 6, "{queried:?}");
+    for name in queried {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+    }
 }

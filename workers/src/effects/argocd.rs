@@ -283,7 +283,18 @@ impl ArgoCd {
                 request.headers_mut().insert(name, v);
             }
         }
+        let started = std::time::Instant::now();
         let sent = self.http.execute(request).instrument(span.clone()).await;
+        let code = sent.as_ref().map_or(0, |r| r.status().as_u16()).to_string();
+        paved_eventlog::latency::ARGOCD_CLIENT.observe(
+            &[
+                ("http_request_method", &method),
+                ("url_template", route),
+                ("http_response_status_code", &code),
+            ],
+            started.elapsed(),
+            &span,
+        );
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

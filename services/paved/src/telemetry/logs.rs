@@ -31,6 +31,31 @@ impl WithTraceIds {
     }
 }
 
+/// The log layer in `format`, writing to `writer`.
+pub fn layer<S, W>(
+    format: super::LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    use tracing_subscriber::Layer as _;
+    match format {
+        super::LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds::pretty(ansi))
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .boxed(),
+        super::LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(WithTraceIds::json())
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .with_writer(writer)
+            .boxed(),
+    }
+}
+
 /// The ids of the current span, if it is traced.
 fn ids() -> Option<(String, String)> {
     let cx = tracing::Span::current().context();
@@ -69,5 +94,86 @@ where
             ),
             _ => writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn traced_and_not() {
+        tracing::info!("outside");
+        let span = tracing::info_span!("work");
+        let _entered = span.enter();
+        let sc = span.context().span().span_context().clone();
+        tracing::info!(want_trace = %sc.trace_id(), want_span = %sc.span_id(), "inside");
+    }
+
+    /// The formatter runs as the process's global subscriber, as in `paved`
+    /// (inside a scoped one, tracing hides the current span from it), so
+    /// both formats are checked in one test, through two layers.
+    #[test]
+    fn a_line_inside_a_span_names_its_trace_and_span() {
+        let (json, pretty) = (Lines::default(), Lines::default());
+        let (j, p) = (json.clone(), pretty.clone());
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+            .with(layer(super::super::LogFormat::Json, false, move || {
+                j.clone()
+            }))
+            .with(layer(super::super::LogFormat::Pretty, false, move || {
+                p.clone()
+            }))
+            .init();
+        traced_and_not();
+        let text = |l: &Lines| String::from_utf8(l.0.lock().unwrap().clone()).unwrap();
+
+        let out = text(&json);
+        let lines: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(lines[0].get("trace_id").is_none(), "{out}");
+        let inside = &lines[1];
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["trace_id"], inside["want_trace"], "{out}");
+        assert_eq!(inside["span_id"], inside["want_span"], "{out}");
+        assert_eq!(inside["trace_id"].as_str().unwrap().len(), 32);
+
+        let out = text(&pretty);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 2, "{out}");
+        assert!(!lines[0].contains("trace_id="), "{out}");
+        let inside = lines[1];
+        let field = |name: &str| {
+            inside
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("{name} in {inside}"))
+                .to_owned()
+        };
+        assert_eq!(field("trace_id="), field("want_trace="));
+        assert_eq!(field("span_id="), field("want_span="));
     }
 }

@@ -156,20 +156,7 @@ pub fn init_with(options: Options) -> Telemetry {
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = match options.format {
-        LogFormat::Pretty => tracing_subscriber::fmt::layer()
-            .event_format(logs::WithTraceIds::pretty(ansi))
-            .with_ansi(ansi)
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .event_format(logs::WithTraceIds::json())
-            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-            .with_writer(std::io::stderr)
-            .with_filter(filter)
-            .boxed(),
-    };
+    let fmt = logs::layer(options.format, ansi, std::io::stderr).with_filter(filter);
     let result = tracing_subscriber::registry()
         .with(otel)
         .with(fmt)
