@@ -667,4 +667,16 @@ impl Client {
     pub async fn dora(&self, r: pb::GetDoraRequest) -> Result<pb::DoraReport, Error> {
         self.at(0).dora(r).await
     }
+
+    /// The last webhook deliveries the API took, newest first (admins).
+    pub async fn webhook_deliveries(
+        &self,
+        r: pb::ListWebhookDeliveriesRequest,
+    ) -> Result<Vec<pb::WebhookDelivery>, Error> {
+        self.call_on(&self.delivery, r, READ_RETRY, |mut c, r| async move {
+            c.list_webhook_deliveries(r).await
+        })
+        .await
+        .map(|r| r.deliveries)
+    }
 }

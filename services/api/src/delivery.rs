@@ -47,6 +47,7 @@ pub struct DeliveryApi {
     auth: Authenticator,
     freshness: Freshness,
     counters: CommandCounters,
+    webhooks: Option<crate::webhooks::DeliveryLog>,
 }
 
 impl DeliveryApi {
@@ -63,7 +64,14 @@ impl DeliveryApi {
             auth,
             freshness,
             counters,
+            webhooks: None,
         }
+    }
+
+    /// Lists the deliveries of the webhooks this process serves.
+    pub fn with_webhook_log(mut self, log: Option<crate::webhooks::DeliveryLog>) -> Self {
+        self.webhooks = log;
+        self
     }
 
     async fn run<A: Aggregate>(
@@ -299,6 +307,7 @@ impl DeliveryService for DeliveryApi {
                 pr_url: r.pr_url.clone(),
                 author: r.author.clone(),
                 title: r.title.clone(),
+                backfill: r.backfill,
             })
         });
         self.run::<Option<Change>>(v, sha, command, &meta).await
@@ -393,6 +402,63 @@ impl DeliveryService for DeliveryApi {
             .await?
             .map(Response::new)
             .ok_or_else(|| error::not_found("deployment", &r.id))
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        request: Request<pb::ListWebhookDeliveriesRequest>,
+    ) -> Reply<pb::ListWebhookDeliveriesResponse> {
+        let principal = self.auth.authenticate(&request).await?;
+        if !principal.is_admin() {
+            return Err(Status::permission_denied(
+                "webhook deliveries name every team's repositories: admins only",
+            ));
+        }
+        let r = request.into_inner();
+        if r.limit as usize > crate::webhooks::RECENT {
+            return Err(error::invalid_field(
+                "limit",
+                format!("at most {}", crate::webhooks::RECENT),
+            ));
+        }
+        if !matches!(r.source.as_str(), "" | "github" | "argocd" | "incidents") {
+            return Err(error::invalid_field(
+                "source",
+                "github, argocd, incidents or empty",
+            ));
+        }
+        let limit = if r.limit == 0 { 50 } else { r.limit as usize };
+        let Some(log) = &self.webhooks else {
+            return Err(Status::failed_precondition(
+                "this process serves no webhooks (PAVED_WEBHOOK_LISTEN is empty)",
+            ));
+        };
+        let deliveries = log
+            .recent(&r.source, limit)
+            .into_iter()
+            .map(|d| pb::WebhookDelivery {
+                received_at: Some(timestamp(d.received_at)),
+                source: d.source.to_owned(),
+                event: d.event,
+                delivery_id: d.id,
+                outcome: d.outcome.as_str().to_owned(),
+                reason: d.reason,
+                http_status: u32::from(d.http_status),
+                recorded: d.recorded,
+                skipped: d
+                    .skipped
+                    .into_iter()
+                    .map(|s| pb::SkippedChange {
+                        sha: s.sha,
+                        rule: s.kind.to_owned(),
+                        reason: s.reason,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListWebhookDeliveriesResponse {
+            deliveries,
+        }))
     }
 
     async fn list_deployments(
@@ -536,7 +602,7 @@ pub async fn load_facts(
     .collect();
     let sql = format!(
         "SELECT service, committed_at, deployed_at FROM delivery_changes
-          WHERE deployed_at >= $1 AND deployed_at < $2 {only}"
+          WHERE deployed_at >= $1 AND deployed_at < $2 AND NOT backfill {only}"
     );
     let changes = scoped!(
         sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(sqlx::AssertSqlSafe(sql))

@@ -476,6 +476,8 @@ pub struct Change {
     pub pr_url: String,
     pub author: String,
     pub title: String,
+    /// Arrived as history, not as work (see [`is_backfill`]): kept, left out of DORA.
+    pub backfill: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -488,22 +490,61 @@ pub struct ChangeSpec {
     pub pr_url: String,
     pub author: String,
     pub title: String,
+    pub backfill: bool,
+}
+
+/// A pushed commit older than this when it arrives is history (an imported
+/// repository, a branch brought back), not a change in flight.
+pub const BACKFILL_AGE: Duration = Duration::days(30);
+
+/// Does a pushed commit arrive as history rather than as work? When its
+/// push created the branch (a repository's first push, an imported
+/// history) or it is older than [`BACKFILL_AGE`] on arrival. Such a change
+/// is recorded and shipped like any other, and left out of DORA's lead
+/// time, which it would stretch to months or years.
+pub fn is_backfill(
+    committed_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    branch_created: bool,
+) -> bool {
+    branch_created || received_at - committed_at > BACKFILL_AGE
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeCommand {
+    /// A commit on the way to production. Recorded once; when it was first
+    /// recorded from a push and now comes as a merged pull request (GitHub
+    /// sends both, in either order), the pull request's account replaces
+    /// the push's, so the order they arrive in does not change the result.
     Record(ChangeSpec),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeEvent {
-    Recorded { sha: Name, spec: ChangeSpec },
+    Recorded {
+        sha: Name,
+        spec: ChangeSpec,
+    },
+    /// The merged pull request behind a change first recorded from a push:
+    /// `spec` (from the pull request) replaces what the push said.
+    PullRequestLinked {
+        sha: Name,
+        spec: ChangeSpec,
+    },
 }
 
 impl ChangeEvent {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Recorded { .. } => "ChangeRecorded",
+            Self::PullRequestLinked { .. } => "ChangePullRequestLinked",
+        }
+    }
+
+    /// The change as it stands after this event.
+    pub fn spec(&self) -> &ChangeSpec {
+        match self {
+            Self::Recorded { spec, .. } | Self::PullRequestLinked { spec, .. } => spec,
         }
     }
 }
@@ -553,7 +594,15 @@ impl Aggregate for Option<Change> {
         v.finish()?;
         service_for(ctx, &spec.service)?;
         match self {
-            // The same change again (a redelivered webhook): nothing new.
+            // The pull request behind a pushed commit: its account wins.
+            Some(c) if c.service == spec.service && c.pr_number == 0 && spec.pr_number > 0 => {
+                Ok(vec![ChangeEvent::PullRequestLinked {
+                    sha: ctx.id.clone(),
+                    spec: spec.clone(),
+                }])
+            }
+            // The same change again (a redelivered webhook, the push after
+            // its pull request): nothing new.
             Some(c) if c.service == spec.service => Ok(Vec::new()),
             Some(c) => Err(Rejection::AlreadyExists(format!(
                 "change {} (recorded for service {})",
@@ -567,7 +616,8 @@ impl Aggregate for Option<Change> {
     }
 
     fn evolve(&mut self, event: &ChangeEvent) {
-        let ChangeEvent::Recorded { sha, spec } = event;
+        let (ChangeEvent::Recorded { sha, spec } | ChangeEvent::PullRequestLinked { sha, spec }) =
+            event;
         *self = Some(Change {
             sha: sha.clone(),
             service: spec.service.clone(),
@@ -578,6 +628,7 @@ impl Aggregate for Option<Change> {
             pr_url: spec.pr_url.clone(),
             author: spec.author.clone(),
             title: spec.title.clone(),
+            backfill: spec.backfill,
         });
     }
 

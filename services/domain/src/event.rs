@@ -67,6 +67,7 @@ impl Event {
         "DeploymentSucceeded",
         "DeploymentFailed",
         "ChangeRecorded",
+        "ChangePullRequestLinked",
         "IncidentOpened",
         "IncidentLinked",
         "IncidentResolved",

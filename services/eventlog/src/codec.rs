@@ -641,16 +641,11 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             }),
         },
         Event::Change(ChangeEvent::Recorded { sha, spec }) => {
-            Kind::ChangeRecorded(pb::ChangeRecorded {
-                sha: sha.to_string(),
-                service: spec.service.to_string(),
-                authored_at: spec.authored_at.map(timestamp),
-                committed_at: Some(timestamp(spec.committed_at)),
-                merged_at: spec.merged_at.map(timestamp),
-                pr_number: spec.pr_number,
-                pr_url: spec.pr_url.clone(),
-                author: spec.author.clone(),
-                title: spec.title.clone(),
+            Kind::ChangeRecorded(change_to_proto(sha, spec))
+        }
+        Event::Change(ChangeEvent::PullRequestLinked { sha, spec }) => {
+            Kind::ChangePullRequestLinked(pb::ChangePullRequestLinked {
+                change: Some(change_to_proto(sha, spec)),
             })
         }
         Event::Incident(e) => match e {
@@ -779,6 +774,38 @@ pub fn outcome_from_proto(
         message: o.message.clone(),
         finished_at,
     })
+}
+
+fn change_to_proto(sha: &Name, spec: &ChangeSpec) -> pb::ChangeRecorded {
+    pb::ChangeRecorded {
+        sha: sha.to_string(),
+        service: spec.service.to_string(),
+        authored_at: spec.authored_at.map(timestamp),
+        committed_at: Some(timestamp(spec.committed_at)),
+        merged_at: spec.merged_at.map(timestamp),
+        pr_number: spec.pr_number,
+        pr_url: spec.pr_url.clone(),
+        author: spec.author.clone(),
+        title: spec.title.clone(),
+        backfill: spec.backfill,
+    }
+}
+
+fn change_from_proto(e: &pb::ChangeRecorded) -> Result<(Name, ChangeSpec), DecodeError> {
+    Ok((
+        name("sha", &e.sha)?,
+        ChangeSpec {
+            service: name("service", &e.service)?,
+            authored_at: time_from_proto(e.authored_at.as_ref()),
+            committed_at: required_time("committed_at", e.committed_at.as_ref())?,
+            merged_at: time_from_proto(e.merged_at.as_ref()),
+            pr_number: e.pr_number,
+            pr_url: e.pr_url.clone(),
+            author: e.author.clone(),
+            title: e.title.clone(),
+            backfill: e.backfill,
+        },
+    ))
 }
 
 fn required_time(
@@ -987,20 +1014,17 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             outcome_from_proto(v, "outcome.", e.outcome.as_ref())
         })?)
         .into(),
-        Kind::ChangeRecorded(e) => ChangeEvent::Recorded {
-            sha: name("sha", &e.sha)?,
-            spec: ChangeSpec {
-                service: name("service", &e.service)?,
-                authored_at: time_from_proto(e.authored_at.as_ref()),
-                committed_at: required_time("committed_at", e.committed_at.as_ref())?,
-                merged_at: time_from_proto(e.merged_at.as_ref()),
-                pr_number: e.pr_number,
-                pr_url: e.pr_url.clone(),
-                author: e.author.clone(),
-                title: e.title.clone(),
-            },
+        Kind::ChangeRecorded(e) => {
+            let (sha, spec) = change_from_proto(e)?;
+            ChangeEvent::Recorded { sha, spec }.into()
         }
-        .into(),
+        Kind::ChangePullRequestLinked(e) => {
+            let Some(change) = &e.change else {
+                return Err(field_err("change", "missing"));
+            };
+            let (sha, spec) = change_from_proto(change)?;
+            ChangeEvent::PullRequestLinked { sha, spec }.into()
+        }
         Kind::IncidentOpened(e) => IncidentEvent::Opened {
             id: name("id", &e.id)?,
             title: e.title.clone(),

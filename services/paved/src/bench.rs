@@ -979,6 +979,7 @@ async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<V
                             pr_url: String::new(),
                             author: "bench".into(),
                             title: String::new(),
+                            backfill: false,
                         },
                     }
                     .into(),

@@ -65,6 +65,20 @@ pub struct Sources {
     pub projections: Vec<watch::Receiver<ProjectionStatus>>,
     /// DORA's incident attribution window.
     pub dora_attribution: chrono::Duration,
+    /// What came in through the webhooks (when this process serves them).
+    pub webhooks: Option<paved_api::webhooks::DeliveryLog>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SkipLabels {
+    source: String,
+    reason: String,
 }
 
 /// The window of the DORA gauges.
@@ -203,6 +217,36 @@ pub async fn render(sources: &Sources) -> String {
         registry.register(name, help, c);
     }
     paved_eventlog::latency::register_all(&mut registry);
+    if let Some(hooks) = &sources.webhooks {
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        for (source, outcome, n) in hooks.outcomes() {
+            deliveries
+                .get_or_create(&DeliveryLabels {
+                    source: source.to_owned(),
+                    outcome: outcome.to_owned(),
+                })
+                .inc_by(n);
+        }
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries by source and outcome (recorded, ignored, refused, bad_signature, failed)",
+            deliveries,
+        );
+        let skipped = Family::<SkipLabels, Counter>::default();
+        for (source, reason, n) in hooks.skipped() {
+            skipped
+                .get_or_create(&SkipLabels {
+                    source: source.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc_by(n);
+        }
+        registry.register(
+            "webhook_changes_skipped",
+            "Changes of a delivery left out while the rest were recorded, by reason (other_service, invalid, ...)",
+            skipped,
+        );
+    }
     surveys(&mut registry, sources).await;
     deployments(&mut registry, sources).await;
     dora(&mut registry, sources).await;

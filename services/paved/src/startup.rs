@@ -288,6 +288,10 @@ impl Application {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));
         }
         let counters = self.listener.as_ref().map(|_| CommandCounters::default());
+        let webhook_deliveries = self
+            .webhook_listener
+            .as_ref()
+            .map(|_| paved_api::webhooks::DeliveryLog::default());
         if let Some(listener) = self.metrics_listener {
             let sources = crate::metrics::Sources {
                 log: self.log.clone(),
@@ -296,6 +300,7 @@ impl Application {
                 commands: counters.clone(),
                 projections: self.statuses.clone(),
                 dora_attribution: self.settings.dora_attribution(),
+                webhooks: webhook_deliveries.clone(),
             };
             tasks.spawn(crate::metrics::serve(listener, sources, shutdown.clone()));
         }
@@ -309,6 +314,7 @@ impl Application {
                     self.settings.github_webhook_secret.clone(),
                     self.settings.argocd_webhook_token.clone(),
                     self.settings.incident_webhook_secret.clone(),
+                    webhook_deliveries.clone().unwrap_or_default(),
                 );
                 let token = shutdown.clone();
                 tasks.spawn(async move {
@@ -349,7 +355,8 @@ impl Application {
                 auth.clone(),
                 freshness.clone(),
                 counters.clone(),
-            );
+            )
+            .with_webhook_log(webhook_deliveries.clone());
             let dora = MetricsApi::new(
                 self.pool.clone(),
                 auth.clone(),

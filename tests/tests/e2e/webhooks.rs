@@ -581,3 +581,427 @@ async fn a_github_payload_of_several_megabytes_is_taken() {
         "{answer}"
     );
 }
+
+/// GitHub's `push` of `commits` (id, message, timestamp) to `acme/ledger`.
+fn push_of(git_ref: &str, created: bool, commits: &[(String, &str, String)]) -> String {
+    let commits: Vec<serde_json::Value> = commits
+        .iter()
+        .map(|(id, message, at)| {
+            serde_json::json!({
+                "id": id, "message": message, "timestamp": at, "distinct": true,
+                "author": {"name": "Mona", "email": "mona@example.com", "username": "mona"},
+                "url": format!("https://github.com/acme/ledger/commit/{id}"),
+                "added": [], "removed": [], "modified": ["src/lib.rs"]
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ref": git_ref,
+        "before": "0".repeat(40),
+        "after": commits.last().map(|c| c["id"].clone()).unwrap_or_default(),
+        "created": created,
+        "deleted": false,
+        "forced": false,
+        "head_commit": commits.last(),
+        "commits": commits,
+        "repository": {"id": 1296269, "full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"},
+        "pusher": {"name": "mona", "email": "mona@example.com"}
+    })
+    .to_string()
+}
+
+fn github_headers(event: &str, delivery: &str, body: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-github-event", event.to_owned()),
+        ("x-github-delivery", delivery.to_owned()),
+        ("x-hub-signature-256", sign(SECRET, body.as_bytes())),
+    ]
+}
+
+fn ago(d: chrono::Duration) -> String {
+    (chrono::Utc::now() - d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The `delivery_changes` row of `sha` once the projection has it.
+async fn change_row(app: &TestApp, sha: &str) -> (String, String, i64, String, String, bool) {
+    crate::helpers::eventually(std::time::Duration::from_secs(10), "the change", || async {
+        sqlx::query_as(
+            "SELECT to_char(committed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                    to_char(merged_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS'),
+                    pr_number, pr_url, author || ' / ' || title, backfill
+               FROM delivery_changes WHERE sha = $1",
+        )
+        .bind(sha)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_commit_in_a_push_loses_no_other_and_a_redelivery_answers_the_same() {
+    let app = app().await;
+    let (a, b, c, d) = (
+        "a7".repeat(20),
+        "b7".repeat(20),
+        "c7".repeat(20),
+        "d7".repeat(20),
+    );
+    let body = push_of(
+        "refs/heads/main",
+        false,
+        &[
+            (a.clone(), "Good one", ago(chrono::Duration::hours(3))),
+            // A tab in the title line, a clock an hour ahead: refused by the domain.
+            (b.clone(), "Bad\ttitle", ago(chrono::Duration::hours(2))),
+            (
+                c.clone(),
+                "From the future",
+                ago(chrono::Duration::hours(-1)),
+            ),
+            (d.clone(), "Good too", ago(chrono::Duration::hours(1))),
+        ],
+    );
+    let headers = github_headers("push", "bad-middle", &body);
+    let (status, first) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["recorded"], 2, "{first}");
+    let skipped: Vec<(&str, &str)> = first["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["sha"].as_str().unwrap(), s["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(skipped, [(b.as_str(), "invalid"), (c.as_str(), "invalid")]);
+    assert!(
+        first["skipped"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("committed_at"),
+        "{first}"
+    );
+    // GitHub's redelivery: the same answer, nothing recorded twice.
+    let (status, again) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["recorded"], 0);
+    assert_eq!(again["skipped"], first["skipped"]);
+    change_row(&app, &a).await;
+    change_row(&app, &d).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM delivery_changes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2);
+
+    // A push for a repository no service names: ignored, and an operator sees why.
+    let stray = push_of("refs/heads/main", false, &[]).replace("acme/ledger", "acme/unknown");
+    let (status, ignored) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "stray", &stray),
+        &stray,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        ignored["ignored"]
+            .as_str()
+            .unwrap()
+            .contains("acme/unknown")
+    );
+    let (status, _) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "forged", &stray)
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k,
+                    if k == "x-hub-signature-256" {
+                        sign("wrong", b"")
+                    } else {
+                        v
+                    },
+                )
+            })
+            .collect::<Vec<_>>(),
+        &stray,
+    )
+    .await;
+    assert_eq!(status, 401);
+    let recent = app
+        .client
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            source: "github".into(),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let seen: Vec<(&str, &str)> = recent
+        .iter()
+        .map(|d| (d.delivery_id.as_str(), d.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("forged", "bad_signature"),
+            ("stray", "ignored"),
+            ("bad-middle", "recorded"),
+            ("bad-middle", "recorded")
+        ]
+    );
+    assert!(
+        recent[1]
+            .reason
+            .contains("no service has repository acme/unknown")
+    );
+    assert_eq!(recent[3].recorded, 2);
+    assert_eq!(recent[3].skipped.len(), 2);
+    assert_eq!(recent[3].skipped[0].sha, b);
+    // Only admins see them: they name every team's repositories.
+    let member = app
+        .client_as(paved_domain::Principal::member(
+            "alice",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    let e = member
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let e = app
+        .client
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            limit: 100_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    // And /metrics counts them.
+    let metrics = app.scrape().await;
+    for line in [
+        "paved_webhook_deliveries_total{source=\"github\",outcome=\"recorded\"} 2",
+        "paved_webhook_deliveries_total{source=\"github\",outcome=\"ignored\"} 1",
+        "paved_webhook_deliveries_total{source=\"github\",outcome=\"bad_signature\"} 1",
+        "paved_webhook_changes_skipped_total{source=\"github\",reason=\"invalid\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_and_its_pull_request_end_the_same_in_either_order() {
+    let app = app().await;
+    let pr = |sha: &str, number: u64| {
+        serde_json::json!({
+            "action": "closed",
+            "number": number,
+            "pull_request": {
+                "number": number,
+                "html_url": format!("https://github.com/acme/ledger/pull/{number}"),
+                "title": "Faster ledger reconciliation",
+                "merged": true,
+                "merged_at": ago(chrono::Duration::hours(1)),
+                "merge_commit_sha": sha,
+                "created_at": ago(chrono::Duration::days(2)),
+                "user": { "login": "octocat" },
+                "base": { "ref": "main" },
+                "head": { "ref": "faster" }
+            },
+            "repository": {"id": 1296269, "full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"}
+        })
+        .to_string()
+    };
+    let push = |sha: &str| {
+        push_of(
+            "refs/heads/main",
+            false,
+            &[(
+                sha.to_owned(),
+                "Merge pull request from acme/faster",
+                ago(chrono::Duration::hours(1)),
+            )],
+        )
+    };
+    let (first, second) = ("e8".repeat(20), "f8".repeat(20));
+    // Push first, then the pull request.
+    for (event, body) in [("push", push(&first)), ("pull_request", pr(&first, 7))] {
+        let (status, a) = post(
+            &app,
+            "/webhooks/github",
+            &github_headers(event, &format!("{event}-1"), &body),
+            &body,
+        )
+        .await;
+        assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    }
+    // The pull request first, then the push (which adds nothing).
+    for (event, body, n) in [
+        ("pull_request", pr(&second, 7), 1),
+        ("push", push(&second), 0),
+    ] {
+        let (status, a) = post(
+            &app,
+            "/webhooks/github",
+            &github_headers(event, &format!("{event}-2"), &body),
+            &body,
+        )
+        .await;
+        assert_eq!((status, a["recorded"].as_u64()), (200, Some(n)), "{a}");
+    }
+    let seq = app.last_sequence().await;
+    app.client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+    let a = change_row(&app, &first).await;
+    let b = change_row(&app, &second).await;
+    assert_eq!(a, b);
+    // From the pull request's creation, with its number and URL.
+    assert_eq!(
+        (a.2, a.3.as_str()),
+        (7, "https://github.com/acme/ledger/pull/7")
+    );
+    assert_eq!(a.4, "octocat / Faster ledger reconciliation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_encoded_deliveries_other_branches_and_imported_history_are_handled_as_github_means() {
+    let app = app().await;
+    // Content type application/x-www-form-urlencoded: the JSON in `payload`, signed as sent.
+    let sha = "a9".repeat(20);
+    let json = push_of(
+        "refs/heads/main",
+        false,
+        &[(sha.clone(), "Formed", ago(chrono::Duration::hours(1)))],
+    );
+    let form: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &json)
+        .finish();
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/github",
+            app.webhook_addr.unwrap()
+        ))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "form-1")
+        .header("x-hub-signature-256", sign(SECRET, form.as_bytes()))
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(answer["recorded"], 1, "{answer}");
+    assert!(
+        !change_row(&app, &sha).await.5,
+        "recent work is not backfill"
+    );
+    // Another content type is refused, naming the two GitHub offers.
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/github",
+            app.webhook_addr.unwrap()
+        ))
+        .header("content-type", "text/xml")
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign(SECRET, json.as_bytes()))
+        .body(json.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+
+    // A pull request merged into a release branch: like a push to it, ignored.
+    let into_release = merged_pr(&"b9".repeat(20)).replace(
+        "\"merged\":true",
+        "\"merged\":true,\"base\":{\"ref\":\"release-1.2\"}",
+    );
+    assert!(into_release.contains("release-1.2"));
+    let (status, answer) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("pull_request", "rel-1", &into_release),
+        &into_release,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        answer["ignored"].as_str().unwrap().contains("release-1.2"),
+        "{answer}"
+    );
+
+    // Imported history: a push that creates the branch, and commits years old.
+    let (new_branch, old) = ("c9".repeat(20), "d9".repeat(20));
+    let created = push_of(
+        "refs/heads/main",
+        true,
+        &[(
+            new_branch.clone(),
+            "Initial import",
+            ago(chrono::Duration::hours(2)),
+        )],
+    );
+    let aged = push_of(
+        "refs/heads/main",
+        false,
+        &[(old.clone(), "From 2019", ago(chrono::Duration::days(2000)))],
+    );
+    for (i, body) in [created, aged].iter().enumerate() {
+        let (status, a) = post(
+            &app,
+            "/webhooks/github",
+            &github_headers("push", &format!("hist-{i}"), body),
+            body,
+        )
+        .await;
+        assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    }
+    assert!(change_row(&app, &new_branch).await.5);
+    assert!(change_row(&app, &old).await.5);
+    // Shipped by a production deployment, backfill is left out of lead time.
+    let done = app
+        .client
+        .record_deployment(pb::RecordDeploymentRequest {
+            target: Some(pb::DeploymentTarget {
+                service: "ledger".into(),
+                environment: "production".into(),
+                revision: old.clone(),
+                commits: vec![sha.clone(), new_branch.clone(), old.clone()],
+                ..Default::default()
+            }),
+            source: "pipeline".into(),
+            started_at: Some(paved_eventlog::codec::timestamp(
+                chrono::Utc::now() - chrono::Duration::minutes(10),
+            )),
+            outcome: Some(pb::DeploymentOutcome {
+                succeeded: true,
+                revision: old.clone(),
+                finished_at: Some(paved_eventlog::codec::timestamp(
+                    chrono::Utc::now() - chrono::Duration::minutes(5),
+                )),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dora = app
+        .client
+        .at(done.sequence)
+        .dora(pb::GetDoraRequest {
+            service: "ledger".into(),
+            window_days: 30,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let lead = dora.lead_time.unwrap();
+    assert_eq!(lead.count, 1, "{lead:?}");
+    assert!(lead.median_hours < 2.0, "{lead:?}");
+}

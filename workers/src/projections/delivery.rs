@@ -95,9 +95,7 @@ impl DeliveryProjection {
             let id = stored.commit.aggregate_id.as_str();
             stored.commit.events.iter().any(|event| match event {
                 Event::Deployment(_) => services.get(id).is_some_and(|s| self.partition.owns(s)),
-                Event::Change(ChangeEvent::Recorded { spec, .. }) => {
-                    self.partition.owns(spec.service.as_str())
-                }
+                Event::Change(e) => self.partition.owns(e.spec().service.as_str()),
                 Event::Incident(_) => self.partition.owns(id),
                 _ => false,
             })
@@ -178,6 +176,9 @@ impl Projection for DeliveryProjection {
         };
         let mut rows: BTreeMap<String, Row> = BTreeMap::new();
         let mut changes = Changes::default();
+        // Linked after the batch's new changes are in: a push and its pull
+        // request can come in one batch.
+        let mut linked = Changes::default();
         for stored in batch {
             let c = &stored.commit;
             let seq = stored.sequence as i64;
@@ -242,6 +243,9 @@ impl Projection for DeliveryProjection {
                     Event::Change(ChangeEvent::Recorded { sha, spec }) => {
                         changes.push(seq, sha.as_str(), spec);
                     }
+                    Event::Change(ChangeEvent::PullRequestLinked { sha, spec }) => {
+                        linked.push(seq, sha.as_str(), spec);
+                    }
                     Event::Incident(e) => incident(conn, id, seq, e).await?,
                     _ => {}
                 }
@@ -250,6 +254,7 @@ impl Projection for DeliveryProjection {
         insert_deployments(conn, &rows).await?;
         update_deployments(conn, &rows).await?;
         changes.insert(conn).await?;
+        linked.replace(conn).await?;
         // What this batch's successful production deployments can ship:
         // new ones are in memory, earlier ones are read back.
         let mut shipped: Vec<(String, Vec<String>, DateTime<Utc>)> = Vec::new();
@@ -275,6 +280,7 @@ impl Projection for DeliveryProjection {
             );
         }
         let mut shas = changes.sha.clone();
+        shas.extend(linked.sha.iter().cloned());
         let mut services = Vec::new();
         let mut since: Option<DateTime<Utc>> = None;
         for (service, commits, finished_at) in shipped {
@@ -485,6 +491,7 @@ struct Changes {
     pr_url: Vec<String>,
     author: Vec<String>,
     title: Vec<String>,
+    backfill: Vec<bool>,
 }
 
 impl Changes {
@@ -499,6 +506,7 @@ impl Changes {
         self.pr_url.push(spec.pr_url.clone());
         self.author.push(spec.author.clone());
         self.title.push(spec.title.clone());
+        self.backfill.push(spec.backfill);
     }
 
     async fn insert(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
@@ -507,10 +515,10 @@ impl Changes {
         }
         sqlx::query(
             "INSERT INTO delivery_changes (sha, service, authored_at, committed_at, merged_at,
-                 pr_number, pr_url, author, title, last_sequence)
+                 pr_number, pr_url, author, title, last_sequence, backfill)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
                                   $5::timestamptz[], $6::bigint[], $7::text[], $8::text[],
-                                  $9::text[], $10::bigint[])
+                                  $9::text[], $10::bigint[], $11::bool[])
              ON CONFLICT (sha) DO NOTHING",
         )
         .bind(&self.sha)
@@ -522,6 +530,41 @@ impl Changes {
         .bind(&self.pr_url)
         .bind(&self.author)
         .bind(&self.title)
+        .bind(&self.seq)
+        .bind(&self.backfill)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Replaces the account of changes already recorded (a pull request
+    /// linked to a pushed commit); a row already past `seq` is left as is.
+    async fn replace(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        if self.sha.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE delivery_changes c
+                SET authored_at = n.authored_at, committed_at = n.committed_at,
+                    merged_at = n.merged_at, pr_number = n.pr_number, pr_url = n.pr_url,
+                    author = n.author, title = n.title, backfill = n.backfill,
+                    last_sequence = n.seq
+               FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
+                           $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bool[],
+                           $10::bigint[])
+                    AS n(sha, authored_at, committed_at, merged_at, pr_number, pr_url, author,
+                         title, backfill, seq)
+              WHERE c.sha = n.sha AND c.last_sequence < n.seq",
+        )
+        .bind(&self.sha)
+        .bind(&self.authored_at)
+        .bind(&self.committed_at)
+        .bind(&self.merged_at)
+        .bind(&self.pr_number)
+        .bind(&self.pr_url)
+        .bind(&self.author)
+        .bind(&self.title)
+        .bind(&self.backfill)
         .bind(&self.seq)
         .execute(&mut *conn)
         .await?;

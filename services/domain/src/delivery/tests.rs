@@ -229,6 +229,22 @@ fn change(service: &str, committed: DateTime<Utc>, merged: Option<DateTime<Utc>>
         pr_url: String::new(),
         author: String::new(),
         title: "fix".into(),
+        backfill: false,
+    })
+}
+
+/// The merged pull request behind `SHA`, as GitHub's `pull_request` event tells it.
+fn pull_request(service: &str, created: DateTime<Utc>, merged: DateTime<Utc>) -> ChangeCommand {
+    ChangeCommand::Record(ChangeSpec {
+        service: n(service),
+        authored_at: Some(created),
+        committed_at: created,
+        merged_at: Some(merged),
+        pr_number: 42,
+        pr_url: "https://github.com/acme/ledger/pull/42".into(),
+        author: "ana".into(),
+        title: "Faster ledger".into(),
+        backfill: false,
     })
 }
 
@@ -266,6 +282,53 @@ fn a_change_is_recorded_once_for_one_service_by_its_team() {
     assert!(matches!(
         s.when(change("fx", now, None)),
         Err(Rejection::AlreadyExists(_))
+    ));
+}
+
+#[test]
+fn a_push_and_its_pull_request_end_the_same_whichever_comes_first() {
+    let s = Scenario::<Option<Change>>::new(SHA).with_owned_service("ledger", "payments", false);
+    let now = s.now;
+    let created = now - Duration::days(2);
+    let push = change(
+        "ledger",
+        now - Duration::minutes(1),
+        Some(now - Duration::minutes(1)),
+    );
+    let pr = pull_request("ledger", created, now - Duration::minutes(1));
+    // The push first: the pull request then replaces its account.
+    let pushed = s.when(push.clone()).unwrap();
+    let s1 = Scenario::<Option<Change>>::new(SHA)
+        .with_owned_service("ledger", "payments", false)
+        .given(pushed);
+    let linked = s1.when(pr.clone()).unwrap();
+    assert!(matches!(
+        linked[..],
+        [ChangeEvent::PullRequestLinked { .. }]
+    ));
+    let s1 = s1.given(linked);
+    // Linked once: the same pull request again, or the push again, adds nothing.
+    assert!(s1.when(pr.clone()).unwrap().is_empty());
+    assert!(s1.when(push.clone()).unwrap().is_empty());
+    // The pull request first: the push adds nothing.
+    let s2 = Scenario::<Option<Change>>::new(SHA).with_owned_service("ledger", "payments", false);
+    let recorded = s2.when(pr).unwrap();
+    let s2 = s2.given(recorded);
+    assert!(s2.when(push).unwrap().is_empty());
+    assert_eq!(s1.state, s2.state);
+    let c = s1.state.unwrap();
+    assert_eq!((c.committed_at, c.pr_number), (created, 42));
+}
+
+#[test]
+fn history_arrives_as_backfill() {
+    let now = chrono::Utc::now();
+    assert!(!is_backfill(now - Duration::days(2), now, false));
+    assert!(is_backfill(now - Duration::days(2), now, true));
+    assert!(is_backfill(
+        now - BACKFILL_AGE - Duration::hours(1),
+        now,
+        false
     ));
 }
 

@@ -167,6 +167,32 @@ enum ChangeCommand {
         /// The commit's (or pull request's) title.
         #[arg(long)]
         title: Option<String>,
+        /// History rather than work (an imported repository): kept, left out of DORA.
+        #[arg(long)]
+        backfill: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct WebhooksArgs {
+    #[command(flatten)]
+    client: ClientArgs,
+    #[command(subcommand)]
+    command: WebhooksCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum WebhooksCommand {
+    /// The last deliveries the API took (newest first) and how each ended:
+    /// recorded, ignored or refused with the reason, changes skipped.
+    /// Each API process keeps its own last 200. Admins only.
+    Recent {
+        /// Only this source: github, argocd or incidents.
+        #[arg(long)]
+        source: Option<String>,
+        /// How many (at most 200).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
 }
 
@@ -470,6 +496,7 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
         pr_url,
         author,
         title,
+        backfill,
     } = a.command;
     let mut r = client
         .record_change(pb::RecordChangeRequest {
@@ -481,12 +508,63 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
             pr_url: pr_url.unwrap_or_default(),
             author: author.unwrap_or_default(),
             title: title.unwrap_or_default(),
+            backfill,
             ..Default::default()
         })
         .await
         .map_err(explain)?;
     r.id = sha;
     print_command(out, "change", &r)
+}
+
+pub async fn webhooks(a: WebhooksArgs) -> anyhow::Result<()> {
+    let out = a.client.output;
+    let client = a.client.connect().await?;
+    let WebhooksCommand::Recent { source, limit } = a.command;
+    let list = client
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            source: source.unwrap_or_default(),
+            limit,
+        })
+        .await
+        .map_err(explain)?;
+    match out {
+        Output::Table => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|d| {
+                    let mut why = d.reason.clone();
+                    for s in &d.skipped {
+                        why.push_str(&format!("; skipped {}: {}", &s.sha, s.reason));
+                    }
+                    vec![
+                        time(d.received_at.as_ref()),
+                        d.source.clone(),
+                        d.event.clone(),
+                        d.outcome.clone(),
+                        d.http_status.to_string(),
+                        d.recorded.to_string(),
+                        why.trim_start_matches("; ").to_owned(),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "WHEN (UTC)",
+                    "SOURCE",
+                    "EVENT",
+                    "OUTCOME",
+                    "HTTP",
+                    "RECORDED",
+                    "WHY",
+                ],
+                &rows,
+            );
+            Ok(())
+        }
+        Output::Jsonl => list.iter().try_for_each(output::json_line),
+        Output::Json => output::json(&list),
+    }
 }
 
 /// `4.2 h`, `3.1 d`, `25 min`.

@@ -67,6 +67,8 @@ enum Command {
     Incident(delivery::IncidentArgs),
     /// Changes (commits) on their way to production.
     Change(delivery::ChangeArgs),
+    /// What came in through the webhooks (`webhooks recent`).
+    Webhooks(delivery::WebhooksArgs),
     /// The four DORA keys (and rework rate) with performance levels.
     Dora(delivery::DoraArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,
@@ -116,6 +118,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Deploy(a) => delivery::deploy(a).await,
         Command::Rollback(a) => delivery::rollback(a).await,
         Command::Deployments(a) => delivery::deployments(a).await,
+        Command::Webhooks(a) => delivery::webhooks(a).await,
         Command::Incident(a) => delivery::incident(a).await,
         Command::Change(a) => delivery::change(a).await,
         Command::Dora(a) => delivery::dora(a).await,

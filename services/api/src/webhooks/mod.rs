@@ -8,7 +8,11 @@
 //!   PR's merge commit and each pushed commit becomes a change of the service
 //!   whose `github.com/project-slug` annotation or repository URL names the
 //!   repository. A PR's change counts from the PR's creation (its first
-//!   commit is not in the payload); a pushed commit from its commit time.
+//!   commit is not in the payload); a pushed commit from its commit time;
+//!   a PR's account replaces a push's, whichever came first. Commits are
+//!   judged one by one (the refused ones skipped with their reason, the
+//!   answer 200); history (a push creating the branch, commits over 30
+//!   days old) is marked backfill. JSON or form-encoded (`payload=`).
 //!   Redeliveries (same `X-GitHub-Delivery`) record nothing new.
 //! - `POST /webhooks/argocd`: Argo CD notifications (`on-deployed`,
 //!   `on-sync-failed`; template in the README) with `Authorization: Bearer
@@ -25,8 +29,12 @@
 //!
 //! Answers: 401 for a bad or missing signature or token (nothing recorded),
 //! 400 with the reason for a malformed payload, 200 with what was recorded
-//! or ignored, 503 when the endpoint's secret is not configured.
+//! or ignored, 503 when the endpoint's secret is not configured. Each
+//! delivery is noted in the [`DeliveryLog`] (log line, metrics, recent list).
 
+mod deliveries;
+
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -39,9 +47,9 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use paved_domain::catalog::repository_identity;
 use paved_domain::delivery::{
-    Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target,
+    Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target, is_backfill,
 };
-use paved_domain::{Aggregate, Name, Principal};
+use paved_domain::{Aggregate, Name, Principal, Rejection};
 use paved_eventlog::log::header_safe;
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use serde::Deserialize;
@@ -50,6 +58,8 @@ use sqlx::PgPool;
 
 use crate::delivery::derived_id;
 use crate::error;
+
+pub use deliveries::{Delivery, DeliveryLog, Outcome as DeliveryOutcome, RECENT, Skipped};
 
 #[derive(Clone)]
 pub struct Webhooks {
@@ -60,6 +70,7 @@ pub struct Webhooks {
     incident_secret: Option<String>,
     /// Bodies read at once by `/webhooks/github` (each up to [`GITHUB_MAX_BODY`]).
     github_bodies: Arc<tokio::sync::Semaphore>,
+    deliveries: DeliveryLog,
 }
 
 /// GitHub sends webhook payloads of up to 25 MB (it drops larger ones).
@@ -77,8 +88,10 @@ impl Webhooks {
         github_secret: Option<String>,
         argocd_token: Option<String>,
         incident_secret: Option<String>,
+        deliveries: DeliveryLog,
     ) -> Self {
         Self {
+            deliveries,
             executor,
             pool,
             github_secret: github_secret.filter(|s| !s.is_empty()),
@@ -101,17 +114,79 @@ impl Webhooks {
     }
 }
 
-fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    (status, Json(body)).into_response()
+/// A webhook's answer: its status and JSON body (`recorded`, `ignored`,
+/// `error`, `skipped`), before it is noted in the [`DeliveryLog`].
+pub struct Answer {
+    status: StatusCode,
+    body: serde_json::Value,
 }
 
-fn refuse(status: StatusCode, reason: impl Into<String>) -> Response {
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Answer {
+    Answer { status, body }
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Answer {
     answer(status, serde_json::json!({ "error": reason.into() }))
+}
+
+fn ignore(reason: impl Into<String>) -> Answer {
+    answer(
+        StatusCode::OK,
+        serde_json::json!({ "ignored": reason.into() }),
+    )
+}
+
+impl Webhooks {
+    /// Notes how a delivery ended (log line, metrics, recent list) and answers it.
+    fn noted(&self, source: &'static str, event: &str, id: &str, a: Answer) -> Response {
+        let text = |key: &str| a.body[key].as_str().unwrap_or_default().to_owned();
+        let outcome = match a.status.as_u16() {
+            401 => deliveries::Outcome::BadSignature,
+            500.. => deliveries::Outcome::Failed,
+            400.. => deliveries::Outcome::Refused,
+            _ if a.body.get("ignored").is_some() => deliveries::Outcome::Ignored,
+            _ => deliveries::Outcome::Recorded,
+        };
+        let skipped = a.body["skipped"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|s| deliveries::Skipped {
+                        sha: s["sha"].as_str().unwrap_or_default().to_owned(),
+                        kind: skip_kind(s["rule"].as_str().unwrap_or_default()),
+                        reason: s["reason"].as_str().unwrap_or_default().to_owned(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.deliveries.note(deliveries::Delivery {
+            received_at: Utc::now(),
+            source,
+            event: event.chars().take(100).collect(),
+            id: id.chars().take(100).collect(),
+            outcome,
+            reason: if outcome == deliveries::Outcome::Ignored {
+                text("ignored")
+            } else {
+                text("error")
+            },
+            http_status: a.status.as_u16(),
+            recorded: a.body["recorded"].as_u64().unwrap_or(0) as u32,
+            skipped,
+        });
+        a.into_response()
+    }
 }
 
 /// A failure mapped once, as the gRPC API maps it (internal detail logged,
 /// never answered), then to HTTP by [`error::http_status`].
-fn failed(status: tonic::Status) -> Response {
+fn failed(status: tonic::Status) -> Answer {
     let code = StatusCode::from_u16(error::http_status(status.code()))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     refuse(code, status.message())
@@ -158,8 +233,16 @@ struct User {
 }
 
 #[derive(Deserialize)]
+struct Branch {
+    #[serde(rename = "ref")]
+    git_ref: String,
+}
+
+#[derive(Deserialize)]
 struct PullRequest {
     number: u64,
+    /// The branch it was merged into.
+    base: Option<Branch>,
     #[serde(default)]
     html_url: String,
     #[serde(default)]
@@ -204,6 +287,9 @@ struct PushCommit {
 struct PushEvent {
     #[serde(rename = "ref")]
     git_ref: String,
+    /// The push created the branch (a first push, an imported history).
+    #[serde(default)]
+    created: bool,
     #[serde(default)]
     commits: Vec<PushCommit>,
     head_commit: Option<PushCommit>,
@@ -235,33 +321,32 @@ impl Webhooks {
 
     /// The service a repository's events are about; `Err` is the answer
     /// when there is none.
-    async fn service_for(&self, repo: &Repository) -> Result<Name, Response> {
+    async fn service_for(&self, repo: &Repository) -> Result<Name, Answer> {
         match self.service_of(repo).await {
             Ok(Some(s)) => Ok(s),
-            Ok(None) => Err(answer(
-                StatusCode::OK,
-                serde_json::json!({ "ignored": format!("no service has repository {}", repo.full_name) }),
-            )),
+            Ok(None) => Err(ignore(format!(
+                "no service has repository {}",
+                repo.full_name
+            ))),
             Err(err) => Err(failed(error::database(err))),
         }
     }
 
     /// Executes a command as `principal`; the events it appended now (0
-    /// for a redelivery), or the answer to give when it was refused.
+    /// for a redelivery), or why not.
     async fn run<A: Aggregate>(
         &self,
         principal: &str,
         request_id: String,
         id: &Name,
         command: &A::Command,
-    ) -> Result<u32, Response> {
+    ) -> Result<u32, RunError> {
         let meta = CommandMeta::new(request_id, Principal::admin(principal));
         match self.executor.execute::<A>(id, command, &meta).await {
             Ok(done) if done.replayed => Ok(0),
             Ok(done) => Ok(done.events),
-            // A payload the domain refuses is the sender's mistake: 400.
-            Err(ExecuteError::Rejected(r)) => Err(refuse(StatusCode::BAD_REQUEST, r.to_string())),
-            Err(e) => Err(failed(error::execute(e))),
+            Err(ExecuteError::Rejected(r)) => Err(RunError::Rejected(r)),
+            Err(e) => Err(RunError::Failed(error::execute(e))),
         }
     }
 
@@ -270,12 +355,12 @@ impl Webhooks {
         request_id: String,
         sha: &str,
         spec: ChangeSpec,
-    ) -> Result<u32, Response> {
+    ) -> Result<u32, RunError> {
         let Ok(id) = Name::parse(&sha.to_ascii_lowercase()) else {
-            return Err(refuse(
-                StatusCode::BAD_REQUEST,
-                format!("commit {sha:?} is not a SHA"),
-            ));
+            return Err(RunError::Rejected(Rejection::invalid(
+                "sha",
+                format!("{sha:?} is not a commit SHA"),
+            )));
         };
         self.run::<Option<Change>>(
             "webhook:github",
@@ -287,11 +372,82 @@ impl Webhooks {
     }
 }
 
+/// Why a command did not run.
+enum RunError {
+    /// The domain refused it: the sender's mistake.
+    Rejected(Rejection),
+    /// Paved could not run it now.
+    Failed(tonic::Status),
+}
+
+impl From<RunError> for Answer {
+    fn from(e: RunError) -> Self {
+        match e {
+            // A payload the domain refuses is the sender's mistake: 400.
+            RunError::Rejected(r) => refuse(StatusCode::BAD_REQUEST, r.to_string()),
+            RunError::Failed(status) => failed(status),
+        }
+    }
+}
+
 async fn github(
     State(hooks): State<Webhooks>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let (event, delivery) = (header("x-github-event"), header("x-github-delivery"));
+    let a = github_answer(&hooks, &headers, body, &event, &delivery).await;
+    hooks.noted("github", &event, &delivery, a)
+}
+
+/// The JSON of a GitHub delivery: the body (`application/json`) or its
+/// `payload` field (`application/x-www-form-urlencoded`), the two content
+/// types a GitHub webhook may be set to.
+fn github_json<'b>(headers: &HeaderMap, body: &'b [u8]) -> Result<Cow<'b, [u8]>, Answer> {
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
+            .find(|(k, _)| k == "payload")
+            .map(|(_, v)| Cow::Owned(v.into_owned().into_bytes()))
+            .ok_or_else(|| {
+                refuse(
+                    StatusCode::BAD_REQUEST,
+                    "a form-encoded delivery must carry the JSON in its payload field",
+                )
+            }),
+        "application/json" | "" => Ok(Cow::Borrowed(body)),
+        other => Err(refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "content type {other:?}: expected application/json or application/x-www-form-urlencoded"
+            ),
+        )),
+    }
+}
+
+async fn github_answer(
+    hooks: &Webhooks,
+    headers: &HeaderMap,
+    body: axum::body::Body,
+    event: &str,
+    delivery: &str,
+) -> Answer {
     let Some(secret) = hooks.github_secret.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -311,124 +467,198 @@ async fn github(
             );
         }
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if !github_signature_ok(secret, header("x-hub-signature-256"), &body) {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !github_signature_ok(secret, signature, &body) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "X-Hub-Signature-256 is missing or does not match",
         );
     }
-    let delivery = header("x-github-delivery").unwrap_or_default().to_owned();
-    let event = header("x-github-event").unwrap_or_default();
-    let recorded = match event {
-        "pull_request" => {
-            let e: PullRequestEvent = match serde_json::from_slice(&body) {
-                Ok(e) => e,
-                Err(err) => {
-                    return refuse(
-                        StatusCode::BAD_REQUEST,
-                        format!("pull_request payload: {err}"),
-                    );
-                }
-            };
-            let pr = &e.pull_request;
-            if e.action != "closed" || !pr.merged {
-                return answer(
-                    StatusCode::OK,
-                    serde_json::json!({ "ignored": "not a merged pull request" }),
-                );
-            }
-            let Some(sha) = pr.merge_commit_sha.as_deref() else {
-                return refuse(
-                    StatusCode::BAD_REQUEST,
-                    "pull_request.merge_commit_sha is missing",
-                );
-            };
-            let service = match hooks.service_for(&e.repository).await {
-                Ok(s) => s,
-                Err(answer) => return answer,
-            };
+    let json = match github_json(headers, &body) {
+        Ok(j) => j,
+        Err(a) => return a,
+    };
+    match event {
+        "pull_request" => match serde_json::from_slice(&json) {
+            Ok(e) => hooks.pull_request(delivery, e).await,
+            Err(err) => refuse(
+                StatusCode::BAD_REQUEST,
+                format!("pull_request payload: {err}"),
+            ),
+        },
+        "push" => match serde_json::from_slice(&json) {
+            Ok(e) => hooks.push(delivery, e).await,
+            Err(err) => refuse(StatusCode::BAD_REQUEST, format!("push payload: {err}")),
+        },
+        "ping" => answer(StatusCode::OK, serde_json::json!({ "pong": true })),
+        other => ignore(format!("event {other:?} is not used")),
+    }
+}
+
+/// The category of a change left out, for the metric's `reason` label.
+fn skip_kind(rule: &str) -> &'static str {
+    match rule {
+        "other_service" => "other_service",
+        "invalid" => "invalid",
+        "not_found" => "not_found",
+        "precondition" => "precondition",
+        "denied" => "denied",
+        _ => "other",
+    }
+}
+
+fn rule_of(r: &Rejection) -> &'static str {
+    match r {
+        Rejection::Invalid(_) => "invalid",
+        Rejection::NotFound(_) => "not_found",
+        Rejection::AlreadyExists(_) => "other_service",
+        Rejection::Precondition(_) => "precondition",
+        Rejection::PermissionDenied(_) => "denied",
+    }
+}
+
+/// Changes of one delivery, judged one by one: the good ones recorded, the
+/// others skipped with their reason, so one bad commit loses no other and
+/// a redelivery answers the same.
+#[derive(Default)]
+struct Judged {
+    recorded: u32,
+    skipped: Vec<serde_json::Value>,
+}
+
+impl Judged {
+    async fn record(
+        &mut self,
+        hooks: &Webhooks,
+        request_id: String,
+        sha: &str,
+        spec: ChangeSpec,
+    ) -> Result<(), Answer> {
+        match hooks.record_change(request_id, sha, spec).await {
+            Ok(n) => self.recorded += n,
+            Err(RunError::Rejected(r)) => self.skipped.push(serde_json::json!({
+                "sha": sha,
+                "rule": rule_of(&r),
+                "reason": r.to_string(),
+            })),
+            Err(RunError::Failed(status)) => return Err(failed(status)),
+        }
+        Ok(())
+    }
+
+    fn answer(self) -> Answer {
+        let mut body = serde_json::json!({ "recorded": self.recorded });
+        if !self.skipped.is_empty() {
+            body["skipped"] = serde_json::Value::Array(self.skipped);
+        }
+        answer(StatusCode::OK, body)
+    }
+}
+
+impl Webhooks {
+    /// A merged pull request into the default branch: its merge commit, as
+    /// a change that counts from the pull request's creation.
+    async fn pull_request(&self, delivery: &str, e: PullRequestEvent) -> Answer {
+        let pr = &e.pull_request;
+        if e.action != "closed" || !pr.merged {
+            return ignore("not a merged pull request");
+        }
+        let default = &e.repository.default_branch;
+        if let Some(base) = &pr.base
+            && !default.is_empty()
+            && &base.git_ref != default
+        {
+            // As a push to that branch would be.
+            return ignore(format!(
+                "merged into {}, not the default branch {default}",
+                base.git_ref
+            ));
+        }
+        let Some(sha) = pr.merge_commit_sha.as_deref() else {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "pull_request.merge_commit_sha is missing",
+            );
+        };
+        let service = match self.service_for(&e.repository).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
+        let spec = ChangeSpec {
+            service,
+            authored_at: Some(pr.created_at),
+            committed_at: pr.created_at,
+            merged_at: pr.merged_at,
+            pr_number: pr.number,
+            pr_url: pr.html_url.clone(),
+            author: pr
+                .user
+                .as_ref()
+                .map(|u| u.login.clone())
+                .unwrap_or_default(),
+            title: one_line(&pr.title),
+            backfill: false,
+        };
+        let mut judged = Judged::default();
+        if let Err(a) = judged
+            .record(self, format!("github:{delivery}:{sha}"), sha, spec)
+            .await
+        {
+            return a;
+        }
+        judged.answer()
+    }
+
+    /// A push to the default branch: each distinct commit, judged alone.
+    async fn push(&self, delivery: &str, e: PushEvent) -> Answer {
+        let default = format!("refs/heads/{}", e.repository.default_branch);
+        if e.git_ref != default {
+            return ignore(format!("{} is not the default branch", e.git_ref));
+        }
+        let service = match self.service_for(&e.repository).await {
+            Ok(s) => s,
+            Err(answer) => return answer,
+        };
+        let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
+        let now = Utc::now();
+        let mut judged = Judged::default();
+        for c in e.commits.iter().filter(|c| c.distinct != Some(false)) {
             let spec = ChangeSpec {
-                service,
-                authored_at: Some(pr.created_at),
-                committed_at: pr.created_at,
-                merged_at: pr.merged_at,
-                pr_number: pr.number,
-                pr_url: pr.html_url.clone(),
-                author: pr
-                    .user
+                service: service.clone(),
+                authored_at: None,
+                committed_at: c.timestamp,
+                merged_at: merged_at.map(|m| m.max(c.timestamp)),
+                pr_number: 0,
+                pr_url: c.url.clone(),
+                author: c
+                    .author
                     .as_ref()
-                    .map(|u| u.login.clone())
+                    .map(|a| a.username.clone().unwrap_or_else(|| a.name.clone()))
                     .unwrap_or_default(),
-                title: pr.title.chars().take(500).collect(),
+                title: one_line(&c.message),
+                backfill: is_backfill(c.timestamp, now, e.created),
             };
-            match hooks
-                .record_change(format!("github:{delivery}:{sha}"), sha, spec)
+            if let Err(a) = judged
+                .record(self, format!("github:{delivery}:{}", c.id), &c.id, spec)
                 .await
             {
-                Ok(new) => new,
-                Err(r) => return r,
+                return a;
             }
         }
-        "push" => {
-            let e: PushEvent = match serde_json::from_slice(&body) {
-                Ok(e) => e,
-                Err(err) => return refuse(StatusCode::BAD_REQUEST, format!("push payload: {err}")),
-            };
-            let default = format!("refs/heads/{}", e.repository.default_branch);
-            if e.git_ref != default {
-                return answer(
-                    StatusCode::OK,
-                    serde_json::json!({ "ignored": format!("{} is not the default branch", e.git_ref) }),
-                );
-            }
-            let service = match hooks.service_for(&e.repository).await {
-                Ok(s) => s,
-                Err(answer) => return answer,
-            };
-            let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
-            let mut new = 0;
-            for c in e.commits.iter().filter(|c| c.distinct != Some(false)) {
-                let spec = ChangeSpec {
-                    service: service.clone(),
-                    authored_at: None,
-                    committed_at: c.timestamp,
-                    merged_at: merged_at.map(|m| m.max(c.timestamp)),
-                    pr_number: 0,
-                    pr_url: c.url.clone(),
-                    author: c
-                        .author
-                        .as_ref()
-                        .map(|a| a.username.clone().unwrap_or_else(|| a.name.clone()))
-                        .unwrap_or_default(),
-                    title: c
-                        .message
-                        .lines()
-                        .next()
-                        .unwrap_or_default()
-                        .chars()
-                        .take(500)
-                        .collect(),
-                };
-                match hooks
-                    .record_change(format!("github:{delivery}:{}", c.id), &c.id, spec)
-                    .await
-                {
-                    Ok(n) => new += n,
-                    Err(r) => return r,
-                }
-            }
-            new
-        }
-        "ping" => return answer(StatusCode::OK, serde_json::json!({ "pong": true })),
-        other => {
-            return answer(
-                StatusCode::OK,
-                serde_json::json!({ "ignored": format!("event {other:?} is not used") }),
-            );
-        }
-    };
-    answer(StatusCode::OK, serde_json::json!({ "recorded": recorded }))
+        judged.answer()
+    }
+}
+
+/// A title: the first line, at most 500 characters.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .take(500)
+        .collect()
 }
 
 /// The body of Paved's Argo CD notification template (README).
@@ -501,6 +731,15 @@ impl Webhooks {
 }
 
 async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = argocd_answer(&hooks, &headers, &body).await;
+    let trigger = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["trigger"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    hooks.noted("argocd", &trigger, "", a)
+}
+
+async fn argocd_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
     let Some(token) = hooks.argocd_token.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -518,7 +757,7 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
             "Authorization: Bearer <PAVED_ARGOCD_WEBHOOK_TOKEN> is missing or wrong",
         );
     }
-    let n: ArgoNotification = match serde_json::from_slice(&body) {
+    let n: ArgoNotification = match serde_json::from_slice(body) {
         Ok(n) => n,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("notification: {e}")),
     };
@@ -542,23 +781,13 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
         }
     };
     match hooks.ran_by_paved(&n).await {
-        Ok(true) => {
-            return answer(
-                StatusCode::OK,
-                serde_json::json!({ "ignored": "a deployment Paved ran" }),
-            );
-        }
+        Ok(true) => return ignore("a deployment Paved ran"),
         Ok(false) => {}
         Err(e) => return failed(error::database(e)),
     }
     let (service, environment) = match hooks.target_of(&n).await {
         Ok(Some(t)) => t,
-        Ok(None) => {
-            return answer(
-                StatusCode::OK,
-                serde_json::json!({ "ignored": format!("no service for application {}", n.app) }),
-            );
-        }
+        Ok(None) => return ignore(format!("no service for application {}", n.app)),
         Err(e) => return failed(error::database(e)),
     };
     let request_id = format!(
@@ -595,7 +824,7 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
             StatusCode::OK,
             serde_json::json!({ "recorded": recorded, "deployment": id.as_str() }),
         ),
-        Err(refused) => refused,
+        Err(e) => e.into(),
     }
 }
 
@@ -617,6 +846,15 @@ struct IncidentHook {
 }
 
 async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
+    let a = incidents_answer(&hooks, &headers, &body).await;
+    let action = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["action"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    hooks.noted("incidents", &action, "", a)
+}
+
+async fn incidents_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
     use paved_domain::delivery::{Incident, IncidentCommand};
     let Some(secret) = hooks.incident_secret.as_deref() else {
         return refuse(
@@ -627,13 +865,13 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
     let signature = headers
         .get("x-paved-signature-256")
         .and_then(|v| v.to_str().ok());
-    if !github_signature_ok(secret, signature, &body) {
+    if !github_signature_ok(secret, signature, body) {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "X-Paved-Signature-256 is missing or does not match",
         );
     }
-    let h: IncidentHook = match serde_json::from_slice(&body) {
+    let h: IncidentHook = match serde_json::from_slice(body) {
         Ok(h) => h,
         Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("incident payload: {e}")),
     };
@@ -701,6 +939,6 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
         .await
     {
         Ok(recorded) => answer(StatusCode::OK, serde_json::json!({ "recorded": recorded })),
-        Err(refused) => refused,
+        Err(e) => e.into(),
     }
 }
