@@ -195,6 +195,14 @@ impl DeliveryService for DeliveryApi {
         let Some(target) = target else {
             return Err(error::invalid(v.into_vec()));
         };
+        // The read model must hold the deployment, which may just have been
+        // recorded: wait for it as far as the log has it.
+        let known = self
+            .executor
+            .state::<Option<Deployment>>(&target)
+            .await
+            .map_err(error::execute)?;
+        self.freshness.wait_for(DELIVERY, known.version).await?;
         let bad = self
             .deployment_row(target.as_str())
             .await?

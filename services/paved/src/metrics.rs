@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use paved_api::CommandCounters;
@@ -36,13 +36,6 @@ struct DoraLabels {
     /// organisation, team or service.
     scope: String,
     name: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DoraQuantileLabels {
-    scope: String,
-    name: String,
-    quantile: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -343,7 +336,6 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
     use paved_api::delivery::{Facts, Scope, load_facts, report};
     use std::collections::{BTreeMap, HashSet};
     type F = Family<DoraLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
-    type Q = Family<DoraQuantileLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
     let now = chrono::Utc::now();
     let window = paved_domain::dora::Window {
         from: now - chrono::Duration::days(DORA_WINDOW_DAYS),
@@ -397,7 +389,8 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
     }
     let (frequency, cfr, rework, deployments) =
         (F::default(), F::default(), F::default(), F::default());
-    let (lead, restore) = (Q::default(), Q::default());
+    let (lead_median, lead_p90) = (F::default(), F::default());
+    let (restore_median, restore_p90) = (F::default(), F::default());
     let org = DoraLabels {
         scope: "organisation".into(),
         name: "all".into(),
@@ -420,21 +413,15 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
         if let Some(x) = r.rework_rate {
             rework.get_or_create(&labels).set(x);
         }
-        let q = |family: &Q, s: Option<paved_proto::v1::DoraSpread>| {
-            if let Some(s) = s {
-                for (quantile, v) in [("0.5", s.median_hours), ("0.9", s.p90_hours)] {
-                    family
-                        .get_or_create(&DoraQuantileLabels {
-                            scope: labels.scope.clone(),
-                            name: labels.name.clone(),
-                            quantile: quantile.into(),
-                        })
-                        .set(v);
-                }
+        // One gauge per statistic, in seconds (a gauge has no quantile label).
+        let spread = |median: &F, p90: &F, s: Option<paved_proto::v1::DoraSpread>| {
+            if let Some(s) = s.filter(|s| s.count > 0) {
+                median.get_or_create(&labels).set(s.median_hours * 3600.0);
+                p90.get_or_create(&labels).set(s.p90_hours * 3600.0);
             }
         };
-        q(&lead, r.lead_time);
-        q(&restore, r.time_to_restore);
+        spread(&lead_median, &lead_p90, r.lead_time);
+        spread(&restore_median, &restore_p90, r.time_to_restore);
     }
     registry.register(
         "dora_deployments_per_day",
@@ -447,20 +434,39 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
         deployments,
     );
     registry.register(
-        "dora_lead_time_hours",
-        "Lead time for changes (commit to production) over the last 30 days, by quantile",
-        lead,
-    );
-    registry.register(
         "dora_change_failure_ratio",
         "Change failure rate (0..1) over the last 30 days",
         cfr,
     );
-    registry.register(
-        "dora_time_to_restore_hours",
-        "Time to restore (incident start to resolution) over the last 30 days, by quantile",
-        restore,
-    );
+    for (name, help, family) in [
+        (
+            "dora_lead_time_median",
+            "Median lead time for changes (commit to production) over the last 30 days",
+            lead_median,
+        ),
+        (
+            "dora_lead_time_p90",
+            "90th percentile of the lead time for changes over the last 30 days",
+            lead_p90,
+        ),
+        (
+            "dora_time_to_restore_median",
+            "Median time to restore (incident start to resolution) over the last 30 days",
+            restore_median,
+        ),
+        (
+            "dora_time_to_restore_p90",
+            "90th percentile of the time to restore over the last 30 days",
+            restore_p90,
+        ),
+    ] {
+        registry.register_with_unit(
+            name,
+            help,
+            prometheus_client::registry::Unit::Seconds,
+            family,
+        );
+    }
     registry.register(
         "dora_rework_ratio",
         "Share of production deployments fixing a previous failure, last 30 days",
@@ -468,14 +474,83 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
     );
 }
 
-async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        render(&sources).await,
-    )
+/// OpenMetrics when the scraper asks for it (Prometheus does, and keeps the
+/// exemplars), else the classic text format 0.0.4 (`curl`, `promtool`,
+/// older scrapers).
+async fn metrics(State(sources): State<Sources>, headers: HeaderMap) -> impl IntoResponse {
+    let body = render(&sources).await;
+    if wants_openmetrics(&headers) {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        )
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text_format(&body),
+        )
+    }
+}
+
+/// Does `Accept` list OpenMetrics (with a weight above 0)?
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+        })
+}
+
+/// The OpenMetrics exposition in Prometheus' text format 0.0.4: counters
+/// named by their `_total` samples, no `# UNIT`, `# EOF` or exemplars.
+fn text_format(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut help: Option<&str> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            // Written with its TYPE, which may rename it.
+            help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let name = if kind == "counter" && !name.ends_with("_total") {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(h) = help.take() {
+                let text = h.split_once(' ').map_or("", |(_, t)| t);
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        // A sample, without its exemplar.
+        let sample = line.split_once(" # ").map_or(line, |(s, _)| s);
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
 }
 
 /// Serves `/metrics` on `addr` until `shutdown`.
@@ -498,4 +573,37 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OPENMETRICS: &str = "# HELP paved_commands Commands.\n# TYPE paved_commands counter\npaved_commands_total{outcome=\"applied\"} 3\n# HELP paved_apply_seconds Time.\n# TYPE paved_apply_seconds histogram\n# UNIT paved_apply_seconds seconds\npaved_apply_seconds_bucket{le=\"0.5\"} 1 # {trace_id=\"abc\"} 0.2\npaved_apply_seconds_bucket{le=\"+Inf\"} 1\npaved_apply_seconds_sum 0.2\npaved_apply_seconds_count 1\n# EOF\n";
+
+    #[test]
+    fn the_text_format_names_counters_by_their_samples_and_drops_what_it_lacks() {
+        let text = text_format(OPENMETRICS);
+        assert_eq!(
+            text,
+            "# HELP paved_commands_total Commands.\n# TYPE paved_commands_total counter\npaved_commands_total{outcome=\"applied\"} 3\n# HELP paved_apply_seconds Time.\n# TYPE paved_apply_seconds histogram\npaved_apply_seconds_bucket{le=\"0.5\"} 1\npaved_apply_seconds_bucket{le=\"+Inf\"} 1\npaved_apply_seconds_sum 0.2\npaved_apply_seconds_count 1\n"
+        );
+    }
+
+    #[test]
+    fn openmetrics_is_served_to_who_asks_for_it() {
+        let accept = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::ACCEPT, v.parse().unwrap());
+            wants_openmetrics(&h)
+        };
+        // What Prometheus sends.
+        assert!(accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        ));
+        assert!(!accept("text/plain"));
+        assert!(!accept("*/*"));
+        assert!(!accept("application/openmetrics-text;q=0"));
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+    }
 }

@@ -140,13 +140,25 @@ impl TestApp {
         Client::connect(self.url.clone(), &token).await.unwrap()
     }
 
-    /// The body of `GET /metrics` (plain HTTP/1.0 over a socket).
+    /// `GET /metrics` as Prometheus asks for it (OpenMetrics, with exemplars).
     pub async fn scrape(&self) -> String {
+        self.scrape_as(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        ))
+        .await
+    }
+
+    /// `GET /metrics` with `accept` (plain HTTP/1.0 over a socket): the
+    /// response, headers included.
+    pub async fn scrape_as(&self, accept: Option<&str>) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(self.metrics_addr)
             .await
             .unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: paved\r\n\r\n")
+        let accept = accept
+            .map(|a| format!("Accept: {a}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: paved\r\n{accept}\r\n").as_bytes())
             .await
             .unwrap();
         let mut body = String::new();
@@ -300,4 +312,44 @@ pub mod fixtures {
             ..Default::default()
         }
     }
+}
+
+/// The metric names the Grafana dashboard `deploy/grafana/<file>` queries.
+pub fn dashboard_series(file: &str) -> Vec<String> {
+    let path = format!("{}/../deploy/grafana/{file}", env!("CARGO_MANIFEST_DIR"));
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut exprs: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.extend(target["expr"].as_str().map(str::to_owned));
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        exprs.extend(variable["query"]["query"].as_str().map(str::to_owned));
+    }
+    let mut names = Vec::new();
+    for expr in exprs {
+        for (i, _) in expr.match_indices("paved_") {
+            let name: String = expr[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            names.push(name);
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Does the exposition `metrics` have a sample of `name`?
+pub fn has_series(metrics: &str, name: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
 }

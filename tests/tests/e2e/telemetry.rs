@@ -618,31 +618,11 @@ async fn a_deployment_carries_its_trace_to_argo_cd_and_back() {
         .and_then(|n| n.trim().parse::<u64>().ok());
     assert!(exported.is_some_and(|n| n > 0), "{metrics}");
     // Every series the latency dashboard queries is there.
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/grafana/paved-latency.json"
-    );
-    let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let mut queried = Vec::new();
-    for panel in dashboard["panels"].as_array().unwrap() {
-        for target in panel["targets"].as_array().unwrap() {
-            let expr = target["expr"].as_str().unwrap();
-            for (i, _) in expr.match_indices("paved_") {
-                let name: String = expr[i..]
-                    .chars()
-                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
-                    .collect();
-                queried.push(name);
-            }
-        }
-    }
+    let queried = crate::helpers::dashboard_series("paved-latency.json");
     assert!(queried.len() >= 6, "{queried:?}");
     for name in queried {
         assert!(
-            metrics
-                .lines()
-                .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} "))),
+            crate::helpers::has_series(&metrics, &name),
             "the dashboard queries {name}, which /metrics does not have"
         );
     }

@@ -1005,3 +1005,147 @@ async fn form_encoded_deliveries_other_branches_and_imported_history_are_handled
     assert_eq!(lead.count, 1, "{lead:?}");
     assert!(lead.median_hours < 2.0, "{lead:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_prometheus_gets_openmetrics() {
+    let app = app().await;
+    // Something in every family: a change shipped to production, an incident
+    // opened and resolved, webhook deliveries.
+    let sha = "aa".repeat(20);
+    let body = push_of(
+        "refs/heads/main",
+        false,
+        &[(sha.clone(), "Ship it", ago(chrono::Duration::hours(5)))],
+    );
+    let (status, _) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "m-1", &body),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200);
+    change_row(&app, &sha).await;
+    let now = chrono::Utc::now();
+    let stamp = |d: chrono::Duration| Some(paved_eventlog::codec::timestamp(now - d));
+    app.client
+        .record_deployment(pb::RecordDeploymentRequest {
+            target: Some(pb::DeploymentTarget {
+                service: "ledger".into(),
+                environment: "production".into(),
+                revision: sha.clone(),
+                commits: vec![sha.clone()],
+                ..Default::default()
+            }),
+            source: "pipeline".into(),
+            started_at: stamp(chrono::Duration::hours(2)),
+            outcome: Some(pb::DeploymentOutcome {
+                succeeded: true,
+                revision: sha.clone(),
+                finished_at: stamp(chrono::Duration::hours(1)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for (action, extra) in [
+        (
+            "opened",
+            serde_json::json!({"startedAt": ago(chrono::Duration::minutes(50)), "services": ["ledger"], "severity": "sev2", "title": "Ledger slow"}),
+        ),
+        (
+            "resolved",
+            serde_json::json!({"resolvedAt": ago(chrono::Duration::minutes(20))}),
+        ),
+    ] {
+        let mut hook = serde_json::json!({"action": action, "incident": "inc-7"});
+        hook.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let hook = hook.to_string();
+        let headers = vec![(
+            "x-paved-signature-256",
+            sign(INCIDENT_SECRET, hook.as_bytes()),
+        )];
+        let (status, answer) = post(&app, "/webhooks/incidents", &headers, &hook).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let seq = app.last_sequence().await;
+    app.client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+
+    // curl, promtool: the classic text format, which promtool's linter accepts.
+    let response = app.scrape_as(None).await;
+    let (head, text) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    for family in [
+        "paved_dora_lead_time_median_seconds{scope=\"service\",name=\"ledger\"}",
+        "paved_dora_time_to_restore_median_seconds{scope=\"organisation\",name=\"all\"}",
+        "# TYPE paved_commands_total counter",
+        "# TYPE paved_webhook_deliveries_total counter",
+        "# TYPE paved_rpc_server_duration_seconds histogram",
+    ] {
+        assert!(text.contains(family), "{family} in\n{text}");
+    }
+    assert!(!text.contains("quantile="), "{text}");
+    // Every series the DORA dashboard queries is there.
+    for name in crate::helpers::dashboard_series("paved-dora.json") {
+        assert!(
+            crate::helpers::has_series(text, &name),
+            "the DORA dashboard queries {name}, which /metrics does not have"
+        );
+    }
+    assert!(
+        !text.contains("# EOF") && !text.contains("trace_id"),
+        "{text}"
+    );
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; .ci/run installs it)");
+    use std::io::Write as _;
+    let mut child = promtool;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+
+    // Prometheus asks for OpenMetrics: counters by family, units, # EOF.
+    let response = app.scrape().await;
+    let (head, om) = response.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{head}"
+    );
+    assert!(om.contains("# TYPE paved_commands counter"), "{om}");
+    assert!(
+        om.contains("# UNIT paved_dora_lead_time_median_seconds seconds"),
+        "{om}"
+    );
+    // (Exemplars need the OpenTelemetry layer: see telemetry.rs.)
+    assert!(om.trim_end().ends_with("# EOF"), "{om}");
+}
