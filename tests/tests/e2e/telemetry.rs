@@ -627,3 +627,48 @@ async fn a_deployment_carries_its_trace_to_argo_cd_and_back() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_is_down_is_counted_and_loses_nothing_else() {
+    // A port nothing listens on.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let telemetry = paved::telemetry::init_with(Options {
+        format: LogFormat::Pretty,
+        otlp_endpoint: Some(url),
+    });
+    assert!(telemetry.exporting());
+    let app = spawn_app().await;
+    let done = app
+        .client
+        .create_team(fixtures::team("payments"))
+        .await
+        .unwrap();
+    // The command and its projection work as ever.
+    app.client
+        .at(done.sequence)
+        .get_team("payments")
+        .await
+        .unwrap();
+    let metrics = eventually(Duration::from_secs(20), "the failed export", || {
+        let _ = telemetry.flush();
+        async {
+            let m = app.scrape().await;
+            m.lines()
+                .find_map(|l| l.strip_prefix("paved_trace_export_failures_total "))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .filter(|n| *n > 0)
+                .map(|_| m)
+        }
+    })
+    .await;
+    assert!(
+        metrics.contains("paved_trace_export_spans_total 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("paved_trace_export_dropped_spans_total 0\n"),
+        "{metrics}"
+    );
+}
