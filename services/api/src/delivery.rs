@@ -429,10 +429,13 @@ impl DeliveryService for DeliveryApi {
                 format!("at most {}", crate::webhooks::RECENT),
             ));
         }
-        if !matches!(r.source.as_str(), "" | "github" | "argocd" | "incidents") {
+        if !matches!(
+            r.source.as_str(),
+            "" | "github" | "argocd" | "incidents" | "pagerduty" | "alertmanager"
+        ) {
             return Err(error::invalid_field(
                 "source",
-                "github, argocd, incidents or empty",
+                "github, argocd, incidents, pagerduty, alertmanager or empty",
             ));
         }
         let limit = if r.limit == 0 { 50 } else { r.limit as usize };

@@ -102,8 +102,8 @@ pub struct Settings {
     #[arg(long, env = "PAVED_ARGOCD_CONFIG")]
     pub argocd_config: Option<std::path::PathBuf>,
 
-    /// Address of the webhook endpoints (`/webhooks/github`,
-    /// `/webhooks/argocd`); empty to turn them off.
+    /// Address of the webhook endpoints (`/webhooks/github`, `argocd`,
+    /// `incidents`, `pagerduty`, `alertmanager`); empty to turn them off.
     #[arg(long, env = "PAVED_WEBHOOK_LISTEN", default_value = "127.0.0.1:9465")]
     pub webhook_listen: String,
 
@@ -120,6 +120,22 @@ pub struct Settings {
     /// Unset: the endpoint answers 503.
     #[arg(long, env = "PAVED_INCIDENT_WEBHOOK_SECRET", hide_env_values = true)]
     pub incident_webhook_secret: Option<String>,
+
+    /// Secrets of the PagerDuty v3 webhook subscription
+    /// (`X-PagerDuty-Signature`), comma-separated: two while one is
+    /// rotated. Unset: the endpoint answers 503.
+    #[arg(
+        long,
+        env = "PAVED_PAGERDUTY_WEBHOOK_SECRETS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub pagerduty_webhook_secrets: Vec<String>,
+
+    /// Bearer token Alertmanager's webhook receiver sends (its
+    /// `http_config.authorization`). Unset: the endpoint answers 503.
+    #[arg(long, env = "PAVED_ALERTMANAGER_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub alertmanager_webhook_token: Option<String>,
 
     /// DORA: an incident without an explicit link is attributed to the last
     /// successful production deployment of its services this many hours

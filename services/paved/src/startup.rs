@@ -311,9 +311,13 @@ impl Application {
                 let hooks = paved_api::webhooks::Webhooks::new(
                     executor.clone(),
                     self.pool.clone(),
-                    self.settings.github_webhook_secret.clone(),
-                    self.settings.argocd_webhook_token.clone(),
-                    self.settings.incident_webhook_secret.clone(),
+                    paved_api::webhooks::Secrets {
+                        github: self.settings.github_webhook_secret.clone(),
+                        argocd_token: self.settings.argocd_webhook_token.clone(),
+                        incident: self.settings.incident_webhook_secret.clone(),
+                        pagerduty: self.settings.pagerduty_webhook_secrets.clone(),
+                        alertmanager_token: self.settings.alertmanager_webhook_token.clone(),
+                    },
                     webhook_deliveries.clone().unwrap_or_default(),
                 );
                 let token = shutdown.clone();

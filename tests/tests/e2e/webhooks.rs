@@ -10,12 +10,17 @@ use crate::helpers::{TestApp, fixtures, spawn_configured};
 const SECRET: &str = "It's a Secret to Everybody";
 const ARGO_TOKEN: &str = "argo-notifications-token";
 const INCIDENT_SECRET: &str = "pager-secret";
+const PD_OLD: &str = "pagerduty-secret-2025";
+const PD_NEW: &str = "pagerduty-secret-2026";
+const AM_TOKEN: &str = "alertmanager-token";
 
 async fn app() -> TestApp {
     let app = spawn_configured(Roles::ALL, |s| {
         s.github_webhook_secret = Some(SECRET.into());
         s.argocd_webhook_token = Some(ARGO_TOKEN.into());
         s.incident_webhook_secret = Some(INCIDENT_SECRET.into());
+        s.pagerduty_webhook_secrets = vec![PD_OLD.into(), PD_NEW.into()];
+        s.alertmanager_webhook_token = Some(AM_TOKEN.into());
     })
     .await;
     app.client
@@ -26,6 +31,8 @@ async fn app() -> TestApp {
     let spec = ledger.spec.as_mut().unwrap();
     spec.annotations
         .insert("github.com/project-slug".into(), "acme/ledger".into());
+    spec.annotations
+        .insert("pagerduty.com/service-id".into(), "PF9KMXH".into());
     let done = app.client.register_service(ledger).await.unwrap();
     // Webhooks read the catalog: wait until it has the service.
     app.client
@@ -556,28 +563,52 @@ async fn a_line_break_where_a_header_goes_is_a_bad_request_not_a_panic() {
 }
 
 #[tokio::test]
-async fn a_github_payload_of_several_megabytes_is_taken() {
+async fn a_github_push_of_20_mb_is_taken_and_one_over_25_mb_is_refused() {
     let app = app().await;
-    // GitHub sends up to 25 MB; big pushes carry long commit lists and file lists.
+    // GitHub sends up to 25 MB: a push lists up to 2,048 commits, each with
+    // its files. 2,048 commits with about 10 KB of file names each.
+    let commits: Vec<serde_json::Value> = (0..2048u32)
+        .map(|i| {
+            let id = format!("{i:08x}{}", "f6".repeat(16));
+            serde_json::json!({
+                "id": id, "message": format!("Generated {i}"), "timestamp": ago(chrono::Duration::hours(1)),
+                "distinct": true, "author": {"name": "Mona", "username": "mona"},
+                "url": format!("https://github.com/acme/ledger/commit/{id}"),
+                "added": (0..360).map(|f| format!("src/gen/{i:04}/file_{f:04}.rs")).collect::<Vec<_>>(),
+                "removed": [], "modified": []
+            })
+        })
+        .collect();
     let body = serde_json::json!({
         "ref": "refs/heads/main",
-        "commits": [{"id": "f6".repeat(20), "message": "Big one", "timestamp": "2026-11-21T10:00:00Z",
-                     "author": {"name": "Mona", "username": "mona"}, "url": "https://github.com/acme/ledger/commit/f6",
-                     "added": (0..120_000).map(|i| format!("src/generated/file_{i:06}.rs")).collect::<Vec<_>>()}],
-        "head_commit": {"id": "f6".repeat(20), "message": "Big one", "timestamp": "2026-11-21T10:00:00Z"},
+        "created": false,
+        "head_commit": commits.last(),
+        "commits": commits,
         "repository": {"full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"}
     })
     .to_string();
-    assert!(body.len() > 2 * 1024 * 1024, "{} bytes", body.len());
-    let headers = vec![
-        ("x-github-event", "push".to_owned()),
-        ("x-github-delivery", "big-1".to_owned()),
-        ("x-hub-signature-256", sign(SECRET, body.as_bytes())),
-    ];
+    assert!(body.len() > 20 * 1024 * 1024, "{} bytes", body.len());
+    assert!(body.len() < 25 * 1024 * 1024, "{} bytes", body.len());
+    let headers = github_headers("push", "big-1", &body);
     let (status, answer) = post(&app, "/webhooks/github", &headers, &body).await;
     assert_eq!(
         (status, answer["recorded"].as_u64()),
-        (200, Some(1)),
+        (200, Some(2048)),
+        "{}",
+        answer.to_string().chars().take(500).collect::<String>()
+    );
+    // Over GitHub's own limit: refused as JSON, before anything is read into a command.
+    let huge = format!("{body}{}", " ".repeat(5 * 1024 * 1024));
+    let (status, answer) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "big-2", &huge),
+        &huge,
+    )
+    .await;
+    assert_eq!(status, 413);
+    assert!(
+        answer["error"].as_str().unwrap().contains("25 MB"),
         "{answer}"
     );
 }
@@ -1148,4 +1179,235 @@ async fn metrics_pass_promtool_and_prometheus_gets_openmetrics() {
     );
     // (Exemplars need the OpenTelemetry layer: see telemetry.rs.)
     assert!(om.trim_end().ends_with("# EOF"), "{om}");
+}
+
+/// A PagerDuty v3 webhook event, shaped as PagerDuty documents it.
+fn pagerduty_event(
+    event_id: &str,
+    event_type: &str,
+    incident: &str,
+    service: (&str, &str),
+    occurred: &str,
+) -> String {
+    serde_json::json!({
+        "event": {
+            "id": event_id,
+            "event_type": event_type,
+            "resource_type": "incident",
+            "occurred_at": occurred,
+            "agent": {"html_url": "https://acme.pagerduty.com/users/PLH1HKV", "id": "PLH1HKV", "self": "https://api.pagerduty.com/users/PLH1HKV", "summary": "Tenex Engineer", "type": "user_reference"},
+            "client": null,
+            "data": {
+                "id": incident,
+                "type": "incident",
+                "self": format!("https://api.pagerduty.com/incidents/{incident}"),
+                "html_url": format!("https://acme.pagerduty.com/incidents/{incident}"),
+                "number": 2,
+                "status": event_type.trim_start_matches("incident."),
+                "incident_key": "d3640fbd41094207a1c11e58e46b1662",
+                "created_at": ago(chrono::Duration::minutes(90)),
+                "title": "Ledger latency over 2 s",
+                "service": {"html_url": "https://acme.pagerduty.com/services/PF9KMXH", "id": service.0, "self": "https://api.pagerduty.com/services/PF9KMXH", "summary": service.1, "type": "service_reference"},
+                "assignees": [],
+                "escalation_policy": {"id": "PUS0KTE", "summary": "Default", "type": "escalation_policy_reference"},
+                "teams": [],
+                "priority": {"id": "PSO75BM", "summary": "P1", "type": "priority_reference"},
+                "urgency": "high",
+                "conference_bridge": null,
+                "resolve_reason": null
+            }
+        }
+    })
+    .to_string()
+}
+
+fn pagerduty_sign(secrets: &[&str], body: &str) -> String {
+    secrets
+        .iter()
+        .map(|s| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(s.as_bytes()).unwrap();
+            mac.update(body.as_bytes());
+            format!("v1={}", hex::encode(mac.finalize().into_bytes()))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn incident_row(app: &TestApp, id: &str) -> Option<(Vec<String>, String, bool)> {
+    sqlx::query_as(
+        "SELECT services, severity, resolved_at IS NOT NULL FROM delivery_incidents WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pagerduty_incidents_open_and_resolve_once_whatever_is_resent_and_in_any_order() {
+    let app = app().await;
+    let pd = |body: &str, signature: String| {
+        let body = body.to_owned();
+        let app = &app;
+        async move {
+            post(
+                app,
+                "/webhooks/pagerduty",
+                &[("x-pagerduty-signature", signature)],
+                &body,
+            )
+            .await
+        }
+    };
+    let triggered = pagerduty_event(
+        "01DEN3G9",
+        "incident.triggered",
+        "PGR0VU2",
+        ("PF9KMXH", "Ledger API"),
+        &ago(chrono::Duration::minutes(90)),
+    );
+    let (status, a) = pd(&triggered, pagerduty_sign(&[PD_OLD], &triggered)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    // PagerDuty resends; acknowledges: nothing new.
+    let (status, a) = pd(&triggered, pagerduty_sign(&[PD_OLD], &triggered)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    let acked = pagerduty_event(
+        "01DEN3H1",
+        "incident.acknowledged",
+        "PGR0VU2",
+        ("PF9KMXH", "Ledger API"),
+        &ago(chrono::Duration::minutes(80)),
+    );
+    let (status, a) = pd(&acked, pagerduty_sign(&[PD_OLD], &acked)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    // Rotating the secret: signed with both, or with the new one only.
+    let resolved = pagerduty_event(
+        "01DEN3J7",
+        "incident.resolved",
+        "PGR0VU2",
+        ("PF9KMXH", "Ledger API"),
+        &ago(chrono::Duration::minutes(30)),
+    );
+    let (status, a) = pd(&resolved, pagerduty_sign(&[PD_OLD, PD_NEW], &resolved)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    let (status, a) = pd(&resolved, pagerduty_sign(&[PD_NEW], &resolved)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    // A secret that is not configured, or no signature: 401, nothing recorded.
+    let (status, _) = pd(&resolved, pagerduty_sign(&["guess"], &resolved)).await;
+    assert_eq!(status, 401);
+    let (status, _) = pd(&resolved, String::new()).await;
+    assert_eq!(status, 401);
+    // The resolution of an incident never seen opens and resolves it.
+    let late = pagerduty_event(
+        "01DEN4A2",
+        "incident.resolved",
+        "Q1ZZ8C2",
+        ("PX0OTHR", "ledger"),
+        &ago(chrono::Duration::minutes(10)),
+    );
+    let (status, a) = pd(&late, pagerduty_sign(&[PD_NEW], &late)).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(2)), "{a}");
+    // A PagerDuty service no catalog service names: ignored, with the reason.
+    let stray = pagerduty_event(
+        "01DEN4B3",
+        "incident.triggered",
+        "Q2AAAA1",
+        ("PZZZZZZ", "Billing"),
+        &ago(chrono::Duration::minutes(5)),
+    );
+    let (status, a) = pd(&stray, pagerduty_sign(&[PD_NEW], &stray)).await;
+    assert_eq!(status, 200);
+    assert!(a["ignored"].as_str().unwrap().contains("PZZZZZZ"), "{a}");
+    let seq = app.last_sequence().await;
+    app.client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        incident_row(&app, "pd-pgr0vu2").await,
+        Some((vec!["ledger".to_owned()], "sev1".to_owned(), true))
+    );
+    assert_eq!(
+        incident_row(&app, "pd-q1zz8c2").await,
+        Some((vec!["ledger".to_owned()], "sev1".to_owned(), true))
+    );
+    assert_eq!(incident_row(&app, "pd-q2aaaa1").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_alerts_open_and_resolve_incidents_of_the_services_they_label() {
+    let app = app().await;
+    let starts = ago(chrono::Duration::minutes(40));
+    let group = |status: &str, ends: &str| {
+        serde_json::json!({
+            "version": "4",
+            "groupKey": "{}:{alertname=\"LedgerErrors\"}",
+            "truncatedAlerts": 0,
+            "status": status,
+            "receiver": "paved",
+            "groupLabels": {"alertname": "LedgerErrors"},
+            "commonLabels": {"alertname": "LedgerErrors"},
+            "commonAnnotations": {},
+            "externalURL": "http://alertmanager.example.com:9093",
+            "alerts": [
+                {"status": status, "labels": {"alertname": "LedgerErrors", "service": "ledger", "severity": "critical"},
+                 "annotations": {"summary": "Ledger 5xx over 5%"}, "startsAt": starts, "endsAt": ends,
+                 "generatorURL": "http://prometheus.example.com:9090/graph?g0.expr=...", "fingerprint": "c0ffee1234abcd00"},
+                {"status": status, "labels": {"alertname": "DiskFull", "instance": "db-1"},
+                 "annotations": {}, "startsAt": starts, "endsAt": ends,
+                 "generatorURL": "http://prometheus.example.com:9090/graph", "fingerprint": "deadbeef00000001"}
+            ]
+        })
+        .to_string()
+    };
+    let bearer = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    let firing = group("firing", "0001-01-01T00:00:00Z");
+    let (status, a) = post(&app, "/webhooks/alertmanager", &bearer(AM_TOKEN), &firing).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    assert_eq!(a["skipped"][0]["sha"], "deadbeef00000001", "{a}");
+    // Alertmanager repeats a firing group: nothing new.
+    let (status, a) = post(&app, "/webhooks/alertmanager", &bearer(AM_TOKEN), &firing).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    let (status, _) = post(&app, "/webhooks/alertmanager", &bearer("wrong"), &firing).await;
+    assert_eq!(status, 401);
+    let resolved = group("resolved", &ago(chrono::Duration::minutes(5)));
+    let (status, a) = post(&app, "/webhooks/alertmanager", &bearer(AM_TOKEN), &resolved).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    let (status, a) = post(&app, "/webhooks/alertmanager", &bearer(AM_TOKEN), &resolved).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    let seq = app.last_sequence().await;
+    app.client
+        .at(seq)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+    let ts = chrono::DateTime::parse_from_rfc3339(&starts)
+        .unwrap()
+        .timestamp();
+    assert_eq!(
+        incident_row(&app, &format!("am-c0ffee1234abcd00-{ts}")).await,
+        Some((vec!["ledger".to_owned()], "sev1".to_owned(), true))
+    );
+    // The operator's list has them.
+    let recent = app
+        .client
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            source: "alertmanager".into(),
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = recent.iter().map(|d| d.outcome.as_str()).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "recorded",
+            "recorded",
+            "bad_signature",
+            "recorded",
+            "recorded"
+        ]
+    );
+    assert_eq!(recent[4].skipped.len(), 1);
 }

@@ -20,6 +20,8 @@
 //!   with source `argocd-notification`; the ones Paved itself ran (same
 //!   application and revision, started by Paved) are skipped.
 //!
+//! - `POST /webhooks/pagerduty`, `POST /webhooks/alertmanager`: see
+//!   [`incident_sources`].
 //! - `POST /webhooks/incidents`: a generic incident-tool webhook, signed
 //!   like GitHub's (`X-Paved-Signature-256: sha256=<HMAC-SHA256 of the body
 //!   with PAVED_INCIDENT_WEBHOOK_SECRET>`), with a JSON body
@@ -33,6 +35,7 @@
 //! delivery is noted in the [`DeliveryLog`] (log line, metrics, recent list).
 
 mod deliveries;
+mod incident_sources;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -60,14 +63,46 @@ use crate::delivery::derived_id;
 use crate::error;
 
 pub use deliveries::{Delivery, DeliveryLog, Outcome as DeliveryOutcome, RECENT, Skipped};
+pub use incident_sources::pagerduty_signature_ok;
+
+/// What the webhooks check senders with (each unset: its endpoint answers 503).
+#[derive(Clone, Debug, Default)]
+pub struct Secrets {
+    /// `X-Hub-Signature-256` of `/webhooks/github`.
+    pub github: Option<String>,
+    /// Bearer token of `/webhooks/argocd`.
+    pub argocd_token: Option<String>,
+    /// `X-Paved-Signature-256` of `/webhooks/incidents`.
+    pub incident: Option<String>,
+    /// `X-PagerDuty-Signature` of `/webhooks/pagerduty`: every secret in use
+    /// (two while one is rotated).
+    pub pagerduty: Vec<String>,
+    /// Bearer token of `/webhooks/alertmanager`.
+    pub alertmanager_token: Option<String>,
+}
+
+impl Secrets {
+    fn cleaned(self) -> Self {
+        let some = |s: Option<String>| s.filter(|s| !s.is_empty());
+        Self {
+            github: some(self.github),
+            argocd_token: some(self.argocd_token),
+            incident: some(self.incident),
+            pagerduty: self
+                .pagerduty
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect(),
+            alertmanager_token: some(self.alertmanager_token),
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Webhooks {
     executor: Executor,
     pool: PgPool,
-    github_secret: Option<String>,
-    argocd_token: Option<String>,
-    incident_secret: Option<String>,
+    secrets: Secrets,
     /// Bodies read at once by `/webhooks/github` (each up to [`GITHUB_MAX_BODY`]).
     github_bodies: Arc<tokio::sync::Semaphore>,
     deliveries: DeliveryLog,
@@ -85,19 +120,15 @@ impl Webhooks {
     pub fn new(
         executor: Executor,
         pool: PgPool,
-        github_secret: Option<String>,
-        argocd_token: Option<String>,
-        incident_secret: Option<String>,
+        secrets: Secrets,
         deliveries: DeliveryLog,
     ) -> Self {
         Self {
-            deliveries,
             executor,
             pool,
-            github_secret: github_secret.filter(|s| !s.is_empty()),
-            argocd_token: argocd_token.filter(|s| !s.is_empty()),
-            incident_secret: incident_secret.filter(|s| !s.is_empty()),
+            secrets: secrets.cleaned(),
             github_bodies: Arc::new(tokio::sync::Semaphore::new(GITHUB_CONCURRENT_BODIES)),
+            deliveries,
         }
     }
 
@@ -109,6 +140,11 @@ impl Webhooks {
             )
             .route("/webhooks/argocd", post(argocd))
             .route("/webhooks/incidents", post(incidents))
+            .route("/webhooks/pagerduty", post(incident_sources::pagerduty))
+            .route(
+                "/webhooks/alertmanager",
+                post(incident_sources::alertmanager),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state(self)
     }
@@ -448,7 +484,7 @@ async fn github_answer(
     event: &str,
     delivery: &str,
 ) -> Answer {
-    let Some(secret) = hooks.github_secret.as_deref() else {
+    let Some(secret) = hooks.secrets.github.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "PAVED_GITHUB_WEBHOOK_SECRET is not set",
@@ -740,7 +776,7 @@ async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) 
 }
 
 async fn argocd_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let Some(token) = hooks.argocd_token.as_deref() else {
+    let Some(token) = hooks.secrets.argocd_token.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "PAVED_ARGOCD_WEBHOOK_TOKEN is not set",
@@ -856,7 +892,7 @@ async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Byte
 
 async fn incidents_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
     use paved_domain::delivery::{Incident, IncidentCommand};
-    let Some(secret) = hooks.incident_secret.as_deref() else {
+    let Some(secret) = hooks.secrets.incident.as_deref() else {
         return refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "PAVED_INCIDENT_WEBHOOK_SECRET is not set",

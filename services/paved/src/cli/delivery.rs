@@ -187,7 +187,7 @@ enum WebhooksCommand {
     /// recorded, ignored or refused with the reason, changes skipped.
     /// Each API process keeps its own last 200. Admins only.
     Recent {
-        /// Only this source: github, argocd or incidents.
+        /// Only this source: github, argocd, incidents, pagerduty or alertmanager.
         #[arg(long)]
         source: Option<String>,
         /// How many (at most 200).
