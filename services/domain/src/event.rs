@@ -73,6 +73,7 @@ impl Event {
         "IncidentResolved",
         "BackstageImportRecorded",
         "RepositoryClaimed",
+        "RepositoryGithubIdRecorded",
         "MessageQuarantined",
     ];
 }

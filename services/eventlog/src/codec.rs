@@ -680,6 +680,13 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             service: service.to_string(),
             claimed_at: Some(timestamp(*claimed_at)),
         }),
+        Event::Repository(RepositoryEvent::GithubIdRecorded {
+            identity,
+            github_id,
+        }) => Kind::RepositoryGithubIdRecorded(pb::RepositoryGithubIdRecorded {
+            identity: identity.clone(),
+            github_id: *github_id,
+        }),
         Event::Ops(OpsEvent::MessageQuarantined(q)) => {
             Kind::MessageQuarantined(pb::MessageQuarantined {
                 statement: Some(statement_to_proto(&q.statement)),
@@ -1049,6 +1056,11 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             identity: e.identity.clone(),
             service: name("service", &e.service)?,
             claimed_at: required_time("claimed_at", e.claimed_at.as_ref())?,
+        }
+        .into(),
+        Kind::RepositoryGithubIdRecorded(e) => RepositoryEvent::GithubIdRecorded {
+            identity: e.identity.clone(),
+            github_id: e.github_id,
         }
         .into(),
         Kind::MessageQuarantined(e) => OpsEvent::MessageQuarantined(Quarantine {

@@ -726,7 +726,9 @@ async fn one_bad_commit_in_a_push_loses_no_other_and_a_redelivery_answers_the_sa
     assert_eq!(stored, 2);
 
     // A push for a repository no service names: ignored, and an operator sees why.
-    let stray = push_of("refs/heads/main", false, &[]).replace("acme/ledger", "acme/unknown");
+    let stray = push_of("refs/heads/main", false, &[])
+        .replace("acme/ledger", "acme/unknown")
+        .replace("1296269", "4242");
     let (status, ignored) = post(
         &app,
         "/webhooks/github",
@@ -1410,4 +1412,81 @@ async fn alertmanager_alerts_open_and_resolve_incidents_of_the_services_they_lab
         ]
     );
     assert_eq!(recent[4].skipped.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_repository_keeps_mapping_to_its_service_by_githubs_id() {
+    let app = app().await;
+    let (before, after) = ("ab".repeat(20), "cd".repeat(20));
+    let body = push_of(
+        "refs/heads/main",
+        false,
+        &[(
+            before.clone(),
+            "Before the rename",
+            ago(chrono::Duration::hours(2)),
+        )],
+    );
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "r-1", &body),
+        &body,
+    )
+    .await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    // The claim now holds GitHub's id.
+    let id: i64 =
+        crate::helpers::eventually(std::time::Duration::from_secs(10), "the id", || async {
+            sqlx::query_scalar::<_, Option<i64>>(
+            "SELECT github_id FROM catalog_repositories WHERE identity = 'github.com/acme/ledger'",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+        .flatten()
+        })
+        .await;
+    assert_eq!(id, 1296269);
+    // acme/ledger is renamed acme/ledger-core on GitHub; the catalog still says acme/ledger.
+    let renamed = push_of(
+        "refs/heads/main",
+        false,
+        &[(
+            after.clone(),
+            "After the rename",
+            ago(chrono::Duration::hours(1)),
+        )],
+    )
+    .replace("acme/ledger", "acme/ledger-core");
+    assert!(renamed.contains("\"id\":1296269"));
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "r-2", &renamed),
+        &renamed,
+    )
+    .await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    let service: String =
+        crate::helpers::eventually(std::time::Duration::from_secs(10), "the change", || async {
+            sqlx::query_scalar("SELECT service FROM delivery_changes WHERE sha = $1")
+                .bind(&after)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap()
+        })
+        .await;
+    assert_eq!(service, "ledger");
+    // Another repository of that new name but another id is not ledger's.
+    let other = renamed.replace("1296269", "999");
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "r-3", &other),
+        &other,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(a["ignored"].is_string(), "{a}");
 }

@@ -643,21 +643,54 @@ async fn write_claims(
     batch: &[StoredCommit],
 ) -> Result<(), ProjectionError> {
     let mut claims: BTreeMap<&str, (&Name, DateTime<Utc>, i64)> = BTreeMap::new();
+    // GitHub ids, written after the claims (a claim and its id can share a batch).
+    let mut github_ids: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for stored in batch {
         for e in &stored.commit.events {
-            if let Event::Repository(RepositoryEvent::Claimed {
-                identity,
-                service,
-                claimed_at,
-            }) = e
-            {
-                claims.insert(identity, (service, *claimed_at, stored.sequence as i64));
+            match e {
+                Event::Repository(RepositoryEvent::Claimed {
+                    identity,
+                    service,
+                    claimed_at,
+                }) => {
+                    claims.insert(identity, (service, *claimed_at, stored.sequence as i64));
+                }
+                Event::Repository(RepositoryEvent::GithubIdRecorded {
+                    identity,
+                    github_id,
+                }) => {
+                    github_ids.insert(identity, (*github_id as i64, stored.sequence as i64));
+                }
+                _ => {}
             }
         }
     }
-    if claims.is_empty() {
-        return Ok(());
+    if !claims.is_empty() {
+        upsert_claims(conn, &claims).await?;
     }
+    if !github_ids.is_empty() {
+        let identity: Vec<&str> = github_ids.keys().copied().collect();
+        let github_id: Vec<i64> = github_ids.values().map(|g| g.0).collect();
+        let last_sequence: Vec<i64> = github_ids.values().map(|g| g.1).collect();
+        sqlx::query(
+            "UPDATE catalog_repositories r SET github_id = n.github_id,
+                    last_sequence = greatest(r.last_sequence, n.seq)
+               FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS n(identity, github_id, seq)
+              WHERE r.identity = n.identity",
+        )
+        .bind(identity)
+        .bind(github_id)
+        .bind(last_sequence)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_claims(
+    conn: &mut PgConnection,
+    claims: &BTreeMap<&str, (&Name, DateTime<Utc>, i64)>,
+) -> Result<(), ProjectionError> {
     let identity: Vec<&str> = claims.keys().copied().collect();
     let service: Vec<String> = claims.values().map(|c| c.0.to_string()).collect();
     let claimed_at: Vec<DateTime<Utc>> = claims.values().map(|c| c.1).collect();

@@ -255,6 +255,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[derive(Deserialize)]
 struct Repository {
+    /// GitHub's numeric id: stays when the repository is renamed.
+    id: Option<u64>,
     full_name: String,
     #[serde(default)]
     html_url: String,
@@ -334,25 +336,67 @@ struct PushEvent {
 
 impl Webhooks {
     /// The live service that names this repository (its slug annotation or
-    /// repository URL, normalised: see `repository_identity`). A repository
-    /// belongs to one live service (its claim); a service registered before
-    /// claims existed and naming the same repository comes second.
+    /// repository URL, normalised: see `repository_identity`), else — a
+    /// renamed repository — the one whose claim holds GitHub's numeric id
+    /// from an earlier delivery. A repository belongs to one live service
+    /// (its claim); a service registered before claims existed and naming
+    /// the same repository comes second.
     async fn service_of(&self, repo: &Repository) -> Result<Option<Name>, sqlx::Error> {
-        let Some(identity) = repository_identity(&repo.html_url)
-            .or_else(|| repository_identity(&format!("https://github.com/{}", repo.full_name)))
-        else {
+        let identity = repository_identity(&repo.html_url)
+            .or_else(|| repository_identity(&format!("https://github.com/{}", repo.full_name)));
+        if let Some(identity) = &identity {
+            let found: Option<(String, bool, Option<i64>)> = sqlx::query_as(
+                "SELECT s.name, r.identity IS NOT NULL, r.github_id FROM catalog_services s
+                   LEFT JOIN catalog_repositories r ON r.identity = s.repository AND r.service = s.name
+                  WHERE s.retired_reason IS NULL AND s.repository = $1
+                  ORDER BY r.service IS NULL, s.name LIMIT 1",
+            )
+            .bind(identity)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((name, claimed, known)) = found {
+                if let Some(id) = repo.id
+                    && claimed
+                    && known != Some(id as i64)
+                {
+                    self.remember_github_id(identity, id).await;
+                }
+                return Ok(Name::parse(&name).ok());
+            }
+        }
+        let Some(id) = repo.id else {
             return Ok(None);
         };
-        let name: Option<String> = sqlx::query_scalar(
-            "SELECT s.name FROM catalog_services s
-               LEFT JOIN catalog_repositories r ON r.identity = s.repository AND r.service = s.name
-              WHERE s.retired_reason IS NULL AND s.repository = $1
-              ORDER BY r.service IS NULL, s.name LIMIT 1",
+        let renamed: Option<String> = sqlx::query_scalar(
+            "SELECT s.name FROM catalog_repositories r
+               JOIN catalog_services s ON s.name = r.service AND s.retired_reason IS NULL
+              WHERE r.github_id = $1 ORDER BY r.claimed_at DESC LIMIT 1",
         )
-        .bind(&identity)
+        .bind(id as i64)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(name.and_then(|n| Name::parse(&n).ok()))
+        Ok(renamed.and_then(|n| Name::parse(&n).ok()))
+    }
+
+    /// Records GitHub's id of the claimed repository `identity` (once; a
+    /// failure only costs the mapping after a rename, so it is logged).
+    async fn remember_github_id(&self, identity: &str, github_id: u64) {
+        use paved_domain::catalog::{RepositoryClaim, RepositoryCommand, claim_id};
+        let meta = CommandMeta::new(
+            format!("github-repository-id:{}:{github_id}", claim_id(identity)),
+            Principal::admin("webhook:github"),
+        );
+        if let Err(e) = self
+            .executor
+            .execute::<Option<RepositoryClaim>>(
+                &claim_id(identity),
+                &RepositoryCommand::RecordGithubId { github_id },
+                &meta,
+            )
+            .await
+        {
+            tracing::warn!(repository = identity, github_id, error = %e, "cannot record GitHub's repository id");
+        }
     }
 
     /// The service a repository's events are about; `Err` is the answer

@@ -108,12 +108,17 @@ pub struct RepositoryClaim {
     pub identity: String,
     pub service: Name,
     pub claimed_at: DateTime<Utc>,
+    /// GitHub's numeric id of the repository, once a webhook named it: a
+    /// renamed repository keeps mapping to its service.
+    pub github_id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RepositoryCommand {
     /// `service` takes the repository `identity`.
     Claim { identity: String, service: Name },
+    /// GitHub says the claimed repository has the numeric id `github_id`.
+    RecordGithubId { github_id: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,12 +128,17 @@ pub enum RepositoryEvent {
         service: Name,
         claimed_at: DateTime<Utc>,
     },
+    GithubIdRecorded {
+        identity: String,
+        github_id: u64,
+    },
 }
 
 impl RepositoryEvent {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Claimed { .. } => "RepositoryClaimed",
+            Self::GithubIdRecorded { .. } => "RepositoryGithubIdRecorded",
         }
     }
 }
@@ -171,7 +181,9 @@ impl Aggregate for Option<RepositoryClaim> {
     type Event = RepositoryEvent;
 
     fn references(&self, command: &RepositoryCommand, _: &References) -> Vec<AggregateRef> {
-        let RepositoryCommand::Claim { service, .. } = command;
+        let RepositoryCommand::Claim { service, .. } = command else {
+            return Vec::new();
+        };
         match self {
             Some(c) if &c.service != service => vec![AggregateRef::service(&c.service)],
             _ => Vec::new(),
@@ -183,13 +195,28 @@ impl Aggregate for Option<RepositoryClaim> {
         command: &RepositoryCommand,
         ctx: &Context<'_>,
     ) -> Result<Vec<RepositoryEvent>, Rejection> {
-        let RepositoryCommand::Claim { identity, service } = command;
         if !ctx.principal.may_write() {
             return Err(Rejection::PermissionDenied(format!(
                 "{} may not claim repositories: read-only",
                 ctx.principal.name
             )));
         }
+        let (identity, service) = match (command, self) {
+            (RepositoryCommand::Claim { identity, service }, _) => (identity, service),
+            (RepositoryCommand::RecordGithubId { github_id }, Some(c)) => {
+                return Ok(if c.github_id == Some(*github_id) {
+                    Vec::new()
+                } else {
+                    vec![RepositoryEvent::GithubIdRecorded {
+                        identity: c.identity.clone(),
+                        github_id: *github_id,
+                    }]
+                });
+            }
+            (RepositoryCommand::RecordGithubId { .. }, None) => {
+                return Err(Rejection::NotFound(format!("repository claim {}", ctx.id)));
+            }
+        };
         if &claim_id(identity) != ctx.id {
             return Err(Rejection::invalid(
                 "repository",
@@ -211,16 +238,27 @@ impl Aggregate for Option<RepositoryClaim> {
     }
 
     fn evolve(&mut self, event: &RepositoryEvent) {
-        let RepositoryEvent::Claimed {
-            identity,
-            service,
-            claimed_at,
-        } = event;
-        *self = Some(RepositoryClaim {
-            identity: identity.clone(),
-            service: service.clone(),
-            claimed_at: *claimed_at,
-        });
+        match event {
+            RepositoryEvent::Claimed {
+                identity,
+                service,
+                claimed_at,
+            } => {
+                // A new holder: the repository is the same, so is its GitHub id.
+                let github_id = self.as_ref().and_then(|c| c.github_id);
+                *self = Some(RepositoryClaim {
+                    identity: identity.clone(),
+                    service: service.clone(),
+                    claimed_at: *claimed_at,
+                    github_id,
+                });
+            }
+            RepositoryEvent::GithubIdRecorded { github_id, .. } => {
+                if let Some(c) = self {
+                    c.github_id = Some(*github_id);
+                }
+            }
+        }
     }
 
     fn select(event: &Event) -> Option<&RepositoryEvent> {
@@ -377,6 +415,29 @@ mod tests {
         ));
         s.now = at + CLAIM_GRACE + Duration::seconds(1);
         assert!(s.when(claim("new")).is_ok());
+    }
+
+    #[test]
+    fn a_claim_remembers_its_github_id_once_and_keeps_it_for_the_next_holder() {
+        let now = Utc::now();
+        let record = RepositoryCommand::RecordGithubId { github_id: 1296269 };
+        assert!(matches!(
+            scenario().when(record.clone()),
+            Err(Rejection::NotFound(_))
+        ));
+        let s = scenario().given([claimed("ledger", now)]);
+        let events = s.when(record.clone()).unwrap();
+        assert!(matches!(
+            events[..],
+            [RepositoryEvent::GithubIdRecorded {
+                github_id: 1296269,
+                ..
+            }]
+        ));
+        let s = s.given(events);
+        assert!(s.when(record).unwrap().is_empty());
+        let s = s.given([claimed("ledger-v2", now)]);
+        assert_eq!(s.state.unwrap().github_id, Some(1296269));
     }
 
     #[test]

@@ -740,6 +740,7 @@ fn a_service_names_a_repository_only_while_it_holds_its_claim() {
             identity: identity.clone(),
             service: n(s),
             claimed_at: chrono::Utc::now(),
+            github_id: None,
         })
     };
     // No claim loaded: the write path takes it first.
