@@ -96,6 +96,7 @@ async fn export_to_receiver() -> (Receiver, Telemetry) {
     let telemetry = paved::telemetry::init_with(Options {
         format: LogFormat::Pretty,
         otlp_endpoint: Some(url),
+        sdk_disabled: false,
     });
     assert!(telemetry.exporting());
     (receiver, telemetry)
@@ -637,6 +638,7 @@ async fn a_collector_that_is_down_is_counted_and_loses_nothing_else() {
     let telemetry = paved::telemetry::init_with(Options {
         format: LogFormat::Pretty,
         otlp_endpoint: Some(url),
+        sdk_disabled: false,
     });
     assert!(telemetry.exporting());
     let app = spawn_app().await;
@@ -671,4 +673,24 @@ async fn a_collector_that_is_down_is_counted_and_loses_nothing_else() {
         !metrics.contains("paved_trace_export_dropped_spans_total 0\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_sdk_disabled_a_commit_keeps_the_callers_checked_trace_context() {
+    // What OTEL_SDK_DISABLED=true asks for.
+    let telemetry = paved::telemetry::init_with(Options {
+        format: LogFormat::Pretty,
+        otlp_endpoint: Some("http://127.0.0.1:1".into()),
+        sdk_disabled: true,
+    });
+    assert!(!telemetry.exporting(), "the SDK disabled exports nothing");
+    let app = spawn_app().await;
+    let caller = "00-9cf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let sequence = create_team(&app, "plain", caller, "vendor=1").await;
+    let commit = stored(&app, sequence).await;
+    assert_eq!(commit.traceparent, caller);
+    assert_eq!(commit.tracestate, "vendor=1");
+    // Still checked: an invalid one is not kept.
+    let sequence = create_team(&app, "odd", "00-not-a-trace-context-01", "").await;
+    assert!(stored(&app, sequence).await.traceparent.is_empty());
 }

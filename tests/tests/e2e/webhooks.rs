@@ -828,6 +828,11 @@ async fn one_bad_commit_in_a_push_loses_no_other_and_a_redelivery_answers_the_sa
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_and_its_pull_request_end_the_same_in_either_order() {
     let app = app().await;
+    // One clock reading for both orders: the rows are compared to the second.
+    let (created, merged) = (
+        ago(chrono::Duration::days(2)),
+        ago(chrono::Duration::hours(1)),
+    );
     let pr = |sha: &str, number: u64| {
         serde_json::json!({
             "action": "closed",
@@ -837,9 +842,9 @@ async fn a_push_and_its_pull_request_end_the_same_in_either_order() {
                 "html_url": format!("https://github.com/acme/ledger/pull/{number}"),
                 "title": "Faster ledger reconciliation",
                 "merged": true,
-                "merged_at": ago(chrono::Duration::hours(1)),
+                "merged_at": merged,
                 "merge_commit_sha": sha,
-                "created_at": ago(chrono::Duration::days(2)),
+                "created_at": created,
                 "user": { "login": "octocat" },
                 "base": { "ref": "main" },
                 "head": { "ref": "faster" }
@@ -855,7 +860,7 @@ async fn a_push_and_its_pull_request_end_the_same_in_either_order() {
             &[(
                 sha.to_owned(),
                 "Merge pull request from acme/faster",
-                ago(chrono::Duration::hours(1)),
+                merged.clone(),
             )],
         )
     };

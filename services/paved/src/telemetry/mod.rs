@@ -1,9 +1,10 @@
 //! Structured logs (pretty or JSON, each line inside a span carrying its
 //! `trace_id` and `span_id`) and OpenTelemetry traces.
 //!
-//! The tracing-opentelemetry layer is always installed, so spans have W3C
-//! ids and a commit records its producer span whether or not anything is
-//! exported: what the log stores does not depend on export being on.
+//! The tracing-opentelemetry layer is installed (unless `OTEL_SDK_DISABLED`
+//! is `true`), so spans have W3C ids and a commit records its producer span
+//! whether or not anything is exported: what the log stores does not
+//! depend on export being on.
 //! Export (OTLP/gRPC) follows the OpenTelemetry specification's variables:
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`
 //! (plus `_HEADERS`, `_TIMEOUT`), `OTEL_TRACES_EXPORTER=none`,
@@ -40,6 +41,8 @@ pub struct Options {
     /// Where spans are exported over OTLP/gRPC. `None`: the standard
     /// `OTEL_*` variables decide (nothing is exported without an endpoint).
     pub otlp_endpoint: Option<String>,
+    /// No spans at all, as `OTEL_SDK_DISABLED=true` also says.
+    pub sdk_disabled: bool,
 }
 
 /// Flushes and stops the trace exporter when dropped.
@@ -77,9 +80,15 @@ fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// `OTEL_SDK_DISABLED=true`: no spans at all (the specification's "disable
+/// the SDK"); commits then keep the caller's checked trace context.
+fn sdk_disabled() -> bool {
+    var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// The OTLP endpoint, as the specification orders the variables.
 fn endpoint(explicit: Option<String>) -> Option<String> {
-    if var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+    if sdk_disabled() {
         return None;
     }
     if var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none")) {
@@ -139,7 +148,7 @@ fn provider(endpoint: Option<&str>) -> SdkTracerProvider {
 pub fn init(format: LogFormat) -> Telemetry {
     init_with(Options {
         format,
-        otlp_endpoint: None,
+        ..Options::default()
     })
 }
 
@@ -149,11 +158,14 @@ pub fn init(format: LogFormat) -> Telemetry {
 /// call installs nothing).
 pub fn init_with(options: Options) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let endpoint = endpoint(options.otlp_endpoint);
+    let disabled = options.sdk_disabled || sdk_disabled();
+    let endpoint = endpoint(options.otlp_endpoint).filter(|_| !disabled);
     let provider = provider(endpoint.as_deref());
-    let otel = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("paved"))
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let otel = (!disabled).then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("paved"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = logs::layer(options.format, ansi, std::io::stderr).with_filter(filter);
