@@ -1359,7 +1359,7 @@ async fn alertmanager_alerts_open_and_resolve_incidents_of_the_services_they_lab
             "externalURL": "http://alertmanager.example.com:9093",
             "alerts": [
                 {"status": status, "labels": {"alertname": "LedgerErrors", "service": "ledger", "severity": "critical"},
-                 "annotations": {"summary": "Ledger 5xx over 5%"}, "startsAt": starts, "endsAt": ends,
+                 "annotations": {"summary": "Ledger 5xx over 5%\tfor 10 min\nSee the runbook"}, "startsAt": starts, "endsAt": ends,
                  "generatorURL": "http://prometheus.example.com:9090/graph?g0.expr=...", "fingerprint": "c0ffee1234abcd00"},
                 {"status": status, "labels": {"alertname": "DiskFull", "instance": "db-1"},
                  "annotations": {}, "startsAt": starts, "endsAt": ends,
@@ -1494,4 +1494,92 @@ async fn a_renamed_repository_keeps_mapping_to_its_service_by_githubs_id() {
     .await;
     assert_eq!(status, 200);
     assert!(a["ignored"].is_string(), "{a}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_incident_payloads_and_listing_requests_are_refused_and_record_nothing() {
+    let app = app().await;
+    let before = app.last_sequence().await;
+    // Deeply nested, huge, or not what the vendor sends: refused, nothing recorded.
+    let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let (status, a) = post(
+        &app,
+        "/webhooks/pagerduty",
+        &[("x-pagerduty-signature", pagerduty_sign(&[PD_NEW], &nested))],
+        &nested,
+    )
+    .await;
+    assert_eq!(status, 400, "{a}");
+    let (status, _) = post(
+        &app,
+        "/webhooks/alertmanager",
+        &[("authorization", format!("Bearer {AM_TOKEN}"))],
+        &nested,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let huge = format!(
+        "{{\"status\":\"firing\",\"alerts\":[],\"pad\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let resp = reqwest::Client::new()
+        .post(format!(
+            "http://{}/webhooks/alertmanager",
+            app.webhook_addr.unwrap()
+        ))
+        .header("authorization", format!("Bearer {AM_TOKEN}"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let many: Vec<serde_json::Value> = (0..1001)
+        .map(|i| serde_json::json!({"status": "firing", "labels": {"service": "ledger"}, "startsAt": ago(chrono::Duration::minutes(1)), "fingerprint": format!("{i:016x}")}))
+        .collect();
+    let many = serde_json::json!({"status": "firing", "alerts": many}).to_string();
+    let (status, a) = post(
+        &app,
+        "/webhooks/alertmanager",
+        &[("authorization", format!("Bearer {AM_TOKEN}"))],
+        &many,
+    )
+    .await;
+    assert_eq!(status, 400, "{a}");
+    assert!(a["error"].as_str().unwrap().contains("at most 1000"), "{a}");
+    // An alert naming a service that does not exist: skipped with the reason.
+    let ghost = serde_json::json!({"status": "firing", "alerts": [
+        {"status": "firing", "labels": {"service": "ghost"}, "startsAt": ago(chrono::Duration::minutes(1)), "fingerprint": "00000000000000aa"}
+    ]})
+    .to_string();
+    let (status, a) = post(
+        &app,
+        "/webhooks/alertmanager",
+        &[("authorization", format!("Bearer {AM_TOKEN}"))],
+        &ghost,
+    )
+    .await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(0)), "{a}");
+    assert_eq!(a["skipped"][0]["rule"], "precondition", "{a}");
+    assert_eq!(app.last_sequence().await, before, "nothing appended");
+
+    // The listing: readers are refused like members, a source that does not exist is invalid.
+    let reader = app
+        .client_as(paved_domain::Principal::reader("auditor"))
+        .await;
+    let e = reader
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let e = app
+        .client
+        .webhook_deliveries(pb::ListWebhookDeliveriesRequest {
+            source: "gitlab".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.to_string().contains("source"), "{e}");
 }

@@ -76,7 +76,17 @@ impl Webhooks {
     /// and another event asks again.
     async fn track(&self, principal: &str, key: &str, seen: Seen) -> Result<u32, RunError> {
         let open = IncidentCommand::Open {
-            title: seen.title.chars().take(500).collect(),
+            // The tools' titles may span lines (an annotation's template):
+            // the first line, control characters as spaces.
+            title: seen
+                .title
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .take(500)
+                .collect(),
             services: seen.services,
             severity: seen.severity.to_owned(),
             started_at: seen.started_at,
@@ -261,9 +271,14 @@ async fn pagerduty_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) ->
         }
         Err(e) => return failed(crate::error::database(e)),
     };
+    let title = if incident.title.trim().is_empty() {
+        format!("PagerDuty incident {}", incident.id)
+    } else {
+        incident.title.clone()
+    };
     let seen = Seen {
         id,
-        title: incident.title.clone(),
+        title,
         services: vec![service],
         severity: pagerduty_severity(&incident),
         started_at: incident.created_at,
@@ -420,8 +435,9 @@ async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8])
             .annotations
             .get("summary")
             .or_else(|| alert.labels.get("alertname"))
+            .filter(|t| !t.trim().is_empty())
             .cloned()
-            .unwrap_or_default();
+            .unwrap_or_else(|| format!("Alertmanager alert {fp}"));
         let seen = Seen {
             id,
             title,
