@@ -635,7 +635,8 @@ fn push_of(git_ref: &str, created: bool, commits: &[(String, &str, String)]) -> 
         "forced": false,
         "head_commit": commits.last(),
         "commits": commits,
-        "repository": {"id": 1296269, "full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger", "default_branch": "main"},
+        "repository": {"id": 1296269, "full_name": "acme/ledger", "html_url": "https://github.com/acme/ledger",
+                       "default_branch": "main", "pushed_at": chrono::Utc::now().timestamp()},
         "pusher": {"name": "mona", "email": "mona@example.com"}
     })
     .to_string()
@@ -1002,6 +1003,31 @@ async fn form_encoded_deliveries_other_branches_and_imported_history_are_handled
     }
     assert!(change_row(&app, &new_branch).await.5);
     assert!(change_row(&app, &old).await.5);
+    // A push redelivered long after it was made is judged by when it was
+    // pushed (repository.pushed_at), not by when it arrives again.
+    let late = "e9".repeat(20);
+    let pushed = chrono::Utc::now() - chrono::Duration::days(40);
+    let mut redelivered: serde_json::Value = serde_json::from_str(&push_of(
+        "refs/heads/main",
+        false,
+        &[(
+            late.clone(),
+            "Made 40 days ago",
+            (pushed - chrono::Duration::hours(1)).to_rfc3339(),
+        )],
+    ))
+    .unwrap();
+    redelivered["repository"]["pushed_at"] = pushed.timestamp().into();
+    let redelivered = redelivered.to_string();
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "hist-late", &redelivered),
+        &redelivered,
+    )
+    .await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(1)), "{a}");
+    assert!(!change_row(&app, &late).await.5, "an hour old when pushed");
     // Shipped by a production deployment, backfill is left out of lead time.
     let done = app
         .client

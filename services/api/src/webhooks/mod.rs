@@ -257,6 +257,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 struct Repository {
     /// GitHub's numeric id: stays when the repository is renamed.
     id: Option<u64>,
+    /// When the push was made: Unix seconds in push events, RFC 3339 in others.
+    #[serde(default)]
+    pushed_at: Option<serde_json::Value>,
     full_name: String,
     #[serde(default)]
     html_url: String,
@@ -702,7 +705,18 @@ impl Webhooks {
             Err(answer) => return answer,
         };
         let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
-        let now = Utc::now();
+        // Backfill is judged against the push's own time, so a redelivery
+        // days later says the same (its request ids must mean the same).
+        let pushed_at = match &e.repository.pushed_at {
+            Some(serde_json::Value::Number(n)) => n
+                .as_i64()
+                .and_then(|s| DateTime::<Utc>::from_timestamp(s, 0)),
+            Some(serde_json::Value::String(t)) => DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            _ => None,
+        };
+        let now = pushed_at.unwrap_or_else(Utc::now);
         let mut judged = Judged::default();
         for c in e.commits.iter().filter(|c| c.distinct != Some(false)) {
             let spec = ChangeSpec {
