@@ -39,6 +39,9 @@ pub struct Freshness {
     /// The checkpoint rows of partitioned read models (by read model): one
     /// has reached N when every share has.
     shares: Arc<HashMap<String, Vec<String>>>,
+    /// Times the checkpoints were read afresh (a reconnection): they may
+    /// have gone back, so what was cached at a checkpoint no longer holds.
+    resets: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Freshness {
@@ -56,6 +59,7 @@ impl Freshness {
             known: Arc::new(known),
             max_wait,
             shares: Arc::default(),
+            resets: Arc::default(),
         };
         tokio::spawn(this.clone().listen(shutdown));
         this
@@ -147,6 +151,8 @@ impl Freshness {
         if exact {
             let fresh: HashMap<String, u64> =
                 rows.into_iter().map(|(n, s)| (n, s as u64)).collect();
+            self.resets
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.known.send_replace(fresh);
         } else {
             for (name, seq) in rows {
@@ -158,6 +164,14 @@ impl Freshness {
 
     async fn refresh(&self) -> Result<(), sqlx::Error> {
         self.refresh_with(false).await
+    }
+
+    /// What a cached answer from `projection` is valid for: while this
+    /// stays the same, the read model has not changed (its checkpoint, and
+    /// the count of fresh readings, which may have moved it back).
+    pub fn version(&self, projection: &str) -> (u64, u64) {
+        let resets = self.resets.load(std::sync::atomic::Ordering::SeqCst);
+        (resets, self.checkpoint(projection))
     }
 
     /// How far `projection` has got: its slowest share's checkpoint.

@@ -421,6 +421,26 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         lat,
         ">= 15000/s, p99 <= 10 ms",
     ));
+    // The same reads over 100 services (a portal's front page, callers
+    // polling their own): answered from the cache while the catalog stands.
+    eprintln!("phase: get-service of 100 hot services");
+    let c = b.client.clone();
+    let hot = services.min(100);
+    let (t, lat) = concurrent(clients, a.reads, move |i| {
+        let c = c.clone();
+        async move {
+            c.get_service(&format!("svc-{}", (i * 7919) % hot)).await?;
+            Ok(())
+        }
+    })
+    .await?;
+    out.push(figure(
+        "get-service via SDK, 100 hot services (no writes meanwhile)",
+        a.reads as u64,
+        t,
+        lat,
+        "reference (the cache; compare the empty tonic call)",
+    ));
 
     // Backstage import until every component is visible.
     eprintln!(

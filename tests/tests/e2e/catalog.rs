@@ -525,3 +525,62 @@ async fn a_stale_or_wrong_expected_version_is_aborted_and_appends_nothing() {
         "{r:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_service_is_never_older_than_the_catalog_it_was_read_from() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let done = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    // Read it often: later reads come from the cache.
+    for _ in 0..20 {
+        let s = c.at(done.sequence).get_service("ledger").await.unwrap();
+        assert_eq!(s.sequence, done.sequence);
+    }
+    // A change of the service, and one of another entity: both move the catalog on.
+    let mut seen = done.sequence;
+    for description in ["first", "second", "third"] {
+        let updated = c
+            .update_service(pb::UpdateServiceRequest {
+                name: "ledger".into(),
+                spec: Some(pb::ServiceSpec {
+                    description: description.into(),
+                    ..Default::default()
+                }),
+                update_mask: Some(paved_proto::wkt::FieldMask {
+                    paths: vec!["description".into()],
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert!(updated.sequence > seen);
+        seen = updated.sequence;
+        let s = c.at(updated.sequence).get_service("ledger").await.unwrap();
+        assert_eq!(s.spec.unwrap().description, description);
+        assert_eq!(s.sequence, updated.sequence);
+        // Read again without waiting: never an older answer than that one.
+        let again = c.at(0).get_service("ledger").await.unwrap();
+        assert!(again.sequence >= updated.sequence);
+    }
+    // A dependency added elsewhere shows in ledger's answer (both edge lists are in it).
+    let fx = c
+        .register_service(fixtures::service("fx", "payments"))
+        .await
+        .unwrap();
+    c.at(fx.sequence).get_service("ledger").await.unwrap();
+    let dep = c
+        .add_dependency(pb::AddDependencyRequest {
+            service: "fx".into(),
+            depends_on: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let s = c.at(dep.sequence).get_service("ledger").await.unwrap();
+    let dependents: Vec<&str> = s.dependents.iter().map(|d| d.service.as_str()).collect();
+    assert_eq!(dependents, ["fx"], "{s:?}");
+}

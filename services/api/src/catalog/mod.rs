@@ -35,7 +35,18 @@ pub struct CatalogApi {
     auth: Authenticator,
     freshness: Freshness,
     counters: CommandCounters,
+    services: ServiceCache,
 }
+
+/// Services answered by `GetService`, each with the catalog's version it
+/// was read at. An entry is served only while the catalog stays at that
+/// version: any catalog change (or a fresh reading of the checkpoints)
+/// makes every entry stale, so a hit is exactly what the database holds.
+type ServiceCache =
+    std::sync::Arc<std::sync::Mutex<lru::LruCache<String, ((u64, u64), pb::Service)>>>;
+
+/// Services `GetService` keeps answers for (a few MiB).
+pub const SERVICE_CACHE: usize = 4096;
 
 type CommandResult = Result<Response<pb::CommandResponse>, Status>;
 
@@ -53,6 +64,9 @@ impl CatalogApi {
             auth,
             freshness,
             counters,
+            services: std::sync::Arc::new(std::sync::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(SERVICE_CACHE).expect("not zero"),
+            ))),
         }
     }
 
@@ -568,9 +582,23 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<pb::Service>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
-        queries::get_service(&self.pool, &request.get_ref().name)
-            .await
-            .map(Response::new)
+        let name = &request.get_ref().name;
+        // Taken before the query: the row read is at least this new.
+        let version = self.freshness.version(CATALOG);
+        {
+            let mut cache = self.services.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, service)) = cache.get(name)
+                && *at == version
+            {
+                return Ok(Response::new(service.clone()));
+            }
+        }
+        let service = queries::get_service(&self.pool, name).await?;
+        self.services
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(name.clone(), (version, service.clone()));
+        Ok(Response::new(service))
     }
 
     #[tracing::instrument(
