@@ -39,14 +39,19 @@ pub struct CatalogApi {
 }
 
 /// Services answered by `GetService`, each with the catalog's version it
-/// was read at. An entry is served only while the catalog stays at that
-/// version: any catalog change (or a fresh reading of the checkpoints)
-/// makes every entry stale, so a hit is exactly what the database holds.
-type ServiceCache =
-    std::sync::Arc<std::sync::Mutex<lru::LruCache<String, ((u64, u64), pb::Service)>>>;
+/// was read at and when. An entry is served only while the catalog stays
+/// at that version (any catalog change, or a fresh reading of the
+/// checkpoints, makes every entry stale) and for at most [`SERVICE_TTL`]
+/// (what leaves the checkpoint where it was — a rebuild's swap, an edit by
+/// hand — shows within it).
+type ServiceCache = std::sync::Arc<
+    std::sync::Mutex<lru::LruCache<String, ((u64, u64), std::time::Instant, pb::Service)>>,
+>;
 
 /// Services `GetService` keeps answers for (a few MiB).
 pub const SERVICE_CACHE: usize = 4096;
+/// How long a cached answer may be served at most.
+pub const SERVICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 type CommandResult = Result<Response<pb::CommandResponse>, Status>;
 
@@ -587,17 +592,19 @@ impl CatalogService for CatalogApi {
         let version = self.freshness.version(CATALOG);
         {
             let mut cache = self.services.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some((at, service)) = cache.get(name)
+            if let Some((at, read, service)) = cache.get(name)
                 && *at == version
+                && read.elapsed() < SERVICE_TTL
             {
                 return Ok(Response::new(service.clone()));
             }
         }
+        let read = std::time::Instant::now();
         let service = queries::get_service(&self.pool, name).await?;
         self.services
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .put(name.clone(), (version, service.clone()));
+            .put(name.clone(), (version, read, service.clone()));
         Ok(Response::new(service))
     }
 
