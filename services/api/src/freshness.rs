@@ -241,6 +241,10 @@ impl Freshness {
             return Ok(false);
         };
         let checkpoint = checkpoint as u64;
+        // What the database says is at least as new as the NOTIFYs heard:
+        // a caller that goes on (and whatever it caches by `version`) must
+        // see the checkpoint it waited for.
+        self.note(projection, checkpoint);
         if checkpoint >= min_sequence {
             return Ok(true);
         }
