@@ -461,7 +461,7 @@ impl DeliveryService for DeliveryApi {
                     .into_iter()
                     .map(|s| pb::SkippedChange {
                         sha: s.sha,
-                        rule: s.kind.to_owned(),
+                        rule: s.kind,
                         reason: s.reason,
                     })
                     .collect(),

@@ -310,12 +310,7 @@ impl EventLog {
     /// The first message on `subject` (an aggregate's first commit), if any.
     pub async fn first_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
         match self.stream.direct_get_next_for_subject(subject, None).await {
-            Ok(m) => Ok(Some(StoredMessage {
-                sequence: m.sequence,
-                subject: m.subject.to_string(),
-                headers: m.headers,
-                payload: m.payload,
-            })),
+            Ok(m) => Ok(Some(stored(m))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LogError::Unavailable(e.to_string())),
         }
@@ -343,12 +338,7 @@ impl EventLog {
             {
                 Ok(m) => {
                     next = m.sequence + 1;
-                    out.push(StoredMessage {
-                        sequence: m.sequence,
-                        subject: m.subject.to_string(),
-                        headers: m.headers,
-                        payload: m.payload,
-                    });
+                    out.push(stored(m));
                 }
                 Err(e) if e.kind() == DirectGetErrorKind::NotFound => break,
                 Err(e) => return Err(LogError::Unavailable(e.to_string())),
@@ -360,12 +350,7 @@ impl EventLog {
     /// The message at `sequence`, if there is one.
     pub async fn get(&self, sequence: u64) -> Result<Option<StoredMessage>, LogError> {
         match self.stream.direct_get(sequence).await {
-            Ok(m) => Ok(Some(StoredMessage {
-                sequence: m.sequence,
-                subject: m.subject.to_string(),
-                headers: m.headers,
-                payload: m.payload,
-            })),
+            Ok(m) => Ok(Some(stored(m))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LogError::Unavailable(e.to_string())),
         }
@@ -419,12 +404,7 @@ impl EventLog {
     /// size: the server keeps each subject's last sequence in memory.
     pub async fn last_on_subject(&self, subject: &str) -> Result<Option<StoredMessage>, LogError> {
         match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(m) => Ok(Some(StoredMessage {
-                sequence: m.sequence,
-                subject: m.subject.to_string(),
-                headers: m.headers,
-                payload: m.payload,
-            })),
+            Ok(m) => Ok(Some(stored(m))),
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(e) => Err(LogError::Unavailable(e.to_string())),
         }
@@ -635,4 +615,14 @@ fn weaknesses(have: &Config, want: &Config) -> Vec<String> {
         ));
     }
     p
+}
+
+/// A message read directly from the stream, as the log hands it out.
+fn stored(m: async_nats::jetstream::message::StreamMessage) -> StoredMessage {
+    StoredMessage {
+        sequence: m.sequence,
+        subject: m.subject.to_string(),
+        headers: m.headers,
+        payload: m.payload,
+    }
 }

@@ -230,7 +230,7 @@ pub async fn render(sources: &Sources) -> String {
             skipped
                 .get_or_create(&SkipLabels {
                     source: source.to_owned(),
-                    reason: reason.to_owned(),
+                    reason,
                 })
                 .inc_by(n);
         }

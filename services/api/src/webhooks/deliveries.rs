@@ -44,7 +44,7 @@ impl Outcome {
 pub struct Skipped {
     pub sha: String,
     /// A category for the metric (`other_service`, `invalid`, …).
-    pub kind: &'static str,
+    pub kind: String,
     pub reason: String,
 }
 
@@ -70,7 +70,7 @@ pub struct Delivery {
 struct Inner {
     recent: VecDeque<Delivery>,
     outcomes: BTreeMap<(&'static str, Outcome), u64>,
-    skipped: BTreeMap<(&'static str, &'static str), u64>,
+    skipped: BTreeMap<(&'static str, String), u64>,
 }
 
 /// The deliveries this process took; cheap to clone.
@@ -103,7 +103,7 @@ impl DeliveryLog {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         *inner.outcomes.entry((d.source, d.outcome)).or_default() += 1;
         for s in &d.skipped {
-            *inner.skipped.entry((d.source, s.kind)).or_default() += 1;
+            *inner.skipped.entry((d.source, s.kind.clone())).or_default() += 1;
         }
         if inner.recent.len() == RECENT {
             inner.recent.pop_front();
@@ -135,12 +135,12 @@ impl DeliveryLog {
     }
 
     /// Changes skipped by `(source, reason)` since start.
-    pub fn skipped(&self) -> Vec<(&'static str, &'static str, u64)> {
+    pub fn skipped(&self) -> Vec<(&'static str, String, u64)> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner
             .skipped
             .iter()
-            .map(|((s, k), n)| (*s, *k, *n))
+            .map(|((s, k), n)| (*s, k.clone(), *n))
             .collect()
     }
 }

@@ -34,7 +34,7 @@ use paved_domain::{Name, Rejection};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{Answer, RunError, Webhooks, answer, constant_time_eq, failed, ignore, refuse};
+use super::{Answer, Judged, RunError, Webhooks, answer, bearer, failed, ignore, refuse, text_at};
 
 /// Does `X-PagerDuty-Signature` (`v1=<hex>`, comma-separated) hold a
 /// signature of `body` with one of `secrets`? (constant time)
@@ -212,19 +212,11 @@ pub(super) async fn pagerduty(
     body: Bytes,
 ) -> Response {
     let a = pagerduty_answer(&hooks, &headers, &body).await;
-    let event = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .map(|v| {
-            (
-                v["event"]["event_type"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                v["event"]["id"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .unwrap_or_default();
-    hooks.noted("pagerduty", &event.0, &event.1, a)
+    let (event, id) = (
+        text_at(&body, "/event/event_type"),
+        text_at(&body, "/event/id"),
+    );
+    hooks.noted("pagerduty", &event, &id, a)
 }
 
 async fn pagerduty_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
@@ -346,30 +338,16 @@ pub(super) async fn alertmanager(
     body: Bytes,
 ) -> Response {
     let a = alertmanager_answer(&hooks, &headers, &body).await;
-    let status = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["status"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    hooks.noted("alertmanager", &status, "", a)
+    hooks.noted("alertmanager", &text_at(&body, "/status"), "", a)
 }
 
 async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let Some(token) = hooks.secrets.alertmanager_token.as_deref() else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PAVED_ALERTMANAGER_WEBHOOK_TOKEN is not set",
-        );
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "Authorization: Bearer <PAVED_ALERTMANAGER_WEBHOOK_TOKEN> is missing or wrong",
-        );
+    if let Err(a) = bearer(
+        headers,
+        hooks.secrets.alertmanager_token.as_deref(),
+        "PAVED_ALERTMANAGER_WEBHOOK_TOKEN",
+    ) {
+        return a;
     }
     let group: AlertGroup = match serde_json::from_slice(body) {
         Ok(g) => g,
@@ -392,15 +370,11 @@ async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8])
             format!("alerts: at most {MAX_ALERTS} in one notification"),
         );
     }
-    let mut recorded = 0;
-    let mut skipped = Vec::new();
-    let mut skip = |fingerprint: &str, rule: &str, reason: String| {
-        skipped.push(serde_json::json!({ "sha": fingerprint, "rule": rule, "reason": reason }));
-    };
+    let mut judged = Judged::default();
     for alert in &group.alerts {
         let fp = alert.fingerprint.as_str();
         let Some(id) = incident_id("am", &format!("{fp}-{}", alert.starts_at.timestamp())) else {
-            skip(fp, "invalid", "fingerprint: not hex".into());
+            judged.skip(fp, "invalid", "fingerprint: not hex".into());
             continue;
         };
         let names = alert
@@ -412,11 +386,11 @@ async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8])
         for s in names.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             match Name::parse(s) {
                 Ok(n) => services.push(n),
-                Err(e) => skip(fp, "invalid", format!("label service {s:?}: {e}")),
+                Err(e) => judged.skip(fp, "invalid", format!("label service {s:?}: {e}")),
             }
         }
         if services.is_empty() {
-            skip(
+            judged.skip(
                 fp,
                 "invalid",
                 "no service label names a catalog service".into(),
@@ -426,7 +400,7 @@ async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8])
         let resolved_at = match (alert.status.as_str(), alert.ends_at) {
             ("resolved", Some(end)) => Some(end),
             ("resolved", None) => {
-                skip(fp, "invalid", "a resolved alert without endsAt".into());
+                judged.skip(fp, "invalid", "a resolved alert without endsAt".into());
                 continue;
             }
             _ => None,
@@ -453,16 +427,12 @@ async fn alertmanager_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8])
             &resolved_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
         ]);
         match hooks.track("webhook:alertmanager", &key, seen).await {
-            Ok(n) => recorded += n,
-            Err(RunError::Rejected(r)) => skip(fp, super::rule_of(&r), r.to_string()),
+            Ok(n) => judged.recorded += n,
+            Err(RunError::Rejected(r)) => judged.skip(fp, super::rule_of(&r), r.to_string()),
             Err(RunError::Failed(status)) => return failed(status),
         }
     }
-    let mut body = serde_json::json!({ "recorded": recorded });
-    if !skipped.is_empty() {
-        body["skipped"] = serde_json::Value::Array(skipped);
-    }
-    answer(StatusCode::OK, body)
+    judged.answer()
 }
 
 #[cfg(test)]

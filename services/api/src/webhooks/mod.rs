@@ -195,7 +195,7 @@ impl Webhooks {
                 all.iter()
                     .map(|s| deliveries::Skipped {
                         sha: s["sha"].as_str().unwrap_or_default().to_owned(),
-                        kind: skip_kind(s["rule"].as_str().unwrap_or_default()),
+                        kind: s["rule"].as_str().unwrap_or_default().to_owned(),
                         reason: s["reason"].as_str().unwrap_or_default().to_owned(),
                     })
                     .collect()
@@ -239,6 +239,42 @@ pub fn github_signature_ok(secret: &str, header: Option<&str>, body: &[u8]) -> b
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
+}
+
+/// Does `Authorization: Bearer` carry `token` (the setting `var`)? The
+/// refusal otherwise: 503 while it is not set, 401 when it does not match.
+fn bearer(headers: &HeaderMap, token: Option<&str>, var: &str) -> Result<(), Answer> {
+    let Some(token) = token else {
+        return Err(refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{var} is not set"),
+        ));
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("Authorization: Bearer <{var}> is missing or wrong"),
+        ))
+    }
+}
+
+/// The text at `pointer` in a JSON body (what a delivery is noted by), or "".
+fn text_at(body: &[u8], pointer: &str) -> String {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.pointer(pointer)
+                .and_then(|t| t.as_str())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -580,18 +616,7 @@ async fn github_answer(
     }
 }
 
-/// The category of a change left out, for the metric's `reason` label.
-fn skip_kind(rule: &str) -> &'static str {
-    match rule {
-        "other_service" => "other_service",
-        "invalid" => "invalid",
-        "not_found" => "not_found",
-        "precondition" => "precondition",
-        "denied" => "denied",
-        _ => "other",
-    }
-}
-
+/// The category of a change left out (the metric's `reason` label).
 fn rule_of(r: &Rejection) -> &'static str {
     match r {
         Rejection::Invalid(_) => "invalid",
@@ -606,8 +631,8 @@ fn rule_of(r: &Rejection) -> &'static str {
 /// others skipped with their reason, so one bad commit loses no other and
 /// a redelivery answers the same.
 #[derive(Default)]
-struct Judged {
-    recorded: u32,
+pub(super) struct Judged {
+    pub(super) recorded: u32,
     skipped: Vec<serde_json::Value>,
 }
 
@@ -621,17 +646,19 @@ impl Judged {
     ) -> Result<(), Answer> {
         match hooks.record_change(request_id, sha, spec).await {
             Ok(n) => self.recorded += n,
-            Err(RunError::Rejected(r)) => self.skipped.push(serde_json::json!({
-                "sha": sha,
-                "rule": rule_of(&r),
-                "reason": r.to_string(),
-            })),
+            Err(RunError::Rejected(r)) => self.skip(sha, rule_of(&r), r.to_string()),
             Err(RunError::Failed(status)) => return Err(failed(status)),
         }
         Ok(())
     }
 
-    fn answer(self) -> Answer {
+    /// `id` (a commit, an alert) left out by `rule`, saying why.
+    pub(super) fn skip(&mut self, id: &str, rule: &str, reason: String) {
+        self.skipped
+            .push(serde_json::json!({ "sha": id, "rule": rule, "reason": reason }));
+    }
+
+    pub(super) fn answer(self) -> Answer {
         let mut body = serde_json::json!({ "recorded": self.recorded });
         if !self.skipped.is_empty() {
             body["skipped"] = serde_json::Value::Array(self.skipped);
@@ -826,30 +853,16 @@ impl Webhooks {
 
 async fn argocd(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
     let a = argocd_answer(&hooks, &headers, &body).await;
-    let trigger = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["trigger"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    hooks.noted("argocd", &trigger, "", a)
+    hooks.noted("argocd", &text_at(&body, "/trigger"), "", a)
 }
 
 async fn argocd_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
-    let Some(token) = hooks.secrets.argocd_token.as_deref() else {
-        return refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "PAVED_ARGOCD_WEBHOOK_TOKEN is not set",
-        );
-    };
-    let given = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "Authorization: Bearer <PAVED_ARGOCD_WEBHOOK_TOKEN> is missing or wrong",
-        );
+    if let Err(a) = bearer(
+        headers,
+        hooks.secrets.argocd_token.as_deref(),
+        "PAVED_ARGOCD_WEBHOOK_TOKEN",
+    ) {
+        return a;
     }
     let n: ArgoNotification = match serde_json::from_slice(body) {
         Ok(n) => n,
@@ -941,11 +954,7 @@ struct IncidentHook {
 
 async fn incidents(State(hooks): State<Webhooks>, headers: HeaderMap, body: Bytes) -> Response {
     let a = incidents_answer(&hooks, &headers, &body).await;
-    let action = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["action"].as_str().map(str::to_owned))
-        .unwrap_or_default();
-    hooks.noted("incidents", &action, "", a)
+    hooks.noted("incidents", &text_at(&body, "/action"), "", a)
 }
 
 async fn incidents_answer(hooks: &Webhooks, headers: &HeaderMap, body: &[u8]) -> Answer {
