@@ -11,10 +11,12 @@
 //! started → succeeded | failed. Permission is checked before any other
 //! business rule, so a refusal tells another team nothing about the entity.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
-use crate::catalog::{Service, require_admin};
+use crate::catalog::{Service, require_admin, service_repository};
 use crate::event::Event;
 use crate::name::Name;
 use crate::rejection::{Precondition, Rejection};
@@ -464,20 +466,17 @@ impl Aggregate for Option<Deployment> {
 
 // ---- changes ----
 
-/// A commit on its way to production: the aggregate id is its SHA.
+/// A commit on its way to production: the aggregate id is its SHA. In a
+/// monorepo one commit may touch several services' directories: it is one
+/// change of each, recorded and shipped per service.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Change {
     pub sha: Name,
-    pub service: Name,
-    pub authored_at: Option<DateTime<Utc>>,
-    pub committed_at: DateTime<Utc>,
-    pub merged_at: Option<DateTime<Utc>>,
-    pub pr_number: u64,
-    pub pr_url: String,
-    pub author: String,
-    pub title: String,
-    /// Arrived as history, not as work (see [`is_backfill`]): kept, left out of DORA.
-    pub backfill: bool,
+    /// The services it counts for, each with its account of the change.
+    pub services: BTreeMap<Name, ChangeSpec>,
+    /// A merged pull request noted before a push said which services the
+    /// commit touches: the services recorded later take its account.
+    pub pull_request: Option<PullRequestAccount>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -490,7 +489,38 @@ pub struct ChangeSpec {
     pub pr_url: String,
     pub author: String,
     pub title: String,
+    /// Arrived as history, not as work (see [`is_backfill`]): kept, left out of DORA.
     pub backfill: bool,
+}
+
+/// A merged pull request's account of its merge commit, whichever
+/// services that commit turns out to touch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullRequestAccount {
+    pub number: u64,
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+    pub merged_at: Option<DateTime<Utc>>,
+    pub author: String,
+    pub title: String,
+}
+
+impl PullRequestAccount {
+    /// The change of `service` as this pull request tells it: counted from
+    /// the pull request's creation.
+    pub fn for_service(&self, service: &Name) -> ChangeSpec {
+        ChangeSpec {
+            service: service.clone(),
+            authored_at: Some(self.created_at),
+            committed_at: self.created_at,
+            merged_at: self.merged_at,
+            pr_number: self.number,
+            pr_url: self.url.clone(),
+            author: self.author.clone(),
+            title: self.title.clone(),
+            backfill: false,
+        }
+    }
 }
 
 /// A pushed commit older than this when it arrives is history (an imported
@@ -512,11 +542,19 @@ pub fn is_backfill(
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChangeCommand {
-    /// A commit on the way to production. Recorded once; when it was first
-    /// recorded from a push and now comes as a merged pull request (GitHub
-    /// sends both, in either order), the pull request's account replaces
-    /// the push's, so the order they arrive in does not change the result.
+    /// A commit of one service on the way to production. Recorded once per
+    /// service; when it was first recorded from a push and now comes as a
+    /// merged pull request (GitHub sends both, in either order), the pull
+    /// request's account replaces the push's, so the order they arrive in
+    /// does not change the result. A commit counts for several services
+    /// only when they name one repository (a monorepo); another
+    /// repository's service (a fork, a mirror) is refused.
     Record(ChangeSpec),
+    /// The merged pull request behind the commit, when which services it
+    /// touches is not known from it (a monorepo's pull request: GitHub
+    /// lists no files in it). Services recorded from the push, before or
+    /// after, take its account. Admins only (the GitHub webhook).
+    NotePullRequest(PullRequestAccount),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -531,6 +569,11 @@ pub enum ChangeEvent {
         sha: Name,
         spec: ChangeSpec,
     },
+    /// A merged pull request whose services are not known yet.
+    PullRequestNoted {
+        sha: Name,
+        pull_request: PullRequestAccount,
+    },
 }
 
 impl ChangeEvent {
@@ -538,13 +581,16 @@ impl ChangeEvent {
         match self {
             Self::Recorded { .. } => "ChangeRecorded",
             Self::PullRequestLinked { .. } => "ChangePullRequestLinked",
+            Self::PullRequestNoted { .. } => "ChangePullRequestNoted",
         }
     }
 
-    /// The change as it stands after this event.
-    pub fn spec(&self) -> &ChangeSpec {
+    /// The change of one service as it stands after this event, if the
+    /// event is about one.
+    pub fn spec(&self) -> Option<&ChangeSpec> {
         match self {
-            Self::Recorded { spec, .. } | Self::PullRequestLinked { spec, .. } => spec,
+            Self::Recorded { spec, .. } | Self::PullRequestLinked { spec, .. } => Some(spec),
+            Self::PullRequestNoted { .. } => None,
         }
     }
 }
@@ -555,6 +601,21 @@ impl From<ChangeEvent> for Event {
     }
 }
 
+fn validate_change(v: &mut Violations, spec: &ChangeSpec, now: DateTime<Utc>) {
+    not_future(v, "committed_at", spec.committed_at, now);
+    if let Some(m) = spec.merged_at {
+        not_future(v, "merged_at", m, now);
+        if m < spec.committed_at {
+            v.push("merged_at", "is before committed_at");
+        }
+    }
+    if !spec.pr_url.is_empty() {
+        v.url("pr_url", &spec.pr_url);
+    }
+    v.line("author", &spec.author, 200);
+    v.line("title", &spec.title, 500);
+}
+
 impl Aggregate for Option<Change> {
     const KIND: AggregateKind = AggregateKind::Change;
     type Command = ChangeCommand;
@@ -562,7 +623,18 @@ impl Aggregate for Option<Change> {
 
     fn references(&self, command: &ChangeCommand, _: &References) -> Vec<AggregateRef> {
         match command {
-            ChangeCommand::Record(spec) => vec![AggregateRef::service(&spec.service)],
+            ChangeCommand::Record(spec) => {
+                let mut refs = vec![AggregateRef::service(&spec.service)];
+                // Whether a commit counts for one more service depends on
+                // the repositories of those it counts for already.
+                if let Some(c) = self
+                    && !c.services.contains_key(&spec.service)
+                {
+                    refs.extend(c.services.keys().map(AggregateRef::service));
+                }
+                refs
+            }
+            ChangeCommand::NotePullRequest(_) => Vec::new(),
         }
     }
 
@@ -571,7 +643,6 @@ impl Aggregate for Option<Change> {
         command: &ChangeCommand,
         ctx: &Context<'_>,
     ) -> Result<Vec<ChangeEvent>, Rejection> {
-        let ChangeCommand::Record(spec) = command;
         let mut v = Violations::new();
         if !is_commit_sha(ctx.id.as_str()) {
             v.push(
@@ -579,57 +650,95 @@ impl Aggregate for Option<Change> {
                 "must be a full 40-character lowercase hex commit SHA",
             );
         }
-        not_future(&mut v, "committed_at", spec.committed_at, ctx.now);
-        if let Some(m) = spec.merged_at {
-            not_future(&mut v, "merged_at", m, ctx.now);
-            if m < spec.committed_at {
-                v.push("merged_at", "is before committed_at");
+        let recorded = self.as_ref().map(|c| &c.services);
+        let spec = match command {
+            ChangeCommand::Record(spec) => spec,
+            ChangeCommand::NotePullRequest(pr) => {
+                require_admin(ctx, "note pull requests")?;
+                validate_change(&mut v, &pr.for_service(ctx.id), ctx.now);
+                v.finish()?;
+                let mut events = Vec::new();
+                if self
+                    .as_ref()
+                    .and_then(|c| c.pull_request.as_ref())
+                    .is_none()
+                {
+                    events.push(ChangeEvent::PullRequestNoted {
+                        sha: ctx.id.clone(),
+                        pull_request: pr.clone(),
+                    });
+                }
+                // The services the push recorded it for already.
+                for (service, c) in recorded.into_iter().flatten() {
+                    if c.pr_number == 0 {
+                        events.push(ChangeEvent::PullRequestLinked {
+                            sha: ctx.id.clone(),
+                            spec: pr.for_service(service),
+                        });
+                    }
+                }
+                return Ok(events);
             }
-        }
-        if !spec.pr_url.is_empty() {
-            v.url("pr_url", &spec.pr_url);
-        }
-        v.line("author", &spec.author, 200);
-        v.line("title", &spec.title, 500);
+        };
+        validate_change(&mut v, spec, ctx.now);
         v.finish()?;
-        service_for(ctx, &spec.service)?;
-        match self {
+        let service = service_for(ctx, &spec.service)?;
+        // A pull request noted before the push: its account wins.
+        let noted = self.as_ref().and_then(|c| c.pull_request.as_ref());
+        let spec = match noted {
+            Some(pr) if spec.pr_number == 0 => pr.for_service(&spec.service),
+            _ => spec.clone(),
+        };
+        match recorded.and_then(|r| r.get(&spec.service)) {
             // The pull request behind a pushed commit: its account wins.
-            Some(c) if c.service == spec.service && c.pr_number == 0 && spec.pr_number > 0 => {
-                Ok(vec![ChangeEvent::PullRequestLinked {
+            Some(c) if c.pr_number == 0 && spec.pr_number > 0 => {
+                return Ok(vec![ChangeEvent::PullRequestLinked {
                     sha: ctx.id.clone(),
-                    spec: spec.clone(),
-                }])
+                    spec,
+                }]);
             }
             // The same change again (a redelivered webhook, the push after
             // its pull request): nothing new.
-            Some(c) if c.service == spec.service => Ok(Vec::new()),
-            Some(c) => Err(Rejection::AlreadyExists(format!(
-                "change {} (recorded for service {})",
-                ctx.id, c.service
-            ))),
-            None => Ok(vec![ChangeEvent::Recorded {
-                sha: ctx.id.clone(),
-                spec: spec.clone(),
-            }]),
+            Some(_) => return Ok(Vec::new()),
+            None => {}
         }
+        let repository = service_repository(&service.spec);
+        for other in recorded.into_iter().flat_map(|r| r.keys()) {
+            let theirs = ctx
+                .refs
+                .service(other)
+                .and_then(|o| service_repository(&o.spec));
+            if repository.is_none() || theirs != repository {
+                return Err(Rejection::AlreadyExists(format!(
+                    "change {} (recorded for service {other}, of another repository: a commit \
+                     counts for several services only within one repository)",
+                    ctx.id
+                )));
+            }
+        }
+        Ok(vec![ChangeEvent::Recorded {
+            sha: ctx.id.clone(),
+            spec,
+        }])
     }
 
     fn evolve(&mut self, event: &ChangeEvent) {
-        let (ChangeEvent::Recorded { sha, spec } | ChangeEvent::PullRequestLinked { sha, spec }) =
-            event;
-        *self = Some(Change {
+        let (ChangeEvent::Recorded { sha, .. }
+        | ChangeEvent::PullRequestLinked { sha, .. }
+        | ChangeEvent::PullRequestNoted { sha, .. }) = event;
+        let change = self.get_or_insert_with(|| Change {
             sha: sha.clone(),
-            service: spec.service.clone(),
-            authored_at: spec.authored_at,
-            committed_at: spec.committed_at,
-            merged_at: spec.merged_at,
-            pr_number: spec.pr_number,
-            pr_url: spec.pr_url.clone(),
-            author: spec.author.clone(),
-            title: spec.title.clone(),
-            backfill: spec.backfill,
+            services: BTreeMap::new(),
+            pull_request: None,
         });
+        match event {
+            ChangeEvent::Recorded { spec, .. } | ChangeEvent::PullRequestLinked { spec, .. } => {
+                change.services.insert(spec.service.clone(), spec.clone());
+            }
+            ChangeEvent::PullRequestNoted { pull_request, .. } => {
+                change.pull_request = Some(pull_request.clone());
+            }
+        }
     }
 
     fn select(event: &Event) -> Option<&ChangeEvent> {

@@ -68,6 +68,7 @@ impl Event {
         "DeploymentFailed",
         "ChangeRecorded",
         "ChangePullRequestLinked",
+        "ChangePullRequestNoted",
         "IncidentOpened",
         "IncidentLinked",
         "IncidentResolved",

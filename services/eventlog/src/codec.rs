@@ -11,7 +11,7 @@ use paved_domain::catalog::{
     TeamEvent, TeamProfile,
 };
 use paved_domain::delivery::{
-    ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
+    ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, PullRequestAccount, Target,
 };
 use paved_domain::ops::{OpsEvent, Quarantine, Statement};
 use paved_domain::surveys::{
@@ -648,6 +648,17 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 change: Some(change_to_proto(sha, spec)),
             })
         }
+        Event::Change(ChangeEvent::PullRequestNoted { sha, pull_request }) => {
+            Kind::ChangePullRequestNoted(pb::ChangePullRequestNoted {
+                sha: sha.to_string(),
+                pr_number: pull_request.number,
+                pr_url: pull_request.url.clone(),
+                created_at: Some(timestamp(pull_request.created_at)),
+                merged_at: pull_request.merged_at.map(timestamp),
+                author: pull_request.author.clone(),
+                title: pull_request.title.clone(),
+            })
+        }
         Event::Incident(e) => match e {
             IncidentEvent::Opened {
                 id,
@@ -673,12 +684,18 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         },
         Event::Repository(RepositoryEvent::Claimed {
             identity,
+            path,
             service,
+            owner,
             claimed_at,
+            joins,
         }) => Kind::RepositoryClaimed(pb::RepositoryClaimed {
             identity: identity.clone(),
             service: service.to_string(),
             claimed_at: Some(timestamp(*claimed_at)),
+            path: path.clone(),
+            owner: owner.as_ref().map(Name::to_string).unwrap_or_default(),
+            joins: *joins,
         }),
         Event::Repository(RepositoryEvent::GithubIdRecorded {
             identity,
@@ -1032,6 +1049,18 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             let (sha, spec) = change_from_proto(change)?;
             ChangeEvent::PullRequestLinked { sha, spec }.into()
         }
+        Kind::ChangePullRequestNoted(e) => ChangeEvent::PullRequestNoted {
+            sha: name("sha", &e.sha)?,
+            pull_request: PullRequestAccount {
+                number: e.pr_number,
+                url: e.pr_url.clone(),
+                created_at: required_time("created_at", e.created_at.as_ref())?,
+                merged_at: time_from_proto(e.merged_at.as_ref()),
+                author: e.author.clone(),
+                title: e.title.clone(),
+            },
+        }
+        .into(),
         Kind::IncidentOpened(e) => IncidentEvent::Opened {
             id: name("id", &e.id)?,
             title: e.title.clone(),
@@ -1054,8 +1083,13 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
         .into(),
         Kind::RepositoryClaimed(e) => RepositoryEvent::Claimed {
             identity: e.identity.clone(),
+            path: e.path.clone(),
             service: name("service", &e.service)?,
+            owner: (!e.owner.is_empty())
+                .then(|| name("owner", &e.owner))
+                .transpose()?,
             claimed_at: required_time("claimed_at", e.claimed_at.as_ref())?,
+            joins: e.joins,
         }
         .into(),
         Kind::RepositoryGithubIdRecorded(e) => RepositoryEvent::GithubIdRecorded {

@@ -310,3 +310,71 @@ async fn an_import_naming_a_repository_another_service_holds_is_refused_up_front
         "nothing of the import applied"
     );
 }
+
+#[tokio::test]
+async fn a_monorepos_components_import_by_directory_and_two_teams_cannot_share_one() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let group = |t: &str| {
+        format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: {t}\nspec:\n  type: team\n  children: []\n"
+        )
+    };
+    let component = |name: &str, owner: &str, dir: &str| {
+        format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\n  annotations:\n    backstage.io/source-location: url:https://github.com/acme/mono/tree/main/{dir}/\nspec:\n  type: service\n  lifecycle: production\n  owner: group:{owner}\n"
+        )
+    };
+    let file = |components: &[(&str, &str, &str)]| {
+        let mut y = group("pay") + &group("fx");
+        for (name, owner, dir) in components {
+            y.push_str(&component(name, owner, dir));
+        }
+        y
+    };
+    // Two teams naming one directory in one file: refused before anything runs.
+    let before = app.last_sequence().await;
+    let e = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: file(&[
+                ("pay-api", "pay", "services/pay"),
+                ("fx", "fx", "services/pay"),
+            ]),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["components.fx.metadata.annotations"]);
+    assert_eq!(app.last_sequence().await, before, "nothing applied");
+    // Their own directories, and two services of one team in one: imported.
+    c.import_backstage(pb::ImportBackstageRequest {
+        yaml: file(&[
+            ("pay-api", "pay", "services/pay"),
+            ("pay-worker", "pay", "services/pay"),
+            ("fx", "fx", "services/fx"),
+        ]),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let seq = app.last_sequence().await;
+    c.at(seq).get_service("fx").await.unwrap();
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, source_path FROM catalog_services WHERE repository = 'github.com/acme/mono'
+          ORDER BY name",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(&str, &str)> = rows.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    assert_eq!(
+        rows,
+        [
+            ("fx", "services/fx"),
+            ("pay-api", "services/pay"),
+            ("pay-worker", "services/pay")
+        ]
+    );
+}

@@ -1609,3 +1609,225 @@ async fn hostile_incident_payloads_and_listing_requests_are_refused_and_record_n
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.to_string().contains("source"), "{e}");
 }
+
+/// A push of `commits` (SHA, files touched) to acme/mono's main branch.
+fn mono_push(commits: &[(String, &[&str])]) -> String {
+    let at = ago(chrono::Duration::minutes(30));
+    let commits: Vec<serde_json::Value> = commits
+        .iter()
+        .map(|(id, files)| {
+            serde_json::json!({
+                "id": id, "message": "Touch", "timestamp": at, "distinct": true,
+                "author": {"name": "Mona", "email": "mona@example.com", "username": "mona"},
+                "url": format!("https://github.com/acme/mono/commit/{id}"),
+                "added": [], "removed": [], "modified": files
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "ref": "refs/heads/main", "before": "0".repeat(40), "created": false,
+        "head_commit": commits.last(), "commits": commits,
+        "repository": {"id": 4242, "full_name": "acme/mono", "html_url": "https://github.com/acme/mono",
+                       "default_branch": "main", "pushed_at": chrono::Utc::now().timestamp()}
+    })
+    .to_string()
+}
+
+fn mono_pr(sha: &str, number: u64) -> String {
+    serde_json::json!({
+        "action": "closed", "number": number,
+        "pull_request": {
+            "number": number, "html_url": format!("https://github.com/acme/mono/pull/{number}"),
+            "title": "Across services", "merged": true, "merged_at": ago(chrono::Duration::minutes(30)),
+            "merge_commit_sha": sha, "created_at": ago(chrono::Duration::days(1)),
+            "user": {"login": "octocat"}, "base": {"ref": "main"}, "head": {"ref": "across"}
+        },
+        "repository": {"id": 4242, "full_name": "acme/mono", "html_url": "https://github.com/acme/mono", "default_branch": "main"}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_monorepo_commit_counts_for_each_service_whose_directory_it_touches() {
+    let app = app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("treasury")).await.unwrap();
+    c.create_team(fixtures::team("growth")).await.unwrap();
+    let as_member = |name: &str, team: &str| {
+        app.client_as(paved_domain::Principal::member(
+            name,
+            paved_domain::Name::parse(team).unwrap(),
+        ))
+    };
+    let (alice, tess, mallory) = (
+        as_member("alice", "payments").await,
+        as_member("tess", "treasury").await,
+        as_member("mallory", "growth").await,
+    );
+    const MONO: &str = "https://github.com/acme/mono";
+    // A directory by repository URL; two services of one team share it.
+    for name in ["pay-api", "pay-worker"] {
+        alice
+            .register_service(with_repository(
+                fixtures::service(name, "payments"),
+                &format!("{MONO}/tree/main/services/pay"),
+            ))
+            .await
+            .unwrap();
+    }
+    // A directory by Backstage's annotation, for another team.
+    let mut fx = with_repository(fixtures::service("fx", "treasury"), MONO);
+    fx.spec.as_mut().unwrap().annotations.insert(
+        "backstage.io/source-location".into(),
+        format!("url:{MONO}/tree/main/services/fx/"),
+    );
+    let done = tess.register_service(fx).await.unwrap();
+    // A third team cannot take a directory another team holds.
+    let before = app.last_sequence().await;
+    let e = mallory
+        .register_service(with_repository(
+            fixtures::service("fake-pay", "growth"),
+            &format!("{MONO}/tree/main/services/pay"),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+    assert!(e.to_string().contains("team payments"), "{e}");
+    assert_eq!(app.last_sequence().await, before);
+    c.at(done.sequence).get_service("fx").await.unwrap();
+
+    let sha = |n: u8| format!("{n:02x}").repeat(20);
+    // The merge commit of a pull request touching both directories: the
+    // pull request first (it lists no files), its push after.
+    let body = mono_pr(&sha(0xa4), 9);
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("pull_request", "mono-pr-9", &body),
+        &body,
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    let body = mono_push(&[
+        (sha(0xa1), &["services/pay/src/main.rs"]),
+        (
+            sha(0xa2),
+            &["services/fx/rates.go", "services/pay/README.md"],
+        ),
+        (sha(0xa3), &["docs/index.md", "services/payments-old/x"]),
+        (
+            sha(0xa4),
+            &["services/fx/rates.go", "services/pay/src/main.rs"],
+        ),
+    ]);
+    let headers = github_headers("push", "mono-push-1", &body);
+    let (status, a) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(8)), "{a}");
+    // The commit touching no service's directory is listed, not recorded.
+    let skipped = a["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{a}");
+    assert_eq!(
+        (skipped[0]["sha"].as_str(), skipped[0]["rule"].as_str()),
+        (Some(sha(0xa3).as_str()), Some("outside_services"))
+    );
+    // A redelivery answers the same and records nothing.
+    let (status, again) = post(&app, "/webhooks/github", &headers, &body).await;
+    assert_eq!((status, again["recorded"].as_u64()), (200, Some(0)));
+    assert_eq!(again["skipped"], a["skipped"]);
+    // The other order: the pull request after the push links it to both.
+    let body = mono_pr(&sha(0xa2), 8);
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("pull_request", "mono-pr-8", &body),
+        &body,
+    )
+    .await;
+    // Noted, and linked to the three services the push recorded it for.
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(4)), "{a}");
+
+    // One fx deployment ships fx's changes only.
+    let now = chrono::Utc::now();
+    let deployed = tess
+        .record_deployment(pb::RecordDeploymentRequest {
+            request_id: "fx-deploy-1".into(),
+            target: Some(pb::DeploymentTarget {
+                service: "fx".into(),
+                environment: "production".into(),
+                revision: "fx-1".into(),
+                ..Default::default()
+            }),
+            source: "pipeline".into(),
+            started_at: Some(paved_proto::wkt::Timestamp {
+                seconds: now.timestamp() - 60,
+                nanos: 0,
+            }),
+            outcome: Some(pb::DeploymentOutcome {
+                succeeded: true,
+                finished_at: Some(paved_proto::wkt::Timestamp {
+                    seconds: now.timestamp(),
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    c.at(deployed.sequence)
+        .list_deployments(pb::ListDeploymentsRequest::default())
+        .await
+        .unwrap();
+    let rows: Vec<(String, String, i64, bool)> = sqlx::query_as(
+        "SELECT sha, service, pr_number, deployment IS NOT NULL FROM delivery_changes
+          WHERE sha LIKE 'a%' ORDER BY sha, service",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(String, &str, i64, bool)> = rows
+        .iter()
+        .map(|(s, svc, pr, shipped)| (s[..2].to_owned(), svc.as_str(), *pr, *shipped))
+        .collect();
+    let row = |s: &str, svc: &'static str, pr: i64, shipped: bool| (s.to_owned(), svc, pr, shipped);
+    assert_eq!(
+        rows,
+        [
+            row("a1", "pay-api", 0, false),
+            row("a1", "pay-worker", 0, false),
+            row("a2", "fx", 8, true),
+            row("a2", "pay-api", 8, false),
+            row("a2", "pay-worker", 8, false),
+            row("a4", "fx", 9, true),
+            row("a4", "pay-api", 9, false),
+            row("a4", "pay-worker", 9, false),
+        ]
+    );
+
+    // No directory declared: a change of each service of the repository.
+    let mut worker = fixtures::service("ledger-worker", "payments");
+    worker
+        .spec
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert("github.com/project-slug".into(), "acme/ledger".into());
+    let done = alice.register_service(worker).await.unwrap();
+    c.at(done.sequence)
+        .get_service("ledger-worker")
+        .await
+        .unwrap();
+    let body = push_of(
+        "refs/heads/main",
+        false,
+        &[(sha(0xb1), "Both", ago(chrono::Duration::minutes(5)))],
+    );
+    let (status, a) = post(
+        &app,
+        "/webhooks/github",
+        &github_headers("push", "ledger-push-1", &body),
+        &body,
+    )
+    .await;
+    assert_eq!((status, a["recorded"].as_u64()), (200, Some(2)), "{a}");
+}

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
     Criticality, Lifecycle, Link, Objective, RepositoryEvent, Service, ServiceSpec, ServiceType,
-    Slo, System, Team, TeamProfile, service_repository,
+    Slo, System, Team, TeamProfile, service_source,
 };
 use paved_domain::{Aggregate, AggregateKind, Event, Name};
 use paved_eventlog::StoredCommit;
@@ -499,6 +499,7 @@ struct ServiceColumns {
     tier: Vec<Option<i16>>,
     repository_url: Vec<String>,
     repository: Vec<Option<String>>,
+    source_path: Vec<String>,
     docs_url: Vec<String>,
     tags: Vec<Value>,
     labels: Vec<Value>,
@@ -532,7 +533,10 @@ async fn write_services(
         c.description.push(s.spec.description.clone());
         c.tier.push(s.spec.tier.map(i16::from));
         c.repository_url.push(s.spec.repository_url.clone());
-        c.repository.push(service_repository(&s.spec));
+        let source = service_source(&s.spec);
+        c.source_path
+            .push(source.as_ref().map(|l| l.path.clone()).unwrap_or_default());
+        c.repository.push(source.map(|l| l.identity));
         c.docs_url.push(s.spec.docs_url.clone());
         c.tags.push(serde_json::json!(s.spec.tags));
         c.labels.push(serde_json::json!(s.spec.labels));
@@ -596,11 +600,11 @@ async fn write_services(
         "INSERT INTO catalog_services (name, owner, type, lifecycle, system, description, tier,
                 repository_url, docs_url, tags, labels, annotations, links, slos,
                 deprecation_reason, retired_reason, created_at, updated_at, last_sequence,
-                repository)
+                repository, source_path)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::text[], $7::smallint[], $8::text[], $9::text[], $10::jsonb[], $11::jsonb[],
                 $12::jsonb[], $13::jsonb[], $14::jsonb[], $15::text[], $16::text[],
-                $17::timestamptz[], $18::timestamptz[], $19::bigint[], $20::text[])
+                $17::timestamptz[], $18::timestamptz[], $19::bigint[], $20::text[], $21::text[])
          ON CONFLICT (name) DO UPDATE SET
            owner = EXCLUDED.owner, type = EXCLUDED.type, lifecycle = EXCLUDED.lifecycle,
            system = EXCLUDED.system, description = EXCLUDED.description, tier = EXCLUDED.tier,
@@ -610,7 +614,7 @@ async fn write_services(
            deprecation_reason = EXCLUDED.deprecation_reason,
            retired_reason = EXCLUDED.retired_reason,
            updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence,
-           repository = EXCLUDED.repository",
+           repository = EXCLUDED.repository, source_path = EXCLUDED.source_path",
     )
     .bind(c.name)
     .bind(c.owner)
@@ -632,6 +636,7 @@ async fn write_services(
     .bind(c.updated_at)
     .bind(c.last_sequence)
     .bind(c.repository)
+    .bind(c.source_path)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -652,6 +657,7 @@ async fn write_claims(
                     identity,
                     service,
                     claimed_at,
+                    ..
                 }) => {
                     claims.insert(identity, (service, *claimed_at, stored.sequence as i64));
                 }

@@ -1,7 +1,9 @@
 //! The delivery projection: `delivery_deployments`, `delivery_changes` and
 //! `delivery_incidents`, the facts `MetricsService` computes DORA from.
 //!
-//! Which deployment ships a change (lead time): the earliest-finished
+//! A change is a row per commit and service (a monorepo commit may be a
+//! change of several services). Which deployment ships a change (lead
+//! time): the earliest-finished
 //! successful production deployment of its service that finished after the
 //! change was committed and either lists the change's SHA, or lists no
 //! commits at all and finished after the change was merged (else
@@ -95,7 +97,9 @@ impl DeliveryProjection {
             let id = stored.commit.aggregate_id.as_str();
             stored.commit.events.iter().any(|event| match event {
                 Event::Deployment(_) => services.get(id).is_some_and(|s| self.partition.owns(s)),
-                Event::Change(e) => self.partition.owns(e.spec().service.as_str()),
+                Event::Change(e) => e
+                    .spec()
+                    .is_some_and(|c| self.partition.owns(c.service.as_str())),
                 Event::Incident(_) => self.partition.owns(id),
                 _ => false,
             })
@@ -519,7 +523,7 @@ impl Changes {
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::timestamptz[],
                                   $5::timestamptz[], $6::bigint[], $7::text[], $8::text[],
                                   $9::text[], $10::bigint[], $11::bool[])
-             ON CONFLICT (sha) DO NOTHING",
+             ON CONFLICT (sha, service) DO NOTHING",
         )
         .bind(&self.sha)
         .bind(&self.service)
@@ -551,10 +555,10 @@ impl Changes {
                     last_sequence = n.seq
                FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[],
                            $5::bigint[], $6::text[], $7::text[], $8::text[], $9::bool[],
-                           $10::bigint[])
+                           $10::bigint[], $11::text[])
                     AS n(sha, authored_at, committed_at, merged_at, pr_number, pr_url, author,
-                         title, backfill, seq)
-              WHERE c.sha = n.sha AND c.last_sequence < n.seq",
+                         title, backfill, seq, service)
+              WHERE c.sha = n.sha AND c.service = n.service AND c.last_sequence < n.seq",
         )
         .bind(&self.sha)
         .bind(&self.authored_at)
@@ -566,6 +570,7 @@ impl Changes {
         .bind(&self.title)
         .bind(&self.backfill)
         .bind(&self.seq)
+        .bind(&self.service)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -594,7 +599,7 @@ async fn ship(
              SELECT sha, service, committed_at, coalesce(merged_at, committed_at)
                FROM delivery_changes WHERE service = ANY($1) AND deployed_at >= $2
          ), chosen AS (
-             SELECT a.sha, d.id, d.finished_at
+             SELECT a.sha, a.service, d.id, d.finished_at
                FROM affected a
                LEFT JOIN LATERAL (
                    SELECT id, finished_at FROM delivery_deployments d
@@ -608,7 +613,8 @@ async fn ship(
          )
          UPDATE delivery_changes c SET deployment = chosen.id, deployed_at = chosen.finished_at
            FROM chosen
-          WHERE c.sha = chosen.sha AND c.deployment IS DISTINCT FROM chosen.id",
+          WHERE c.sha = chosen.sha AND c.service = chosen.service
+            AND c.deployment IS DISTINCT FROM chosen.id",
     )
     .bind(services)
     .bind(since)

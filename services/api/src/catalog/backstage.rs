@@ -29,9 +29,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
     ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, RepositoryClaim,
-    RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType, SpecField, System,
-    SystemCommand, Team, TeamCommand, TeamProfile, claim_id, may_join_system, receipt_id,
-    repository_to_claim,
+    RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType, SourceLocation,
+    SpecField, System, SystemCommand, Team, TeamCommand, TeamProfile, claim_id, may_join_system,
+    receipt_id, repository_to_claim,
 };
 use paved_domain::validate::{self, Violations};
 use paved_domain::{Aggregate, Context, FieldViolation, Name, Principal, References, Rejection};
@@ -770,8 +770,9 @@ async fn run_import(
     Ok(response)
 }
 
-/// Components naming a repository whose claim another service holds: the
-/// claim aggregate's own `decide`, run on the states as they are now.
+/// Components naming a repository path whose claim another team's service
+/// holds (the claim aggregate's own `decide`, run on the states as they
+/// are now), or that another team's component of the file names too.
 async fn repository_conflicts(
     executor: &Executor,
     docs: &Documents,
@@ -779,6 +780,7 @@ async fn repository_conflicts(
     meta: &CommandMeta,
 ) -> Result<Vec<FieldViolation>, Status> {
     let mut out = Vec::new();
+    let mut in_file: BTreeMap<SourceLocation, (Name, Name)> = BTreeMap::new();
     for c in &docs.components {
         let command = ServiceCommand::Register {
             owner: c.owner.clone(),
@@ -796,23 +798,46 @@ async fn repository_conflicts(
             ),
             None => repository_to_claim(None, &command),
         };
-        let Some(identity) = wanted else { continue };
-        let id = claim_id(&identity);
+        let Some(location) = wanted else { continue };
+        let owner = current.map_or(&c.owner, |cur| &cur.owner).clone();
+        // Two teams' components of this file naming one path.
+        match in_file.get(&location) {
+            Some((team, other)) if team != &owner => {
+                out.push(FieldViolation::new(
+                    format!("components.{}.metadata.annotations", c.name),
+                    format!(
+                        "{location} is named by component {other} of team {team} in this file too: \
+                         a repository path belongs to one team"
+                    ),
+                ));
+                continue;
+            }
+            Some(_) => {}
+            None => {
+                in_file.insert(location.clone(), (owner.clone(), c.name.clone()));
+            }
+        }
+        let id = claim_id(&location.identity);
         let claim = executor
             .state::<Option<RepositoryClaim>>(&id)
             .await
             .map_err(exec_err)?
             .state;
+        let claim_command = RepositoryCommand::Claim {
+            identity: location.identity,
+            path: location.path,
+            service: c.name.clone(),
+            owner,
+        };
+        // The services holding that path now, as the claim's decision needs them.
         let mut refs = References::default();
-        if let Some(holder) = claim.as_ref().map(|h| h.service.clone())
-            && holder != c.name
-        {
+        for holder in claim.references(&claim_command, &refs) {
             let state = executor
-                .state::<Option<Service>>(&holder)
+                .state::<Option<Service>>(&holder.id)
                 .await
                 .map_err(exec_err)?
                 .state;
-            refs.insert_service(holder, state);
+            refs.insert_service(holder.id, state);
         }
         let ctx = Context {
             id: &id,
@@ -820,14 +845,10 @@ async fn repository_conflicts(
             now: meta.now,
             refs: &refs,
         };
-        let claim_command = RepositoryCommand::Claim {
-            identity,
-            service: c.name.clone(),
-        };
         if let Err(Rejection::AlreadyExists(what)) = claim.decide(&claim_command, &ctx) {
             out.push(FieldViolation::new(
                 format!("components.{}.metadata.annotations", c.name),
-                format!("{what} already exists: a repository belongs to one service"),
+                format!("{what} already exists: a repository path belongs to one team"),
             ));
         }
     }

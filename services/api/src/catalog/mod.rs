@@ -129,18 +129,26 @@ pub(crate) async fn claim_repository(
         ServiceCommand::Update { .. } => executor.state::<Option<Service>>(id).await?.state,
         _ => None,
     };
-    let Some(identity) = repository_to_claim(current.as_ref(), command) else {
+    let Some(location) = repository_to_claim(current.as_ref(), command) else {
         return Ok(());
+    };
+    let owner = match (command, &current) {
+        (ServiceCommand::Register { owner, .. }, _) => owner.clone(),
+        (_, Some(s)) => s.owner.clone(),
+        // Not there: the service's own command says so.
+        (_, None) => return Ok(()),
     };
     let mut claim_meta = meta.clone();
     claim_meta.command_id = format!("{}/claim", meta.command_id);
     claim_meta.expected_version = None;
     let claim = RepositoryCommand::Claim {
-        identity: identity.clone(),
+        identity: location.identity.clone(),
+        path: location.path,
         service: id.clone(),
+        owner,
     };
     executor
-        .execute::<Option<RepositoryClaim>>(&claim_id(&identity), &claim, &claim_meta)
+        .execute::<Option<RepositoryClaim>>(&claim_id(&location.identity), &claim, &claim_meta)
         .await?;
     Ok(())
 }

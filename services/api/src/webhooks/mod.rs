@@ -5,9 +5,13 @@
 //!   and `push` (to the default branch) events, verified with
 //!   `X-Hub-Signature-256` (HMAC-SHA256 of the body with
 //!   `PAVED_GITHUB_WEBHOOK_SECRET`, compared in constant time). Each merged
-//!   PR's merge commit and each pushed commit becomes a change of the service
-//!   whose `github.com/project-slug` annotation or repository URL names the
-//!   repository. A PR's change counts from the PR's creation (its first
+//!   PR's merge commit and each pushed commit becomes a change of the
+//!   services whose `github.com/project-slug` annotation or repository URL
+//!   names the repository: in a monorepo, of each service whose directory
+//!   (`backstage.io/source-location`, or a `tree/<branch>/<path>` repository
+//!   URL) the commit's added, modified or removed files touch; a merged PR,
+//!   which lists no files, is noted and given to the services its merge
+//!   commit's push names. A PR's change counts from the PR's creation (its first
 //!   commit is not in the payload); a pushed commit from its commit time;
 //!   a PR's account replaces a push's, whichever came first. Commits are
 //!   judged one by one (the refused ones skipped with their reason, the
@@ -48,9 +52,10 @@ use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
-use paved_domain::catalog::repository_identity;
+use paved_domain::catalog::{repository_identity, touches};
 use paved_domain::delivery::{
-    Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, Target, is_backfill,
+    Change, ChangeCommand, ChangeSpec, Deployment, DeploymentCommand, Outcome, PullRequestAccount,
+    Target, is_backfill,
 };
 use paved_domain::{Aggregate, Name, Principal, Rejection};
 use paved_eventlog::log::header_safe;
@@ -358,6 +363,28 @@ struct PushCommit {
     author: Option<CommitAuthor>,
     #[serde(default)]
     url: String,
+    /// The paths it added, modified and removed (GitHub lists all three).
+    added: Option<Vec<String>>,
+    modified: Option<Vec<String>>,
+    removed: Option<Vec<String>>,
+}
+
+impl PushCommit {
+    /// The paths it touches; `None` when the payload does not list them.
+    fn files(&self) -> Option<Vec<&str>> {
+        if self.added.is_none() && self.modified.is_none() && self.removed.is_none() {
+            return None;
+        }
+        let lists = [&self.added, &self.modified, &self.removed];
+        Some(
+            lists
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(String::as_str)
+                .collect(),
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -373,48 +400,69 @@ struct PushEvent {
     repository: Repository,
 }
 
+/// A service a repository's events are about, and the directory of the
+/// repository its source lives in ("" for all of it).
+struct RepoService {
+    service: Name,
+    path: String,
+}
+
 impl Webhooks {
-    /// The live service that names this repository (its slug annotation or
-    /// repository URL, normalised: see `repository_identity`), else — a
-    /// renamed repository — the one whose claim holds GitHub's numeric id
-    /// from an earlier delivery. A repository belongs to one live service
-    /// (its claim); a service registered before claims existed and naming
-    /// the same repository comes second.
-    async fn service_of(&self, repo: &Repository) -> Result<Option<Name>, sqlx::Error> {
+    /// The live services that name this repository (their slug annotation
+    /// or repository URL, normalised: see `repository_identity`), else — a
+    /// renamed repository — those naming the repository whose claim holds
+    /// GitHub's numeric id from an earlier delivery. Several in a monorepo,
+    /// each with the directory its source lives in.
+    async fn services_of(&self, repo: &Repository) -> Result<Vec<RepoService>, sqlx::Error> {
         let identity = repository_identity(&repo.html_url)
             .or_else(|| repository_identity(&format!("https://github.com/{}", repo.full_name)));
+        let targets = |rows: Vec<(String, String)>| {
+            rows.into_iter()
+                .filter_map(|(name, path)| {
+                    Some(RepoService {
+                        service: Name::parse(&name).ok()?,
+                        path,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
         if let Some(identity) = &identity {
-            let found: Option<(String, bool, Option<i64>)> = sqlx::query_as(
-                "SELECT s.name, r.identity IS NOT NULL, r.github_id FROM catalog_services s
-                   LEFT JOIN catalog_repositories r ON r.identity = s.repository AND r.service = s.name
+            let found: Vec<(String, String, bool, Option<i64>)> = sqlx::query_as(
+                "SELECT s.name, s.source_path, r.identity IS NOT NULL, r.github_id
+                   FROM catalog_services s
+                   LEFT JOIN catalog_repositories r ON r.identity = s.repository
                   WHERE s.retired_reason IS NULL AND s.repository = $1
-                  ORDER BY r.service IS NULL, s.name LIMIT 1",
+                  ORDER BY s.name",
             )
             .bind(identity)
-            .fetch_optional(&self.pool)
+            .fetch_all(&self.pool)
             .await?;
-            if let Some((name, claimed, known)) = found {
+            if let Some((_, _, claimed, known)) = found.first() {
                 if let Some(id) = repo.id
-                    && claimed
-                    && known != Some(id as i64)
+                    && *claimed
+                    && *known != Some(id as i64)
                 {
                     self.remember_github_id(identity, id).await;
                 }
-                return Ok(Name::parse(&name).ok());
+                return Ok(targets(
+                    found.into_iter().map(|(n, p, _, _)| (n, p)).collect(),
+                ));
             }
         }
         let Some(id) = repo.id else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
-        let renamed: Option<String> = sqlx::query_scalar(
-            "SELECT s.name FROM catalog_repositories r
-               JOIN catalog_services s ON s.name = r.service AND s.retired_reason IS NULL
-              WHERE r.github_id = $1 ORDER BY r.claimed_at DESC LIMIT 1",
+        let renamed: Vec<(String, String)> = sqlx::query_as(
+            "SELECT s.name, s.source_path FROM catalog_services s
+              WHERE s.retired_reason IS NULL
+                AND s.repository = (SELECT identity FROM catalog_repositories
+                                     WHERE github_id = $1 ORDER BY claimed_at DESC LIMIT 1)
+              ORDER BY s.name",
         )
         .bind(id as i64)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(renamed.and_then(|n| Name::parse(&n).ok()))
+        Ok(targets(renamed))
     }
 
     /// Records GitHub's id of the claimed repository `identity` (once; a
@@ -438,15 +486,15 @@ impl Webhooks {
         }
     }
 
-    /// The service a repository's events are about; `Err` is the answer
+    /// The services a repository's events are about; `Err` is the answer
     /// when there is none.
-    async fn service_for(&self, repo: &Repository) -> Result<Name, Answer> {
-        match self.service_of(repo).await {
-            Ok(Some(s)) => Ok(s),
-            Ok(None) => Err(ignore(format!(
+    async fn services_for(&self, repo: &Repository) -> Result<Vec<RepoService>, Answer> {
+        match self.services_of(repo).await {
+            Ok(t) if t.is_empty() => Err(ignore(format!(
                 "no service has repository {}",
                 repo.full_name
             ))),
+            Ok(t) => Ok(t),
             Err(err) => Err(failed(error::database(err))),
         }
     }
@@ -469,11 +517,11 @@ impl Webhooks {
         }
     }
 
-    async fn record_change(
+    async fn change(
         &self,
         request_id: String,
         sha: &str,
-        spec: ChangeSpec,
+        command: ChangeCommand,
     ) -> Result<u32, RunError> {
         let Ok(id) = Name::parse(&sha.to_ascii_lowercase()) else {
             return Err(RunError::Rejected(Rejection::invalid(
@@ -481,13 +529,8 @@ impl Webhooks {
                 format!("{sha:?} is not a commit SHA"),
             )));
         };
-        self.run::<Option<Change>>(
-            "webhook:github",
-            request_id,
-            &id,
-            &ChangeCommand::Record(spec),
-        )
-        .await
+        self.run::<Option<Change>>("webhook:github", request_id, &id, &command)
+            .await
     }
 }
 
@@ -642,9 +685,9 @@ impl Judged {
         hooks: &Webhooks,
         request_id: String,
         sha: &str,
-        spec: ChangeSpec,
+        command: ChangeCommand,
     ) -> Result<(), Answer> {
-        match hooks.record_change(request_id, sha, spec).await {
+        match hooks.change(request_id, sha, command).await {
             Ok(n) => self.recorded += n,
             Err(RunError::Rejected(r)) => self.skip(sha, rule_of(&r), r.to_string()),
             Err(RunError::Failed(status)) => return Err(failed(status)),
@@ -692,31 +735,39 @@ impl Webhooks {
                 "pull_request.merge_commit_sha is missing",
             );
         };
-        let service = match self.service_for(&e.repository).await {
-            Ok(s) => s,
+        let targets = match self.services_for(&e.repository).await {
+            Ok(t) => t,
             Err(answer) => return answer,
         };
-        let spec = ChangeSpec {
-            service,
-            authored_at: Some(pr.created_at),
-            committed_at: pr.created_at,
+        let account = PullRequestAccount {
+            number: pr.number,
+            url: pr.html_url.clone(),
+            created_at: pr.created_at,
             merged_at: pr.merged_at,
-            pr_number: pr.number,
-            pr_url: pr.html_url.clone(),
             author: pr
                 .user
                 .as_ref()
                 .map(|u| u.login.clone())
                 .unwrap_or_default(),
             title: one_line(&pr.title),
-            backfill: false,
         };
         let mut judged = Judged::default();
-        if let Err(a) = judged
-            .record(self, format!("github:{delivery}:{sha}"), sha, spec)
-            .await
-        {
-            return a;
+        // Services of the whole repository: the merge commit is theirs.
+        for t in targets.iter().filter(|t| t.path.is_empty()) {
+            let command = ChangeCommand::Record(account.for_service(&t.service));
+            let request_id = format!("github:{delivery}:{sha}:{}", t.service);
+            if let Err(a) = judged.record(self, request_id, sha, command).await {
+                return a;
+            }
+        }
+        // Services of a directory: which ones it touches only the push tells
+        // (a pull request event lists no files), before or after this.
+        if targets.iter().any(|t| !t.path.is_empty()) {
+            let command = ChangeCommand::NotePullRequest(account);
+            let request_id = format!("github:{delivery}:{sha}:pull-request");
+            if let Err(a) = judged.record(self, request_id, sha, command).await {
+                return a;
+            }
         }
         judged.answer()
     }
@@ -727,8 +778,8 @@ impl Webhooks {
         if e.git_ref != default {
             return ignore(format!("{} is not the default branch", e.git_ref));
         }
-        let service = match self.service_for(&e.repository).await {
-            Ok(s) => s,
+        let targets = match self.services_for(&e.repository).await {
+            Ok(t) => t,
             Err(answer) => return answer,
         };
         let merged_at = e.head_commit.as_ref().map(|c| c.timestamp);
@@ -746,26 +797,48 @@ impl Webhooks {
         let now = pushed_at.unwrap_or_else(Utc::now);
         let mut judged = Judged::default();
         for c in e.commits.iter().filter(|c| c.distinct != Some(false)) {
-            let spec = ChangeSpec {
-                service: service.clone(),
-                authored_at: None,
-                committed_at: c.timestamp,
-                merged_at: merged_at.map(|m| m.max(c.timestamp)),
-                pr_number: 0,
-                pr_url: c.url.clone(),
-                author: c
-                    .author
+            let files = c.files();
+            let mut touched: Vec<&RepoService> = Vec::new();
+            for t in &targets {
+                if files
                     .as_ref()
-                    .map(|a| a.username.clone().unwrap_or_else(|| a.name.clone()))
-                    .unwrap_or_default(),
-                title: one_line(&c.message),
-                backfill: is_backfill(c.timestamp, now, e.created),
-            };
-            if let Err(a) = judged
-                .record(self, format!("github:{delivery}:{}", c.id), &c.id, spec)
-                .await
-            {
-                return a;
+                    .is_none_or(|f| touches(&t.path, f.iter().copied()))
+                {
+                    touched.push(t);
+                }
+            }
+            if touched.is_empty() {
+                judged.skip(
+                    &c.id,
+                    "outside_services",
+                    format!(
+                        "touches no service's directory in {}",
+                        e.repository.full_name
+                    ),
+                );
+                continue;
+            }
+            for t in touched {
+                let spec = ChangeSpec {
+                    service: t.service.clone(),
+                    authored_at: None,
+                    committed_at: c.timestamp,
+                    merged_at: merged_at.map(|m| m.max(c.timestamp)),
+                    pr_number: 0,
+                    pr_url: c.url.clone(),
+                    author: c
+                        .author
+                        .as_ref()
+                        .map(|a| a.username.clone().unwrap_or_else(|| a.name.clone()))
+                        .unwrap_or_default(),
+                    title: one_line(&c.message),
+                    backfill: is_backfill(c.timestamp, now, e.created),
+                };
+                let request_id = format!("github:{delivery}:{}:{}", c.id, t.service);
+                let command = ChangeCommand::Record(spec);
+                if let Err(a) = judged.record(self, request_id, &c.id, command).await {
+                    return a;
+                }
             }
         }
         judged.answer()

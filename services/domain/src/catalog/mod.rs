@@ -16,8 +16,9 @@ mod team;
 
 pub use import::{ImportCommand, ImportEvent, ImportReceipt, ImportResult, receipt_id};
 pub use repository::{
-    CLAIM_GRACE, GITHUB_SLUG_ANNOTATION, RepositoryClaim, RepositoryCommand, RepositoryEvent,
-    claim_id, claim_ref, repository_identity, service_repository,
+    CLAIM_GRACE, GITHUB_SLUG_ANNOTATION, Holder, RepositoryClaim, RepositoryCommand,
+    RepositoryEvent, SOURCE_LOCATION_ANNOTATION, SourceLocation, claim_id, claim_ref,
+    repository_identity, service_repository, service_source, touches,
 };
 pub use service::{
     Criticality, Lifecycle, Link, Objective, Service, ServiceCommand, ServiceEvent, ServiceSpec,

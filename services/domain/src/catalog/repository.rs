@@ -1,14 +1,24 @@
-//! Repository claims: a source repository belongs to at most one live
-//! service. Uniqueness across services comes from invariant 2, as for names:
-//! each repository has an aggregate of its own (id from a digest of its
-//! identity) whose state names the service holding it, and a service may
-//! name a repository only while it holds its claim.
+//! Repository claims: which services may name a source repository, and
+//! which directory of it. Uniqueness across teams comes from invariant 2, as
+//! for names: each repository has an aggregate of its own (id from a digest
+//! of its identity) whose state names, per source path, the services holding
+//! it, and a service may name a repository (and path) only while it holds
+//! that claim.
+//!
+//! One path of one repository belongs to one team: any number of that
+//! team's services may share it (a repository with several services and no
+//! paths declared), another team's service may not while one of the
+//! holders still names it. Different paths of a monorepo may belong to
+//! different teams (paths are compared as given: `services` and
+//! `services/payments` are two paths).
 //!
 //! A claim is taken first, then the service's command (which checks it)
-//! runs. A claim whose holder never came to exist (its registration failed
-//! or the process crashed between the two) stands for [`CLAIM_GRACE`], then
-//! anyone may take it; so does the claim of a retired service, or of one
-//! that names another repository by now.
+//! runs. A holder that never came to exist (its registration failed or the
+//! process crashed between the two) stands for [`CLAIM_GRACE`], then anyone
+//! may take the path; so may anyone once every holder is retired or names
+//! another repository or path by now.
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -20,6 +30,9 @@ use crate::rejection::{Precondition, Rejection};
 
 /// The annotation Backstage uses for a service's GitHub repository.
 pub const GITHUB_SLUG_ANNOTATION: &str = "github.com/project-slug";
+/// The annotation Backstage uses for where a component's source lives
+/// (`url:https://github.com/acme/mono/tree/main/services/payments/`).
+pub const SOURCE_LOCATION_ANNOTATION: &str = "backstage.io/source-location";
 /// How long a claim stands for a holder that does not exist yet.
 pub const CLAIM_GRACE: Duration = Duration::minutes(5);
 
@@ -86,6 +99,84 @@ pub fn service_repository(spec: &ServiceSpec) -> Option<String> {
     repository_identity(&spec.repository_url)
 }
 
+/// Where a service's source lives: its repository, and the directory in it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SourceLocation {
+    /// See [`repository_identity`].
+    pub identity: String,
+    /// A directory of the repository (`services/payments`, no leading or
+    /// trailing slash), or "" for the whole repository.
+    pub path: String,
+}
+
+impl std::fmt::Display for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "repository {}", self.identity)
+        } else {
+            write!(f, "repository {} path {}", self.identity, self.path)
+        }
+    }
+}
+
+/// The repository a service names ([`service_repository`]) and the
+/// directory of it its source lives in: the path after `tree/<branch>/` or
+/// `blob/<branch>/` in its `backstage.io/source-location` (`url:` form)
+/// when that names the same repository, else in its repository URL; the
+/// whole repository when neither has one. A branch name with a `/` in it
+/// cannot be told from the path and reads as its first segment.
+pub fn service_source(spec: &ServiceSpec) -> Option<SourceLocation> {
+    let identity = service_repository(spec)?;
+    let path = spec
+        .annotations
+        .get(SOURCE_LOCATION_ANNOTATION)
+        .and_then(|l| l.trim().strip_prefix("url:"))
+        .filter(|url| repository_identity(url).as_deref() == Some(identity.as_str()))
+        .and_then(tree_path)
+        .or_else(|| {
+            (repository_identity(&spec.repository_url).as_deref() == Some(identity.as_str()))
+                .then(|| tree_path(&spec.repository_url))
+                .flatten()
+        })
+        .unwrap_or_default();
+    Some(SourceLocation { identity, path })
+}
+
+/// The directory a browse URL points at: what follows `tree|blob/<branch>/`
+/// (GitHub, Gitea; GitLab's `/-/tree/`), without `.` segments; `None` when
+/// there is none or it climbs out with `..`.
+fn tree_path(url: &str) -> Option<String> {
+    let rest = url.trim().split_once("://")?.1;
+    let rest = rest.split(['?', '#']).next()?;
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    // host, owner, name at least, then tree|blob, then the branch.
+    let at = segments
+        .iter()
+        .skip(3)
+        .position(|s| *s == "tree" || *s == "blob")?
+        + 3;
+    let path: Vec<&str> = segments
+        .get(at + 2..)?
+        .iter()
+        .copied()
+        .filter(|s| *s != ".")
+        .collect();
+    if path.contains(&"..") || path.is_empty() {
+        return None;
+    }
+    Some(path.join("/"))
+}
+
+/// Does a commit touching `files` count for a service whose source lives
+/// at `path` ("" is the whole repository)?
+pub fn touches<'f>(path: &str, mut files: impl Iterator<Item = &'f str>) -> bool {
+    path.is_empty()
+        || files.any(|f| {
+            f.strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+}
+
 /// The claim aggregate's id for a repository identity.
 pub fn claim_id(identity: &str) -> Name {
     use sha2::{Digest, Sha256};
@@ -106,17 +197,42 @@ pub fn claim_ref(identity: &str) -> AggregateRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RepositoryClaim {
     pub identity: String,
-    pub service: Name,
-    pub claimed_at: DateTime<Utc>,
+    /// Per source path ("" for the whole repository), the services that
+    /// took it, all of one team (a takeover by another team starts over).
+    pub paths: BTreeMap<String, Vec<Holder>>,
     /// GitHub's numeric id of the repository, once a webhook named it: a
-    /// renamed repository keeps mapping to its service.
+    /// renamed repository keeps mapping to its services.
     pub github_id: Option<u64>,
+}
+
+/// A service holding a path of a repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub service: Name,
+    /// Its owner when it took the claim (`None` in claims recorded before
+    /// paths existed): what stands for it while it does not exist yet.
+    pub owner: Option<Name>,
+    pub claimed_at: DateTime<Utc>,
+}
+
+impl RepositoryClaim {
+    /// Does `service` hold `path`?
+    pub fn holds(&self, path: &str, service: &Name) -> bool {
+        self.paths
+            .get(path)
+            .is_some_and(|h| h.iter().any(|h| &h.service == service))
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RepositoryCommand {
-    /// `service` takes the repository `identity`.
-    Claim { identity: String, service: Name },
+    /// `service` of team `owner` takes `path` of the repository `identity`.
+    Claim {
+        identity: String,
+        path: String,
+        service: Name,
+        owner: Name,
+    },
     /// GitHub says the claimed repository has the numeric id `github_id`.
     RecordGithubId { github_id: u64 },
 }
@@ -125,8 +241,15 @@ pub enum RepositoryCommand {
 pub enum RepositoryEvent {
     Claimed {
         identity: String,
+        /// "" for the whole repository.
+        path: String,
         service: Name,
+        /// `None` in claims recorded before paths existed.
+        owner: Option<Name>,
         claimed_at: DateTime<Utc>,
+        /// Beside the path's holders, of the same team (else it takes the
+        /// path over; every claim recorded before paths existed did).
+        joins: bool,
     },
     GithubIdRecorded {
         identity: String,
@@ -149,28 +272,40 @@ impl From<RepositoryEvent> for Event {
     }
 }
 
-/// Does `holder` still stand in the way of another service taking the claim?
-fn stands(claim: &RepositoryClaim, refs: &References, now: DateTime<Utc>) -> bool {
-    match refs.service(&claim.service) {
+/// The team a holder of `location` stands for, if it still stands in the
+/// way of another team: it exists, is live and names that location, or it
+/// does not exist yet and took the claim less than [`CLAIM_GRACE`] ago.
+fn stands(
+    holder: &Holder,
+    location: &SourceLocation,
+    refs: &References,
+    now: DateTime<Utc>,
+) -> Option<Option<Name>> {
+    match refs.service(&holder.service) {
         // Not there (yet): its registration may be on its way.
-        None => now < claim.claimed_at + CLAIM_GRACE,
-        Some(s) => {
-            s.retired.is_none() && service_repository(&s.spec).as_deref() == Some(&claim.identity)
-        }
+        None => (now < holder.claimed_at + CLAIM_GRACE).then(|| holder.owner.clone()),
+        Some(s) => (s.retired.is_none() && service_source(&s.spec).as_ref() == Some(location))
+            .then(|| Some(s.owner.clone())),
     }
 }
 
-/// Does `service` hold the claim on `identity`? What the service aggregate
+/// Does `service` hold the claim on `location`? What the service aggregate
 /// checks before it names a repository.
-pub fn holds(refs: &References, identity: &str, service: &Name) -> Result<(), Rejection> {
-    match refs.repository(&claim_id(identity)) {
-        Some(c) if &c.service == service => Ok(()),
-        Some(c) => Err(Rejection::AlreadyExists(format!(
-            "repository {identity} (service {} has it)",
-            c.service
-        ))),
+pub fn holds(
+    refs: &References,
+    location: &SourceLocation,
+    service: &Name,
+) -> Result<(), Rejection> {
+    match refs.repository(&claim_id(&location.identity)) {
+        Some(c) if c.holds(&location.path, service) => Ok(()),
+        Some(c) => Err(Rejection::AlreadyExists(
+            match c.paths.get(&location.path) {
+                Some(h) if !h.is_empty() => format!("{location} (service {} has it)", h[0].service),
+                _ => format!("{location} (not claimed by service {service})"),
+            },
+        )),
         None => Err(Rejection::Precondition(Precondition::MissingReference(
-            claim_ref(identity),
+            claim_ref(&location.identity),
         ))),
     }
 }
@@ -181,13 +316,16 @@ impl Aggregate for Option<RepositoryClaim> {
     type Event = RepositoryEvent;
 
     fn references(&self, command: &RepositoryCommand, _: &References) -> Vec<AggregateRef> {
-        let RepositoryCommand::Claim { service, .. } = command else {
+        let (RepositoryCommand::Claim { path, service, .. }, Some(c)) = (command, self) else {
             return Vec::new();
         };
-        match self {
-            Some(c) if &c.service != service => vec![AggregateRef::service(&c.service)],
-            _ => Vec::new(),
-        }
+        c.paths
+            .get(path)
+            .into_iter()
+            .flatten()
+            .filter(|h| &h.service != service)
+            .map(|h| AggregateRef::service(&h.service))
+            .collect()
     }
 
     fn decide(
@@ -201,8 +339,16 @@ impl Aggregate for Option<RepositoryClaim> {
                 ctx.principal.name
             )));
         }
-        let (identity, service) = match (command, self) {
-            (RepositoryCommand::Claim { identity, service }, _) => (identity, service),
+        let (identity, path, service, owner) = match (command, self) {
+            (
+                RepositoryCommand::Claim {
+                    identity,
+                    path,
+                    service,
+                    owner,
+                },
+                _,
+            ) => (identity, path, service, owner),
             (RepositoryCommand::RecordGithubId { github_id }, Some(c)) => {
                 return Ok(if c.github_id == Some(*github_id) {
                     Vec::new()
@@ -223,34 +369,67 @@ impl Aggregate for Option<RepositoryClaim> {
                 "the claim's id does not match the repository",
             ));
         }
-        match self {
-            Some(c) if &c.service == service => Ok(Vec::new()),
-            Some(c) if stands(c, ctx.refs, ctx.now) => Err(Rejection::AlreadyExists(format!(
-                "repository {identity} (service {} has it)",
-                c.service
-            ))),
-            _ => Ok(vec![RepositoryEvent::Claimed {
-                identity: identity.clone(),
-                service: service.clone(),
-                claimed_at: ctx.now,
-            }]),
+        let location = SourceLocation {
+            identity: identity.clone(),
+            path: path.clone(),
+        };
+        let holders = self
+            .as_ref()
+            .and_then(|c| c.paths.get(path))
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut joins = false;
+        for h in holders.iter().filter(|h| &h.service != service) {
+            match stands(h, &location, ctx.refs, ctx.now) {
+                None => {}
+                Some(Some(team)) if &team == owner => joins = true,
+                Some(team) => {
+                    return Err(Rejection::AlreadyExists(format!(
+                        "{location} (service {} of team {} has it)",
+                        h.service,
+                        team.as_ref().map_or("unknown", |t| t.as_str())
+                    )));
+                }
+            }
         }
+        if holders.iter().any(|h| &h.service == service) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![RepositoryEvent::Claimed {
+            identity: identity.clone(),
+            path: path.clone(),
+            service: service.clone(),
+            owner: Some(owner.clone()),
+            claimed_at: ctx.now,
+            joins,
+        }])
     }
 
     fn evolve(&mut self, event: &RepositoryEvent) {
         match event {
             RepositoryEvent::Claimed {
                 identity,
+                path,
                 service,
+                owner,
                 claimed_at,
+                joins,
             } => {
-                // A new holder: the repository is the same, so is its GitHub id.
-                let github_id = self.as_ref().and_then(|c| c.github_id);
-                *self = Some(RepositoryClaim {
+                // The repository is the same whoever holds it, so is its GitHub id.
+                let claim = self.get_or_insert_with(|| RepositoryClaim {
                     identity: identity.clone(),
+                    paths: BTreeMap::new(),
+                    github_id: None,
+                });
+                let holders = claim.paths.entry(path.clone()).or_default();
+                if !joins {
+                    holders.clear();
+                }
+                holders.retain(|h| &h.service != service);
+                holders.push(Holder {
                     service: service.clone(),
+                    owner: owner.clone(),
                     claimed_at: *claimed_at,
-                    github_id,
                 });
             }
             RepositoryEvent::GithubIdRecorded { github_id, .. } => {
@@ -329,13 +508,57 @@ mod tests {
         );
     }
 
-    fn service(name: &str, repo: &str, retired: bool) -> Option<Service> {
+    #[test]
+    fn a_service_lives_in_the_directory_its_source_location_or_url_points_at() {
+        let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
+        let at = |spec: &ServiceSpec| service_source(spec).map(|l| l.path);
+        assert_eq!(at(&spec), None);
+        spec.repository_url = "https://github.com/acme/mono".into();
+        assert_eq!(at(&spec).as_deref(), Some(""));
+        spec.repository_url = "https://github.com/acme/mono/tree/main/services/payments/".into();
+        assert_eq!(at(&spec).as_deref(), Some("services/payments"));
+        spec.repository_url = "https://gitlab.example.com/acme/mono/-/tree/main/./api".into();
+        assert_eq!(at(&spec).as_deref(), Some("api"));
+        // Backstage's annotation wins when it names the same repository.
+        spec.repository_url = "https://github.com/acme/mono".into();
+        spec.annotations.insert(
+            SOURCE_LOCATION_ANNOTATION.into(),
+            "url:https://github.com/Acme/Mono/tree/main/services/ledger/".into(),
+        );
+        assert_eq!(at(&spec).as_deref(), Some("services/ledger"));
+        spec.annotations.insert(
+            SOURCE_LOCATION_ANNOTATION.into(),
+            "url:https://github.com/acme/other/tree/main/services/ledger/".into(),
+        );
+        assert_eq!(at(&spec).as_deref(), Some(""));
+        // Backstage's root form, and a path that climbs out: the whole repository.
+        for root in [
+            "url:https://github.com/acme/mono/tree/main/",
+            "url:https://github.com/acme/mono/tree/main/../x",
+        ] {
+            spec.annotations
+                .insert(SOURCE_LOCATION_ANNOTATION.into(), root.into());
+            assert_eq!(at(&spec).as_deref(), Some(""), "{root}");
+        }
+    }
+
+    #[test]
+    fn a_commit_counts_for_the_services_whose_directory_it_touches() {
+        let files = ["services/payments/src/main.rs", "README.md"];
+        assert!(touches("", std::iter::empty()));
+        assert!(touches("services/payments", files.into_iter()));
+        assert!(touches("README.md", files.into_iter()));
+        assert!(!touches("services/pay", files.into_iter()));
+        assert!(!touches("services/ledger", files.into_iter()));
+    }
+
+    fn service(name: &str, owner: &str, repo: &str, retired: bool) -> Option<Service> {
         let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
         spec.repository_url = repo.into();
         let mut s = None;
         s.evolve(&ServiceEvent::Registered {
             name: n(name),
-            owner: n("payments"),
+            owner: n(owner),
             spec,
         });
         if retired {
@@ -347,19 +570,14 @@ mod tests {
     }
 
     const REPO: &str = "github.com/acme/payments-api";
+    const URL: &str = "https://github.com/acme/payments-api";
 
-    fn claim(service: &str) -> RepositoryCommand {
+    fn claim(service: &str, owner: &str, path: &str) -> RepositoryCommand {
         RepositoryCommand::Claim {
             identity: REPO.into(),
+            path: path.into(),
             service: n(service),
-        }
-    }
-
-    fn claimed(by: &str, at: DateTime<Utc>) -> RepositoryEvent {
-        RepositoryEvent::Claimed {
-            identity: REPO.into(),
-            service: n(by),
-            claimed_at: at,
+            owner: n(owner),
         }
     }
 
@@ -367,65 +585,168 @@ mod tests {
         Scenario::new(claim_id(REPO).as_str())
     }
 
+    /// What `when` appended, folded into the scenario.
+    fn then(
+        s: Scenario<Option<RepositoryClaim>>,
+        command: RepositoryCommand,
+    ) -> Scenario<Option<RepositoryClaim>> {
+        let events = s.when(command).unwrap();
+        s.given(events)
+    }
+
     #[test]
-    fn a_repository_held_by_a_live_service_cannot_be_claimed_by_another() {
-        let s = scenario();
-        let now = s.now;
-        let first = s.when(claim("payments-api")).unwrap();
-        let mut s = s.given(first);
+    fn one_teams_services_share_a_path_and_another_team_cannot_take_it() {
+        let s = then(scenario(), claim("payments-api", "payments", ""));
         // The holder again: nothing new.
-        assert!(s.when(claim("payments-api")).unwrap().is_empty());
+        assert!(
+            s.when(claim("payments-api", "payments", ""))
+                .unwrap()
+                .is_empty()
+        );
+        let mut s = s;
+        s.refs.insert_service(
+            n("payments-api"),
+            service("payments-api", "payments", URL, false),
+        );
+        // Another service of the same team joins.
+        let events = s.when(claim("payments-worker", "payments", "")).unwrap();
+        assert!(matches!(
+            &events[..],
+            [RepositoryEvent::Claimed { joins: true, .. }]
+        ));
+        let s = s.given(events);
+        let holders: Vec<&str> = s.state.as_ref().unwrap().paths[""]
+            .iter()
+            .map(|h| h.service.as_str())
+            .collect();
+        assert_eq!(holders, ["payments-api", "payments-worker"]);
+        // Another team's service does not.
+        let mut s = s.by(Principal::member("mallory", n("growth")));
+        s.refs.insert_service(
+            n("payments-worker"),
+            service("payments-worker", "payments", URL, false),
+        );
+        assert!(matches!(
+            s.when(claim("fake", "growth", "")),
+            Err(Rejection::AlreadyExists(what)) if what.contains("team payments")
+        ));
+    }
+
+    #[test]
+    fn the_paths_of_a_monorepo_belong_to_their_own_teams() {
+        let s = then(
+            scenario(),
+            claim("payments-api", "payments", "services/payments"),
+        );
+        let mut s = then(s, claim("ledger", "ledger", "services/ledger"));
+        let tree = |p: &str| format!("{URL}/tree/main/{p}");
         s.refs.insert_service(
             n("payments-api"),
             service(
                 "payments-api",
-                "https://github.com/acme/payments-api",
+                "payments",
+                &tree("services/payments"),
                 false,
             ),
         );
-        let s = s.by(Principal::member("mallory", n("growth")));
+        s.refs.insert_service(
+            n("ledger"),
+            service("ledger", "ledger", &tree("services/ledger"), false),
+        );
+        let claim_state = s.state.clone().unwrap();
+        assert!(claim_state.holds("services/payments", &n("payments-api")));
+        assert!(claim_state.holds("services/ledger", &n("ledger")));
+        assert!(!claim_state.holds("services/ledger", &n("payments-api")));
         assert!(matches!(
-            s.when(claim("fake")),
+            s.when(claim("evil", "growth", "services/ledger")),
             Err(Rejection::AlreadyExists(_))
         ));
-        let _ = now;
+        // The service aggregate's check follows the path.
+        let mut refs = References::default();
+        refs.insert_repository(claim_id(REPO), Some(claim_state));
+        let at = |p: &str| SourceLocation {
+            identity: REPO.into(),
+            path: p.into(),
+        };
+        assert!(holds(&refs, &at("services/ledger"), &n("ledger")).is_ok());
+        assert!(matches!(
+            holds(&refs, &at("services/ledger"), &n("payments-api")),
+            Err(Rejection::AlreadyExists(_))
+        ));
+        assert!(matches!(
+            holds(&refs, &at(""), &n("payments-api")),
+            Err(Rejection::AlreadyExists(_))
+        ));
     }
 
     #[test]
-    fn a_claim_is_free_again_once_its_holder_retired_moved_or_never_came() {
+    fn a_path_is_free_again_once_its_holders_retired_moved_or_never_came() {
         let at = Utc::now() - Duration::minutes(1);
         // Retired, or naming another repository by now.
         for holder in [
-            service("old", "https://github.com/acme/payments-api", true),
-            service("old", "https://github.com/acme/elsewhere", false),
+            service("old", "payments", URL, true),
+            service(
+                "old",
+                "payments",
+                "https://github.com/acme/elsewhere",
+                false,
+            ),
         ] {
-            let mut s = scenario().given([claimed("old", at)]);
+            let mut s = scenario();
+            s.now = at;
+            let mut s = then(s, claim("old", "payments", ""));
+            s.now = Utc::now();
             s.refs.insert_service(n("old"), holder);
+            let events = s.when(claim("new", "growth", "")).unwrap();
             assert!(matches!(
-                &s.when(claim("new")).unwrap()[..],
-                [RepositoryEvent::Claimed { service, .. }] if service.as_str() == "new"
+                &events[..],
+                [RepositoryEvent::Claimed { service, joins: false, .. }] if service.as_str() == "new"
             ));
+            // A takeover: the old holder is gone from the path.
+            let s = s.given(events);
+            assert!(!s.state.unwrap().holds("", &n("old")));
         }
         // Never registered: the claim stands for the grace period, then not.
-        let mut s = scenario().given([claimed("ghost", at)]);
+        let mut s = scenario();
+        s.now = at;
+        let mut s = then(s, claim("ghost", "payments", ""));
         s.refs.insert_service(n("ghost"), None);
+        s.now = at + Duration::seconds(1);
         assert!(matches!(
-            s.when(claim("new")),
+            s.when(claim("new", "growth", "")),
             Err(Rejection::AlreadyExists(_))
         ));
+        // Its own team may join it meanwhile.
+        assert!(s.when(claim("sibling", "payments", "")).is_ok());
         s.now = at + CLAIM_GRACE + Duration::seconds(1);
-        assert!(s.when(claim("new")).is_ok());
+        assert!(s.when(claim("new", "growth", "")).is_ok());
+    }
+
+    #[test]
+    fn a_claim_recorded_before_paths_existed_reads_as_the_whole_repository() {
+        let now = Utc::now();
+        let old = |service: &str| RepositoryEvent::Claimed {
+            identity: REPO.into(),
+            path: String::new(),
+            service: n(service),
+            owner: None,
+            claimed_at: now,
+            joins: false,
+        };
+        // Each old claim replaced the one before.
+        let s = scenario().given([old("first"), old("second")]);
+        let c = s.state.clone().unwrap();
+        assert!(c.holds("", &n("second")) && !c.holds("", &n("first")));
     }
 
     #[test]
     fn a_claim_remembers_its_github_id_once_and_keeps_it_for_the_next_holder() {
-        let now = Utc::now();
         let record = RepositoryCommand::RecordGithubId { github_id: 1296269 };
         assert!(matches!(
             scenario().when(record.clone()),
             Err(Rejection::NotFound(_))
         ));
-        let s = scenario().given([claimed("ledger", now)]);
+        let s = then(scenario(), claim("ledger", "ledger", ""));
         let events = s.when(record.clone()).unwrap();
         assert!(matches!(
             events[..],
@@ -436,7 +757,7 @@ mod tests {
         ));
         let s = s.given(events);
         assert!(s.when(record).unwrap().is_empty());
-        let s = s.given([claimed("ledger-v2", now)]);
+        let s = then(s, claim("ledger-v2", "ledger", "api"));
         assert_eq!(s.state.unwrap().github_id, Some(1296269));
     }
 
@@ -444,10 +765,13 @@ mod tests {
     fn readers_claim_nothing_and_a_claim_lives_at_its_repositorys_id() {
         let s = scenario().by(Principal::reader("auditor"));
         assert!(matches!(
-            s.when(claim("x")),
+            s.when(claim("x", "payments", "")),
             Err(Rejection::PermissionDenied(_))
         ));
         let s = Scenario::<Option<RepositoryClaim>>::new("repo-000000000000000000000000");
-        assert!(matches!(s.when(claim("x")), Err(Rejection::Invalid(_))));
+        assert!(matches!(
+            s.when(claim("x", "payments", "")),
+            Err(Rejection::Invalid(_))
+        ));
     }
 }

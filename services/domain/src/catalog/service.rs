@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::repository::{claim_ref, holds, service_repository};
+use super::repository::{SourceLocation, claim_ref, holds, service_source};
 use super::{
     Retirable, live, live_service, live_system, live_team, may_join_system, require_acts_for,
 };
@@ -424,12 +424,16 @@ impl ServiceEvent {
     }
 }
 
-/// The repository `command` makes the service name, which it must hold the
-/// claim of first: a registration's, or an update's when it names another
-/// one than before (a service keeps what it named before claims existed).
-pub fn repository_to_claim(current: Option<&Service>, command: &ServiceCommand) -> Option<String> {
+/// The repository and path `command` makes the service name, which it must
+/// hold the claim of first: a registration's, or an update's when it names
+/// another one than before (a service keeps what it named before claims
+/// existed).
+pub fn repository_to_claim(
+    current: Option<&Service>,
+    command: &ServiceCommand,
+) -> Option<SourceLocation> {
     match (current, command) {
-        (_, ServiceCommand::Register { spec, .. }) => service_repository(spec),
+        (_, ServiceCommand::Register { spec, .. }) => service_source(spec),
         (Some(s), ServiceCommand::Update { spec, fields }) => new_repository(&s.spec, spec, fields),
         _ => None,
     }
@@ -439,13 +443,13 @@ fn new_repository(
     current: &ServiceSpec,
     spec: &ServiceSpec,
     fields: &[SpecField],
-) -> Option<String> {
+) -> Option<SourceLocation> {
     let mut next = current.clone();
     for field in fields {
         field.copy(spec, &mut next);
     }
-    let after = service_repository(&next)?;
-    (service_repository(current).as_deref() != Some(after.as_str())).then_some(after)
+    let after = service_source(&next)?;
+    (service_source(current).as_ref() != Some(&after)).then_some(after)
 }
 
 impl Aggregate for Option<Service> {
@@ -458,7 +462,7 @@ impl Aggregate for Option<Service> {
             ServiceCommand::Register { owner, spec } => {
                 let mut refs = vec![AggregateRef::team(owner)];
                 refs.extend(spec.system.iter().map(AggregateRef::system));
-                refs.extend(service_repository(spec).as_deref().map(claim_ref));
+                refs.extend(service_source(spec).map(|l| claim_ref(&l.identity)));
                 refs
             }
             ServiceCommand::Update { spec, fields } => {
@@ -467,9 +471,9 @@ impl Aggregate for Option<Service> {
                     refs.extend(spec.system.iter().map(AggregateRef::system));
                 }
                 if let Some(s) = self
-                    && let Some(identity) = new_repository(&s.spec, spec, fields)
+                    && let Some(location) = new_repository(&s.spec, spec, fields)
                 {
-                    refs.push(claim_ref(&identity));
+                    refs.push(claim_ref(&location.identity));
                 }
                 refs
             }
@@ -498,8 +502,8 @@ impl Aggregate for Option<Service> {
                 let s = live_system(ctx.refs, system)?;
                 may_join_system(ctx.principal, system, &s.owner)?;
             }
-            if let Some(identity) = service_repository(spec) {
-                holds(ctx.refs, &identity, ctx.id)?;
+            if let Some(location) = service_source(spec) {
+                holds(ctx.refs, &location, ctx.id)?;
             }
             return Ok(vec![ServiceEvent::Registered {
                 name: ctx.id.clone(),
@@ -542,8 +546,8 @@ impl Aggregate for Option<Service> {
                     let s = live_system(ctx.refs, system)?;
                     may_join_system(ctx.principal, system, &s.owner)?;
                 }
-                if let Some(identity) = new_repository(&service.spec, spec, fields) {
-                    holds(ctx.refs, &identity, ctx.id)?;
+                if let Some(location) = new_repository(&service.spec, spec, fields) {
+                    holds(ctx.refs, &location, ctx.id)?;
                 }
                 Ok(vec![ServiceEvent::Updated {
                     spec: next,

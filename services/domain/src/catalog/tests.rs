@@ -738,8 +738,15 @@ fn a_service_names_a_repository_only_while_it_holds_its_claim() {
     let claimed_by = |s: &str| {
         Some(RepositoryClaim {
             identity: identity.clone(),
-            service: n(s),
-            claimed_at: chrono::Utc::now(),
+            paths: [(
+                String::new(),
+                vec![Holder {
+                    service: n(s),
+                    owner: Some(n("payments")),
+                    claimed_at: chrono::Utc::now(),
+                }],
+            )]
+            .into(),
             github_id: None,
         })
     };
@@ -761,6 +768,19 @@ fn a_service_names_a_repository_only_while_it_holds_its_claim() {
     s.refs
         .insert_repository(claim_id(&identity), claimed_by("payments-api"));
     assert!(s.when(register()).is_ok());
+    // Holding the whole repository is not holding a directory of it.
+    let mut in_dir = sp.clone();
+    in_dir.repository_url = "https://github.com/acme/payments-api/tree/main/api".into();
+    let mut s = base();
+    s.refs
+        .insert_repository(claim_id(&identity), claimed_by("payments-api"));
+    assert!(matches!(
+        s.when(ServiceCommand::Register {
+            owner: n("payments"),
+            spec: in_dir,
+        }),
+        Err(Rejection::AlreadyExists(_))
+    ));
     // An update that leaves the repository as it was needs no claim.
     let mut described = sp.clone();
     described.description = "takes money".into();

@@ -11,12 +11,19 @@ use crate::scenario::{Scenario, invalid_fields, n, precondition};
 
 impl<A: Aggregate> Scenario<A> {
     /// Service `name` owned by `owner`, live or retired.
-    fn with_owned_service(mut self, name: &str, owner: &str, retired: bool) -> Self {
+    fn with_owned_service(self, name: &str, owner: &str, retired: bool) -> Self {
+        self.with_service_in(name, owner, retired, "")
+    }
+
+    /// Service `name` whose repository URL is `repository`.
+    fn with_service_in(mut self, name: &str, owner: &str, retired: bool, repository: &str) -> Self {
+        let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
+        spec.repository_url = repository.into();
         let mut s: Option<Service> = None;
         s.evolve(&ServiceEvent::Registered {
             name: n(name),
             owner: n(owner),
-            spec: ServiceSpec::new(ServiceType::Service, Lifecycle::Production),
+            spec,
         });
         if retired {
             s.evolve(&ServiceEvent::Retired {
@@ -316,8 +323,75 @@ fn a_push_and_its_pull_request_end_the_same_whichever_comes_first() {
     let s2 = s2.given(recorded);
     assert!(s2.when(push).unwrap().is_empty());
     assert_eq!(s1.state, s2.state);
-    let c = s1.state.unwrap();
+    let c = &s1.state.unwrap().services[&n("ledger")];
     assert_eq!((c.committed_at, c.pr_number), (created, 42));
+}
+
+const MONO: &str = "https://github.com/acme/mono/tree/main/services";
+
+#[test]
+fn a_monorepo_commit_is_a_change_of_each_service_it_touches_and_a_fork_is_refused() {
+    let s = Scenario::<Option<Change>>::new(SHA)
+        .with_service_in("ledger", "payments", false, &format!("{MONO}/ledger"))
+        .with_service_in("fx", "treasury", false, &format!("{MONO}/fx"))
+        .with_service_in("fork", "growth", false, "https://github.com/mallory/mono");
+    let now = s.now;
+    let events = s.when(change("ledger", now, None)).unwrap();
+    // The same commit for a service of the same repository: a change of its own.
+    let s = s.given(events).by(member("tess", "treasury"));
+    let events = s.when(change("fx", now, None)).unwrap();
+    assert!(
+        matches!(&events[..], [ChangeEvent::Recorded { spec, .. }] if spec.service.as_str() == "fx")
+    );
+    let s = s.given(events);
+    assert_eq!(s.state.as_ref().unwrap().services.len(), 2);
+    // Another repository's service (a fork): refused, naming the first one.
+    assert!(matches!(
+        s.by(member("mallory", "growth")).when(change("fork", now, None)),
+        Err(Rejection::AlreadyExists(what)) if what.contains("another repository")
+    ));
+}
+
+#[test]
+fn a_monorepos_pull_request_and_its_push_end_the_same_whichever_comes_first() {
+    let base = || {
+        Scenario::<Option<Change>>::new(SHA)
+            .with_service_in("ledger", "payments", false, &format!("{MONO}/ledger"))
+            .with_service_in("fx", "treasury", false, &format!("{MONO}/fx"))
+    };
+    let now = base().now;
+    let created = now - Duration::days(2);
+    let pr = ChangeCommand::NotePullRequest(PullRequestAccount {
+        number: 7,
+        url: "https://github.com/acme/mono/pull/7".into(),
+        created_at: created,
+        merged_at: Some(now - Duration::minutes(1)),
+        author: "ana".into(),
+        title: "Both".into(),
+    });
+    let push = |service: &str| change(service, now - Duration::minutes(1), None);
+    // The pull request first: the pushes take its account.
+    let mut s1 = base();
+    for command in [pr.clone(), push("ledger"), push("fx")] {
+        let events = s1.when(command).unwrap();
+        s1 = s1.given(events);
+    }
+    // The pushes first: the pull request links both.
+    let mut s2 = base();
+    for command in [push("ledger"), push("fx")] {
+        let events = s2.when(command).unwrap();
+        s2 = s2.given(events);
+    }
+    let linked = s2.when(pr.clone()).unwrap();
+    assert_eq!(linked.len(), 3, "noted, then linked to each: {linked:?}");
+    let s2 = s2.given(linked);
+    assert_eq!(s1.state, s2.state);
+    for c in s1.state.as_ref().unwrap().services.values() {
+        assert_eq!((c.committed_at, c.pr_number), (created, 7));
+    }
+    // Again: nothing new. Only admins (the webhook) note pull requests.
+    assert!(s1.when(pr.clone()).unwrap().is_empty());
+    denied(base().by(member("ana", "payments")).when(pr));
 }
 
 #[test]
