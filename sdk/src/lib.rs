@@ -649,6 +649,36 @@ impl Reader<'_> {
             })
             .await
     }
+
+    /// An entity of a kind without RPCs of its own (`api:ops/ArtistLookup`),
+    /// with its relations both ways.
+    pub async fn get_entity(&self, entity_ref: &str) -> Result<pb::Entity, Error> {
+        let r = pb::GetEntityRequest {
+            r#ref: entity_ref.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_entity(r).await },
+            )
+            .await
+    }
+
+    pub async fn list_entities(
+        &self,
+        mut r: pb::ListEntitiesRequest,
+    ) -> Result<pb::ListEntitiesResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_entities(r).await },
+            )
+            .await
+    }
 }
 
 impl Client {

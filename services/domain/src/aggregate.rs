@@ -28,10 +28,13 @@ pub enum AggregateKind {
     Repository,
     /// A message of the log set aside by an operator.
     Quarantine,
+    /// A catalog entity of a kind without an aggregate of its own (API,
+    /// Resource, Domain, User, Location, a plugin's kind), stored as given.
+    Entity,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 10] = [
+    pub const ALL: [AggregateKind; 11] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -42,14 +45,18 @@ impl AggregateKind {
         Self::Import,
         Self::Repository,
         Self::Quarantine,
+        Self::Entity,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
     pub fn context(self) -> &'static str {
         match self {
-            Self::Team | Self::System | Self::Service | Self::Import | Self::Repository => {
-                "catalog"
-            }
+            Self::Team
+            | Self::System
+            | Self::Service
+            | Self::Import
+            | Self::Repository
+            | Self::Entity => "catalog",
             Self::Survey => "surveys",
             Self::Deployment | Self::Change | Self::Incident => "delivery",
             Self::Quarantine => "ops",
@@ -69,6 +76,7 @@ impl AggregateKind {
             Self::Import => "import",
             Self::Repository => "repository",
             Self::Quarantine => "quarantine",
+            Self::Entity => "entity",
         }
     }
 

@@ -1,6 +1,8 @@
 //! [`Event`]: every aggregate's events in one type, as the log stores them.
 
-use crate::catalog::{ImportEvent, RepositoryEvent, ServiceEvent, SystemEvent, TeamEvent};
+use crate::catalog::{
+    EntityEvent, ImportEvent, RepositoryEvent, ServiceEvent, SystemEvent, TeamEvent,
+};
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::ops::OpsEvent;
 use crate::surveys::SurveyEvent;
@@ -17,6 +19,7 @@ pub enum Event {
     Import(ImportEvent),
     Repository(RepositoryEvent),
     Ops(OpsEvent),
+    Entity(EntityEvent),
 }
 
 impl Event {
@@ -33,6 +36,7 @@ impl Event {
             Event::Import(e) => e.type_name(),
             Event::Repository(e) => e.type_name(),
             Event::Ops(e) => e.type_name(),
+            Event::Entity(e) => e.type_name(),
         }
     }
 
@@ -76,6 +80,8 @@ impl Event {
         "RepositoryClaimed",
         "RepositoryGithubIdRecorded",
         "MessageQuarantined",
+        "EntityStored",
+        "EntityRemoved",
     ];
 }
 

@@ -6,9 +6,9 @@
 
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
-    Criticality, ImportEvent, ImportReceipt, ImportResult, Lifecycle, Link, Objective,
-    RepositoryEvent, ServiceEvent, ServiceSpec, ServiceType, Slo, SpecField, SystemEvent,
-    TeamEvent, TeamProfile,
+    Criticality, EntityEvent, EntityRef, ImportEvent, ImportReceipt, ImportResult, Lifecycle, Link,
+    Objective, RepositoryEvent, ServiceEvent, ServiceSpec, ServiceType, Slo, SpecField,
+    SystemEvent, TeamEvent, TeamProfile,
 };
 use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, PullRequestAccount, Target,
@@ -704,6 +704,22 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             identity: identity.clone(),
             github_id: *github_id,
         }),
+        Event::Entity(EntityEvent::Stored {
+            entity_ref,
+            document,
+        }) => Kind::EntityStored(pb::EntityStored {
+            kind: entity_ref.kind.clone(),
+            namespace: entity_ref.namespace.clone(),
+            name: entity_ref.name.clone(),
+            document_json: document.to_string(),
+        }),
+        Event::Entity(EntityEvent::Removed { entity_ref }) => {
+            Kind::EntityRemoved(pb::EntityRemoved {
+                kind: entity_ref.kind.clone(),
+                namespace: entity_ref.namespace.clone(),
+                name: entity_ref.name.clone(),
+            })
+        }
         Event::Ops(OpsEvent::MessageQuarantined(q)) => {
             Kind::MessageQuarantined(pb::MessageQuarantined {
                 statement: Some(statement_to_proto(&q.statement)),
@@ -1097,6 +1113,24 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             github_id: e.github_id,
         }
         .into(),
+        Kind::EntityStored(e) => EntityEvent::Stored {
+            entity_ref: EntityRef {
+                kind: e.kind.clone(),
+                namespace: e.namespace.clone(),
+                name: e.name.clone(),
+            },
+            document: serde_json::from_str(&e.document_json)
+                .map_err(|err| field_err("document_json", err.to_string()))?,
+        }
+        .into(),
+        Kind::EntityRemoved(e) => EntityEvent::Removed {
+            entity_ref: EntityRef {
+                kind: e.kind.clone(),
+                namespace: e.namespace.clone(),
+                name: e.name.clone(),
+            },
+        }
+        .into(),
         Kind::MessageQuarantined(e) => OpsEvent::MessageQuarantined(Quarantine {
             statement: statement_from_proto(
                 e.statement
@@ -1280,5 +1314,6 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Import(_) => AggregateKind::Import,
         Event::Repository(_) => AggregateKind::Repository,
         Event::Ops(_) => AggregateKind::Quarantine,
+        Event::Entity(_) => AggregateKind::Entity,
     }
 }

@@ -378,3 +378,293 @@ async fn a_monorepos_components_import_by_directory_and_two_teams_cannot_share_o
         ]
     );
 }
+
+const MIXED: &str = include_str!("fixtures/mixed-kinds.yaml");
+
+/// The documents of a multi-document YAML file, as JSON values.
+fn documents(yaml: &str) -> Vec<serde_json::Value> {
+    serde_yaml_ng::Deserializer::from_str(yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_file_of_mixed_kinds_imports_whole_and_comes_back_out_as_it_came() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let first = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: MIXED.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((first.entities, first.unchanged), (9, 0));
+    // The kinds Paved has no aggregate for are stored as they came, and the
+    // export gives each back field by field (uppercase, dotted names and
+    // another namespace included; references to entities not in the
+    // catalog, such as group:ops/sre and system artist-engagement, kept).
+    let exported = c.at(first.sequence).export_backstage(false).await.unwrap();
+    assert_eq!(exported.entities, 9);
+    let out = documents(&exported.yaml);
+    let given = documents(MIXED);
+    for doc in given
+        .iter()
+        .filter(|d| !["Group", "Component"].contains(&d["kind"].as_str().unwrap()))
+    {
+        let back = out
+            .iter()
+            .find(|o| o["kind"] == doc["kind"] && o["metadata"]["name"] == doc["metadata"]["name"])
+            .unwrap_or_else(|| panic!("{} is exported", doc["metadata"]["name"]));
+        assert_eq!(back, doc);
+    }
+    let relations: Vec<(String, String)> = sqlx::query_as(
+        "SELECT type, target FROM catalog_entity_relations r JOIN catalog_entities e ON e.id = r.source
+          WHERE e.name = 'breanna.davison' ORDER BY type, target",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let relations: Vec<(&str, &str)> = relations
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        relations,
+        [
+            ("memberOf", "group:default/artists"),
+            ("memberOf", "group:ops/sre")
+        ]
+    );
+    // Read back by ref, in any case, with what it names (the system is not
+    // in the catalog yet: missing) and what names it.
+    let r = c.at(first.sequence);
+    let api = r.get_entity("API:ops/artistlookup").await.unwrap();
+    assert_eq!(
+        (api.kind.as_str(), api.name.as_str()),
+        ("API", "ArtistLookup")
+    );
+    let shown = |rels: &[pb::EntityRelation]| -> Vec<String> {
+        rels.iter()
+            .map(|r| {
+                format!(
+                    "{} {}{}",
+                    r.r#type,
+                    r.target,
+                    if r.missing { " (missing)" } else { "" }
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        shown(&api.relations),
+        [
+            "ownedBy group:default/artists",
+            "partOf system:ops/artist-engagement (missing)"
+        ]
+    );
+    let db = r.get_entity("resource:artists-db").await.unwrap();
+    assert_eq!(
+        shown(&db.relations),
+        [
+            "dependencyOf component:default/artist-web",
+            "ownedBy group:default/artists",
+            "partOf system:default/artist-engagement (missing)"
+        ]
+    );
+    assert_eq!(
+        shown(&db.incoming),
+        ["dependencyOf api:ops/artist_lookup.v2"]
+    );
+    let e = r.get_entity("api:ops/nope").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = r.get_entity("not a ref").await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let apis = r
+        .list_entities(pb::ListEntitiesRequest {
+            kind: "api".into(),
+            namespace: "ops".into(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(apis.entities.len(), 1);
+    let rest = r
+        .list_entities(pb::ListEntitiesRequest {
+            kind: "api".into(),
+            namespace: "ops".into(),
+            page_token: apis.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = apis
+        .entities
+        .iter()
+        .chain(&rest.entities)
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["artist_lookup.v2", "ArtistLookup"]);
+    assert!(rest.next_page_token.is_empty());
+
+    // The same file again, and the export: nothing to do.
+    let before = app.last_sequence().await;
+    for yaml in [MIXED.to_owned(), exported.yaml] {
+        let again = c
+            .import_backstage(pb::ImportBackstageRequest {
+                yaml,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.commands, 0);
+    }
+    assert_eq!(app.last_sequence().await, before);
+}
+
+#[tokio::test]
+async fn a_bad_document_of_any_kind_refuses_the_whole_file_and_owners_decide_who_may() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // A bad ref in the last document: nothing of the file is appended.
+    let bad = format!(
+        "{MIXED}---\napiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: broken\nspec:\n  owner: group:artists\n  consumesApis: [\"not a ref\"]\n---\napiVersion: example.com/v1\nkind: Thing\nmetadata:\n  name: -bad-\n"
+    );
+    let e = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: bad,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(
+        fields,
+        [
+            "documents[9].spec.consumesApis[0]",
+            "documents[10].metadata.name"
+        ]
+    );
+    assert_eq!(app.last_sequence().await, 0, "nothing applied");
+
+    // A member stores what their team owns, not another team's, and not
+    // what an owner outside the catalog owns.
+    for team in ["payments", "growth"] {
+        c.create_team(crate::helpers::fixtures::team(team))
+            .await
+            .unwrap();
+    }
+    let api = |name: &str, owner: &str| {
+        format!(
+            "apiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: {name}\nspec:\n  type: openapi\n  lifecycle: production\n  owner: {owner}\n  definition: x\n"
+        )
+    };
+    let payments = app
+        .client_as(paved_domain::Principal::member(
+            "ana",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    payments
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: api("pay-api", "payments"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = app.last_sequence().await;
+    for owner in ["growth", "nobody-yet"] {
+        let e = payments
+            .import_backstage(pb::ImportBackstageRequest {
+                yaml: api("other-api", owner),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{owner}: {e:?}");
+        assert!(e.to_string().contains("may not change"), "{owner}: {e}");
+    }
+    assert_eq!(app.last_sequence().await, before);
+}
+
+/// A group document.
+fn group_doc(name: &str, parent: Option<&str>, members: &[String]) -> String {
+    let parent = parent.map_or(String::new(), |p| format!("  parent: {p}\n"));
+    format!(
+        "---\napiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: {name}\nspec:\n  type: team\n{parent}  children: []\n  members: [{}]\n",
+        members.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn a_failure_only_the_domain_finds_in_the_middle_of_a_big_file_appends_nothing() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // Teams a ← b in the catalog already.
+    c.create_team(crate::helpers::fixtures::team("a"))
+        .await
+        .unwrap();
+    let mut b = crate::helpers::fixtures::team("b");
+    b.parent = "a".into();
+    c.create_team(b).await.unwrap();
+    let before = app.last_sequence().await;
+    let component = |name: &str, deps: &[String]| {
+        let deps = if deps.is_empty() {
+            String::new()
+        } else {
+            format!("  dependsOn: [{}]\n", deps.join(", "))
+        };
+        format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: {name}\nspec:\n  type: service\n  lifecycle: production\n  owner: group:a\n{deps}"
+        )
+    };
+    let good = |n: usize| -> String {
+        (0..n)
+            .map(|i| component(&format!("fine-{i}"), &[]))
+            .collect()
+    };
+    let many: Vec<String> = (0..1001).map(|i| format!("user-{i}")).collect();
+    let deps: Vec<String> = (0..257).map(|i| format!("component:fine-{i}")).collect();
+    let cases = [
+        // a's parent b, whose parent is a: a cycle with the catalog's teams.
+        (
+            "a parent cycle",
+            format!("{}{}", good(50), group_doc("a", Some("b"), &[])),
+        ),
+        (
+            "over 1,000 members",
+            format!("{}{}", good(50), group_doc("big", None, &many)),
+        ),
+        (
+            "over 256 dependencies",
+            format!("{}{}", good(300), component("hub", &deps)),
+        ),
+    ];
+    for (what, yaml) in cases {
+        let e = c
+            .import_backstage(pb::ImportBackstageRequest {
+                yaml,
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        assert_eq!(app.last_sequence().await, before, "{what}: nothing applied");
+        let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+        assert!(
+            fields.iter().all(|f| f.starts_with("documents[")),
+            "{what}: {fields:?}"
+        );
+    }
+    // The good part alone imports.
+    let done = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: good(50),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.entities, 50);
+}

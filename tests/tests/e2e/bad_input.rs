@@ -336,7 +336,9 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
             "import yaml",
             "documents[0].kind",
             c.import_backstage(pb::ImportBackstageRequest {
-                yaml: "apiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: x\n".into(),
+                // Any kind is stored, but a kind is a letter and letters or digits.
+                yaml: "apiVersion: backstage.io/v1alpha1\nkind: Not-A-Kind\nmetadata:\n  name: x\n"
+                    .into(),
                 ..Default::default()
             })
             .map(|r| r.map(|_| ()))

@@ -1,6 +1,8 @@
 //! The catalog projection: `catalog_teams`, `catalog_systems`,
-//! `catalog_services`, `catalog_dependencies` and `catalog_repositories`
-//! (repository claims), from `paved.catalog.>`.
+//! `catalog_services`, `catalog_dependencies`, `catalog_repositories`
+//! (repository claims), and `catalog_entities` with
+//! `catalog_entity_relations` (entities of other kinds, stored as given),
+//! from `paved.catalog.>`.
 //!
 //! A batch is applied as a fold: the rows the batch touches are loaded into
 //! their domain states (one query per table), every event is folded in with
@@ -12,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use paved_domain::catalog::{
-    Criticality, Lifecycle, Link, Objective, RepositoryEvent, Service, ServiceSpec, ServiceType,
-    Slo, System, Team, TeamProfile, service_source,
+    Criticality, EntityEvent, Lifecycle, Link, Objective, RepositoryEvent, Service, ServiceSpec,
+    ServiceType, Slo, System, Team, TeamProfile, entity_owner, relations, service_source,
 };
 use paved_domain::{Aggregate, AggregateKind, Event, Name};
 use paved_eventlog::StoredCommit;
@@ -77,6 +79,8 @@ impl Projection for CatalogProjection {
         "catalog_services",
         "catalog_dependencies",
         "catalog_repositories",
+        "catalog_entities",
+        "catalog_entity_relations",
     ];
 
     async fn apply(
@@ -137,8 +141,131 @@ impl Projection for CatalogProjection {
         write_systems(conn, &touched.systems).await?;
         write_services(conn, &touched.services).await?;
         write_claims(conn, batch).await?;
+        write_entities(conn, batch).await?;
         Ok(())
     }
+}
+
+// ---- entities of other kinds ----
+
+/// The batch's stored and removed entities, the last event of each, with
+/// the relations their descriptors name.
+async fn write_entities(
+    conn: &mut PgConnection,
+    batch: &[StoredCommit],
+) -> Result<(), ProjectionError> {
+    let mut last: BTreeMap<&str, (&EntityEvent, DateTime<Utc>, i64)> = BTreeMap::new();
+    for stored in batch {
+        for e in &stored.commit.events {
+            if let Event::Entity(e) = e {
+                last.insert(
+                    stored.commit.aggregate_id.as_str(),
+                    (e, stored.commit.occurred_at, stored.sequence as i64),
+                );
+            }
+        }
+    }
+    if last.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = last.keys().copied().collect();
+    // Stored again or removed: the old relations go, the new ones come.
+    sqlx::query("DELETE FROM catalog_entity_relations WHERE source = ANY($1)")
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
+    let removed: Vec<&str> = last
+        .iter()
+        .filter(|(_, (e, ..))| matches!(e, EntityEvent::Removed { .. }))
+        .map(|(id, _)| *id)
+        .collect();
+    if !removed.is_empty() {
+        sqlx::query("DELETE FROM catalog_entities WHERE id = ANY($1)")
+            .bind(&removed)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut c = EntityColumns::default();
+    for (id, (e, at, seq)) in &last {
+        let EntityEvent::Stored {
+            entity_ref,
+            document,
+        } = e
+        else {
+            continue;
+        };
+        c.id.push(id.to_string());
+        c.ref_key.push(entity_ref.key());
+        c.kind.push(entity_ref.kind.clone());
+        c.namespace.push(entity_ref.namespace.clone());
+        c.name.push(entity_ref.name.clone());
+        c.owner
+            .push(entity_owner(document, &entity_ref.namespace).map(|o| o.key()));
+        c.document.push(document.clone());
+        c.at.push(*at);
+        c.seq.push(*seq);
+        // Checked when stored: what is named here parsed then.
+        let mut ignored = paved_domain::validate::Violations::new();
+        for r in relations(document, &entity_ref.namespace, &mut ignored) {
+            c.rel_source.push(id.to_string());
+            c.rel_type.push(r.kind);
+            c.rel_target.push(r.target.key());
+        }
+    }
+    if c.id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO catalog_entities (id, ref_key, kind, namespace, name, owner, document,
+                created_at, updated_at, last_sequence)
+         SELECT id, ref_key, kind, namespace, name, owner, document, at, at, seq
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::jsonb[], $8::timestamptz[], $9::bigint[])
+                AS n(id, ref_key, kind, namespace, name, owner, document, at, seq)
+         ON CONFLICT (id) DO UPDATE SET
+           kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, name = EXCLUDED.name,
+           owner = EXCLUDED.owner, document = EXCLUDED.document,
+           updated_at = EXCLUDED.updated_at, last_sequence = EXCLUDED.last_sequence",
+    )
+    .bind(&c.id)
+    .bind(&c.ref_key)
+    .bind(&c.kind)
+    .bind(&c.namespace)
+    .bind(&c.name)
+    .bind(&c.owner)
+    .bind(&c.document)
+    .bind(&c.at)
+    .bind(&c.seq)
+    .execute(&mut *conn)
+    .await?;
+    if !c.rel_source.is_empty() {
+        sqlx::query(
+            "INSERT INTO catalog_entity_relations (source, type, target)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&c.rel_source)
+        .bind(&c.rel_type)
+        .bind(&c.rel_target)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct EntityColumns {
+    id: Vec<String>,
+    ref_key: Vec<String>,
+    kind: Vec<String>,
+    namespace: Vec<String>,
+    name: Vec<String>,
+    owner: Vec<Option<String>>,
+    document: Vec<Value>,
+    at: Vec<DateTime<Utc>>,
+    seq: Vec<i64>,
+    rel_source: Vec<String>,
+    rel_type: Vec<&'static str>,
+    rel_target: Vec<String>,
 }
 
 /// Folds one commit into a row with the domain's own `evolve`.

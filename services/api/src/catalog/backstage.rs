@@ -1,4 +1,7 @@
-//! Backstage descriptor import and export (kinds Group, System, Component).
+//! Backstage descriptor import and export. Kinds Group, System and
+//! Component become teams, systems and services; every other kind (API,
+//! Resource, Domain, User, Location, a plugin's) is stored as it came
+//! (`paved_domain::catalog::Entity`) and exported unchanged.
 //!
 //! Import makes the catalog match the file for every entity the file names:
 //! it validates every document first (errors name the document's index, its
@@ -28,10 +31,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{StreamExt, TryStreamExt};
 use paved_domain::catalog::{
-    ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link, RepositoryClaim,
-    RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType, SourceLocation,
-    SpecField, System, SystemCommand, Team, TeamCommand, TeamProfile, claim_id, may_join_system,
-    receipt_id, repository_to_claim,
+    Entity, EntityCommand, ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link,
+    RepositoryClaim, RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType,
+    SourceLocation, SpecField, System, SystemCommand, TYPED_KINDS, Team, TeamCommand, TeamProfile,
+    check_document, claim_id, may_join_system, receipt_id, repository_to_claim,
 };
 use paved_domain::validate::{self, Violations};
 use paved_domain::{Aggregate, Context, FieldViolation, Name, Principal, References, Rejection};
@@ -42,6 +45,7 @@ use serde_yaml_ng::Value;
 use sqlx::PgPool;
 use tonic::Status;
 
+use super::dry_run::CatalogCopy;
 use crate::error;
 
 pub const ANNOTATION_TIER: &str = "paved.dev/tier";
@@ -133,6 +137,7 @@ async fn parse_off_runtime(yaml: Arc<str>) -> Result<Documents, Status> {
 const CONCURRENCY: usize = 64;
 
 struct GroupDoc {
+    index: usize,
     name: Name,
     profile: TeamProfile,
     parent: Option<Name>,
@@ -140,6 +145,7 @@ struct GroupDoc {
 }
 
 struct SystemDoc {
+    index: usize,
     name: Name,
     owner: Name,
     display_name: String,
@@ -147,6 +153,7 @@ struct SystemDoc {
 }
 
 struct ComponentDoc {
+    index: usize,
     name: Name,
     owner: Name,
     spec: ServiceSpec,
@@ -154,11 +161,20 @@ struct ComponentDoc {
     depends_on: BTreeSet<Name>,
 }
 
+/// A document of a kind without an aggregate of its own, stored as it came.
+struct EntityDoc {
+    index: usize,
+    label: String,
+    id: Name,
+    document: serde_json::Value,
+}
+
 #[derive(Default)]
 struct Documents {
     groups: Vec<GroupDoc>,
     systems: Vec<SystemDoc>,
     components: Vec<ComponentDoc>,
+    entities: Vec<EntityDoc>,
 }
 
 /// Reads one document; violations are recorded with `documents[i].<path>`.
@@ -313,6 +329,37 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
             index,
             label: format!("{kind} {raw_name:?}"),
         };
+        if !TYPED_KINDS.contains(&kind.as_str()) {
+            // Any other kind: stored as it came, checked by the domain.
+            let document = match serde_json::to_value(&doc) {
+                Ok(d) => d,
+                Err(e) => {
+                    r.err("metadata", format!("cannot be stored: {e}"));
+                    continue;
+                }
+            };
+            match check_document(&document) {
+                Ok(er) => {
+                    if let Some(first) = seen.insert((String::new(), er.key()), index) {
+                        r.err("metadata.name", format!("duplicate of documents[{first}]"));
+                    }
+                    let label = r.label.clone();
+                    docs.entities.push(EntityDoc {
+                        index,
+                        label,
+                        id: er.id(),
+                        document,
+                    });
+                }
+                Err(Rejection::Invalid(violations)) => {
+                    for fv in violations {
+                        r.err(&fv.field, fv.description);
+                    }
+                }
+                Err(other) => r.err("kind", other),
+            }
+            continue;
+        }
         let api_version = r.string(&doc, "apiVersion");
         if !api_version.starts_with("backstage.io/") {
             r.err("apiVersion", "must be backstage.io/v1alpha1 or v1beta1");
@@ -367,6 +414,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
                 }
                 if let Some(name) = name {
                     docs.groups.push(GroupDoc {
+                        index,
                         name,
                         profile,
                         parent,
@@ -387,6 +435,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
                 }
                 if let (Some(name), Some(owner)) = (name, owner) {
                     docs.systems.push(SystemDoc {
+                        index,
                         name,
                         owner,
                         display_name,
@@ -400,6 +449,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
                     (name, component)
                 {
                     docs.components.push(ComponentDoc {
+                        index,
                         name,
                         owner,
                         spec,
@@ -408,10 +458,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
                     });
                 }
             }
-            other => r.err(
-                "kind",
-                format!("{other:?} is not imported (kinds: Group, System, Component)"),
-            ),
+            other => unreachable!("{other} is a typed kind"),
         }
     }
     if v.is_empty() {
@@ -559,6 +606,7 @@ enum Step {
     Team(Name, TeamCommand),
     System(Name, SystemCommand),
     Service(Name, ServiceCommand),
+    Entity(Name, EntityCommand),
 }
 
 impl Step {
@@ -584,6 +632,13 @@ impl Step {
                     ServiceCommand::AddDependency { on, .. } => format!("dep+{on}"),
                     ServiceCommand::RemoveDependency { on } => format!("dep-{on}"),
                     other => format!("{other:?}").chars().take(16).collect(),
+                }
+            ),
+            Step::Entity(n, c) => format!(
+                "entity/{n}/{}",
+                match c {
+                    EntityCommand::Store { .. } => "store",
+                    EntityCommand::Remove => "remove",
                 }
             ),
         }
@@ -713,18 +768,51 @@ async fn run_import(
     dry_run: bool,
 ) -> Result<pb::ImportBackstageResponse, Status> {
     let docs = parse_off_runtime(Arc::from(yaml)).await?;
-    let entities = (docs.groups.len() + docs.systems.len() + docs.components.len()) as u32;
+    let entities =
+        (docs.groups.len() + docs.systems.len() + docs.components.len() + docs.entities.len())
+            as u32;
     let teams: HashMap<Name, Option<Team>> = states(executor, referenced_teams(&docs)).await?;
     let systems: HashMap<Name, Option<System>> =
         states(executor, referenced_systems(&docs)).await?;
     let services: HashMap<Name, Option<Service>> =
         states(executor, referenced_services(&docs)).await?;
-    // Repositories held by other services: found now, not half-way through.
-    let conflicts = repository_conflicts(executor, &docs, &services, meta).await?;
+    // Repositories held by other services and entities the domain refuses:
+    // found now, not half-way through.
+    let mut conflicts = repository_conflicts(executor, &docs, &services, meta).await?;
+    let (entity_steps, entities_unchanged) =
+        plan_entities(executor, &docs, meta, &mut conflicts).await?;
     if !conflicts.is_empty() {
         return Err(error::invalid(conflicts));
     }
-    let (phases, unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
+    let (mut phases, mut unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
+    unchanged += entities_unchanged;
+    // What the domain would refuse half-way through: found now.
+    let claims: Vec<Name> = docs
+        .components
+        .iter()
+        .filter_map(|c| {
+            let current = services.get(&c.name).and_then(Option::as_ref);
+            let command = ServiceCommand::Register {
+                owner: c.owner.clone(),
+                spec: c.spec.clone(),
+            };
+            repository_to_claim(current, &command).map(|l| claim_id(&l.identity))
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut copy = CatalogCopy::new(executor);
+    copy.seed(teams);
+    copy.seed(systems);
+    copy.seed(services);
+    copy.seed(states::<Option<RepositoryClaim>>(executor, claims).await?);
+    let refused = rehearse(copy, &docs, &phases, meta).await?;
+    if !refused.is_empty() {
+        return Err(error::invalid(refused));
+    }
+    if !entity_steps.is_empty() {
+        phases.push(entity_steps);
+    }
     let mut response = pb::ImportBackstageResponse {
         sequence: 0,
         commands: phases.iter().map(|p| p.len() as u32).sum(),
@@ -744,6 +832,7 @@ async fn run_import(
                 let done = match &step {
                     Step::Team(n, c) => executor.execute::<Option<Team>>(n, c, &m).await,
                     Step::System(n, c) => executor.execute::<Option<System>>(n, c, &m).await,
+                    Step::Entity(n, c) => executor.execute::<Option<Entity>>(n, c, &m).await,
                     Step::Service(n, c) => {
                         match super::claim_repository(executor, n, c, &m).await {
                             Ok(()) => executor.execute::<Option<Service>>(n, c, &m).await,
@@ -768,6 +857,133 @@ async fn run_import(
         }
     }
     Ok(response)
+}
+
+/// Runs the import's steps, phase by phase, over an in-memory copy of the
+/// catalog ([`dry_run::CatalogCopy`]): the domain's refusals, each on the
+/// document of the entity it is about.
+async fn rehearse(
+    mut copy: CatalogCopy<'_>,
+    docs: &Documents,
+    phases: &[Vec<Step>],
+    meta: &CommandMeta,
+) -> Result<Vec<FieldViolation>, Status> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for g in &docs.groups {
+        index.insert(format!("team/{}", g.name), g.index);
+    }
+    for y in &docs.systems {
+        index.insert(format!("system/{}", y.name), y.index);
+    }
+    for c in &docs.components {
+        index.insert(format!("service/{}", c.name), c.index);
+    }
+    let mut refused = Vec::new();
+    for step in phases.iter().flatten() {
+        let outcome = match step {
+            Step::Team(n, c) => copy.run::<Option<Team>>(n, c, meta).await?,
+            Step::System(n, c) => copy.run::<Option<System>>(n, c, meta).await?,
+            Step::Service(n, c) => {
+                let current: Option<Service> = copy.state(n).await?;
+                match super::claim_command(current.as_ref(), n, c) {
+                    Some((claim, command)) => {
+                        match copy
+                            .run::<Option<RepositoryClaim>>(&claim, &command, meta)
+                            .await?
+                        {
+                            Ok(()) => copy.run::<Option<Service>>(n, c, meta).await?,
+                            Err(r) => Err(r),
+                        }
+                    }
+                    None => copy.run::<Option<Service>>(n, c, meta).await?,
+                }
+            }
+            // Checked on their own (`plan_entities`): nothing refers to them.
+            Step::Entity(..) => Ok(()),
+        };
+        if let Err(r) = outcome {
+            let label = step.label();
+            let target = label.rsplit_once('/').map_or(label.as_str(), |(t, _)| t);
+            let field = index
+                .get(target)
+                .map_or_else(|| "documents".to_owned(), |i| format!("documents[{i}]"));
+            refused.push(FieldViolation::new(field, format!("{label}: {r}")));
+        }
+    }
+    Ok(refused)
+}
+
+/// The entities of other kinds to store: the domain's own `decide` run on
+/// each against the catalog as it is now, so what it refuses is found
+/// before anything is appended (pushed to `problems` by document).
+async fn plan_entities(
+    executor: &Executor,
+    docs: &Documents,
+    meta: &CommandMeta,
+    problems: &mut Vec<FieldViolation>,
+) -> Result<(Vec<Step>, u32), Status> {
+    // By position in `docs.entities`: what it would store.
+    type Item = (usize, Name, EntityCommand);
+    let items: Vec<Item> = docs
+        .entities
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let command = EntityCommand::Store {
+                document: d.document.clone(),
+            };
+            (i, d.id.clone(), command)
+        })
+        .collect();
+    let decided: Vec<(Item, Result<bool, Rejection>)> = futures::stream::iter(items)
+        .map(|(i, id, command)| async move {
+            let state = executor
+                .state::<Option<Entity>>(&id)
+                .await
+                .map_err(exec_err)?
+                .state;
+            let mut refs = References::default();
+            for r in state.references(&command, &refs) {
+                let team = executor
+                    .state::<Option<Team>>(&r.id)
+                    .await
+                    .map_err(exec_err)?
+                    .state;
+                refs.insert_team(r.id, team);
+            }
+            let ctx = Context {
+                id: &id,
+                principal: &meta.principal,
+                now: meta.now,
+                refs: &refs,
+            };
+            let changes = state.decide(&command, &ctx).map(|e| !e.is_empty());
+            Ok::<_, Status>(((i, id, command), changes))
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    let (mut steps, mut unchanged) = (Vec::new(), 0);
+    for ((i, id, command), changes) in decided {
+        let (index, label) = (docs.entities[i].index, &docs.entities[i].label);
+        match changes {
+            Ok(true) => steps.push(Step::Entity(id, command)),
+            Ok(false) => unchanged += 1,
+            Err(Rejection::Invalid(violations)) => {
+                problems.extend(violations.into_iter().map(|fv| {
+                    FieldViolation::new(
+                        format!("documents[{index}].{}", fv.field),
+                        format!("{label}: {}", fv.description),
+                    )
+                }))
+            }
+            Err(other) => problems.push(FieldViolation::new(
+                format!("documents[{index}]"),
+                format!("{label}: {other}"),
+            )),
+        }
+    }
+    Ok((steps, unchanged))
 }
 
 /// Components naming a repository path whose claim another team's service
@@ -1237,6 +1453,7 @@ fn serialize_per_aggregate(steps: Vec<Step>) -> Vec<Vec<Step>> {
             Step::Team(n, _) => format!("t/{n}"),
             Step::System(n, _) => format!("y/{n}"),
             Step::Service(n, _) => format!("s/{n}"),
+            Step::Entity(n, _) => format!("e/{n}"),
         };
         let i = count.entry(key).or_insert(0);
         if phases.len() <= *i {
@@ -1380,6 +1597,8 @@ pub async fn export(
         }
         docs.push(entity("Component", &s.name, annotations, meta, spec));
     }
+    // Entities of other kinds: as they came.
+    docs.extend(super::queries::list_all_entities(pool).await?);
     let entities = docs.len() as u32;
     let mut yaml = String::new();
     for d in docs {

@@ -2,6 +2,7 @@
 //! read the catalog projection's tables.
 
 mod backstage;
+mod dry_run;
 mod queries;
 
 use paved_domain::catalog::{
@@ -129,28 +130,41 @@ pub(crate) async fn claim_repository(
         ServiceCommand::Update { .. } => executor.state::<Option<Service>>(id).await?.state,
         _ => None,
     };
-    let Some(location) = repository_to_claim(current.as_ref(), command) else {
+    let Some((claim, command)) = claim_command(current.as_ref(), id, command) else {
         return Ok(());
-    };
-    let owner = match (command, &current) {
-        (ServiceCommand::Register { owner, .. }, _) => owner.clone(),
-        (_, Some(s)) => s.owner.clone(),
-        // Not there: the service's own command says so.
-        (_, None) => return Ok(()),
     };
     let mut claim_meta = meta.clone();
     claim_meta.command_id = format!("{}/claim", meta.command_id);
     claim_meta.expected_version = None;
-    let claim = RepositoryCommand::Claim {
-        identity: location.identity.clone(),
-        path: location.path,
-        service: id.clone(),
-        owner,
-    };
     executor
-        .execute::<Option<RepositoryClaim>>(&claim_id(&location.identity), &claim, &claim_meta)
+        .execute::<Option<RepositoryClaim>>(&claim, &command, &claim_meta)
         .await?;
     Ok(())
+}
+
+/// The claim (its id and command) service `id` must hold before `command`
+/// runs on it (`current`: its state), if any.
+pub(crate) fn claim_command(
+    current: Option<&Service>,
+    id: &Name,
+    command: &ServiceCommand,
+) -> Option<(Name, RepositoryCommand)> {
+    let location = repository_to_claim(current, command)?;
+    let owner = match (command, current) {
+        (ServiceCommand::Register { owner, .. }, _) => owner.clone(),
+        (_, Some(s)) => s.owner.clone(),
+        // Not there: the service's own command says so.
+        (_, None) => return None,
+    };
+    Some((
+        claim_id(&location.identity),
+        RepositoryCommand::Claim {
+            identity: location.identity,
+            path: location.path,
+            service: id.clone(),
+            owner,
+        },
+    ))
 }
 
 #[tonic::async_trait]
@@ -562,6 +576,40 @@ impl CatalogService for CatalogApi {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::get_system(&self.pool, &request.get_ref().name)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "GetEntity"),
+        err(level = "info")
+    )]
+    async fn get_entity(
+        &self,
+        request: Request<pb::GetEntityRequest>,
+    ) -> Result<Response<pb::Entity>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::get_entity(&self.pool, &request.get_ref().r#ref)
+            .await
+            .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ListEntities"),
+        err(level = "info")
+    )]
+    async fn list_entities(
+        &self,
+        request: Request<pb::ListEntitiesRequest>,
+    ) -> Result<Response<pb::ListEntitiesResponse>, Status> {
+        self.reader(&request, request.get_ref().min_sequence)
+            .await?;
+        queries::list_entities(&self.pool, request.get_ref())
             .await
             .map(Response::new)
     }

@@ -670,3 +670,127 @@ pub async fn list_all_systems(
         page.page_token = r.next_page_token;
     }
 }
+
+/// Every stored entity of the kinds without an aggregate of their own, as
+/// the descriptor it came as, by kind, namespace and name.
+pub async fn list_all_entities(pool: &PgPool) -> Result<Vec<serde_json::Value>, Status> {
+    sqlx::query_scalar(
+        "SELECT document FROM catalog_entities ORDER BY lower(kind), namespace, lower(name), name",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(error::database)
+}
+
+// ---- entities of other kinds ----
+
+fn entity_from_row(r: &PgRow) -> Result<pb::Entity, Status> {
+    let document: Value = r.try_get("document").map_err(db)?;
+    Ok(pb::Entity {
+        kind: r.try_get("kind").map_err(db)?,
+        namespace: r.try_get("namespace").map_err(db)?,
+        name: r.try_get("name").map_err(db)?,
+        document_json: document.to_string(),
+        relations: Vec::new(),
+        incoming: Vec::new(),
+        sequence: r.try_get::<i64, _>("last_sequence").map_err(db)? as u64,
+    })
+}
+
+pub async fn get_entity(pool: &PgPool, entity_ref: &str) -> Result<pb::Entity, Status> {
+    let r = paved_domain::catalog::EntityRef::parse(entity_ref, None, "default")
+        .map_err(|e| error::invalid_field("ref", e))?;
+    let key = r.key();
+    let row = sqlx::query(
+        "SELECT id, kind, namespace, name, document, last_sequence FROM catalog_entities
+          WHERE ref_key = $1",
+    )
+    .bind(&key)
+    .fetch_optional(pool)
+    .await
+    .map_err(db)?
+    .ok_or_else(|| Status::not_found(format!("entity {entity_ref} not found")))?;
+    let id: String = row.try_get("id").map_err(db)?;
+    let mut entity = entity_from_row(&row)?;
+    // Missing: not in the catalog as a stored entity, team, system or service.
+    let out: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT r.type, r.target, NOT (
+                EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = r.target)
+             OR EXISTS (SELECT 1 FROM catalog_teams k WHERE 'group:default/' || k.name = r.target)
+             OR EXISTS (SELECT 1 FROM catalog_systems k
+                         WHERE 'system:default/' || k.name = r.target)
+             OR EXISTS (SELECT 1 FROM catalog_services k
+                         WHERE 'component:default/' || k.name = r.target))
+           FROM catalog_entity_relations r
+          WHERE r.source = $1 ORDER BY r.type, r.target",
+    )
+    .bind(&id)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    entity.relations = out
+        .into_iter()
+        .map(|(kind, target, missing)| pb::EntityRelation {
+            r#type: kind,
+            target,
+            missing,
+        })
+        .collect();
+    let incoming: Vec<(String, String)> = sqlx::query_as(
+        "SELECT r.type, e.ref_key FROM catalog_entity_relations r
+           JOIN catalog_entities e ON e.id = r.source
+          WHERE r.target = $1 ORDER BY e.ref_key, r.type",
+    )
+    .bind(&key)
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    entity.incoming = incoming
+        .into_iter()
+        .map(|(kind, source)| pb::EntityRelation {
+            r#type: paved_domain::catalog::inverse(&kind).to_owned(),
+            target: source,
+            missing: false,
+        })
+        .collect();
+    Ok(entity)
+}
+
+pub async fn list_entities(
+    pool: &PgPool,
+    r: &pb::ListEntitiesRequest,
+) -> Result<pb::ListEntitiesResponse, Status> {
+    let limit = page_size(r.page_size)?;
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "SELECT ref_key, kind, namespace, name, document, last_sequence FROM catalog_entities
+          WHERE true",
+    );
+    if !r.kind.is_empty() {
+        q.push(" AND lower(kind) = ")
+            .push_bind(r.kind.to_ascii_lowercase());
+    }
+    if !r.namespace.is_empty() {
+        q.push(" AND namespace = ").push_bind(r.namespace.clone());
+    }
+    if !r.page_token.is_empty() {
+        q.push(" AND ref_key > ").push_bind(r.page_token.clone());
+    }
+    q.push(" ORDER BY ref_key LIMIT ").push_bind(limit + 1);
+    let rows = q.build().fetch_all(pool).await.map_err(db)?;
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut entities = Vec::with_capacity(rows.len());
+    for row in &rows {
+        keys.push(row.try_get::<String, _>("ref_key").map_err(db)?);
+        entities.push(entity_from_row(row)?);
+    }
+    let next = if entities.len() as i64 > limit {
+        entities.truncate(limit as usize);
+        keys[limit as usize - 1].clone()
+    } else {
+        String::new()
+    };
+    Ok(pb::ListEntitiesResponse {
+        entities,
+        next_page_token: next,
+    })
+}

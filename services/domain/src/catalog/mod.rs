@@ -8,12 +8,18 @@
 //! system only by someone who acts for the system's owner too
 //! ([`may_join_system`]): a system's owner decides what is in it.
 
+mod entity;
 mod import;
 mod repository;
 mod service;
 mod system;
 mod team;
 
+pub use entity::{
+    Entity, EntityCommand, EntityEvent, EntityRef, MAX_DOCUMENT_BYTES, Relation, TYPED_KINDS,
+    check_document, check_kind, check_name, check_namespace, entity_owner, entity_ref, inverse,
+    relations,
+};
 pub use import::{ImportCommand, ImportEvent, ImportReceipt, ImportResult, receipt_id};
 pub use repository::{
     CLAIM_GRACE, GITHUB_SLUG_ANNOTATION, Holder, RepositoryClaim, RepositoryCommand,

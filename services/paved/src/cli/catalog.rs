@@ -210,9 +210,11 @@ enum CatalogCommand {
         #[command(flatten)]
         spec: SpecArgs,
     },
-    /// Show one service with its dependencies, dependents and SLOs.
+    /// Show one service with its dependencies, dependents and SLOs, or an
+    /// entity of another kind with its relations.
     Get {
-        /// Service name.
+        /// Service name, or an entity ref `kind:[namespace/]name` of another
+        /// kind (api:ops/ArtistLookup, resource:payments-db, user:ana).
         name: String,
     },
     /// List services.
@@ -235,6 +237,13 @@ enum CatalogCommand {
         /// Include retired services.
         #[arg(long)]
         all: bool,
+        /// List entities of this kind instead of services (API, Resource,
+        /// Domain, User, Location, or a plugin's kind; case-insensitive).
+        #[arg(long = "kind")]
+        entity_kind: Option<String>,
+        /// With --kind: only this namespace.
+        #[arg(long, requires = "entity_kind")]
+        namespace: Option<String>,
     },
     /// The dependency graph around a service.
     Graph {
@@ -413,12 +422,72 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                 .map_err(explain)?;
             done(out, &format!("updated {name}"), &r)
         }
+        CatalogCommand::Get { name } if is_entity_ref(&name) => {
+            let e = client.at(0).get_entity(&name).await?;
+            match out {
+                Output::Json | Output::Jsonl => output::json(&e),
+                Output::Table => {
+                    print_entity(&e);
+                    Ok(())
+                }
+            }
+        }
         CatalogCommand::Get { name } => {
-            let s = client.get_service(&name).await?;
+            let name = name
+                .split_once(':')
+                .map_or(name.as_str(), |(_, n)| n.trim_start_matches("default/"));
+            let s = client.get_service(name).await?;
             match out {
                 Output::Json | Output::Jsonl => output::json(&s),
                 Output::Table => {
                     print_service(&s);
+                    Ok(())
+                }
+            }
+        }
+        CatalogCommand::List {
+            entity_kind: Some(entity_kind),
+            namespace,
+            ..
+        } if !entity_kind.eq_ignore_ascii_case("component") => {
+            let mut entities = Vec::new();
+            let mut page = pb::ListEntitiesRequest {
+                kind: entity_kind,
+                namespace: namespace.unwrap_or_default(),
+                page_size: 1000,
+                ..Default::default()
+            };
+            loop {
+                let r = client.at(0).list_entities(page.clone()).await?;
+                entities.extend(r.entities);
+                if r.next_page_token.is_empty() {
+                    break;
+                }
+                page.page_token = r.next_page_token;
+            }
+            match out {
+                Output::Json | Output::Jsonl => output::json(&entities),
+                Output::Table => {
+                    let rows: Vec<Vec<String>> = entities
+                        .iter()
+                        .map(|e| {
+                            let doc: serde_json::Value =
+                                serde_json::from_str(&e.document_json).unwrap_or_default();
+                            let text = |p: &str| {
+                                doc.pointer(p)
+                                    .and_then(|v| v.as_str())
+                                    .unwrap_or_default()
+                                    .to_owned()
+                            };
+                            vec![
+                                format!("{}:{}/{}", e.kind, e.namespace, e.name),
+                                text("/spec/owner"),
+                                text("/spec/type"),
+                                text("/spec/lifecycle"),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["REF", "OWNER", "TYPE", "LIFECYCLE"], &rows);
                     Ok(())
                 }
             }
@@ -430,6 +499,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             kind,
             tag,
             all,
+            ..
         } => {
             let services = client
                 .at(0)
@@ -1062,5 +1132,44 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
                 .await?;
             done(out, &format!("retired team {name}"), &r)
         }
+    }
+}
+
+/// Is this a ref to an entity of a kind other than Component?
+fn is_entity_ref(name: &str) -> bool {
+    name.split_once(':')
+        .is_some_and(|(kind, _)| !kind.eq_ignore_ascii_case("component"))
+}
+
+fn print_entity(e: &pb::Entity) {
+    output::fields(&[
+        ("ref", format!("{}:{}/{}", e.kind, e.namespace, e.name)),
+        ("sequence", e.sequence.to_string()),
+    ]);
+    let rows = |rels: &[pb::EntityRelation]| -> Vec<Vec<String>> {
+        rels.iter()
+            .map(|r| {
+                vec![
+                    r.r#type.clone(),
+                    r.target.clone(),
+                    if r.missing {
+                        "missing".into()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect()
+    };
+    let mut relations = rows(&e.relations);
+    relations.extend(rows(&e.incoming));
+    if !relations.is_empty() {
+        println!();
+        output::table(&["RELATION", "ENTITY", ""], &relations);
+    }
+    println!();
+    match serde_json::from_str::<serde_json::Value>(&e.document_json) {
+        Ok(doc) => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
+        Err(_) => println!("{}", e.document_json),
     }
 }
