@@ -239,56 +239,92 @@ pub fn profile_from_proto(p: Option<&pb::TeamProfile>) -> TeamProfile {
     .unwrap_or_default()
 }
 
-pub fn service_type_to_proto(t: ServiceType) -> pb::ServiceType {
+/// The enum value and the free text: set only for a value the enum does
+/// not name (the enum then `UNSPECIFIED`).
+pub fn service_type_to_proto(t: &ServiceType) -> (pb::ServiceType, String) {
     match t {
-        ServiceType::Service => pb::ServiceType::Service,
-        ServiceType::Website => pb::ServiceType::Website,
-        ServiceType::Library => pb::ServiceType::Library,
-        ServiceType::Worker => pb::ServiceType::Worker,
+        ServiceType::Service => (pb::ServiceType::Service, String::new()),
+        ServiceType::Website => (pb::ServiceType::Website, String::new()),
+        ServiceType::Library => (pb::ServiceType::Library, String::new()),
+        ServiceType::Worker => (pb::ServiceType::Worker, String::new()),
+        ServiceType::Other(s) => (pb::ServiceType::Unspecified, s.clone()),
     }
 }
 
-/// A required `ServiceType`: unspecified and unknown values are violations.
-pub fn service_type_from_proto(v: &mut Violations, field: &str, raw: i32) -> Option<ServiceType> {
-    match pb::ServiceType::try_from(raw) {
-        Ok(pb::ServiceType::Service) => Some(ServiceType::Service),
-        Ok(pb::ServiceType::Website) => Some(ServiceType::Website),
-        Ok(pb::ServiceType::Library) => Some(ServiceType::Library),
-        Ok(pb::ServiceType::Worker) => Some(ServiceType::Worker),
+/// A required `ServiceType`: the enum, else the free text `name` (at
+/// `<field>_name`); neither, or both naming different values, is a violation.
+pub fn service_type_from_proto(
+    v: &mut Violations,
+    field: &str,
+    raw: i32,
+    name: &str,
+) -> Option<ServiceType> {
+    let known = match pb::ServiceType::try_from(raw) {
+        Ok(pb::ServiceType::Service) => ServiceType::Service,
+        Ok(pb::ServiceType::Website) => ServiceType::Website,
+        Ok(pb::ServiceType::Library) => ServiceType::Library,
+        Ok(pb::ServiceType::Worker) => ServiceType::Worker,
         Ok(pb::ServiceType::Unspecified) => {
-            v.push(field, "is required");
-            None
+            let parsed = ServiceType::parse(name);
+            if parsed.is_none() {
+                v.push(
+                    field,
+                    format!("is required (or {field}_name for another value)"),
+                );
+            }
+            return parsed;
         }
         Err(_) => {
             v.push(field, format!("unknown enum value {raw}"));
-            None
+            return None;
         }
+    };
+    if !name.is_empty() && name != known.as_str() {
+        v.push(format!("{field}_name"), format!("conflicts with {field}"));
     }
+    Some(known)
 }
 
-pub fn lifecycle_to_proto(l: Lifecycle) -> pb::Lifecycle {
+/// As [`service_type_to_proto`].
+pub fn lifecycle_to_proto(l: &Lifecycle) -> (pb::Lifecycle, String) {
     match l {
-        Lifecycle::Experimental => pb::Lifecycle::Experimental,
-        Lifecycle::Production => pb::Lifecycle::Production,
-        Lifecycle::Deprecated => pb::Lifecycle::Deprecated,
+        Lifecycle::Experimental => (pb::Lifecycle::Experimental, String::new()),
+        Lifecycle::Production => (pb::Lifecycle::Production, String::new()),
+        Lifecycle::Deprecated => (pb::Lifecycle::Deprecated, String::new()),
+        Lifecycle::Other(s) => (pb::Lifecycle::Unspecified, s.clone()),
     }
 }
 
-/// A required `Lifecycle`: unspecified and unknown values are violations.
-pub fn lifecycle_from_proto(v: &mut Violations, field: &str, raw: i32) -> Option<Lifecycle> {
-    match pb::Lifecycle::try_from(raw) {
-        Ok(pb::Lifecycle::Experimental) => Some(Lifecycle::Experimental),
-        Ok(pb::Lifecycle::Production) => Some(Lifecycle::Production),
-        Ok(pb::Lifecycle::Deprecated) => Some(Lifecycle::Deprecated),
+/// As [`service_type_from_proto`].
+pub fn lifecycle_from_proto(
+    v: &mut Violations,
+    field: &str,
+    raw: i32,
+    name: &str,
+) -> Option<Lifecycle> {
+    let known = match pb::Lifecycle::try_from(raw) {
+        Ok(pb::Lifecycle::Experimental) => Lifecycle::Experimental,
+        Ok(pb::Lifecycle::Production) => Lifecycle::Production,
+        Ok(pb::Lifecycle::Deprecated) => Lifecycle::Deprecated,
         Ok(pb::Lifecycle::Unspecified) => {
-            v.push(field, "is required");
-            None
+            let parsed = Lifecycle::parse(name);
+            if parsed.is_none() {
+                v.push(
+                    field,
+                    format!("is required (or {field}_name for another value)"),
+                );
+            }
+            return parsed;
         }
         Err(_) => {
             v.push(field, format!("unknown enum value {raw}"));
-            None
+            return None;
         }
+    };
+    if !name.is_empty() && name != known.as_str() {
+        v.push(format!("{field}_name"), format!("conflicts with {field}"));
     }
+    Some(known)
 }
 
 pub fn criticality_to_proto(c: Option<Criticality>) -> pb::Criticality {
@@ -319,9 +355,13 @@ pub fn criticality_from_proto(
 }
 
 pub fn spec_to_proto(s: &ServiceSpec) -> pb::ServiceSpec {
+    let (kind, type_name) = service_type_to_proto(&s.kind);
+    let (lifecycle, lifecycle_name) = lifecycle_to_proto(&s.lifecycle);
     pb::ServiceSpec {
-        r#type: service_type_to_proto(s.kind).into(),
-        lifecycle: lifecycle_to_proto(s.lifecycle).into(),
+        r#type: kind.into(),
+        type_name,
+        lifecycle: lifecycle.into(),
+        lifecycle_name,
         system: s.system.as_ref().map(Name::to_string).unwrap_or_default(),
         description: s.description.clone(),
         tier: s.tier.map(u32::from).unwrap_or(0),
@@ -355,12 +395,12 @@ pub fn spec_fields_from_proto(
         let path = format!("{prefix}{}", field.as_str());
         match field {
             SpecField::Type => {
-                if let Some(t) = service_type_from_proto(v, &path, p.r#type) {
+                if let Some(t) = service_type_from_proto(v, &path, p.r#type, &p.type_name) {
                     into.kind = t;
                 }
             }
             SpecField::Lifecycle => {
-                if let Some(l) = lifecycle_from_proto(v, &path, p.lifecycle) {
+                if let Some(l) = lifecycle_from_proto(v, &path, p.lifecycle, &p.lifecycle_name) {
                     into.lifecycle = l;
                 }
             }

@@ -502,3 +502,94 @@ fn sealed_commits_chain_per_aggregate_and_any_changed_byte_breaks_the_seal() {
 /// for the one-response rule) as responses became sealed; and when `Name`'s
 /// `Debug` became the plain string (`"payments"`, not `Name("payments")`).
 const GOLDEN_DIGEST: &str = "fc1d84b03a264078d940d23f2148c2cf1f6b2ed9f003ccfa0c48c6296ee1b925";
+
+#[test]
+fn events_added_since_the_first_version_decode_to_what_was_encoded() {
+    use paved_domain::catalog::{EntityEvent, EntityRef, RepositoryEvent};
+    use paved_domain::delivery::{ChangeEvent, PullRequestAccount};
+    let at: DateTime<Utc> = DateTime::parse_from_rfc3339("2026-12-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let free = ServiceSpec::new(
+        ServiceType::Other("documentation".into()),
+        Lifecycle::Other("beta".into()),
+    );
+    let cases: Vec<(AggregateKind, &str, Event)> = vec![
+        (
+            AggregateKind::Service,
+            "handbook",
+            ServiceEvent::Registered {
+                name: n("handbook"),
+                owner: n("payments"),
+                spec: free,
+            }
+            .into(),
+        ),
+        (
+            AggregateKind::Entity,
+            "api-artistlookup-0123456789",
+            EntityEvent::Stored {
+                entity_ref: EntityRef {
+                    kind: "API".into(),
+                    namespace: "ops".into(),
+                    name: "ArtistLookup".into(),
+                },
+                document: serde_json::json!({"apiVersion": "backstage.io/v1alpha1", "kind": "API",
+                    "metadata": {"name": "ArtistLookup", "namespace": "ops"},
+                    "spec": {"owner": "group:artists", "definition": "openapi: 3.0.0"}}),
+            }
+            .into(),
+        ),
+        (
+            AggregateKind::Change,
+            "0123456789abcdef0123456789abcdef01234567",
+            ChangeEvent::PullRequestNoted {
+                sha: n("0123456789abcdef0123456789abcdef01234567"),
+                pull_request: PullRequestAccount {
+                    number: 7,
+                    url: "https://github.com/acme/mono/pull/7".into(),
+                    created_at: at,
+                    merged_at: Some(at + Duration::hours(1)),
+                    author: "octocat".into(),
+                    title: "Both".into(),
+                },
+            }
+            .into(),
+        ),
+        (
+            AggregateKind::Repository,
+            "repo-000000000000000000000000",
+            RepositoryEvent::Claimed {
+                identity: "github.com/acme/mono".into(),
+                path: "services/pay".into(),
+                service: n("pay-api"),
+                owner: Some(n("payments")),
+                claimed_at: at,
+                joins: true,
+            }
+            .into(),
+        ),
+    ];
+    for (kind, id, event) in cases {
+        let c = Commit {
+            kind,
+            aggregate_id: n(id),
+            command_id: "new-kinds".into(),
+            principal: "admin".into(),
+            occurred_at: at,
+            correlation_id: String::new(),
+            causation_id: String::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            reason: String::new(),
+            events: vec![event.clone()],
+            prev_hash: Vec::new(),
+            hash: Vec::new(),
+            command_fingerprint: Vec::new(),
+        };
+        let bytes = encode_commit(&c);
+        let back = decode_commit(&bytes).expect("decodes");
+        assert_eq!(back.events, [event], "{id}");
+        assert_eq!(encode_commit(&back), bytes, "{id}: canonical");
+    }
+}

@@ -181,7 +181,7 @@ kind: Component
 metadata:
   name: ledger
 spec:
-  type: database
+  type: ''
   lifecycle: production
   owner: user:alice
 ";

@@ -584,3 +584,79 @@ async fn a_cached_service_is_never_older_than_the_catalog_it_was_read_from() {
     let dependents: Vec<&str> = s.dependents.iter().map(|d| d.service.as_str()).collect();
     assert_eq!(dependents, ["fx"], "{s:?}");
 }
+
+#[tokio::test]
+async fn a_type_or_lifecycle_outside_the_enums_is_kept_as_given_and_filtered_by() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let mut docs = fixtures::service("handbook", "payments");
+    let spec = docs.spec.as_mut().unwrap();
+    (spec.r#type, spec.type_name) = (0, "documentation".into());
+    (spec.lifecycle, spec.lifecycle_name) = (0, "beta".into());
+    let done = c.register_service(docs).await.unwrap();
+    c.register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    let r = c.at(done.sequence + 1);
+    let spec = r.get_service("handbook").await.unwrap().spec.unwrap();
+    assert_eq!((spec.r#type, spec.type_name.as_str()), (0, "documentation"));
+    assert_eq!((spec.lifecycle, spec.lifecycle_name.as_str()), (0, "beta"));
+    // A well-known value keeps the enum, with no text beside it.
+    let spec = r.get_service("ledger").await.unwrap().spec.unwrap();
+    assert_eq!(
+        (spec.r#type, spec.type_name.as_str()),
+        (i32::from(pb::ServiceType::Service), "")
+    );
+    let listed = r
+        .list_all_services(pb::ListServicesRequest {
+            type_name: "documentation".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["handbook"]);
+
+    // Neither, or an enum and a text that disagree: refused by field.
+    let before = app.last_sequence().await;
+    for (kind, name, field) in [
+        (0, "", "spec.type"),
+        (
+            i32::from(pb::ServiceType::Website),
+            "documentation",
+            "spec.type_name",
+        ),
+        (0, "two\nlines", "spec.type"),
+    ] {
+        let mut bad = fixtures::service("bad", "payments");
+        let spec = bad.spec.as_mut().unwrap();
+        (spec.r#type, spec.type_name) = (kind, name.into());
+        let e = c.register_service(bad).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{name}: {e:?}");
+        let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, [field], "{name}");
+    }
+    assert_eq!(app.last_sequence().await, before);
+
+    // From Backstage and back: the values as they were.
+    let yaml = "apiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: runbooks\nspec:\n  type: documentation\n  lifecycle: sunset\n  owner: group:payments\n";
+    let imported = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let exported = c
+        .at(imported.sequence)
+        .export_backstage(false)
+        .await
+        .unwrap();
+    let runbooks: serde_json::Value = serde_yaml_ng::Deserializer::from_str(&exported.yaml)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .find(|d: &serde_json::Value| d["metadata"]["name"] == "runbooks")
+        .unwrap();
+    assert_eq!(runbooks["spec"]["type"], "documentation");
+    assert_eq!(runbooks["spec"]["lifecycle"], "sunset");
+}

@@ -288,6 +288,8 @@ impl DocReader<'_> {
 }
 
 fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
+    // A UTF-8 byte order mark, as editors on Windows write it.
+    let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
     let mut v = Violations::new();
     let mut docs = Documents::default();
     let mut seen: HashMap<(String, String), usize> = HashMap::new();
@@ -478,9 +480,10 @@ fn component(
     let kind_raw = r.string(doc, "spec.type");
     let kind = ServiceType::parse(&kind_raw);
     if kind.is_none() {
+        // Any string, as in Backstage; the well-known ones are suggested.
         r.err(
             "spec.type",
-            format!("{kind_raw:?} must be one of service, website, library, worker"),
+            "is required (e.g. service, website, library, worker)",
         );
     }
     let lifecycle_raw = r.string(doc, "spec.lifecycle");
@@ -488,7 +491,7 @@ fn component(
     if lifecycle.is_none() {
         r.err(
             "spec.lifecycle",
-            format!("{lifecycle_raw:?} must be one of experimental, production, deprecated"),
+            "is required (e.g. experimental, production, deprecated)",
         );
     }
     let owner_raw = r.string(doc, "spec.owner");
@@ -1566,20 +1569,21 @@ pub async fn export(
                 .collect();
             meta.insert("links".into(), json!(links));
         }
-        let kind = pb::ServiceType::try_from(spec_pb.r#type)
-            .map(|t| {
-                t.as_str_name()
-                    .trim_start_matches("SERVICE_TYPE_")
-                    .to_lowercase()
-            })
-            .unwrap_or_default();
-        let lifecycle = pb::Lifecycle::try_from(spec_pb.lifecycle)
-            .map(|l| {
-                l.as_str_name()
-                    .trim_start_matches("LIFECYCLE_")
-                    .to_lowercase()
-            })
-            .unwrap_or_default();
+        // The free text when the enum does not name it.
+        let kind = match pb::ServiceType::try_from(spec_pb.r#type) {
+            Ok(pb::ServiceType::Unspecified) | Err(_) => spec_pb.type_name.clone(),
+            Ok(t) => t
+                .as_str_name()
+                .trim_start_matches("SERVICE_TYPE_")
+                .to_lowercase(),
+        };
+        let lifecycle = match pb::Lifecycle::try_from(spec_pb.lifecycle) {
+            Ok(pb::Lifecycle::Unspecified) | Err(_) => spec_pb.lifecycle_name.clone(),
+            Ok(l) => l
+                .as_str_name()
+                .trim_start_matches("LIFECYCLE_")
+                .to_lowercase(),
+        };
         let mut spec = serde_json::Map::new();
         spec.insert("type".into(), json!(kind));
         spec.insert("lifecycle".into(), json!(lifecycle));

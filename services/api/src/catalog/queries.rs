@@ -5,7 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use paved_domain::Name;
 use paved_domain::catalog::{Criticality, Lifecycle, ServiceType};
-use paved_eventlog::codec::{criticality_to_proto, lifecycle_to_proto, service_type_to_proto};
+use paved_domain::validate::Violations;
+use paved_eventlog::codec::{
+    criticality_to_proto, lifecycle_from_proto, lifecycle_to_proto, service_type_from_proto,
+    service_type_to_proto,
+};
 use paved_eventlog::readmodel::{LinkDoc, SloDoc};
 use paved_proto::v1 as pb;
 use serde_json::Value;
@@ -273,13 +277,17 @@ fn service_from_row(r: &PgRow) -> Result<pb::Service, Status> {
     let links: Vec<LinkDoc> = json(r, "links")?;
     let slos: Vec<SloDoc> = json(r, "slos")?;
     let retired: Option<String> = r.try_get("retired_reason").map_err(db)?;
+    let (kind, type_name) = ServiceType::parse(&kind)
+        .map(|t| service_type_to_proto(&t))
+        .unwrap_or_default();
+    let (lifecycle, lifecycle_name) = Lifecycle::parse(&lifecycle)
+        .map(|l| lifecycle_to_proto(&l))
+        .unwrap_or_default();
     let spec = pb::ServiceSpec {
-        r#type: ServiceType::parse(&kind)
-            .map(|t| service_type_to_proto(t) as i32)
-            .unwrap_or_default(),
-        lifecycle: Lifecycle::parse(&lifecycle)
-            .map(|l| lifecycle_to_proto(l) as i32)
-            .unwrap_or_default(),
+        r#type: kind.into(),
+        type_name,
+        lifecycle: lifecycle.into(),
+        lifecycle_name,
         system: r
             .try_get::<Option<String>, _>("system")
             .map_err(db)?
@@ -363,34 +371,22 @@ pub async fn list_services(
     let after = page_token(&r.page_token)?;
     let owner = optional_name_arg("owner", &r.owner)?;
     let system = optional_name_arg("system", &r.system)?;
-    let lifecycle = match pb::Lifecycle::try_from(r.lifecycle) {
-        Ok(pb::Lifecycle::Unspecified) => None,
-        Ok(l) => Some(
-            l.as_str_name()
-                .trim_start_matches("LIFECYCLE_")
-                .to_lowercase(),
-        ),
-        Err(_) => {
-            return Err(error::invalid_field(
-                "lifecycle",
-                format!("unknown enum value {}", r.lifecycle),
-            ));
+    let mut v = Violations::new();
+    let lifecycle = match (r.lifecycle, r.lifecycle_name.as_str()) {
+        (0, "") => None,
+        (raw, name) => {
+            lifecycle_from_proto(&mut v, "lifecycle", raw, name).map(|l| l.as_str().to_owned())
         }
     };
-    let kind = match pb::ServiceType::try_from(r.r#type) {
-        Ok(pb::ServiceType::Unspecified) => None,
-        Ok(t) => Some(
-            t.as_str_name()
-                .trim_start_matches("SERVICE_TYPE_")
-                .to_lowercase(),
-        ),
-        Err(_) => {
-            return Err(error::invalid_field(
-                "type",
-                format!("unknown enum value {}", r.r#type),
-            ));
+    let kind = match (r.r#type, r.type_name.as_str()) {
+        (0, "") => None,
+        (raw, name) => {
+            service_type_from_proto(&mut v, "type", raw, name).map(|t| t.as_str().to_owned())
         }
     };
+    if !v.is_empty() {
+        return Err(error::invalid(v.into_vec()));
+    }
     let mut q = QueryBuilder::<Postgres>::new(format!(
         "SELECT {SERVICE_COLUMNS} FROM catalog_services s WHERE true"
     ));
@@ -513,14 +509,18 @@ pub async fn dependency_graph(
     .map_err(db)?;
     let mut nodes: Vec<pb::GraphNode> = info
         .into_iter()
-        .map(|(name, owner, lifecycle, retired)| pb::GraphNode {
-            distance: distance.get(&name).copied().unwrap_or(0),
-            name,
-            owner,
-            lifecycle: Lifecycle::parse(&lifecycle)
-                .map(|l| lifecycle_to_proto(l) as i32)
-                .unwrap_or_default(),
-            retired: retired.is_some(),
+        .map(|(name, owner, lifecycle, retired)| {
+            let (lifecycle, lifecycle_name) = Lifecycle::parse(&lifecycle)
+                .map(|l| lifecycle_to_proto(&l))
+                .unwrap_or_default();
+            pb::GraphNode {
+                distance: distance.get(&name).copied().unwrap_or(0),
+                name,
+                owner,
+                lifecycle: lifecycle.into(),
+                lifecycle_name,
+                retired: retired.is_some(),
+            }
         })
         .collect();
     nodes.sort_by(|a, b| {

@@ -16,53 +16,96 @@ pub const MAX_DEPENDENCIES: usize = 256;
 pub const MAX_SLOS: usize = 32;
 pub const MAX_TIER: u8 = 5;
 
-/// Backstage `spec.type` values Paved knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Longest free `spec.type` or `spec.lifecycle`.
+pub const MAX_FREE_TEXT: usize = 63;
+
+/// Backstage's `spec.type`: any string (as in Backstage), the well-known
+/// values named.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ServiceType {
     Service,
     Website,
     Library,
     Worker,
+    /// Any other value, as given (`documentation`, `grpc-service`, …).
+    Other(String),
 }
 
 impl ServiceType {
+    /// The well-known values (suggested by the CLI, in the proto's enum).
     pub const ALL: [ServiceType; 4] = [Self::Service, Self::Website, Self::Library, Self::Worker];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Service => "service",
             Self::Website => "website",
             Self::Library => "library",
             Self::Worker => "worker",
+            Self::Other(s) => s,
         }
     }
 
+    /// A well-known value, or any other as given; `None` for an empty one.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+        if s.is_empty() {
+            return None;
+        }
+        Some(
+            Self::ALL
+                .into_iter()
+                .find(|t| t.as_str() == s)
+                .unwrap_or_else(|| Self::Other(s.to_owned())),
+        )
     }
 }
 
-/// Backstage `spec.lifecycle` values.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Backstage's `spec.lifecycle`: any string (as in Backstage), the
+/// well-known values named; `deprecated` is what `DeprecateService` sets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Lifecycle {
     Experimental,
     Production,
     Deprecated,
+    /// Any other value, as given (`beta`, `sunset`, …).
+    Other(String),
 }
 
 impl Lifecycle {
+    /// The well-known values (suggested by the CLI, in the proto's enum).
     pub const ALL: [Lifecycle; 3] = [Self::Experimental, Self::Production, Self::Deprecated];
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Self::Experimental => "experimental",
             Self::Production => "production",
             Self::Deprecated => "deprecated",
+            Self::Other(s) => s,
         }
     }
 
+    /// A well-known value, or any other as given; `None` for an empty one.
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.as_str() == s)
+        if s.is_empty() {
+            return None;
+        }
+        Some(
+            Self::ALL
+                .into_iter()
+                .find(|t| t.as_str() == s)
+                .unwrap_or_else(|| Self::Other(s.to_owned())),
+        )
+    }
+}
+
+/// A free `spec.type` or `spec.lifecycle`: one line of at most
+/// [`MAX_FREE_TEXT`] characters, without leading or trailing blanks.
+fn free_text(v: &mut Violations, field: &str, value: &str) {
+    if value.trim() != value || value.is_empty() {
+        v.push(field, "must not be empty or start or end with blanks");
+    } else if value.chars().count() > MAX_FREE_TEXT {
+        v.push(field, format!("must be at most {MAX_FREE_TEXT} characters"));
+    } else if value.chars().any(char::is_control) {
+        v.push(field, "must not hold control characters");
     }
 }
 
@@ -133,6 +176,12 @@ impl ServiceSpec {
 
     /// Checks every free-form field; paths are prefixed with `prefix` (e.g. `spec.`).
     pub fn validate(&self, v: &mut Violations, prefix: &str) {
+        if let ServiceType::Other(t) = &self.kind {
+            free_text(v, &format!("{prefix}type"), t);
+        }
+        if let Lifecycle::Other(l) = &self.lifecycle {
+            free_text(v, &format!("{prefix}lifecycle"), l);
+        }
         v.text(
             &format!("{prefix}description"),
             &self.description,
@@ -236,8 +285,8 @@ impl SpecField {
     /// Copies this field from `from` into `to`.
     pub fn copy(self, from: &ServiceSpec, to: &mut ServiceSpec) {
         match self {
-            Self::Type => to.kind = from.kind,
-            Self::Lifecycle => to.lifecycle = from.lifecycle,
+            Self::Type => to.kind = from.kind.clone(),
+            Self::Lifecycle => to.lifecycle = from.lifecycle.clone(),
             Self::System => to.system.clone_from(&from.system),
             Self::Description => to.description.clone_from(&from.description),
             Self::Tier => to.tier = from.tier,

@@ -797,3 +797,29 @@ fn a_service_names_a_repository_only_while_it_holds_its_claim() {
         .is_ok()
     );
 }
+
+#[test]
+fn type_and_lifecycle_are_free_strings_with_the_well_known_ones_named() {
+    assert_eq!(ServiceType::parse("website"), Some(ServiceType::Website));
+    assert_eq!(
+        ServiceType::parse("documentation"),
+        Some(ServiceType::Other("documentation".into()))
+    );
+    assert_eq!(Lifecycle::parse("beta").unwrap().as_str(), "beta");
+    assert_eq!(ServiceType::parse(""), None);
+    let mut sp = spec();
+    sp.kind = ServiceType::Other("grpc-service".into());
+    sp.lifecycle = Lifecycle::Other("sunset".into());
+    let register = |sp: ServiceSpec| ServiceCommand::Register {
+        owner: n("payments"),
+        spec: sp,
+    };
+    let s = Scenario::<Option<Service>>::new("payments-api").with_team("payments", false, None);
+    assert!(s.when(register(sp.clone())).is_ok());
+    sp.kind = ServiceType::Other("has\ttab".into());
+    sp.lifecycle = Lifecycle::Other("x".repeat(64));
+    assert_eq!(
+        invalid_fields(s.when(register(sp))),
+        ["spec.type", "spec.lifecycle"]
+    );
+}

@@ -420,13 +420,8 @@ async fn at(
                             if s.retired {
                                 "retired".into()
                             } else {
-                                pb::Lifecycle::try_from(s.spec.as_ref().map_or(0, |x| x.lifecycle))
-                                    .map(|l| {
-                                        l.as_str_name()
-                                            .trim_start_matches("LIFECYCLE_")
-                                            .to_lowercase()
-                                    })
-                                    .unwrap_or_default()
+                                let spec = s.spec.clone().unwrap_or_default();
+                                super::catalog::lifecycle_name(spec.lifecycle, &spec.lifecycle_name)
                             },
                             s.dependencies.len().to_string(),
                         ]

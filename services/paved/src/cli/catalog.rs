@@ -50,39 +50,28 @@ pub struct CatalogArgs {
     command: CatalogCommand,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum TypeArg {
-    Service,
-    Website,
-    Library,
-    Worker,
-}
-
-impl From<TypeArg> for pb::ServiceType {
-    fn from(t: TypeArg) -> Self {
-        match t {
-            TypeArg::Service => pb::ServiceType::Service,
-            TypeArg::Website => pb::ServiceType::Website,
-            TypeArg::Library => pb::ServiceType::Library,
-            TypeArg::Worker => pb::ServiceType::Worker,
+/// A `--type` as the proto carries it: the enum for a well-known value,
+/// else the free text (Backstage's `spec.type` is any string).
+fn type_arg(t: &str) -> (i32, String) {
+    use paved_domain::catalog::ServiceType;
+    match ServiceType::parse(t) {
+        Some(t) => {
+            let (e, name) = paved_eventlog::codec::service_type_to_proto(&t);
+            (e.into(), name)
         }
+        None => (0, String::new()),
     }
 }
 
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum LifecycleArg {
-    Experimental,
-    Production,
-    Deprecated,
-}
-
-impl From<LifecycleArg> for pb::Lifecycle {
-    fn from(l: LifecycleArg) -> Self {
-        match l {
-            LifecycleArg::Experimental => pb::Lifecycle::Experimental,
-            LifecycleArg::Production => pb::Lifecycle::Production,
-            LifecycleArg::Deprecated => pb::Lifecycle::Deprecated,
+/// A `--lifecycle` as the proto carries it (see [`type_arg`]).
+fn lifecycle_arg(l: &str) -> (i32, String) {
+    use paved_domain::catalog::Lifecycle;
+    match Lifecycle::parse(l) {
+        Some(l) => {
+            let (e, name) = paved_eventlog::codec::lifecycle_to_proto(&l);
+            (e.into(), name)
         }
+        None => (0, String::new()),
     }
 }
 
@@ -104,12 +93,14 @@ enum DirectionArg {
 /// given are the ones replaced.
 #[derive(clap::Args, Debug, Default)]
 struct SpecArgs {
-    /// Service type: service, website, library or worker.
-    #[arg(long = "type", value_enum)]
-    kind: Option<TypeArg>,
-    /// Lifecycle stage: experimental, production or deprecated.
-    #[arg(long, value_enum)]
-    lifecycle: Option<LifecycleArg>,
+    /// Service type (Backstage's spec.type, any string): well-known are
+    /// service, website, library and worker.
+    #[arg(long = "type")]
+    kind: Option<String>,
+    /// Lifecycle stage (Backstage's spec.lifecycle, any string): well-known
+    /// are experimental, production and deprecated.
+    #[arg(long)]
+    lifecycle: Option<String>,
     /// System the service belongs to ("" for none).
     #[arg(long)]
     system: Option<String>,
@@ -147,12 +138,12 @@ impl SpecArgs {
     fn spec(&self) -> (pb::ServiceSpec, Vec<String>) {
         let mut mask = Vec::new();
         let mut spec = pb::ServiceSpec::default();
-        if let Some(k) = self.kind {
-            spec.r#type = pb::ServiceType::from(k).into();
+        if let Some(k) = &self.kind {
+            (spec.r#type, spec.type_name) = type_arg(k);
             mask.push("type");
         }
-        if let Some(l) = self.lifecycle {
-            spec.lifecycle = pb::Lifecycle::from(l).into();
+        if let Some(l) = &self.lifecycle {
+            (spec.lifecycle, spec.lifecycle_name) = lifecycle_arg(l);
             mask.push("lifecycle");
         }
         if let Some(s) = &self.system {
@@ -225,12 +216,14 @@ enum CatalogCommand {
         /// Only services of this system.
         #[arg(long)]
         system: Option<String>,
-        /// Only services at this lifecycle stage.
-        #[arg(long, value_enum)]
-        lifecycle: Option<LifecycleArg>,
-        /// Only services of this type.
-        #[arg(long = "type", value_enum)]
-        kind: Option<TypeArg>,
+        /// Only services at this lifecycle stage (experimental, production,
+        /// deprecated, or any other).
+        #[arg(long)]
+        lifecycle: Option<String>,
+        /// Only services of this type (service, website, library, worker, or
+        /// any other).
+        #[arg(long = "type")]
+        kind: Option<String>,
         /// Only services with this tag.
         #[arg(long)]
         tag: Option<String>,
@@ -264,7 +257,9 @@ enum CatalogCommand {
     },
     /// Import Backstage descriptor YAML (multi-document).
     Import {
-        /// YAML file of Group, System and Component descriptors (`---` between them).
+        /// YAML file of Backstage descriptors (`---` between them). The files
+        /// its Location entities name (relative targets, as Backstage reads
+        /// them) are imported with it, as one unit; URL targets are not fetched.
         file: std::path::PathBuf,
         /// Validate and plan only; append nothing.
         #[arg(long)]
@@ -359,16 +354,20 @@ fn enum_name(s: &str, prefix: &str) -> String {
     s.trim_start_matches(prefix).to_lowercase()
 }
 
-fn lifecycle_name(l: i32) -> String {
-    pb::Lifecycle::try_from(l)
-        .map(|l| enum_name(l.as_str_name(), "LIFECYCLE_"))
-        .unwrap_or_default()
+/// The lifecycle shown: the enum's value, else the free text.
+pub(super) fn lifecycle_name(l: i32, name: &str) -> String {
+    match pb::Lifecycle::try_from(l) {
+        Ok(pb::Lifecycle::Unspecified) | Err(_) => name.to_owned(),
+        Ok(l) => enum_name(l.as_str_name(), "LIFECYCLE_"),
+    }
 }
 
-fn type_name(t: i32) -> String {
-    pb::ServiceType::try_from(t)
-        .map(|t| enum_name(t.as_str_name(), "SERVICE_TYPE_"))
-        .unwrap_or_default()
+/// The type shown: the enum's value, else the free text.
+fn type_name(t: i32, name: &str) -> String {
+    match pb::ServiceType::try_from(t) {
+        Ok(pb::ServiceType::Unspecified) | Err(_) => name.to_owned(),
+        Ok(t) => enum_name(t.as_str_name(), "SERVICE_TYPE_"),
+    }
 }
 
 fn done(out: Output, what: &str, r: &pb::CommandResponse) -> anyhow::Result<()> {
@@ -501,15 +500,18 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             all,
             ..
         } => {
+            let (lifecycle, lifecycle_text) =
+                lifecycle.as_deref().map(lifecycle_arg).unwrap_or_default();
+            let (kind, type_text) = kind.as_deref().map(type_arg).unwrap_or_default();
             let services = client
                 .at(0)
                 .list_all_services(pb::ListServicesRequest {
                     owner: owner.unwrap_or_default(),
                     system: system.unwrap_or_default(),
-                    lifecycle: lifecycle
-                        .map(|l| pb::Lifecycle::from(l).into())
-                        .unwrap_or(0),
-                    r#type: kind.map(|k| pb::ServiceType::from(k).into()).unwrap_or(0),
+                    lifecycle,
+                    lifecycle_name: lifecycle_text,
+                    r#type: kind,
+                    type_name: type_text,
                     tag: tag.unwrap_or_default(),
                     include_retired: all,
                     page_size: 1000,
@@ -526,11 +528,11 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                             vec![
                                 s.name.clone(),
                                 s.owner.clone(),
-                                type_name(spec.r#type),
+                                type_name(spec.r#type, &spec.type_name),
                                 if s.retired {
                                     "retired".into()
                                 } else {
-                                    lifecycle_name(spec.lifecycle)
+                                    lifecycle_name(spec.lifecycle, &spec.lifecycle_name)
                                 },
                                 spec.system,
                                 s.dependencies.len().to_string(),
@@ -587,7 +589,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                                 if n.retired {
                                     "retired".into()
                                 } else {
-                                    lifecycle_name(n.lifecycle)
+                                    lifecycle_name(n.lifecycle, &n.lifecycle_name)
                                 },
                             ]
                         })
@@ -643,16 +645,25 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             }
         }
         CatalogCommand::Import { file, dry_run } => {
-            let yaml = std::fs::read_to_string(&file)
-                .with_context(|| format!("cannot read {}", file.display()))?;
+            let gathered = super::locations::gather(&file)?;
+            for target in &gathered.not_followed {
+                eprintln!("not followed (only files are): Location target {target}");
+            }
+            if gathered.parts.len() > 1 {
+                eprintln!(
+                    "importing {} files ({} documents) as one",
+                    gathered.parts.len(),
+                    gathered.parts.iter().map(|p| p.documents).sum::<usize>()
+                );
+            }
             let r = client
                 .import_backstage(pb::ImportBackstageRequest {
-                    yaml,
+                    yaml: gathered.yaml.clone(),
                     dry_run,
                     ..Default::default()
                 })
                 .await
-                .map_err(explain)?;
+                .map_err(|e| explain_import(e, &gathered))?;
             match out {
                 Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
@@ -817,6 +828,29 @@ pub(crate) fn explain(e: paved_sdk::Error) -> anyhow::Error {
     }
 }
 
+/// As [`explain`], each `documents[i]` also named by its file and its
+/// place in that file.
+fn explain_import(e: paved_sdk::Error, gathered: &super::locations::Gathered) -> anyhow::Error {
+    let violations = e.field_violations();
+    if violations.is_empty() || gathered.parts.len() < 2 {
+        return explain(e);
+    }
+    let lines: Vec<String> = violations
+        .iter()
+        .map(|(field, why)| {
+            let at = field
+                .strip_prefix("documents[")
+                .and_then(|rest| rest.split_once(']'))
+                .and_then(|(i, _)| i.parse::<usize>().ok())
+                .and_then(|i| gathered.locate(i))
+                .map(|(path, k)| format!(" ({} document {k})", path.display()))
+                .unwrap_or_default();
+            format!("  {field}{at}: {why}")
+        })
+        .collect();
+    anyhow::anyhow!("{} problems:\n{}", lines.len(), lines.join("\n"))
+}
+
 pub(super) fn print_service(s: &pb::Service) {
     let spec = s.spec.clone().unwrap_or_default();
     let deps = |d: &[pb::Dependency]| {
@@ -846,13 +880,13 @@ pub(super) fn print_service(s: &pb::Service) {
     output::fields(&[
         ("name", s.name.clone()),
         ("owner", s.owner.clone()),
-        ("type", type_name(spec.r#type)),
+        ("type", type_name(spec.r#type, &spec.type_name)),
         (
             "lifecycle",
             if s.retired {
                 format!("retired ({})", s.retired_reason)
             } else {
-                lifecycle_name(spec.lifecycle)
+                lifecycle_name(spec.lifecycle, &spec.lifecycle_name)
             },
         ),
         ("system", spec.system),

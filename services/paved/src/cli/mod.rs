@@ -5,6 +5,7 @@ pub mod audit;
 pub(crate) mod catalog;
 pub(crate) mod delivery;
 mod health;
+mod locations;
 pub mod output;
 mod survey;
 
