@@ -149,7 +149,10 @@ async fn a_changed_file_applies_only_the_differences() {
         })
         .await
         .unwrap();
-    assert_eq!(r.commands, 2, "one service update, one member removal");
+    assert_eq!(
+        r.commands, 4,
+        "one service update, one member removal, and their two descriptors"
+    );
     assert_eq!(r.unchanged, 27);
     let svc = c.at(r.sequence).get_service("svc-04").await.unwrap();
     assert_eq!(svc.spec.unwrap().description, "Rewritten");
@@ -400,18 +403,17 @@ async fn a_file_of_mixed_kinds_imports_whole_and_comes_back_out_as_it_came() {
         .await
         .unwrap();
     assert_eq!((first.entities, first.unchanged), (9, 0));
-    // The kinds Paved has no aggregate for are stored as they came, and the
-    // export gives each back field by field (uppercase, dotted names and
-    // another namespace included; references to entities not in the
-    // catalog, such as group:ops/sre and system artist-engagement, kept).
+    // Every document is stored as it came, and the export gives each back
+    // field by field (uppercase, dotted names and another namespace
+    // included; references to entities not in the catalog, such as
+    // group:ops/sre and system artist-engagement, kept).
     let exported = c.at(first.sequence).export_backstage(false).await.unwrap();
     assert_eq!(exported.entities, 9);
     let out = documents(&exported.yaml);
     let given = documents(MIXED);
-    for doc in given
-        .iter()
-        .filter(|d| !["Group", "Component"].contains(&d["kind"].as_str().unwrap()))
-    {
+    // Every document, those that became a team or a service too.
+    assert_eq!(out.len(), given.len());
+    for doc in &given {
         let back = out
             .iter()
             .find(|o| o["kind"] == doc["kind"] && o["metadata"]["name"] == doc["metadata"]["name"])
@@ -667,4 +669,121 @@ async fn a_failure_only_the_domain_finds_in_the_middle_of_a_big_file_appends_not
         .await
         .unwrap();
     assert_eq!(done.entities, 50);
+}
+
+#[tokio::test]
+async fn what_paved_does_not_model_survives_a_change_made_through_paved() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let yaml = "\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: artists
+spec:
+  type: business-unit
+  profile:
+    displayName: Artists
+    picture: https://avatars.example.com/artists.png
+  children: []
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: artist-web
+  title: Artist Web
+  description: The artists' site
+  links:
+    - url: https://dashboard.example.com/artist-web
+      title: Dashboard
+      icon: dashboard
+      type: admin-dashboard
+spec:
+  type: website
+  lifecycle: production
+  owner: group:artists
+  providesApis: [api:artist-api]
+  subcomponentOf: component:artist-portal
+  dependsOn: [resource:artists-db]
+";
+    let first = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // The descriptor's relations are the catalog's too.
+    let web = c
+        .at(first.sequence)
+        .get_entity("component:artist-web")
+        .await
+        .unwrap();
+    let relations: Vec<String> = web
+        .relations
+        .iter()
+        .map(|r| format!("{} {}", r.r#type, r.target))
+        .collect();
+    assert_eq!(
+        relations,
+        [
+            "dependsOn resource:default/artists-db",
+            "ownedBy group:default/artists",
+            "partOf component:default/artist-portal",
+            "providesApi api:default/artist-api"
+        ]
+    );
+    // Changed through Paved: the export says what Paved says, and keeps the rest.
+    let done = c
+        .update_service(pb::UpdateServiceRequest {
+            name: "artist-web".into(),
+            spec: Some(pb::ServiceSpec {
+                description: "Where fans find artists".into(),
+                ..Default::default()
+            }),
+            update_mask: Some(paved_proto::wkt::FieldMask {
+                paths: vec!["description".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let exported = c.at(done.sequence).export_backstage(false).await.unwrap();
+    let out = documents(&exported.yaml);
+    let web = out
+        .iter()
+        .find(|d| d["metadata"]["name"] == "artist-web")
+        .unwrap();
+    let given = documents(yaml);
+    assert_eq!(web["metadata"]["description"], "Where fans find artists");
+    for pointer in [
+        "/metadata/title",
+        "/metadata/links",
+        "/spec/providesApis",
+        "/spec/subcomponentOf",
+        "/spec/type",
+    ] {
+        assert_eq!(web.pointer(pointer), given[1].pointer(pointer), "{pointer}");
+    }
+    assert_eq!(
+        web["spec"]["dependsOn"],
+        serde_json::json!(["resource:artists-db"])
+    );
+    // The group did not change: given back as it came.
+    let group = out.iter().find(|d| d["kind"] == "Group").unwrap();
+    assert_eq!(group, &given[0]);
+    // And the export imports as a fixed point.
+    let before = app.last_sequence().await;
+    let again = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: exported.yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.commands, app.last_sequence().await),
+        (1, before + 2),
+        "only the descriptor catches up with the change (and the receipt)"
+    );
 }

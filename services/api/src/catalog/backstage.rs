@@ -167,6 +167,30 @@ struct EntityDoc {
     label: String,
     id: Name,
     document: serde_json::Value,
+    /// A typed entity's descriptor that Paved's export reproduces: stored
+    /// only to update one stored before.
+    optional: bool,
+}
+
+impl ComponentDoc {
+    /// The service this document describes, as the read model would show it.
+    fn as_service(&self) -> pb::Service {
+        pb::Service {
+            name: self.name.to_string(),
+            owner: self.owner.to_string(),
+            spec: Some(paved_eventlog::codec::spec_to_proto(&self.spec)),
+            dependencies: self
+                .depends_on
+                .iter()
+                .map(|d| pb::Dependency {
+                    service: d.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            deprecation_reason: self.deprecation.clone().unwrap_or_default(),
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Default)]
@@ -175,6 +199,8 @@ struct Documents {
     systems: Vec<SystemDoc>,
     components: Vec<ComponentDoc>,
     entities: Vec<EntityDoc>,
+    /// The descriptors of the groups, systems and components, as they came.
+    companions: Vec<EntityDoc>,
 }
 
 /// Reads one document; violations are recorded with `documents[i].<path>`.
@@ -351,6 +377,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
                         label,
                         id: er.id(),
                         document,
+                        optional: false,
                     });
                 }
                 Err(Rejection::Invalid(violations)) => {
@@ -379,6 +406,7 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
         }
         let name = r.name("metadata.name", &raw_name);
         let annotations = r.map(&doc, "metadata.annotations");
+        let typed_before = docs.groups.len() + docs.systems.len() + docs.components.len();
         match kind.as_str() {
             "Group" => {
                 let profile = TeamProfile {
@@ -462,6 +490,26 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
             }
             other => unreachable!("{other} is a typed kind"),
         }
+        // The descriptor as it came, kept beside what it became: needed
+        // only when Paved's own export of it would say something else, or
+        // to bring one stored before up to date.
+        if docs.groups.len() + docs.systems.len() + docs.components.len() > typed_before
+            && let Ok(document) = serde_json::to_value(&doc)
+            && let Ok(er) = check_document(&document)
+        {
+            let plain = kind == "Component"
+                && docs
+                    .components
+                    .last()
+                    .is_some_and(|c| component_doc(&c.as_service()) == document);
+            docs.companions.push(EntityDoc {
+                index,
+                label: r.label.clone(),
+                id: er.id(),
+                document,
+                optional: plain,
+            });
+        }
     }
     if v.is_empty() {
         Ok(docs)
@@ -471,6 +519,20 @@ fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
 }
 
 type ComponentParts = (Name, ServiceSpec, Option<String>, BTreeSet<Name>);
+
+/// The repository URL Backstage's own annotations imply: the
+/// `backstage.io/source-location` (`url:` form), else the GitHub slug.
+fn repository_from<V: AsRef<str>>(annotations: &BTreeMap<String, V>) -> Option<String> {
+    annotations
+        .get("backstage.io/source-location")
+        .and_then(|s| s.as_ref().strip_prefix("url:"))
+        .map(|s| s.trim_end_matches('/').to_owned())
+        .or_else(|| {
+            annotations
+                .get("github.com/project-slug")
+                .map(|slug| format!("https://github.com/{}", slug.as_ref()))
+        })
+}
 
 fn component(
     r: &mut DocReader<'_>,
@@ -546,17 +608,7 @@ fn component(
     let repository_url = annotations
         .get(ANNOTATION_REPOSITORY)
         .cloned()
-        .or_else(|| {
-            annotations
-                .get("backstage.io/source-location")
-                .and_then(|s| s.strip_prefix("url:"))
-                .map(|s| s.trim_end_matches('/').to_owned())
-        })
-        .or_else(|| {
-            annotations
-                .get("github.com/project-slug")
-                .map(|slug| format!("https://github.com/{slug}"))
-        })
+        .or_else(|| repository_from(&annotations))
         .unwrap_or_default();
     let docs_url = annotations
         .get(ANNOTATION_DOCS)
@@ -927,24 +979,27 @@ async fn plan_entities(
 ) -> Result<(Vec<Step>, u32), Status> {
     // By position in `docs.entities`: what it would store.
     type Item = (usize, Name, EntityCommand);
-    let items: Vec<Item> = docs
-        .entities
+    let all: Vec<&EntityDoc> = docs.entities.iter().chain(&docs.companions).collect();
+    let items: Vec<(usize, Name, EntityCommand, bool)> = all
         .iter()
         .enumerate()
         .map(|(i, d)| {
             let command = EntityCommand::Store {
                 document: d.document.clone(),
             };
-            (i, d.id.clone(), command)
+            (i, d.id.clone(), command, d.optional)
         })
         .collect();
     let decided: Vec<(Item, Result<bool, Rejection>)> = futures::stream::iter(items)
-        .map(|(i, id, command)| async move {
+        .map(|(i, id, command, optional)| async move {
             let state = executor
                 .state::<Option<Entity>>(&id)
                 .await
                 .map_err(exec_err)?
                 .state;
+            if optional && state.is_none() {
+                return Ok::<_, Status>(((i, id, command), Ok(false)));
+            }
             let mut refs = References::default();
             for r in state.references(&command, &refs) {
                 let team = executor
@@ -968,10 +1023,12 @@ async fn plan_entities(
         .await?;
     let (mut steps, mut unchanged) = (Vec::new(), 0);
     for ((i, id, command), changes) in decided {
-        let (index, label) = (docs.entities[i].index, &docs.entities[i].label);
+        let (index, label) = (all[i].index, &all[i].label);
         match changes {
             Ok(true) => steps.push(Step::Entity(id, command)),
-            Ok(false) => unchanged += 1,
+            // A descriptor beside a typed entity counts with that entity.
+            Ok(false) if i < docs.entities.len() => unchanged += 1,
+            Ok(false) => {}
             Err(Rejection::Invalid(violations)) => {
                 problems.extend(violations.into_iter().map(|fv| {
                     FieldViolation::new(
@@ -1523,84 +1580,27 @@ pub async fn export(
         docs.push(entity("System", &y.name, annotations, meta, spec));
     }
     let services = super::queries::list_all_services(pool, include_retired).await?;
-    for s in services {
-        let spec_pb = s.spec.unwrap_or_default();
-        let mut annotations: serde_json::Map<String, serde_json::Value> = spec_pb
-            .annotations
-            .into_iter()
-            .map(|(k, v)| (k, json!(v)))
-            .collect();
-        if spec_pb.tier != 0 {
-            annotations.insert(ANNOTATION_TIER.into(), json!(spec_pb.tier.to_string()));
-        }
-        if !spec_pb.docs_url.is_empty() {
-            annotations.insert(ANNOTATION_DOCS.into(), json!(spec_pb.docs_url));
-        }
-        if !spec_pb.repository_url.is_empty() {
-            annotations.insert(ANNOTATION_REPOSITORY.into(), json!(spec_pb.repository_url));
-        }
-        if !s.deprecation_reason.is_empty() {
-            annotations.insert(ANNOTATION_DEPRECATION.into(), json!(s.deprecation_reason));
-        }
-        if s.retired {
-            annotations.insert("paved.dev/retired".into(), json!(s.retired_reason));
-        }
-        let mut meta = serde_json::Map::new();
-        if !spec_pb.description.is_empty() {
-            meta.insert("description".into(), json!(spec_pb.description));
-        }
-        if !spec_pb.tags.is_empty() {
-            meta.insert("tags".into(), json!(spec_pb.tags));
-        }
-        if !spec_pb.labels.is_empty() {
-            meta.insert("labels".into(), json!(spec_pb.labels));
-        }
-        if !spec_pb.links.is_empty() {
-            let links: Vec<_> = spec_pb
-                .links
-                .iter()
-                .map(|l| {
-                    if l.title.is_empty() {
-                        json!({ "url": l.url })
-                    } else {
-                        json!({ "url": l.url, "title": l.title })
-                    }
-                })
-                .collect();
-            meta.insert("links".into(), json!(links));
-        }
-        // The free text when the enum does not name it.
-        let kind = match pb::ServiceType::try_from(spec_pb.r#type) {
-            Ok(pb::ServiceType::Unspecified) | Err(_) => spec_pb.type_name.clone(),
-            Ok(t) => t
-                .as_str_name()
-                .trim_start_matches("SERVICE_TYPE_")
-                .to_lowercase(),
-        };
-        let lifecycle = match pb::Lifecycle::try_from(spec_pb.lifecycle) {
-            Ok(pb::Lifecycle::Unspecified) | Err(_) => spec_pb.lifecycle_name.clone(),
-            Ok(l) => l
-                .as_str_name()
-                .trim_start_matches("LIFECYCLE_")
-                .to_lowercase(),
-        };
-        let mut spec = serde_json::Map::new();
-        spec.insert("type".into(), json!(kind));
-        spec.insert("lifecycle".into(), json!(lifecycle));
-        spec.insert("owner".into(), json!(s.owner));
-        if !spec_pb.system.is_empty() {
-            spec.insert("system".into(), json!(spec_pb.system));
-        }
-        if !s.dependencies.is_empty() {
-            let deps: Vec<String> = s
-                .dependencies
-                .iter()
-                .map(|d| format!("component:{}", d.service))
-                .collect();
-            spec.insert("dependsOn".into(), json!(deps));
-        }
-        docs.push(entity("Component", &s.name, annotations, meta, spec));
+    for s in &services {
+        docs.push(component_doc(s));
     }
+    // The descriptors the teams, systems and services came as: given back
+    // as they came while they still mean what the catalog says.
+    let companions = super::queries::typed_descriptors(pool).await?;
+    let mut docs: Vec<serde_json::Value> = docs
+        .into_iter()
+        .map(|d| {
+            let key = format!(
+                "{}:default/{}",
+                d["kind"].as_str().unwrap_or_default(),
+                d["metadata"]["name"].as_str().unwrap_or_default()
+            )
+            .to_ascii_lowercase();
+            match companions.get(&key) {
+                Some(c) => descriptor_or_merge(c, d),
+                None => d,
+            }
+        })
+        .collect();
     // Entities of other kinds: as they came.
     docs.extend(super::queries::list_all_entities(pool).await?);
     let entities = docs.len() as u32;
@@ -1613,6 +1613,247 @@ pub async fn export(
         }
     }
     Ok(pb::ExportBackstageResponse { yaml, entities })
+}
+
+/// A service as Backstage's Component descriptor.
+fn component_doc(s: &pb::Service) -> serde_json::Value {
+    let spec_pb = s.spec.clone().unwrap_or_default();
+    let mut annotations: serde_json::Map<String, serde_json::Value> = spec_pb
+        .annotations
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    if spec_pb.tier != 0 {
+        annotations.insert(ANNOTATION_TIER.into(), json!(spec_pb.tier.to_string()));
+    }
+    if !spec_pb.docs_url.is_empty() {
+        annotations.insert(ANNOTATION_DOCS.into(), json!(spec_pb.docs_url));
+    }
+    // Only when Backstage's own annotations do not say it already.
+    if !spec_pb.repository_url.is_empty()
+        && repository_from(&spec_pb.annotations).as_ref() != Some(&spec_pb.repository_url)
+    {
+        annotations.insert(ANNOTATION_REPOSITORY.into(), json!(spec_pb.repository_url));
+    }
+    if !s.deprecation_reason.is_empty() {
+        annotations.insert(ANNOTATION_DEPRECATION.into(), json!(s.deprecation_reason));
+    }
+    if s.retired {
+        annotations.insert("paved.dev/retired".into(), json!(s.retired_reason));
+    }
+    let mut meta = serde_json::Map::new();
+    if !spec_pb.description.is_empty() {
+        meta.insert("description".into(), json!(spec_pb.description));
+    }
+    if !spec_pb.tags.is_empty() {
+        meta.insert("tags".into(), json!(spec_pb.tags));
+    }
+    if !spec_pb.labels.is_empty() {
+        meta.insert("labels".into(), json!(spec_pb.labels));
+    }
+    if !spec_pb.links.is_empty() {
+        let links: Vec<_> = spec_pb
+            .links
+            .iter()
+            .map(|l| {
+                if l.title.is_empty() {
+                    json!({ "url": l.url })
+                } else {
+                    json!({ "url": l.url, "title": l.title })
+                }
+            })
+            .collect();
+        meta.insert("links".into(), json!(links));
+    }
+    // The free text when the enum does not name it.
+    let kind = match pb::ServiceType::try_from(spec_pb.r#type) {
+        Ok(pb::ServiceType::Unspecified) | Err(_) => spec_pb.type_name.clone(),
+        Ok(t) => t
+            .as_str_name()
+            .trim_start_matches("SERVICE_TYPE_")
+            .to_lowercase(),
+    };
+    let lifecycle = match pb::Lifecycle::try_from(spec_pb.lifecycle) {
+        Ok(pb::Lifecycle::Unspecified) | Err(_) => spec_pb.lifecycle_name.clone(),
+        Ok(l) => l
+            .as_str_name()
+            .trim_start_matches("LIFECYCLE_")
+            .to_lowercase(),
+    };
+    let mut spec = serde_json::Map::new();
+    spec.insert("type".into(), json!(kind));
+    spec.insert("lifecycle".into(), json!(lifecycle));
+    spec.insert("owner".into(), json!(s.owner));
+    if !spec_pb.system.is_empty() {
+        spec.insert("system".into(), json!(spec_pb.system));
+    }
+    if !s.dependencies.is_empty() {
+        let deps: Vec<String> = s
+            .dependencies
+            .iter()
+            .map(|d| format!("component:{}", d.service))
+            .collect();
+        spec.insert("dependsOn".into(), json!(deps));
+    }
+    entity("Component", &s.name, annotations, meta, spec)
+}
+
+/// What Paved makes of one typed descriptor: two descriptors with the same
+/// meaning import as the same team, system or service.
+#[derive(PartialEq)]
+enum Meaning {
+    Group(TeamProfile, Option<Name>, BTreeSet<String>),
+    System(Name, String, String),
+    Component(Name, Box<ServiceSpec>, Option<String>, BTreeSet<Name>),
+}
+
+fn meaning(doc: &serde_json::Value) -> Option<Meaning> {
+    let yaml = serde_yaml_ng::to_string(doc).ok()?;
+    let docs = parse(&yaml, &AtomicBool::new(false)).ok()?;
+    if let Some(g) = docs.groups.into_iter().next() {
+        return Some(Meaning::Group(g.profile, g.parent, g.members));
+    }
+    if let Some(y) = docs.systems.into_iter().next() {
+        return Some(Meaning::System(y.owner, y.display_name, y.description));
+    }
+    let c = docs.components.into_iter().next()?;
+    Some(Meaning::Component(
+        c.owner,
+        Box::new(c.spec),
+        c.deprecation,
+        c.depends_on,
+    ))
+}
+
+/// The descriptor `c` a typed entity was last imported from, if it still
+/// means what the catalog's view of the entity (`d`) means; else `d` with
+/// every field Paved does not model taken from `c` (a link's icon, a
+/// component's `providesApis`, a group's `picture`, non-component
+/// `dependsOn` refs, …).
+fn descriptor_or_merge(c: &serde_json::Value, d: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    if meaning(c).is_some_and(|m| meaning(&d).is_some_and(|n| n == m)) {
+        return c.clone();
+    }
+    let mut out = c.clone();
+    let kind = d["kind"].as_str().unwrap_or_default().to_owned();
+    let take = |out: &mut Value, section: &str, key: &str| {
+        let v = d.get(section).and_then(|s| s.get(key)).cloned();
+        if let Some(map) = out.get_mut(section).and_then(Value::as_object_mut) {
+            match v {
+                Some(v) => {
+                    map.insert(key.to_owned(), v);
+                }
+                None => {
+                    map.remove(key);
+                }
+            }
+        }
+    };
+    for section in ["metadata", "spec"] {
+        if !out.get(section).is_some_and(Value::is_object) {
+            out[section] = Value::Object(Default::default());
+        }
+    }
+    // Annotations: the catalog's win, the others stay.
+    let mut annotations = c["metadata"]["annotations"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if kind == "Component" {
+        // A component's annotations are all in the catalog.
+        annotations.clear();
+    }
+    if let Some(a) = d["metadata"]["annotations"].as_object() {
+        annotations.extend(a.clone());
+    }
+    if annotations.is_empty() {
+        out["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("annotations"));
+    } else {
+        out["metadata"]["annotations"] = Value::Object(annotations);
+    }
+    match kind.as_str() {
+        "Group" => {
+            for key in ["parent", "children", "members"] {
+                take(&mut out, "spec", key);
+            }
+            let profile = d["spec"]["profile"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let mut merged = c["spec"]["profile"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for key in ["displayName", "email"] {
+                match profile.get(key) {
+                    Some(v) => {
+                        merged.insert(key.to_owned(), v.clone());
+                    }
+                    None => {
+                        merged.remove(key);
+                    }
+                }
+            }
+            out["spec"]["profile"] = Value::Object(merged);
+        }
+        "System" => {
+            for key in ["title", "description"] {
+                take(&mut out, "metadata", key);
+            }
+            take(&mut out, "spec", "owner");
+        }
+        _ => {
+            for key in ["description", "tags", "labels"] {
+                take(&mut out, "metadata", key);
+            }
+            // A link's icon and type survive while its URL and title stay.
+            let titled = |links: &Value| -> Vec<(String, String)> {
+                links
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|l| {
+                        let text = |k: &str| l[k].as_str().unwrap_or_default().to_owned();
+                        (text("url"), text("title"))
+                    })
+                    .collect()
+            };
+            if titled(&c["metadata"]["links"]) != titled(&d["metadata"]["links"]) {
+                take(&mut out, "metadata", "links");
+            }
+            for key in ["type", "lifecycle", "owner", "system"] {
+                take(&mut out, "spec", key);
+            }
+            // Paved's dependencies on components, the original's on other kinds.
+            let mut deps: Vec<Value> = d["spec"]["dependsOn"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            deps.extend(
+                c["spec"]["dependsOn"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|r| {
+                        r.as_str().is_some_and(|r| {
+                            r.split_once(':')
+                                .is_some_and(|(k, _)| !k.eq_ignore_ascii_case("component"))
+                        })
+                    })
+                    .cloned(),
+            );
+            let spec = out["spec"].as_object_mut().expect("a mapping");
+            if deps.is_empty() {
+                spec.remove("dependsOn");
+            } else {
+                spec.insert("dependsOn".into(), Value::Array(deps));
+            }
+        }
+    }
+    out
 }
 
 fn entity(

@@ -671,11 +671,26 @@ pub async fn list_all_systems(
     }
 }
 
+/// The stored descriptors of teams, systems and services (Group, System and
+/// Component documents as last imported), by lowercase ref.
+pub async fn typed_descriptors(pool: &PgPool) -> Result<HashMap<String, Value>, Status> {
+    let rows: Vec<(String, Value)> = sqlx::query_as(
+        "SELECT ref_key, document FROM catalog_entities
+          WHERE lower(kind) IN ('group', 'system', 'component')",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    Ok(rows.into_iter().collect())
+}
+
 /// Every stored entity of the kinds without an aggregate of their own, as
 /// the descriptor it came as, by kind, namespace and name.
 pub async fn list_all_entities(pool: &PgPool) -> Result<Vec<serde_json::Value>, Status> {
     sqlx::query_scalar(
-        "SELECT document FROM catalog_entities ORDER BY lower(kind), namespace, lower(name), name",
+        "SELECT document FROM catalog_entities
+          WHERE lower(kind) NOT IN ('group', 'system', 'component')
+          ORDER BY lower(kind), namespace, lower(name), name",
     )
     .fetch_all(pool)
     .await

@@ -3,6 +3,12 @@
 //! plugin defines — stored as the descriptor they came as, with the
 //! relations their well-known fields name.
 //!
+//! The descriptor of a Group, System or Component is stored too, beside
+//! the team, system or service it became: the document as last imported,
+//! which the export gives back as long as the typed entity still says what
+//! it says (fields Paved does not model, such as `providesApis` or a link's
+//! icon, survive a round trip that way, and name their relations).
+//!
 //! Identity follows Backstage: a ref is `[kind:][namespace/]name`, names are
 //! `[a-zA-Z0-9]` runs separated by `-`, `_` or `.` (at most 63 characters),
 //! namespaces lowercase DNS labels, and refs compare case-insensitively while
@@ -30,7 +36,8 @@ use crate::validate::Violations;
 pub const MAX_DOCUMENT_BYTES: usize = 512 * 1024;
 /// Most relations one descriptor may name.
 pub const MAX_RELATIONS: usize = 1_000;
-/// Kinds with aggregates of their own, imported as teams, systems and services.
+/// Kinds with aggregates of their own, imported as teams, systems and
+/// services; their stored descriptors only accompany those.
 pub const TYPED_KINDS: [&str; 3] = ["Group", "System", "Component"];
 
 /// `[kind:][namespace/]name`, as given.
@@ -254,24 +261,12 @@ pub fn relations(document: &Value, namespace: &str, v: &mut Violations) -> Vec<R
 }
 
 /// What a descriptor must be to be stored, whoever stores it: a ref
-/// ([`entity_ref`]) of a kind without an aggregate of its own, an
+/// ([`entity_ref`]), an
 /// `apiVersion`, `metadata` (and `spec`, if any) mappings, at most
 /// [`MAX_DOCUMENT_BYTES`], and well-formed refs in its well-known fields.
 pub fn check_document(document: &Value) -> Result<EntityRef, Rejection> {
     let entity_ref = entity_ref(document)?;
     let mut v = Violations::new();
-    if TYPED_KINDS
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(&entity_ref.kind))
-    {
-        v.push(
-            "kind",
-            format!(
-                "{} is imported as a team, system or service",
-                entity_ref.kind
-            ),
-        );
-    }
     if !document
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -300,8 +295,13 @@ pub fn check_document(document: &Value) -> Result<EntityRef, Rejection> {
     Ok(entity_ref)
 }
 
-/// The owner a descriptor names (`spec.owner`), if any.
+/// The owner a descriptor names (`spec.owner`), if any; a Group's is the
+/// group itself (its team's members change it).
 pub fn entity_owner(document: &Value, namespace: &str) -> Option<EntityRef> {
+    if document.get("kind").and_then(Value::as_str) == Some("Group") {
+        let name = document.pointer("/metadata/name")?.as_str()?;
+        return EntityRef::parse(name, Some("Group"), namespace).ok();
+    }
     let owner = document.pointer("/spec/owner")?.as_str()?;
     EntityRef::parse(owner, Some("Group"), namespace).ok()
 }
@@ -590,6 +590,28 @@ mod tests {
     }
 
     #[test]
+    fn a_groups_descriptor_is_its_own_teams_to_change() {
+        let doc = json!({"apiVersion": "backstage.io/v1alpha1", "kind": "Group",
+                         "metadata": {"name": "payments"}, "spec": {"type": "team", "children": []}});
+        let mut s = scenario_for(&doc);
+        s.refs.insert_team(
+            n("payments"),
+            Some(crate::catalog::Team {
+                name: n("payments"),
+                profile: Default::default(),
+                parent: None,
+                members: Default::default(),
+                retired: None,
+            }),
+        );
+        let store = EntityCommand::Store { document: doc };
+        let s = s.by(Principal::member("ana", n("payments")));
+        assert!(s.when(store.clone()).is_ok());
+        let s = s.by(Principal::member("mallory", n("growth")));
+        assert!(matches!(s.when(store), Err(Rejection::PermissionDenied(_))));
+    }
+
+    #[test]
     fn an_owner_not_in_the_catalog_leaves_the_entity_to_admins() {
         let doc = api("artist-api", "group:default/artists");
         let s = scenario_for(&doc);
@@ -600,15 +622,15 @@ mod tests {
     }
 
     #[test]
-    fn typed_kinds_bad_shapes_and_huge_documents_are_refused_by_field() {
+    fn bad_shapes_and_huge_documents_are_refused_by_field() {
         let mut doc = api("artist-api", "group:artists");
-        doc["kind"] = json!("Component");
+        doc["spec"] = json!(["not", "a", "mapping"]);
         let s = scenario_for(&doc);
         assert_eq!(
             invalid_fields(s.when(EntityCommand::Store {
                 document: doc.clone()
             })),
-            ["kind"]
+            ["spec"]
         );
         let mut doc = api("artist-api", "group:artists");
         doc["apiVersion"] = json!(1);
