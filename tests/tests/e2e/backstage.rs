@@ -787,3 +787,88 @@ spec:
         "only the descriptor catches up with the change (and the receipt)"
     );
 }
+
+#[tokio::test]
+async fn a_users_member_of_and_a_groups_members_are_one_membership() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(crate::helpers::fixtures::team("payments"))
+        .await
+        .unwrap();
+    let yaml = "\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: crew
+spec:
+  type: team
+  children: []
+---
+apiVersion: backstage.io/v1alpha1
+kind: User
+metadata:
+  name: ana
+spec:
+  memberOf: [crew, group:default/payments, group:ops/elsewhere]
+";
+    let first = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let r = c.at(first.sequence);
+    // The file's own group and a team the file does not describe.
+    for team in ["crew", "payments"] {
+        let t = r.get_team(team).await.unwrap();
+        assert_eq!(t.members, ["ana"], "{team}");
+    }
+    let ana = r.get_entity("user:ana").await.unwrap();
+    let member_of: Vec<(&str, bool)> = ana
+        .relations
+        .iter()
+        .map(|r| (r.target.as_str(), r.missing))
+        .collect();
+    assert_eq!(
+        member_of,
+        [
+            ("group:default/crew", false),
+            ("group:default/payments", false),
+            ("group:ops/elsewhere", true)
+        ]
+    );
+    // Again: nothing to do.
+    let again = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.commands, 0);
+    // A member cannot join anyone to payments this way: a User has no
+    // owner, so only admins store users (and the join would need to act
+    // for payments too).
+    c.create_team(crate::helpers::fixtures::team("growth"))
+        .await
+        .unwrap();
+    let mallory = app
+        .client_as(paved_domain::Principal::member(
+            "mallory",
+            paved_domain::Name::parse("growth").unwrap(),
+        ))
+        .await;
+    let before = app.last_sequence().await;
+    let e = mallory
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: "apiVersion: backstage.io/v1alpha1\nkind: User\nmetadata:\n  name: mallory\nspec:\n  memberOf: [payments]\n".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(e.to_string().contains("its owner is not a team"), "{e}");
+    assert_eq!(app.last_sequence().await, before);
+    assert_eq!(c.get_team("payments").await.unwrap().members, ["ana"]);
+}

@@ -34,7 +34,7 @@ use paved_domain::catalog::{
     Entity, EntityCommand, ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link,
     RepositoryClaim, RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType,
     SourceLocation, SpecField, System, SystemCommand, TYPED_KINDS, Team, TeamCommand, TeamProfile,
-    check_document, claim_id, may_join_system, receipt_id, repository_to_claim,
+    check_document, claim_id, may_join_system, receipt_id, relations, repository_to_claim,
 };
 use paved_domain::validate::{self, Violations};
 use paved_domain::{Aggregate, Context, FieldViolation, Name, Principal, References, Rejection};
@@ -822,11 +822,17 @@ async fn run_import(
     yaml: &str,
     dry_run: bool,
 ) -> Result<pb::ImportBackstageResponse, Status> {
-    let docs = parse_off_runtime(Arc::from(yaml)).await?;
+    let mut docs = parse_off_runtime(Arc::from(yaml)).await?;
+    // Users' memberOf and groups' members: one membership.
+    let joining = memberships(&mut docs);
     let entities =
         (docs.groups.len() + docs.systems.len() + docs.components.len() + docs.entities.len())
             as u32;
-    let teams: HashMap<Name, Option<Team>> = states(executor, referenced_teams(&docs)).await?;
+    let mut wanted = referenced_teams(&docs);
+    wanted.extend(joining.iter().map(|(team, _)| team.clone()));
+    wanted.sort();
+    wanted.dedup();
+    let teams: HashMap<Name, Option<Team>> = states(executor, wanted).await?;
     let systems: HashMap<Name, Option<System>> =
         states(executor, referenced_systems(&docs)).await?;
     let services: HashMap<Name, Option<Service>> =
@@ -840,6 +846,18 @@ async fn run_import(
         return Err(error::invalid(conflicts));
     }
     let (mut phases, mut unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
+    // Users of the file joining teams the file does not describe.
+    let joins: Vec<Step> = joining
+        .into_iter()
+        .filter(|(team, user)| {
+            teams
+                .get(team)
+                .and_then(Option::as_ref)
+                .is_some_and(|t| !t.members.contains(user))
+        })
+        .map(|(team, member)| Step::Team(team, TeamCommand::AddMember { member }))
+        .collect();
+    phases.extend(serialize_per_aggregate(joins));
     unchanged += entities_unchanged;
     // What the domain would refuse half-way through: found now.
     let claims: Vec<Name> = docs
@@ -912,6 +930,42 @@ async fn run_import(
         }
     }
     Ok(response)
+}
+
+/// The memberships the file's User documents declare (`spec.memberOf`,
+/// users and groups of the default namespace): added to the members of
+/// the file's own groups, and returned for the teams the file does not
+/// describe. Backstage reads a membership from either side; so does Paved.
+fn memberships(docs: &mut Documents) -> Vec<(Name, String)> {
+    let mut elsewhere = Vec::new();
+    for user in docs
+        .entities
+        .iter()
+        .filter(|e| e.document["kind"].as_str() == Some("User"))
+    {
+        let namespace = user.document["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
+        let Some(name) = user.document["metadata"]["name"].as_str() else {
+            continue;
+        };
+        if namespace != "default" {
+            continue;
+        }
+        let mut v = Violations::new();
+        for r in relations(&user.document, namespace, &mut v) {
+            let Some(team) = (r.kind == "memberOf").then(|| r.target.team()).flatten() else {
+                continue;
+            };
+            match docs.groups.iter_mut().find(|g| g.name == team) {
+                Some(g) => {
+                    g.members.insert(name.to_owned());
+                }
+                None => elsewhere.push((team, name.to_owned())),
+            }
+        }
+    }
+    elsewhere
 }
 
 /// Runs the import's steps, phase by phase, over an in-memory copy of the

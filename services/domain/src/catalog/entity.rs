@@ -173,13 +173,16 @@ pub fn inverse(kind: &str) -> &'static str {
         "providesApi" => "apiProvidedBy",
         "consumesApi" => "apiConsumedBy",
         "memberOf" => "hasMember",
+        "hasMember" => "memberOf",
+        "childOf" => "parentOf",
+        "parentOf" => "childOf",
         _ => "relatedTo",
     }
 }
 
 /// The well-known fields that name other entities: (`spec` field, relation,
 /// the kind a ref without one has, one ref or a list).
-const RELATION_FIELDS: [(&str, &str, Option<&str>, bool); 10] = [
+const RELATION_FIELDS: [(&str, &str, Option<&str>, bool); 13] = [
     ("owner", "ownedBy", Some("Group"), false),
     ("system", "partOf", Some("System"), false),
     ("domain", "partOf", Some("Domain"), false),
@@ -190,6 +193,10 @@ const RELATION_FIELDS: [(&str, &str, Option<&str>, bool); 10] = [
     ("providesApis", "providesApi", Some("API"), true),
     ("consumesApis", "consumesApi", Some("API"), true),
     ("memberOf", "memberOf", Some("Group"), true),
+    // A group's descriptor.
+    ("members", "hasMember", Some("User"), true),
+    ("parent", "childOf", Some("Group"), false),
+    ("children", "parentOf", Some("Group"), true),
 ];
 
 /// The entity a stored descriptor is, read from its `kind` and
