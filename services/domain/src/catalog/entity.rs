@@ -487,6 +487,20 @@ mod tests {
         })
     }
 
+    /// Team `name` in the catalog the scenario decides against.
+    fn with_team(s: &mut Scenario<Option<Entity>>, name: &str) {
+        s.refs.insert_team(
+            n(name),
+            Some(crate::catalog::Team {
+                name: n(name),
+                profile: Default::default(),
+                parent: None,
+                members: Default::default(),
+                retired: None,
+            }),
+        );
+    }
+
     fn scenario_for(document: &Value) -> Scenario<Option<Entity>> {
         let r = entity_ref(document).unwrap();
         Scenario::new(r.id().as_str())
@@ -552,16 +566,7 @@ mod tests {
     fn a_descriptor_is_stored_as_it_came_once_and_only_by_its_owner() {
         let doc = api("ArtistLookup", "group:default/payments");
         let mut s = scenario_for(&doc);
-        s.refs.insert_team(
-            n("payments"),
-            Some(crate::catalog::Team {
-                name: n("payments"),
-                profile: Default::default(),
-                parent: None,
-                members: Default::default(),
-                retired: None,
-            }),
-        );
+        with_team(&mut s, "payments");
         let store = EntityCommand::Store {
             document: doc.clone(),
         };
@@ -601,16 +606,7 @@ mod tests {
         let doc = json!({"apiVersion": "backstage.io/v1alpha1", "kind": "Group",
                          "metadata": {"name": "payments"}, "spec": {"type": "team", "children": []}});
         let mut s = scenario_for(&doc);
-        s.refs.insert_team(
-            n("payments"),
-            Some(crate::catalog::Team {
-                name: n("payments"),
-                profile: Default::default(),
-                parent: None,
-                members: Default::default(),
-                retired: None,
-            }),
-        );
+        with_team(&mut s, "payments");
         let store = EntityCommand::Store { document: doc };
         let s = s.by(Principal::member("ana", n("payments")));
         assert!(s.when(store.clone()).is_ok());

@@ -47,15 +47,7 @@ impl ServiceType {
 
     /// A well-known value, or any other as given; `None` for an empty one.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.is_empty() {
-            return None;
-        }
-        Some(
-            Self::ALL
-                .into_iter()
-                .find(|t| t.as_str() == s)
-                .unwrap_or_else(|| Self::Other(s.to_owned())),
-        )
+        known_or_other(Self::ALL, s, Self::as_str, Self::Other)
     }
 }
 
@@ -85,16 +77,26 @@ impl Lifecycle {
 
     /// A well-known value, or any other as given; `None` for an empty one.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.is_empty() {
-            return None;
-        }
-        Some(
-            Self::ALL
-                .into_iter()
-                .find(|t| t.as_str() == s)
-                .unwrap_or_else(|| Self::Other(s.to_owned())),
-        )
+        known_or_other(Self::ALL, s, Self::as_str, Self::Other)
     }
+}
+
+/// The value of `known` spelled `s`, else `other(s)`; `None` for "".
+fn known_or_other<T, const N: usize>(
+    known: [T; N],
+    s: &str,
+    name: fn(&T) -> &str,
+    other: fn(String) -> T,
+) -> Option<T> {
+    if s.is_empty() {
+        return None;
+    }
+    Some(
+        known
+            .into_iter()
+            .find(|t| name(t) == s)
+            .unwrap_or_else(|| other(s.to_owned())),
+    )
 }
 
 /// A free `spec.type` or `spec.lifecycle`: one line of at most
