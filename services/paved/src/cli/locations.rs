@@ -4,6 +4,12 @@
 //! followed transitively, each file once, as one multi-document YAML — so
 //! the whole tree is imported (or refused) as one unit. Targets with a
 //! scheme (`https://…`) are not fetched: they are listed for the caller.
+//!
+//! Backstage's placeholders are resolved the same way: a value that is a
+//! mapping of just `$text`, `$json` or `$yaml` to a relative path (an API's
+//! `spec.definition: {$text: ./openapi.yaml}`) becomes that file's text,
+//! or its parsed JSON or YAML, read relative to the descriptor, at most
+//! [`MAX_PLACEHOLDER_BYTES`].
 
 use std::collections::{BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
@@ -13,6 +19,9 @@ use serde::Deserialize;
 
 /// Most files one import follows.
 pub const MAX_FILES: usize = 1_000;
+/// Largest file a placeholder reads (the server stores at most 512 KiB per
+/// entity).
+pub const MAX_PLACEHOLDER_BYTES: u64 = 512 * 1024;
 
 /// One file's share of the gathered YAML.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,12 +84,20 @@ pub fn gather(root: &Path) -> anyhow::Result<Gathered> {
         };
         let dir = canonical.parent().unwrap_or(Path::new("/")).to_path_buf();
         let mut documents = 0;
+        // The file's documents again, when a placeholder was resolved in one.
+        let mut resolved: Vec<serde_yaml_ng::Value> = Vec::new();
+        let mut any_placeholder = false;
+        let mut malformed = false;
         for de in serde_yaml_ng::Deserializer::from_str(&chunk) {
             documents += 1;
             // A malformed document is the server's to report, by its index.
-            let Ok(doc) = serde_yaml_ng::Value::deserialize(de) else {
+            let Ok(mut doc) = serde_yaml_ng::Value::deserialize(de) else {
+                malformed = true;
                 break;
             };
+            any_placeholder |= resolve(&mut doc, &dir, &mut out.not_followed)
+                .with_context(|| format!("{}: document {}", path.display(), documents - 1))?;
+            resolved.push(doc.clone());
             if doc.get("kind").and_then(|k| k.as_str()) != Some("Location") {
                 continue;
             }
@@ -100,6 +117,16 @@ pub fn gather(root: &Path) -> anyhow::Result<Gathered> {
                 }
             }
         }
+        let chunk = if any_placeholder && !malformed {
+            let mut rebuilt = String::new();
+            for doc in &resolved {
+                rebuilt.push_str("---\n");
+                rebuilt.push_str(&serde_yaml_ng::to_string(doc)?);
+            }
+            rebuilt
+        } else {
+            chunk
+        };
         if !out.yaml.is_empty() && !out.yaml.ends_with('\n') {
             out.yaml.push('\n');
         }
@@ -112,6 +139,67 @@ pub fn gather(root: &Path) -> anyhow::Result<Gathered> {
         count += documents;
     }
     Ok(out)
+}
+
+/// Resolves the placeholders in `value` (see the module docs); whether
+/// there was one. URL placeholders are left as they are and listed.
+fn resolve(
+    value: &mut serde_yaml_ng::Value,
+    dir: &Path,
+    not_followed: &mut Vec<String>,
+) -> anyhow::Result<bool> {
+    use serde_yaml_ng::Value;
+    match value {
+        Value::Mapping(map) if map.len() == 1 => {
+            let (key, target) = map.iter().next().expect("one entry");
+            let (Some(key), Some(target)) = (key.as_str(), target.as_str()) else {
+                return resolve_all(map.values_mut(), dir, not_followed);
+            };
+            if !matches!(key, "$text" | "$json" | "$yaml") {
+                return resolve_all(map.values_mut(), dir, not_followed);
+            }
+            if target.contains("://") {
+                not_followed.push(format!("{key}: {target}"));
+                return Ok(false);
+            }
+            let file = dir.join(target);
+            let size = std::fs::metadata(&file)
+                .with_context(|| format!("{key}: cannot read {}", file.display()))?
+                .len();
+            if size > MAX_PLACEHOLDER_BYTES {
+                bail!(
+                    "{key}: {} is {size} bytes, at most {MAX_PLACEHOLDER_BYTES}",
+                    file.display()
+                );
+            }
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("{key}: cannot read {} as UTF-8", file.display()))?;
+            *value = match key {
+                "$text" => Value::String(text),
+                "$json" => serde_json::from_str::<serde_json::Value>(&text)
+                    .with_context(|| format!("$json: {} is not JSON", file.display()))
+                    .and_then(|j| Ok(serde_yaml_ng::to_value(j)?))?,
+                _ => serde_yaml_ng::from_str(&text)
+                    .with_context(|| format!("$yaml: {} is not YAML", file.display()))?,
+            };
+            Ok(true)
+        }
+        Value::Mapping(map) => resolve_all(map.values_mut(), dir, not_followed),
+        Value::Sequence(items) => resolve_all(items.iter_mut(), dir, not_followed),
+        _ => Ok(false),
+    }
+}
+
+fn resolve_all<'v>(
+    values: impl Iterator<Item = &'v mut serde_yaml_ng::Value>,
+    dir: &Path,
+    not_followed: &mut Vec<String>,
+) -> anyhow::Result<bool> {
+    let mut any = false;
+    for v in values {
+        any |= resolve(v, dir, not_followed)?;
+    }
+    Ok(any)
 }
 
 #[cfg(test)]
@@ -154,6 +242,38 @@ mod tests {
         assert_eq!(kinds, ["Location", "Group", "Location"]);
         assert_eq!(g.locate(2).unwrap().1, 1);
         assert!(g.locate(2).unwrap().0.ends_with("org/groups.yaml"));
+    }
+
+    #[test]
+    fn text_json_and_yaml_placeholders_are_read_relative_to_the_descriptor() {
+        let d = dir("placeholders");
+        std::fs::write(d.join("org/openapi.yaml"), "openapi: 3.0.0\npaths: {}\n").unwrap();
+        std::fs::write(d.join("org/meta.json"), r#"{"tier": "gold"}"#).unwrap();
+        std::fs::write(
+            d.join("org/api.yaml"),
+            "apiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: a\n  labels:\n    $json: ./meta.json\nspec:\n  type: openapi\n  definition:\n    $text: ./openapi.yaml\n  other:\n    $text: https://example.com/x\n",
+        )
+        .unwrap();
+        let g = gather(&d.join("org/api.yaml")).unwrap();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&g.yaml).unwrap();
+        assert_eq!(
+            doc["spec"]["definition"].as_str(),
+            Some("openapi: 3.0.0\npaths: {}\n")
+        );
+        assert_eq!(doc["metadata"]["labels"]["tier"].as_str(), Some("gold"));
+        assert_eq!(g.not_followed, ["$text: https://example.com/x"]);
+        assert_eq!(g.parts[0].documents, 1);
+        // A placeholder naming a file that is not there: the file and document are named.
+        std::fs::write(
+            d.join("org/broken.yaml"),
+            "kind: API\nspec:\n  definition:\n    $text: ./missing.yaml\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", gather(&d.join("org/broken.yaml")).unwrap_err());
+        assert!(
+            e.contains("broken.yaml: document 0") && e.contains("missing.yaml"),
+            "{e}"
+        );
     }
 
     #[test]
