@@ -510,6 +510,34 @@ async fn a_file_of_mixed_kinds_imports_whole_and_comes_back_out_as_it_came() {
     assert_eq!(names, ["artist_lookup.v2", "ArtistLookup"]);
     assert!(rest.next_page_token.is_empty());
 
+    // Catalog health counts them, by team and namespace: what has no owner
+    // in the catalog, and references to what is not there (yet).
+    let health = r.catalog_health("").await.unwrap();
+    let overall = health.overall.unwrap();
+    assert_eq!(
+        (
+            overall.entities,
+            overall.entities_without_owner,
+            overall.dangling_references
+        ),
+        (7, 3, 5)
+    );
+    let artists = health.teams.iter().find(|t| t.team == "artists").unwrap();
+    assert_eq!((artists.entities, artists.dangling_references), (4, 3));
+    let by_namespace: Vec<(&str, u32, u32, u32)> = health
+        .namespaces
+        .iter()
+        .map(|n| {
+            (
+                n.namespace.as_str(),
+                n.entities,
+                n.entities_without_owner,
+                n.dangling_references,
+            )
+        })
+        .collect();
+    assert_eq!(by_namespace, [("default", 5, 2, 3), ("ops", 2, 1, 2)]);
+
     // The same file again, and the export: nothing to do.
     let before = app.last_sequence().await;
     for yaml in [MIXED.to_owned(), exported.yaml] {

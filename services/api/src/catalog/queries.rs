@@ -589,6 +589,7 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
             without_docs_percent: pct(n[1]),
             without_slo_percent: pct(n[2]),
             orphaned_percent: pct(n[3]),
+            ..Default::default()
         }
     };
     let mut total = [0i64; 6];
@@ -607,9 +608,66 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
     {
         return Err(error::not_found("team", t.as_str()));
     }
+    let mut overall = figures(String::new(), total);
+    // Stored entities, by namespace and owner.
+    let rows: Vec<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
+        "WITH dangling AS (
+            SELECT r.source, count(*) AS n FROM catalog_entity_relations r
+             WHERE NOT EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = r.target)
+               AND NOT EXISTS (SELECT 1 FROM catalog_teams k
+                                WHERE 'group:default/' || k.name = r.target)
+               AND NOT EXISTS (SELECT 1 FROM catalog_systems k
+                                WHERE 'system:default/' || k.name = r.target)
+               AND NOT EXISTS (SELECT 1 FROM catalog_services k
+                                WHERE 'component:default/' || k.name = r.target)
+             GROUP BY r.source)
+         SELECT e.namespace, e.owner,
+                count(*) FILTER (WHERE lower(e.kind) NOT IN ('group', 'system', 'component')),
+                count(*) FILTER (WHERE lower(e.kind) NOT IN ('group', 'system', 'component')
+                    AND (e.owner IS NULL OR (
+                        NOT EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = e.owner)
+                        AND NOT EXISTS (SELECT 1 FROM catalog_teams k
+                                         WHERE 'group:default/' || k.name = e.owner)))),
+                coalesce(sum(d.n), 0)::bigint
+           FROM catalog_entities e LEFT JOIN dangling d ON d.source = e.id
+          GROUP BY e.namespace, e.owner
+          ORDER BY e.namespace",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    let mut namespaces: Vec<pb::NamespaceHealth> = Vec::new();
+    for (namespace, owner, entities, unowned, dangling) in rows {
+        let (entities, unowned, dangling) = (entities as u32, unowned as u32, dangling as u32);
+        overall.entities += entities;
+        overall.entities_without_owner += unowned;
+        overall.dangling_references += dangling;
+        if let Some(t) = owner
+            .as_deref()
+            .and_then(|o| o.strip_prefix("group:default/"))
+            .and_then(|name| teams.iter_mut().find(|f| f.team == name))
+        {
+            t.entities += entities;
+            t.dangling_references += dangling;
+        }
+        match namespaces.last_mut() {
+            Some(n) if n.namespace == namespace => {
+                n.entities += entities;
+                n.entities_without_owner += unowned;
+                n.dangling_references += dangling;
+            }
+            _ => namespaces.push(pb::NamespaceHealth {
+                namespace,
+                entities,
+                entities_without_owner: unowned,
+                dangling_references: dangling,
+            }),
+        }
+    }
     Ok(pb::CatalogHealth {
-        overall: Some(figures(String::new(), total)),
+        overall: Some(overall),
         teams,
+        namespaces,
     })
 }
 

@@ -624,6 +624,8 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                             format!("{} ({:.0}%)", f.orphaned, f.orphaned_percent),
                             f.deprecated.to_string(),
                             f.deprecated_depended_upon.to_string(),
+                            f.entities.to_string(),
+                            f.dangling_references.to_string(),
                         ]
                     };
                     let mut rows: Vec<Vec<String>> = h.teams.iter().map(row).collect();
@@ -637,9 +639,30 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                             "ORPHANED",
                             "DEPRECATED",
                             "DEPRECATED+USED",
+                            "ENTITIES",
+                            "DANGLING REFS",
                         ],
                         &rows,
                     );
+                    if !h.namespaces.is_empty() {
+                        println!();
+                        let rows: Vec<Vec<String>> = h
+                            .namespaces
+                            .iter()
+                            .map(|n| {
+                                vec![
+                                    n.namespace.clone(),
+                                    n.entities.to_string(),
+                                    n.entities_without_owner.to_string(),
+                                    n.dangling_references.to_string(),
+                                ]
+                            })
+                            .collect();
+                        output::table(
+                            &["NAMESPACE", "ENTITIES", "NO OWNER", "DANGLING REFS"],
+                            &rows,
+                        );
+                    }
                     Ok(())
                 }
             }
