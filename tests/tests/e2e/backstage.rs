@@ -900,3 +900,44 @@ spec:
     assert_eq!(app.last_sequence().await, before);
     assert_eq!(c.get_team("payments").await.unwrap().members, ["ana"]);
 }
+
+#[tokio::test]
+async fn a_groups_children_and_its_childrens_parent_are_one_relation() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    let group = |name: &str, extra: &str| {
+        format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: Group\nmetadata:\n  name: {name}\nspec:\n  type: team\n{extra}"
+        )
+    };
+    // Stated on the parent only: the child takes it.
+    let yaml = group("platform", "  children: [group:default/payments, growth]\n")
+        + &group("payments", "  children: []\n")
+        + &group("growth", "  children: []\n");
+    let done = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for team in ["payments", "growth"] {
+        let t = c.at(done.sequence).get_team(team).await.unwrap();
+        assert_eq!(t.parent, "platform", "{team}");
+    }
+    // Two parents for one group: refused, naming the child's document.
+    let before = app.last_sequence().await;
+    let yaml = group("ops", "  children: [payments]\n")
+        + &group("payments", "  parent: platform\n  children: []\n");
+    let e = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let fields: Vec<String> = e.field_violations().into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["documents[1].spec.parent"]);
+    assert_eq!(app.last_sequence().await, before);
+}

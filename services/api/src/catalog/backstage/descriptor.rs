@@ -95,6 +95,8 @@ pub(super) struct GroupDoc {
     pub(super) profile: TeamProfile,
     pub(super) parent: Option<Name>,
     pub(super) members: BTreeSet<String>,
+    /// Groups of the file it names as its children.
+    pub(super) children: Vec<Name>,
 }
 
 pub(super) struct SystemDoc {
@@ -395,6 +397,19 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
                     }
                     members.insert(user);
                 }
+                // The ones that can be teams (others are relations only).
+                let children = r
+                    .strings(&doc, "spec.children")
+                    .iter()
+                    .filter_map(|c| {
+                        let c = match c.split_once(':') {
+                            Some((kind, rest)) if kind.eq_ignore_ascii_case("group") => rest,
+                            Some(_) => return None,
+                            None => c.as_str(),
+                        };
+                        Name::parse(c.strip_prefix("default/").unwrap_or(c)).ok()
+                    })
+                    .collect();
                 if let Some(name) = name {
                     docs.groups.push(GroupDoc {
                         index,
@@ -402,6 +417,7 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
                         profile,
                         parent,
                         members,
+                        children,
                     });
                 }
             }
@@ -462,6 +478,34 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
                 document,
                 optional: plain,
             });
+        }
+    }
+    // A group's `children` and its children's `parent`: one relation, as
+    // in Backstage; a child of the file without a parent takes it from
+    // there, one with another parent is a contradiction.
+    let listed: Vec<(Name, Name, usize)> = docs
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.children
+                .iter()
+                .map(|c| (c.clone(), g.name.clone(), g.index))
+        })
+        .collect();
+    for (child, parent, at) in listed {
+        let Some(c) = docs.groups.iter_mut().find(|g| g.name == child) else {
+            continue;
+        };
+        match &c.parent {
+            None => c.parent = Some(parent),
+            Some(p) if *p == parent => {}
+            Some(p) => v.push(
+                format!("documents[{}].spec.parent", c.index),
+                format!(
+                    "Group {child:?}: its parent is {p}, but group {parent} (documents[{at}]) \
+                     lists it among its children"
+                ),
+            ),
         }
     }
     if v.is_empty() {
