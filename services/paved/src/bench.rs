@@ -464,6 +464,41 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         Vec::new(),
         "5000 components <= 2 s",
     ));
+    // Entities of other kinds beside them, then the whole catalog out.
+    let (apis, users) = (
+        (a.import_components / 5).max(1),
+        (a.import_components / 10).max(1),
+    );
+    eprintln!("phase: Backstage import of {apis} APIs and {users} users");
+    let started = Instant::now();
+    let r = b
+        .client
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: entities_yaml(apis, users),
+            ..Default::default()
+        })
+        .await?;
+    b.caught_up(r.sequence).await?;
+    out.push(figure(
+        "Backstage import of APIs and users (joining a team) until visible",
+        r.entities as u64,
+        started.elapsed(),
+        Vec::new(),
+        "with the 5000 components: 1000 APIs + 500 users <= 2 s in all",
+    ));
+    eprintln!("phase: Backstage export of the catalog");
+    let started = Instant::now();
+    let exported = b.client.at(r.sequence).export_backstage(false).await?;
+    out.push(figure(
+        &format!(
+            "Backstage export of the catalog ({} entities)",
+            exported.entities
+        ),
+        exported.entities as u64,
+        started.elapsed(),
+        Vec::new(),
+        "50,000 entities <= 5 s",
+    ));
     out.push(Figure {
         phase: format!(
             "resident memory (API + worker + bench client, {} services)",
@@ -730,6 +765,22 @@ async fn lag_phase(b: &Bench, a: &BenchArgs) -> anyhow::Result<Figure> {
         acks.len() as f64 / elapsed.as_secs_f64()
     );
     Ok(f)
+}
+
+/// APIs the imported components provide, and users of their team.
+fn entities_yaml(apis: usize, users: usize) -> String {
+    let mut y = String::new();
+    for i in 0..apis {
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: Api.{i}\nspec:\n  type: openapi\n  lifecycle: production\n  owner: group:imported\n  system: billing\n  definition: \"openapi: 3.0.0\"\n"
+        ));
+    }
+    for i in 0..users {
+        y.push_str(&format!(
+            "---\napiVersion: backstage.io/v1alpha1\nkind: User\nmetadata:\n  name: user.{i}\nspec:\n  profile:\n    email: user.{i}@example.com\n  memberOf: [imported]\n"
+        ));
+    }
+    y
 }
 
 fn backstage_yaml(components: usize) -> String {
