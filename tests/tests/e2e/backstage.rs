@@ -559,7 +559,7 @@ async fn a_bad_document_of_any_kind_refuses_the_whole_file_and_owners_decide_who
     let c = &app.client;
     // A bad ref in the last document: nothing of the file is appended.
     let bad = format!(
-        "{MIXED}---\napiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: broken\nspec:\n  owner: group:artists\n  consumesApis: [\"not a ref\"]\n---\napiVersion: example.com/v1\nkind: Thing\nmetadata:\n  name: -bad-\n"
+        "{MIXED}---\napiVersion: backstage.io/v1alpha1\nkind: API\nmetadata:\n  name: broken\nspec:\n  owner: group:artists\n  consumesApis: [\"not a ref\"]\n---\napiVersion: example.com/v1\nkind: Thing\nmetadata:\n  name: -bad-\n---\napiVersion: backstage.io/v1alpha1\nkind: Component\nmetadata:\n  name: web2\nspec:\n  type: website\n  lifecycle: production\n  owner: group:artists\n  providesApis: [\"not a ref\"]\n"
     );
     let e = c
         .import_backstage(pb::ImportBackstageRequest {
@@ -574,7 +574,9 @@ async fn a_bad_document_of_any_kind_refuses_the_whole_file_and_owners_decide_who
         fields,
         [
             "documents[9].spec.consumesApis[0]",
-            "documents[10].metadata.name"
+            "documents[10].metadata.name",
+            // A component's field Paved does not model is checked too.
+            "documents[11].spec.providesApis[0]"
         ]
     );
     assert_eq!(app.last_sequence().await, 0, "nothing applied");

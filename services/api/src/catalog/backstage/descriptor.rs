@@ -462,10 +462,22 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
         // The descriptor as it came, kept beside what it became: needed
         // only when Paved's own export of it would say something else, or
         // to bring one stored before up to date.
-        if docs.groups.len() + docs.systems.len() + docs.components.len() > typed_before
-            && let Ok(document) = serde_json::to_value(&doc)
-            && let Ok(er) = check_document(&document)
-        {
+        let typed_ok =
+            docs.groups.len() + docs.systems.len() + docs.components.len() > typed_before;
+        let document = serde_json::to_value(&doc).ok().filter(|_| typed_ok);
+        let checked = document.as_ref().map(check_document);
+        if let Some(Err(Rejection::Invalid(violations))) = &checked {
+            // What only the descriptor says (refs in fields Paved does not
+            // model, its size); the rest was judged above.
+            for fv in violations.iter().filter(|fv| {
+                UNMODELLED_FIELDS
+                    .iter()
+                    .any(|f| fv.field == *f || fv.field.starts_with(&format!("{f}[")))
+            }) {
+                r.err(&fv.field, &fv.description);
+            }
+        }
+        if let (Some(document), Some(Ok(er))) = (document, checked) {
             let plain = kind == "Component"
                 && docs
                     .components
@@ -516,6 +528,18 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
 }
 
 pub(super) type ComponentParts = (Name, ServiceSpec, Option<String>, BTreeSet<Name>);
+
+/// The fields of a Group, System or Component descriptor whose refs only
+/// the stored descriptor checks (the typed import reads the others).
+const UNMODELLED_FIELDS: [&str; 7] = [
+    "spec.providesApis",
+    "spec.consumesApis",
+    "spec.subcomponentOf",
+    "spec.dependencyOf",
+    "spec.domain",
+    "spec.subdomainOf",
+    "document",
+];
 
 /// The repository URL Backstage's own annotations imply: the
 /// `backstage.io/source-location` (`url:` form), else the GitHub slug.
