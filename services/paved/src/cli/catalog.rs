@@ -422,7 +422,16 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             done(out, &format!("updated {name}"), &r)
         }
         CatalogCommand::Get { name } if is_entity_ref(&name) => {
-            let e = client.at(0).get_entity(&name).await?;
+            let e = match client.at(0).get_entity(&name).await {
+                Ok(e) => e,
+                // A team or system made through the API has no descriptor.
+                Err(e) if e.code() == tonic::Code::NotFound => {
+                    return typed_fallback(&client, out, &name)
+                        .await
+                        .map_err(|_| e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             match out {
                 Output::Json | Output::Jsonl => output::json(&e),
                 Output::Table => {
@@ -1229,4 +1238,45 @@ fn print_entity(e: &pb::Entity) {
         Ok(doc) => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default()),
         Err(_) => println!("{}", e.document_json),
     }
+}
+
+/// `group:NAME` or `system:NAME` with no stored descriptor: the team or
+/// system itself.
+async fn typed_fallback(client: &paved_sdk::Client, out: Output, name: &str) -> anyhow::Result<()> {
+    let (kind, rest) = name.split_once(':').unwrap_or(("", name));
+    let rest = rest.strip_prefix("default/").unwrap_or(rest);
+    if kind.eq_ignore_ascii_case("group") {
+        let t = client.get_team(rest).await?;
+        return match out {
+            Output::Json | Output::Jsonl => output::json(&t),
+            Output::Table => {
+                output::fields(&[
+                    ("team", t.name.clone()),
+                    ("parent", t.parent.clone()),
+                    ("children", t.children.join(", ")),
+                    ("members", t.members.join(", ")),
+                    ("sequence", t.sequence.to_string()),
+                ]);
+                Ok(())
+            }
+        };
+    }
+    if kind.eq_ignore_ascii_case("system") {
+        let y = client.get_system(rest).await?;
+        return match out {
+            Output::Json | Output::Jsonl => output::json(&y),
+            Output::Table => {
+                output::fields(&[
+                    ("system", y.name.clone()),
+                    ("owner", y.owner.clone()),
+                    ("title", y.display_name.clone()),
+                    ("description", y.description.clone()),
+                    ("services", y.services.join(", ")),
+                    ("sequence", y.sequence.to_string()),
+                ]);
+                Ok(())
+            }
+        };
+    }
+    anyhow::bail!("not a team or system")
 }
