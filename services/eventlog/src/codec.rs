@@ -259,30 +259,57 @@ pub fn service_type_from_proto(
     raw: i32,
     name: &str,
 ) -> Option<ServiceType> {
-    let known = match pb::ServiceType::try_from(raw) {
-        Ok(pb::ServiceType::Service) => ServiceType::Service,
-        Ok(pb::ServiceType::Website) => ServiceType::Website,
-        Ok(pb::ServiceType::Library) => ServiceType::Library,
-        Ok(pb::ServiceType::Worker) => ServiceType::Worker,
-        Ok(pb::ServiceType::Unspecified) => {
-            let parsed = ServiceType::parse(name);
+    let known = pb::ServiceType::try_from(raw).map(|t| match t {
+        pb::ServiceType::Service => Some(ServiceType::Service),
+        pb::ServiceType::Website => Some(ServiceType::Website),
+        pb::ServiceType::Library => Some(ServiceType::Library),
+        pb::ServiceType::Worker => Some(ServiceType::Worker),
+        pb::ServiceType::Unspecified => None,
+    });
+    free_from_proto(
+        v,
+        field,
+        raw,
+        known.ok(),
+        name,
+        ServiceType::parse,
+        ServiceType::as_str,
+    )
+}
+
+/// An enum field whose other values travel as text: `known` is the enum's
+/// value (`Some(None)` for UNSPECIFIED, `None` for a number it lacks).
+fn free_from_proto<T>(
+    v: &mut Violations,
+    field: &str,
+    raw: i32,
+    known: Option<Option<T>>,
+    name: &str,
+    parse: fn(&str) -> Option<T>,
+    as_str: fn(&T) -> &str,
+) -> Option<T> {
+    match known {
+        None => {
+            v.push(field, format!("unknown enum value {raw}"));
+            None
+        }
+        Some(None) => {
+            let parsed = parse(name);
             if parsed.is_none() {
                 v.push(
                     field,
                     format!("is required (or {field}_name for another value)"),
                 );
             }
-            return parsed;
+            parsed
         }
-        Err(_) => {
-            v.push(field, format!("unknown enum value {raw}"));
-            return None;
+        Some(Some(known)) => {
+            if !name.is_empty() && name != as_str(&known) {
+                v.push(format!("{field}_name"), format!("conflicts with {field}"));
+            }
+            Some(known)
         }
-    };
-    if !name.is_empty() && name != known.as_str() {
-        v.push(format!("{field}_name"), format!("conflicts with {field}"));
     }
-    Some(known)
 }
 
 /// As [`service_type_to_proto`].
@@ -302,29 +329,21 @@ pub fn lifecycle_from_proto(
     raw: i32,
     name: &str,
 ) -> Option<Lifecycle> {
-    let known = match pb::Lifecycle::try_from(raw) {
-        Ok(pb::Lifecycle::Experimental) => Lifecycle::Experimental,
-        Ok(pb::Lifecycle::Production) => Lifecycle::Production,
-        Ok(pb::Lifecycle::Deprecated) => Lifecycle::Deprecated,
-        Ok(pb::Lifecycle::Unspecified) => {
-            let parsed = Lifecycle::parse(name);
-            if parsed.is_none() {
-                v.push(
-                    field,
-                    format!("is required (or {field}_name for another value)"),
-                );
-            }
-            return parsed;
-        }
-        Err(_) => {
-            v.push(field, format!("unknown enum value {raw}"));
-            return None;
-        }
-    };
-    if !name.is_empty() && name != known.as_str() {
-        v.push(format!("{field}_name"), format!("conflicts with {field}"));
-    }
-    Some(known)
+    let known = pb::Lifecycle::try_from(raw).map(|l| match l {
+        pb::Lifecycle::Experimental => Some(Lifecycle::Experimental),
+        pb::Lifecycle::Production => Some(Lifecycle::Production),
+        pb::Lifecycle::Deprecated => Some(Lifecycle::Deprecated),
+        pb::Lifecycle::Unspecified => None,
+    });
+    free_from_proto(
+        v,
+        field,
+        raw,
+        known.ok(),
+        name,
+        Lifecycle::parse,
+        Lifecycle::as_str,
+    )
 }
 
 pub fn criticality_to_proto(c: Option<Criticality>) -> pb::Criticality {

@@ -123,6 +123,24 @@ impl<'e> CatalogCopy<'e> {
         Ok(())
     }
 
+    /// What the domain decides for `command` on `id` in the copy, which
+    /// it leaves as it was; `Err` is a failure to load.
+    pub(super) async fn decide<A: Held>(
+        &mut self,
+        id: &Name,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Result<Vec<A::Event>, Rejection>, Status> {
+        let state: A = self.loaded(id, command).await?;
+        let ctx = Context {
+            id,
+            principal: &meta.principal,
+            now: meta.now,
+            refs: &self.refs,
+        };
+        Ok(state.decide(command, &ctx))
+    }
+
     /// Runs `command` on `id` in the copy: `Ok(Err(_))` is the domain's
     /// refusal (the copy is left as it was), `Err` a failure to load.
     pub(super) async fn run<A: Held>(
@@ -131,7 +149,21 @@ impl<'e> CatalogCopy<'e> {
         command: &A::Command,
         meta: &CommandMeta,
     ) -> Result<Result<(), Rejection>, Status> {
-        let mut state: A = self.state(id).await?;
+        let events = match self.decide::<A>(id, command, meta).await? {
+            Ok(events) => events,
+            Err(r) => return Ok(Err(r)),
+        };
+        let mut state: A = A::get(&self.refs, id);
+        for e in &events {
+            state.evolve(e);
+        }
+        A::put(&mut self.refs, id.clone(), state);
+        Ok(Ok(()))
+    }
+
+    /// The state of `id`, with everything `command` refers to loaded.
+    async fn loaded<A: Held>(&mut self, id: &Name, command: &A::Command) -> Result<A, Status> {
+        let state: A = self.state(id).await?;
         for _ in 0..MAX_ROUNDS {
             let wanted: Vec<AggregateRef> = state
                 .references(command, &self.refs)
@@ -145,21 +177,6 @@ impl<'e> CatalogCopy<'e> {
                 self.load(r).await?;
             }
         }
-        let ctx = Context {
-            id,
-            principal: &meta.principal,
-            now: meta.now,
-            refs: &self.refs,
-        };
-        match state.decide(command, &ctx) {
-            Err(r) => Ok(Err(r)),
-            Ok(events) => {
-                for e in &events {
-                    state.evolve(e);
-                }
-                A::put(&mut self.refs, id.clone(), state);
-                Ok(Ok(()))
-            }
-        }
+        Ok(state)
     }
 }

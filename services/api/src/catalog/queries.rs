@@ -14,7 +14,7 @@ use paved_eventlog::readmodel::{LinkDoc, SloDoc};
 use paved_proto::v1 as pb;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::{AssertSqlSafe, PgPool, Postgres, QueryBuilder, Row};
 use tonic::Status;
 
 use crate::error;
@@ -105,7 +105,7 @@ const TEAM_COLUMNS: &str = "t.name, t.display_name, t.email, t.chat_channel, t.p
 
 pub async fn get_team(pool: &PgPool, name: &str) -> Result<pb::Team, Status> {
     let name = name_arg("name", name)?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {TEAM_COLUMNS} FROM catalog_teams t WHERE t.name = $1"
     )))
     .bind(name.as_str())
@@ -205,7 +205,7 @@ fn system_from_row(r: &PgRow) -> Result<pb::System, Status> {
 
 pub async fn get_system(pool: &PgPool, name: &str) -> Result<pb::System, Status> {
     let name = name_arg("name", name)?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {SYSTEM_COLUMNS} FROM catalog_systems y WHERE y.name = $1"
     )))
     .bind(name.as_str())
@@ -352,7 +352,7 @@ fn criticality(c: Option<String>) -> i32 {
 
 pub async fn get_service(pool: &PgPool, name: &str) -> Result<pb::Service, Status> {
     let name = name_arg("name", name)?;
-    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let row = sqlx::query(AssertSqlSafe(format!(
         "SELECT {SERVICE_COLUMNS} FROM catalog_services s WHERE s.name = $1"
     )))
     .bind(name.as_str())
@@ -610,16 +610,11 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
     }
     let mut overall = figures(String::new(), total);
     // Stored entities, by namespace and owner.
-    let rows: Vec<(String, Option<String>, i64, i64, i64)> = sqlx::query_as(
-        "WITH dangling AS (
+    let rows: Vec<(String, Option<String>, i64, i64, i64)> =
+        sqlx::query_as(AssertSqlSafe(format!(
+            "WITH dangling AS (
             SELECT r.source, count(*) AS n FROM catalog_entity_relations r
-             WHERE NOT EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = r.target)
-               AND NOT EXISTS (SELECT 1 FROM catalog_teams k
-                                WHERE 'group:default/' || k.name = r.target)
-               AND NOT EXISTS (SELECT 1 FROM catalog_systems k
-                                WHERE 'system:default/' || k.name = r.target)
-               AND NOT EXISTS (SELECT 1 FROM catalog_services k
-                                WHERE 'component:default/' || k.name = r.target)
+             WHERE NOT {}
              GROUP BY r.source)
          SELECT e.namespace, e.owner,
                 count(*) FILTER (WHERE lower(e.kind) NOT IN ('group', 'system', 'component')),
@@ -632,10 +627,11 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
            FROM catalog_entities e LEFT JOIN dangling d ON d.source = e.id
           GROUP BY e.namespace, e.owner
           ORDER BY e.namespace",
-    )
-    .fetch_all(pool)
-    .await
-    .map_err(db)?;
+            in_catalog("r.target")
+        )))
+        .fetch_all(pool)
+        .await
+        .map_err(db)?;
     let mut namespaces: Vec<pb::NamespaceHealth> = Vec::new();
     for (namespace, owner, entities, unowned, dangling) in rows {
         let (entities, unowned, dangling) = (entities as u32, unowned as u32, dangling as u32);
@@ -681,7 +677,7 @@ pub async fn list_all_services(
     } else {
         " WHERE s.retired_reason IS NULL"
     };
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let rows = sqlx::query(AssertSqlSafe(format!(
         "SELECT {SERVICE_COLUMNS} FROM catalog_services s{filter} ORDER BY s.name"
     )))
     .fetch_all(pool)
@@ -757,6 +753,18 @@ pub async fn list_all_entities(pool: &PgPool) -> Result<Vec<serde_json::Value>, 
 
 // ---- entities of other kinds ----
 
+/// SQL: is the lowercase ref `target` (a column) in the catalog, as a
+/// stored entity, team, system or service? Else a relation to it dangles.
+fn in_catalog(target: &str) -> String {
+    format!(
+        "(EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = {target})
+          OR EXISTS (SELECT 1 FROM catalog_teams k WHERE 'group:default/' || k.name = {target})
+          OR EXISTS (SELECT 1 FROM catalog_systems k WHERE 'system:default/' || k.name = {target})
+          OR EXISTS (SELECT 1 FROM catalog_services k
+                      WHERE 'component:default/' || k.name = {target}))"
+    )
+}
+
 fn entity_from_row(r: &PgRow) -> Result<pb::Entity, Status> {
     let document: Value = r.try_get("document").map_err(db)?;
     Ok(pb::Entity {
@@ -785,18 +793,11 @@ pub async fn get_entity(pool: &PgPool, entity_ref: &str) -> Result<pb::Entity, S
     .ok_or_else(|| Status::not_found(format!("entity {entity_ref} not found")))?;
     let id: String = row.try_get("id").map_err(db)?;
     let mut entity = entity_from_row(&row)?;
-    // Missing: not in the catalog as a stored entity, team, system or service.
-    let out: Vec<(String, String, bool)> = sqlx::query_as(
-        "SELECT r.type, r.target, NOT (
-                EXISTS (SELECT 1 FROM catalog_entities k WHERE k.ref_key = r.target)
-             OR EXISTS (SELECT 1 FROM catalog_teams k WHERE 'group:default/' || k.name = r.target)
-             OR EXISTS (SELECT 1 FROM catalog_systems k
-                         WHERE 'system:default/' || k.name = r.target)
-             OR EXISTS (SELECT 1 FROM catalog_services k
-                         WHERE 'component:default/' || k.name = r.target))
-           FROM catalog_entity_relations r
+    let out: Vec<(String, String, bool)> = sqlx::query_as(AssertSqlSafe(format!(
+        "SELECT r.type, r.target, NOT {} FROM catalog_entity_relations r
           WHERE r.source = $1 ORDER BY r.type, r.target",
-    )
+        in_catalog("r.target")
+    )))
     .bind(&id)
     .fetch_all(pool)
     .await

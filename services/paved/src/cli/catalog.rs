@@ -1087,26 +1087,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
             match out {
                 Output::Json | Output::Jsonl => output::json(&t),
                 Output::Table => {
-                    let p = t.profile.clone().unwrap_or_default();
-                    output::fields(&[
-                        ("name", t.name.clone()),
-                        ("display name", p.display_name),
-                        ("email", p.email),
-                        ("chat", p.chat_channel),
-                        ("parent", t.parent.clone()),
-                        ("children", t.children.join(", ")),
-                        ("members", t.members.join(", ")),
-                        ("services", t.services.to_string()),
-                        (
-                            "retired",
-                            if t.retired {
-                                t.retired_reason.clone()
-                            } else {
-                                "no".into()
-                            },
-                        ),
-                        ("sequence", t.sequence.to_string()),
-                    ]);
+                    print_team(&t);
                     Ok(())
                 }
             }
@@ -1250,13 +1231,7 @@ async fn typed_fallback(client: &paved_sdk::Client, out: Output, name: &str) -> 
         return match out {
             Output::Json | Output::Jsonl => output::json(&t),
             Output::Table => {
-                output::fields(&[
-                    ("team", t.name.clone()),
-                    ("parent", t.parent.clone()),
-                    ("children", t.children.join(", ")),
-                    ("members", t.members.join(", ")),
-                    ("sequence", t.sequence.to_string()),
-                ]);
+                print_team(&t);
                 Ok(())
             }
         };
@@ -1279,4 +1254,27 @@ async fn typed_fallback(client: &paved_sdk::Client, out: Output, name: &str) -> 
         };
     }
     anyhow::bail!("not a team or system")
+}
+
+fn print_team(t: &pb::Team) {
+    let p = t.profile.clone().unwrap_or_default();
+    output::fields(&[
+        ("name", t.name.clone()),
+        ("display name", p.display_name),
+        ("email", p.email),
+        ("chat", p.chat_channel),
+        ("parent", t.parent.clone()),
+        ("children", t.children.join(", ")),
+        ("members", t.members.join(", ")),
+        ("services", t.services.to_string()),
+        (
+            "retired",
+            if t.retired {
+                t.retired_reason.clone()
+            } else {
+                "no".into()
+            },
+        ),
+        ("sequence", t.sequence.to_string()),
+    ]);
 }

@@ -34,7 +34,8 @@ use paved_domain::catalog::{
     Entity, EntityCommand, ImportCommand, ImportReceipt, ImportResult, Lifecycle, Link,
     RepositoryClaim, RepositoryCommand, Service, ServiceCommand, ServiceSpec, ServiceType,
     SourceLocation, SpecField, System, SystemCommand, TYPED_KINDS, Team, TeamCommand, TeamProfile,
-    check_document, claim_id, may_join_system, receipt_id, relations, repository_to_claim,
+    check_document, claim_id, entity_owner, entity_ref, may_join_system, receipt_id, relations,
+    repository_to_claim,
 };
 use paved_domain::validate::{self, Violations};
 use paved_domain::{Aggregate, Context, FieldViolation, Name, Principal, References, Rejection};
@@ -188,7 +189,8 @@ async fn run_import(
         states(executor, referenced_services(&docs)).await?;
     // Repositories held by other services and entities the domain refuses:
     // found now, not half-way through.
-    let mut conflicts = repository_conflicts(executor, &docs, &services, meta).await?;
+    let mut copy = CatalogCopy::new(executor);
+    let mut conflicts = repository_conflicts(&mut copy, &docs, &services, meta).await?;
     let (entity_steps, entities_unchanged) =
         plan_entities(executor, &docs, meta, &mut conflicts).await?;
     if !conflicts.is_empty() {
@@ -209,25 +211,9 @@ async fn run_import(
     phases.extend(serialize_per_aggregate(joins));
     unchanged += entities_unchanged;
     // What the domain would refuse half-way through: found now.
-    let claims: Vec<Name> = docs
-        .components
-        .iter()
-        .filter_map(|c| {
-            let current = services.get(&c.name).and_then(Option::as_ref);
-            let command = ServiceCommand::Register {
-                owner: c.owner.clone(),
-                spec: c.spec.clone(),
-            };
-            repository_to_claim(current, &command).map(|l| claim_id(&l.identity))
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut copy = CatalogCopy::new(executor);
     copy.seed(teams);
     copy.seed(systems);
     copy.seed(services);
-    copy.seed(states::<Option<RepositoryClaim>>(executor, claims).await?);
     let refused = rehearse(copy, &docs, &phases, meta).await?;
     if !refused.is_empty() {
         return Err(error::invalid(refused));

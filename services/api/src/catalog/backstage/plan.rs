@@ -171,6 +171,18 @@ pub(super) async fn plan_entities(
             (i, d.id.clone(), command, d.optional)
         })
         .collect();
+    // The teams the documents name as owners, read once.
+    let owners: Vec<Name> = all
+        .iter()
+        .filter_map(|d| {
+            let r = entity_ref(&d.document).ok()?;
+            entity_owner(&d.document, &r.namespace)?.team()
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let owners: HashMap<Name, Option<Team>> = states(executor, owners).await?;
+    let owners = &owners;
     let decided: Vec<(Item, Result<bool, Rejection>)> = futures::stream::iter(items)
         .map(|(i, id, command, optional)| async move {
             let state = executor
@@ -183,11 +195,17 @@ pub(super) async fn plan_entities(
             }
             let mut refs = References::default();
             for r in state.references(&command, &refs) {
-                let team = executor
-                    .state::<Option<Team>>(&r.id)
-                    .await
-                    .map_err(exec_err)?
-                    .state;
+                let team = match owners.get(&r.id) {
+                    Some(t) => t.clone(),
+                    // The owner the stored entity names now.
+                    None => {
+                        executor
+                            .state::<Option<Team>>(&r.id)
+                            .await
+                            .map_err(exec_err)?
+                            .state
+                    }
+                };
                 refs.insert_team(r.id, team);
             }
             let ctx = Context {
@@ -231,7 +249,7 @@ pub(super) async fn plan_entities(
 /// holds (the claim aggregate's own `decide`, run on the states as they
 /// are now), or that another team's component of the file names too.
 pub(super) async fn repository_conflicts(
-    executor: &Executor,
+    copy: &mut CatalogCopy<'_>,
     docs: &Documents,
     services: &HashMap<Name, Option<Service>>,
     meta: &CommandMeta,
@@ -274,35 +292,18 @@ pub(super) async fn repository_conflicts(
                 in_file.insert(location.clone(), (owner.clone(), c.name.clone()));
             }
         }
-        let id = claim_id(&location.identity);
-        let claim = executor
-            .state::<Option<RepositoryClaim>>(&id)
-            .await
-            .map_err(exec_err)?
-            .state;
         let claim_command = RepositoryCommand::Claim {
-            identity: location.identity,
+            identity: location.identity.clone(),
             path: location.path,
             service: c.name.clone(),
             owner,
         };
-        // The services holding that path now, as the claim's decision needs them.
-        let mut refs = References::default();
-        for holder in claim.references(&claim_command, &refs) {
-            let state = executor
-                .state::<Option<Service>>(&holder.id)
-                .await
-                .map_err(exec_err)?
-                .state;
-            refs.insert_service(holder.id, state);
-        }
-        let ctx = Context {
-            id: &id,
-            principal: &meta.principal,
-            now: meta.now,
-            refs: &refs,
-        };
-        if let Err(Rejection::AlreadyExists(what)) = claim.decide(&claim_command, &ctx) {
+        // The claim's own decision on the catalog as it is now (the copy
+        // keeps what it read for the rehearsal).
+        let decided = copy
+            .decide::<Option<RepositoryClaim>>(&claim_id(&location.identity), &claim_command, meta)
+            .await?;
+        if let Err(Rejection::AlreadyExists(what)) = decided {
             out.push(FieldViolation::new(
                 format!("components.{}.metadata.annotations", c.name),
                 format!("{what} already exists: a repository path belongs to one team"),
