@@ -10,11 +10,14 @@
 
 use std::time::{Duration, Instant};
 
+use paved_eventlog::retry::Backoff;
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// How often a holder should confirm its lease when nothing else made it.
 pub const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often a standby tries the lock its holder has.
+const STANDBY_POLL: Duration = Duration::from_secs(1);
 
 /// The held lock of job `key`.
 pub struct Lease {
@@ -35,9 +38,9 @@ impl Lease {
     /// `shutdown` fired first.
     pub async fn acquire(pool: &PgPool, key: &str, shutdown: &CancellationToken) -> Option<Lease> {
         let mut told = false;
-        let mut backoff = Duration::from_millis(100);
+        let mut retry = Backoff::new(Duration::from_millis(100), CHECK_EVERY);
         loop {
-            match Self::try_acquire(pool, key).await {
+            let wait = match Self::try_acquire(pool, key).await {
                 Ok(Some(lease)) => {
                     tracing::info!(job = key, "took the lease");
                     return Some(lease);
@@ -47,16 +50,17 @@ impl Lease {
                         tracing::info!(job = key, "another worker holds the lease; standing by");
                         told = true;
                     }
-                    backoff = Duration::from_secs(1);
+                    retry.reset();
+                    STANDBY_POLL
                 }
                 Err(e) => {
                     tracing::warn!(job = key, error = %e, "cannot take the lease; retrying");
-                    backoff = (backoff * 2).min(CHECK_EVERY);
+                    retry.next_delay()
                 }
-            }
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -7,11 +7,13 @@
 //! - [`lease`]: one active worker per job (advisory lock, checked before acting).
 //! - [`checkpoint`]: signed Merkle checkpoints of the log (tamper evidence).
 //! - [`projections`]: the read models: [`projections::CatalogProjection`].
+//! - [`registry`]: the one list of read models and effect workers.
 
 pub mod checkpoint;
 pub mod effects;
 pub mod lease;
 pub mod projections;
+pub mod registry;
 pub mod runtime;
 
 pub use runtime::{

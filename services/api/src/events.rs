@@ -380,14 +380,10 @@ impl EventLogService for EventLogApi {
 
 /// How far the audit index has got (0: not at all).
 async fn indexed_to(pool: &PgPool) -> Result<u64, Status> {
-    let seq: Option<i64> = sqlx::query_scalar(
-        "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
-    )
-    .bind(paved_eventlog::readmodel::AUDIT)
-    .fetch_optional(pool)
-    .await
-    .map_err(error::database)?;
-    Ok(seq.unwrap_or(0).max(0) as u64)
+    let seq = paved_eventlog::checkpoints::get(pool, paved_eventlog::readmodel::AUDIT)
+        .await
+        .map_err(error::database)?;
+    Ok(seq.unwrap_or(0))
 }
 
 struct IndexLookup<'a> {

@@ -15,8 +15,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use paved_eventlog::EventLog;
 use paved_eventlog::readmodel::{CHECKPOINT_CHANNEL, Partition};
+use paved_eventlog::retry::Backoff;
+use paved_eventlog::{EventLog, checkpoints};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::watch;
@@ -84,17 +85,15 @@ impl Freshness {
     }
 
     async fn listen(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let mut listener = match PgListener::connect_with(&self.pool).await {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(error = %e, "checkpoint listener cannot connect; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !backoff.wait(&shutdown).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
@@ -102,7 +101,7 @@ impl Freshness {
                 tracing::warn!(error = %e, "cannot LISTEN for checkpoints");
                 continue;
             }
-            backoff = Duration::from_millis(50);
+            backoff.reset();
             // Whatever happened while we were not listening.
             if let Err(e) = self.refresh_with(true).await {
                 tracing::warn!(error = %e, "cannot read checkpoints");
@@ -144,19 +143,15 @@ impl Freshness {
     /// Reads every checkpoint; with `exact`, replaces what is known (after a
     /// reconnection the database is the authority, also when it went back).
     async fn refresh_with(&self, exact: bool) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT projection, last_sequence FROM projection_checkpoints")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = checkpoints::all(&self.pool).await?;
         if exact {
-            let fresh: HashMap<String, u64> =
-                rows.into_iter().map(|(n, s)| (n, s as u64)).collect();
+            let fresh: HashMap<String, u64> = rows;
             self.resets
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.known.send_replace(fresh);
         } else {
             for (name, seq) in rows {
-                self.note(&name, seq as u64);
+                self.note(&name, seq);
             }
         }
         Ok(())
@@ -230,17 +225,12 @@ impl Freshness {
     /// database has it now) and `min_sequence`? Then it has applied
     /// everything it reads up to there.
     async fn consumer_idle(&self, projection: &str, min_sequence: u64) -> Result<bool, Status> {
-        let row: Option<(i64, String)> = sqlx::query_as(
-            "SELECT last_sequence, filter_subject FROM projection_checkpoints WHERE projection = $1",
-        )
-        .bind(projection)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(crate::error::database)?;
+        let row = checkpoints::position(&self.pool, projection)
+            .await
+            .map_err(crate::error::database)?;
         let Some((checkpoint, filter)) = row.filter(|(_, f)| !f.is_empty()) else {
             return Ok(false);
         };
-        let checkpoint = checkpoint as u64;
         // What the database says is at least as new as the NOTIFYs heard:
         // a caller that goes on (and whatever it caches by `version`) must
         // see the checkpoint it waited for.

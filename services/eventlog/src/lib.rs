@@ -12,15 +12,19 @@
 //! - [`latency`]: latency histograms with trace exemplars, for `/metrics`.
 //! - [`trace`]: W3C trace context from the request, through the log, into projections.
 //! - [`readmodel`]: the names the projections and the API share in PostgreSQL.
+//! - [`checkpoints`]: the checkpoint store, every statement on the projections' checkpoints.
+//! - [`retry`]: the one retry policy (jittered exponential backoff).
 //! - [`survey_keys`]: survey pseudonyms and the sealing of survey responses.
 
 pub mod audit;
+pub mod checkpoints;
 pub mod codec;
 pub mod execute;
 pub mod latency;
 pub mod log;
 pub mod quarantine;
 pub mod readmodel;
+pub mod retry;
 pub mod survey_keys;
 pub mod trace;
 

@@ -13,9 +13,6 @@ pub const AUDIT: &str = "audit";
 /// The delivery projection: deployments, changes, incidents.
 pub const DELIVERY: &str = "delivery";
 
-/// Every projection, in the order `paved replay --all` rebuilds them.
-pub const PROJECTIONS: &[&str] = &[CATALOG, SURVEYS, AUDIT, DELIVERY];
-
 /// Most partitions a read model can be split into.
 pub const MAX_PARTITIONS: u32 = 16;
 

@@ -178,13 +178,9 @@ impl Bench {
     }
 
     async fn checkpoint(&self) -> anyhow::Result<u64> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT last_sequence FROM projection_checkpoints WHERE projection = $1",
-        )
-        .bind(CATALOG)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(seq.unwrap_or(0) as u64)
+        Ok(paved_eventlog::checkpoints::get(&self.pool, CATALOG)
+            .await?
+            .unwrap_or(0))
     }
 
     /// Waits until the catalog projection has applied everything up to `seq`.
@@ -950,15 +946,8 @@ async fn catch_up_delivery(b: &Bench, shares: u32, to: u64) -> anyhow::Result<()
         tasks.spawn(worker.run(stop.clone()));
     }
     loop {
-        let slowest: Option<i64> = sqlx::query_scalar(
-            "SELECT min(last_sequence) FROM projection_checkpoints WHERE projection = ANY($1)
-              HAVING count(*) = cardinality($1)",
-        )
-        .bind(&names)
-        .fetch_optional(&b.pool)
-        .await?
-        .flatten();
-        if slowest.unwrap_or(0) as u64 >= to {
+        let slowest = paved_eventlog::checkpoints::slowest(&b.pool, &names).await?;
+        if slowest.unwrap_or(0) >= to {
             break;
         }
         anyhow::ensure!(
@@ -1133,12 +1122,13 @@ async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<V
         "reference (events/s)",
     ));
     if shares > 1 {
+        let mut conn = b.pool.acquire().await?;
         sqlx::raw_sql(
-            "DELETE FROM delivery_deployments; DELETE FROM delivery_changes; DELETE FROM delivery_incidents;
-             DELETE FROM projection_checkpoints WHERE projection LIKE 'delivery%'",
+            "DELETE FROM delivery_deployments; DELETE FROM delivery_changes; DELETE FROM delivery_incidents",
         )
-        .execute(&b.pool)
+        .execute(&mut *conn)
         .await?;
+        paved_eventlog::checkpoints::forget(&mut conn, paved_eventlog::readmodel::DELIVERY).await?;
         let started = Instant::now();
         catch_up_delivery(b, shares, to).await?;
         out.push(figure(

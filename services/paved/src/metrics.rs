@@ -110,16 +110,13 @@ pub async fn render(sources: &Sources) -> String {
     let regressions = Family::<ProjectionLabels, Counter>::default();
     let leases_lost = Family::<ProjectionLabels, Counter>::default();
     // The database's checkpoints: this process may only stand by for some.
-    let stored: std::collections::HashMap<String, i64> =
-        sqlx::query_as("SELECT projection, last_sequence FROM projection_checkpoints")
-            .fetch_all(&sources.pool)
-            .await
-            .map(|rows: Vec<(String, i64)>| rows.into_iter().collect())
-            .unwrap_or_default();
+    let stored = paved_eventlog::checkpoints::all(&sources.pool)
+        .await
+        .unwrap_or_default();
     for status in &sources.projections {
         let mut s = status.borrow().clone();
         if let Some(seq) = stored.get(&s.name) {
-            s.checkpoint = *seq as u64;
+            s.checkpoint = *seq;
         }
         let l = ProjectionLabels {
             projection: s.name.clone(),

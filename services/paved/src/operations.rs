@@ -2,7 +2,6 @@
 
 use paved_domain::ops::{OpsCommand, Quarantine, Statement, quarantine_id};
 use paved_domain::{Name, Principal};
-use paved_eventlog::readmodel::PROJECTIONS;
 use sha2::{Digest, Sha256};
 
 use crate::settings::Settings;
@@ -26,11 +25,12 @@ pub async fn quarantine(
     reason: &str,
     actor: &str,
 ) -> anyhow::Result<Quarantined> {
+    let known = paved_workers::registry::names();
     for p in projections {
         anyhow::ensure!(
-            PROJECTIONS.contains(&p.as_str()),
+            known.contains(&p.as_str()),
             "unknown projection {p:?} (one of {})",
-            PROJECTIONS.join(", ")
+            known.join(", ")
         );
     }
     let log = crate::secrets::existing_log(settings).await?;

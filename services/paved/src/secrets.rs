@@ -74,11 +74,7 @@ pub async fn existing_database(url: &str) -> anyhow::Result<PgPool> {
             }
             _ => anyhow::Error::new(e).context(format!("cannot connect to database {name:?}")),
         })?;
-    let migrated: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = 'projection_checkpoints')",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let migrated = paved_eventlog::checkpoints::schema_present(&pool).await?;
     anyhow::ensure!(
         migrated,
         "database {name:?} holds no Paved schema (is PAVED_DATABASE_URL right? `paved migrate` creates it)"

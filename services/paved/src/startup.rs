@@ -16,10 +16,8 @@ use paved_proto::v1::delivery_service_server::DeliveryServiceServer;
 use paved_proto::v1::event_log_service_server::EventLogServiceServer;
 use paved_proto::v1::metrics_service_server::MetricsServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
-use paved_workers::projections::{
-    AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
-};
-use paved_workers::{Health, Projection, ProjectionStatus, ProjectionWorker};
+use paved_workers::registry::{self, EffectNeeds, Handles, ProjectionNeeds};
+use paved_workers::{Health, ProjectionStatus};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,28 +85,6 @@ type Runner = Box<
     dyn FnOnce(CancellationToken) -> futures::future::BoxFuture<'static, anyhow::Result<()>> + Send,
 >;
 
-/// A projection worker and its health status.
-fn projection<P: Projection>(
-    projection: P,
-    pool: &PgPool,
-    log: &EventLog,
-    trusted: &TrustedKeys,
-) -> (Runner, watch::Receiver<ProjectionStatus>) {
-    let worker = ProjectionWorker::new(projection, pool.clone(), log.clone())
-        .with_quarantine_keys(trusted.clone());
-    let status = worker.status();
-    let name = status.borrow().name.clone();
-    let run: Runner = Box::new(move |token| {
-        Box::pin(async move {
-            worker
-                .run(token)
-                .await
-                .with_context(|| format!("{name} projection stopped"))
-        })
-    });
-    (run, status)
-}
-
 impl Application {
     /// Connects to NATS and PostgreSQL, creates or verifies the stream,
     /// creates and migrates the database, and binds the API's port.
@@ -159,22 +135,30 @@ impl Application {
                 .await?;
         let trusted = crate::secrets::trusted_keys(&settings, Some(&signing_key), &[])?;
         let (projections, statuses): (Vec<Runner>, Vec<_>) = if roles.workers {
-            let mut all = vec![
-                projection(CatalogProjection, &pool, &log, &trusted),
-                projection(
-                    SurveysProjection::new(survey_keys.clone()),
-                    &pool,
-                    &log,
-                    &trusted,
-                ),
-            ];
-            all.extend(
-                DeliveryProjection::shares(settings.delivery_partitions)
-                    .into_iter()
-                    .map(|p| projection(p, &pool, &log, &trusted)),
-            );
-            all.push(projection(AuditProjection, &pool, &log, &trusted));
-            all.into_iter().unzip()
+            let needs = ProjectionNeeds {
+                survey_keys: survey_keys.clone(),
+                delivery_partitions: settings.delivery_partitions,
+            };
+            let handles = Handles {
+                pool: pool.clone(),
+                log: log.clone(),
+                trusted: trusted.clone(),
+            };
+            registry::read_models(&needs)
+                .iter()
+                .flat_map(|m| m.workers(&handles))
+                .map(|(job, status)| {
+                    let name = status.borrow().name.clone();
+                    let run: Runner = Box::new(move |token| {
+                        Box::pin(async move {
+                            job(token)
+                                .await
+                                .with_context(|| format!("{name} projection stopped"))
+                        })
+                    });
+                    (run, status)
+                })
+                .unzip()
         } else {
             (Vec::new(), Vec::new())
         };
@@ -246,7 +230,7 @@ impl Application {
             tasks.spawn(run(shutdown.clone()));
         }
         if workers {
-            let config = match &self.settings.argocd_config {
+            let argocd = match &self.settings.argocd_config {
                 Some(path) => paved_workers::effects::deployer::ArgoConfig::load(path)
                     .map_err(anyhow::Error::msg)?,
                 None => paved_workers::effects::deployer::ArgoConfig {
@@ -254,35 +238,29 @@ impl Application {
                     timing: Default::default(),
                 },
             };
-            let deployer = paved_workers::effects::deployer::Deployer::new(
-                Executor::new(self.log.clone(), 10_000),
-                self.pool.clone(),
-                &config,
-            )
-            .map_err(anyhow::Error::msg)
-            .context("PAVED_ARGOCD_CONFIG")?;
-            tracing::info!(environments = ?config.environments.keys().collect::<Vec<_>>(), "Argo CD deployer");
-            let token = shutdown.clone();
-            tasks.spawn(async move {
-                deployer.run(token).await;
-                Ok(())
-            });
-        }
-        if workers && self.settings.audit_checkpoint_ms > 0 {
+            tracing::info!(environments = ?argocd.environments.keys().collect::<Vec<_>>(), "Argo CD deployer");
             let key = self.signing_key.clone();
-            tracing::info!(key_id = key.id(), public_key = %key.public_hex(), "audit checkpoints signed with");
-            let checkpointer = paved_workers::checkpoint::Checkpointer::new(
-                self.log.clone(),
-                key,
-                Duration::from_millis(self.settings.audit_checkpoint_ms),
-            );
-            tasks.spawn({
+            if self.settings.audit_checkpoint_ms > 0 {
+                tracing::info!(key_id = key.id(), public_key = %key.public_hex(), "audit checkpoints signed with");
+            }
+            let jobs = registry::effects(EffectNeeds {
+                pool: self.pool.clone(),
+                log: self.log.clone(),
+                argocd: &argocd,
+                checkpoints: (self.settings.audit_checkpoint_ms > 0).then(|| {
+                    (
+                        key,
+                        Duration::from_millis(self.settings.audit_checkpoint_ms),
+                    )
+                }),
+            })
+            .map_err(anyhow::Error::msg)?;
+            for (name, job) in jobs {
                 let token = shutdown.clone();
-                async move {
-                    checkpointer.run(token).await;
-                    Ok(())
-                }
-            });
+                tasks.spawn(
+                    async move { job(token).await.with_context(|| format!("{name} stopped")) },
+                );
+            }
         }
         for status in self.statuses.clone() {
             tasks.spawn(report_health(status, health.clone(), shutdown.clone()));

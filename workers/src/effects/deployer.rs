@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use paved_domain::delivery::{Deployment, DeploymentCommand, DeploymentStatus, Outcome};
 use paved_domain::{Name, Principal};
+use paved_eventlog::retry::Backoff;
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -339,6 +340,7 @@ impl Deployer {
     async fn command(&self, id: &Name, step: &str, command: DeploymentCommand) {
         let mut meta = CommandMeta::new(format!("argocd:{step}:{id}"), self.principal.clone());
         meta.causation_id = id.to_string();
+        let mut retry = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
         for attempt in 0..5u32 {
             match self
                 .executor
@@ -348,7 +350,7 @@ impl Deployer {
                 Ok(_) => return,
                 Err(ExecuteError::Unavailable(e)) => {
                     tracing::warn!(deployment = %id, error = %e, attempt, "cannot record the deployment's step yet");
-                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                    tokio::time::sleep(retry.next_delay()).await;
                 }
                 // Recorded before (a restart re-derived the step with other
                 // details, a later timestamp say): the first record stands.
@@ -394,21 +396,15 @@ impl Deployer {
         }
     }
 
-    /// Jittered exponential backoff; false when it would pass the deadline
-    /// or the worker stops.
+    /// The next wait of `retry`; false when it would pass the deadline or
+    /// the worker stops.
     async fn backoff(
         &self,
-        attempt: &mut u32,
+        retry: &mut Backoff,
         deadline: Instant,
         stop: &CancellationToken,
     ) -> bool {
-        let base = self
-            .timing
-            .retry_min_ms
-            .saturating_mul(1 << (*attempt).min(16));
-        let capped = base.min(self.timing.retry_max_ms).max(1);
-        let wait = Duration::from_millis(capped / 2 + rand::random_range(0..=capped / 2));
-        *attempt += 1;
+        let wait = retry.next_delay();
         if Instant::now() + wait > deadline {
             return false;
         }
@@ -623,7 +619,10 @@ impl Deployer {
         };
         let budget = self.timing.budget_secs;
         let deadline = Instant::now() + Duration::from_secs(budget);
-        let mut attempt = 0;
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.timing.retry_min_ms.max(1)),
+            Duration::from_millis(self.timing.retry_max_ms.max(1)),
+        );
         loop {
             // Busy, 5xx, timeouts: back off and try again within the budget.
             let (retry, health) = match env.client.application(&app).await {
@@ -651,7 +650,7 @@ impl Deployer {
                             Ok(_) => {
                                 tracing::info!(app = %app, revision = %d.target.revision, "Argo CD operation started");
                                 self.record_start(&mut d, &app, Utc::now()).await;
-                                attempt = 0;
+                                backoff.reset();
                                 continue;
                             }
                             Err(e) => (e, application.status.health.status),
@@ -664,7 +663,7 @@ impl Deployer {
                     .finish(id, failed(retry.to_string(), None, &health))
                     .await;
             }
-            if self.backoff(&mut attempt, deadline, stop).await {
+            if self.backoff(&mut backoff, deadline, stop).await {
                 continue;
             }
             if stop.is_cancelled() {

@@ -6,12 +6,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::audit::TrustedKeys;
-use paved_eventlog::readmodel::{AUDIT, CATALOG, DELIVERY, PROJECTIONS, SURVEYS};
 use paved_eventlog::{EventLog, SurveyKeys};
-use paved_workers::projections::{
-    AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
-};
-use paved_workers::runtime::{self, RebuildProgress};
+use paved_workers::registry::{self, Handles, ProjectionNeeds};
+use paved_workers::runtime::RebuildProgress;
 use sqlx::PgPool;
 
 use super::output::{self, Output};
@@ -39,7 +36,7 @@ pub async fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
-    /// The projection to rebuild (known: catalog, surveys).
+    /// The projection to rebuild (known: catalog, surveys, audit, delivery).
     #[arg(required_unless_present = "all")]
     projection: Option<String>,
     /// Rebuild every projection.
@@ -55,7 +52,7 @@ pub struct ReplayArgs {
 
 pub async fn replay(a: ReplayArgs) -> anyhow::Result<()> {
     let names: Vec<String> = if a.all {
-        PROJECTIONS.iter().map(|p| p.to_string()).collect()
+        registry::names().iter().map(|p| p.to_string()).collect()
     } else {
         a.projection.into_iter().collect()
     };
@@ -92,6 +89,21 @@ fn progress_bar(name: &str) -> anyhow::Result<ProgressBar> {
     Ok(bar)
 }
 
+fn needs(keys: &SurveyKeys, settings: &Settings) -> ProjectionNeeds {
+    ProjectionNeeds {
+        survey_keys: keys.clone(),
+        delivery_partitions: settings.delivery_partitions,
+    }
+}
+
+fn handles(pool: &PgPool, log: &EventLog, trusted: &TrustedKeys) -> Handles {
+    Handles {
+        pool: pool.clone(),
+        log: log.clone(),
+        trusted: trusted.clone(),
+    }
+}
+
 /// Replays `name` into a shadow schema and compares; true if it drifted.
 async fn check_one(
     name: &str,
@@ -102,26 +114,13 @@ async fn check_one(
     settings: &Settings,
 ) -> anyhow::Result<bool> {
     let bar = progress_bar(name)?;
-    let progress = |p: RebuildProgress| {
+    let mut progress = |p: RebuildProgress| {
         bar.set_length(p.total);
         bar.set_position(p.applied);
     };
-    let (report, checks) = match name {
-        CATALOG => runtime::check(&[CatalogProjection], pool, log, trusted, progress).await?,
-        SURVEYS => {
-            let p = SurveysProjection::new(keys.clone());
-            runtime::check(&[p], pool, log, trusted, progress).await?
-        }
-        AUDIT => runtime::check(&[AuditProjection], pool, log, trusted, progress).await?,
-        DELIVERY => {
-            let shares = DeliveryProjection::shares(settings.delivery_partitions);
-            runtime::check(&shares, pool, log, trusted, progress).await?
-        }
-        other => anyhow::bail!(
-            "unknown projection {other:?} (known: {})",
-            PROJECTIONS.join(", ")
-        ),
-    };
+    let model = registry::read_model(&needs(keys, settings), name).map_err(anyhow::Error::msg)?;
+    let handles = handles(pool, log, trusted);
+    let (report, checks) = model.check(&handles, &mut progress).await?;
     bar.finish_and_clear();
     output::table(
         &[
@@ -168,26 +167,13 @@ async fn rebuild_one(
     settings: &Settings,
 ) -> anyhow::Result<()> {
     let bar = progress_bar(name)?;
-    let progress = |p: RebuildProgress| {
+    let mut progress = |p: RebuildProgress| {
         bar.set_length(p.total);
         bar.set_position(p.applied);
     };
-    let report = match name {
-        CATALOG => runtime::rebuild(&[CatalogProjection], pool, log, trusted, progress).await?,
-        SURVEYS => {
-            let p = SurveysProjection::new(keys.clone());
-            runtime::rebuild(&[p], pool, log, trusted, progress).await?
-        }
-        AUDIT => runtime::rebuild(&[AuditProjection], pool, log, trusted, progress).await?,
-        DELIVERY => {
-            let shares = DeliveryProjection::shares(settings.delivery_partitions);
-            runtime::rebuild(&shares, pool, log, trusted, progress).await?
-        }
-        other => anyhow::bail!(
-            "unknown projection {other:?} (known: {})",
-            PROJECTIONS.join(", ")
-        ),
-    };
+    let model = registry::read_model(&needs(keys, settings), name).map_err(anyhow::Error::msg)?;
+    let handles = handles(pool, log, trusted);
+    let report = model.rebuild(&handles, &mut progress).await?;
     bar.finish_and_clear();
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
