@@ -100,6 +100,8 @@ pub fn rejection(r: Rejection) -> Status {
                 Precondition::SurveyNotOpen { survey, .. } => ("SURVEY_NOT_OPEN", survey.clone()),
                 Precondition::NotInAudience { survey, .. } => ("NOT_IN_AUDIENCE", survey.clone()),
                 Precondition::Finished(what) => ("FINISHED", what.clone()),
+                Precondition::Quota { team, .. } => ("QUOTA_EXCEEDED", team.clone()),
+                Precondition::State { what, .. } => ("WRONG_STATE", what.clone()),
                 Precondition::BadReference { reference, why, .. } if why.is_empty() => {
                     ("MISSING_REFERENCE", reference.to_string())
                 }

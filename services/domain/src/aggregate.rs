@@ -31,10 +31,12 @@ pub enum AggregateKind {
     /// A catalog entity of a kind without an aggregate of its own (API,
     /// Resource, Domain, User, Location, a plugin's kind), stored as given.
     Entity,
+    /// A team's provisioned resources and its requests.
+    Tenancy,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 11] = [
+    pub const ALL: [AggregateKind; 12] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -46,6 +48,7 @@ impl AggregateKind {
         Self::Repository,
         Self::Quarantine,
         Self::Entity,
+        Self::Tenancy,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
@@ -60,6 +63,7 @@ impl AggregateKind {
             Self::Survey => "surveys",
             Self::Deployment | Self::Change | Self::Incident => "delivery",
             Self::Quarantine => "ops",
+            Self::Tenancy => "provisioning",
         }
     }
 
@@ -77,6 +81,7 @@ impl AggregateKind {
             Self::Repository => "repository",
             Self::Quarantine => "quarantine",
             Self::Entity => "entity",
+            Self::Tenancy => "tenancy",
         }
     }
 

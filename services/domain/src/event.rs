@@ -5,6 +5,7 @@ use crate::catalog::{
 };
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::ops::OpsEvent;
+use crate::provisioning::ProvisioningEvent;
 use crate::surveys::SurveyEvent;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -20,6 +21,7 @@ pub enum Event {
     Repository(RepositoryEvent),
     Ops(OpsEvent),
     Entity(EntityEvent),
+    Provisioning(ProvisioningEvent),
 }
 
 impl Event {
@@ -37,6 +39,7 @@ impl Event {
             Event::Repository(e) => e.type_name(),
             Event::Ops(e) => e.type_name(),
             Event::Entity(e) => e.type_name(),
+            Event::Provisioning(e) => e.type_name(),
         }
     }
 
@@ -82,6 +85,14 @@ impl Event {
         "MessageQuarantined",
         "EntityStored",
         "EntityRemoved",
+        "ProvisionRequested",
+        "ProvisionPlanned",
+        "ProvisionApproved",
+        "ProvisionRejected",
+        "ProvisionApplyStarted",
+        "ProvisionApplied",
+        "ProvisionVerified",
+        "ProvisionFailed",
     ];
 }
 

@@ -11,6 +11,8 @@
 //! - [`surveys`]: developer surveys (NPS) with anonymous, pseudonymous responses.
 //! - [`delivery`]: deployments, changes and incidents; [`dora`]: the DORA
 //!   figures computed from them, with the performance levels.
+//! - [`provisioning`]: a team's namespaces and databases, requested, planned,
+//!   approved and applied through the GitOps repository; the pure renderer.
 //! - [`ops`]: operations on the log itself (quarantining a message that cannot be applied).
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
@@ -25,6 +27,7 @@ pub mod event;
 pub mod name;
 pub mod ops;
 pub mod principal;
+pub mod provisioning;
 pub mod rejection;
 pub mod surveys;
 pub mod validate;

@@ -36,6 +36,16 @@ pub enum Precondition {
     NotInAudience { survey: String, team: String },
     #[error("{0} has finished")]
     Finished(String),
+    /// The team would hold more than its quota allows.
+    #[error("the quota of team {team:?} does not allow this: {why}")]
+    Quota { team: String, why: String },
+    /// The thing is not in a state that allows the command.
+    #[error("{what} is {state}: {why}")]
+    State {
+        what: String,
+        state: String,
+        why: String,
+    },
     /// Field `field` names an aggregate that does not exist (`why` empty),
     /// or one that does not fit (`why` says how).
     #[error("{field}: {reference} {}", if why.is_empty() { "does not exist" } else { why })]

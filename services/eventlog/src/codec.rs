@@ -14,6 +14,9 @@ use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, PullRequestAccount, Target,
 };
 use paved_domain::ops::{OpsEvent, Quarantine, Statement};
+use paved_domain::provisioning::{
+    Action, Approval, Approver, Plan, PlannedFile, ProvisioningEvent, ResourceKind, ResourceSpec,
+};
 use paved_domain::surveys::{
     Answers, Audience, DEFAULT_NPS_QUESTION, ResponseContent, SurveyEvent, SurveySpec,
 };
@@ -779,6 +782,7 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
                 name: entity_ref.name.clone(),
             })
         }
+        Event::Provisioning(e) => provisioning_to_proto(e),
         Event::Ops(OpsEvent::MessageQuarantined(q)) => {
             Kind::MessageQuarantined(pb::MessageQuarantined {
                 statement: Some(statement_to_proto(&q.statement)),
@@ -1190,6 +1194,64 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             },
         }
         .into(),
+        Kind::ProvisionRequested(e) => ProvisioningEvent::Requested {
+            number: e.number,
+            spec: resource_from_proto(e.resource.as_ref())?,
+            action: Action::parse(&e.action)
+                .ok_or_else(|| field_err("action", format!("unknown action {:?}", e.action)))?,
+            requested_by: e.requested_by.clone(),
+        }
+        .into(),
+        Kind::ProvisionPlanned(e) => ProvisioningEvent::Planned {
+            number: e.number,
+            plan: Plan {
+                base: e.base.clone(),
+                files: e
+                    .files
+                    .iter()
+                    .map(|f| PlannedFile {
+                        path: f.path.clone(),
+                        content: (!f.deleted).then(|| f.content.clone()),
+                    })
+                    .collect(),
+                diff: e.diff.clone(),
+                drift: e.drift.clone(),
+            },
+            approval: Approval {
+                approver: Approver::parse(&e.approver).ok_or_else(|| {
+                    field_err("approver", format!("unknown approver {:?}", e.approver))
+                })?,
+                self_approval: e.self_approval,
+            },
+        }
+        .into(),
+        Kind::ProvisionApproved(e) => ProvisioningEvent::Approved {
+            number: e.number,
+            by: e.by.clone(),
+            reason: e.reason.clone(),
+            automatic: e.automatic,
+        }
+        .into(),
+        Kind::ProvisionRejected(e) => ProvisioningEvent::Rejected {
+            number: e.number,
+            by: e.by.clone(),
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::ProvisionApplyStarted(e) => {
+            ProvisioningEvent::ApplyStarted { number: e.number }.into()
+        }
+        Kind::ProvisionApplied(e) => ProvisioningEvent::Applied {
+            number: e.number,
+            commit: e.commit.clone(),
+        }
+        .into(),
+        Kind::ProvisionVerified(e) => ProvisioningEvent::Verified { number: e.number }.into(),
+        Kind::ProvisionFailed(e) => ProvisioningEvent::Failed {
+            number: e.number,
+            reason: e.reason.clone(),
+        }
+        .into(),
         Kind::MessageQuarantined(e) => OpsEvent::MessageQuarantined(Quarantine {
             statement: statement_from_proto(
                 e.statement
@@ -1374,5 +1436,101 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Repository(_) => AggregateKind::Repository,
         Event::Ops(_) => AggregateKind::Quarantine,
         Event::Entity(_) => AggregateKind::Entity,
+        Event::Provisioning(_) => AggregateKind::Tenancy,
+    }
+}
+
+fn resource_to_proto(r: &ResourceSpec) -> pb::ProvisionResource {
+    pb::ProvisionResource {
+        kind: r.kind.as_str().to_owned(),
+        environment: r.environment.to_string(),
+        service: r.service.as_ref().map(Name::to_string).unwrap_or_default(),
+        size: r.size.clone(),
+    }
+}
+
+fn resource_from_proto(r: Option<&pb::ProvisionResource>) -> Result<ResourceSpec, DecodeError> {
+    let r = r.ok_or_else(|| field_err("resource", "missing"))?;
+    Ok(ResourceSpec {
+        kind: ResourceKind::parse(&r.kind)
+            .ok_or_else(|| field_err("resource.kind", format!("unknown kind {:?}", r.kind)))?,
+        environment: name("resource.environment", &r.environment)?,
+        service: (!r.service.is_empty())
+            .then(|| name("resource.service", &r.service))
+            .transpose()?,
+        size: r.size.clone(),
+    })
+}
+
+fn provisioning_to_proto(e: &ProvisioningEvent) -> Kind {
+    match e {
+        ProvisioningEvent::Requested {
+            number,
+            spec,
+            action,
+            requested_by,
+        } => Kind::ProvisionRequested(pb::ProvisionRequested {
+            number: *number,
+            resource: Some(resource_to_proto(spec)),
+            action: action.as_str().to_owned(),
+            requested_by: requested_by.clone(),
+        }),
+        ProvisioningEvent::Planned {
+            number,
+            plan,
+            approval,
+        } => Kind::ProvisionPlanned(pb::ProvisionPlanned {
+            number: *number,
+            base: plan.base.clone(),
+            files: plan
+                .files
+                .iter()
+                .map(|f| pb::ProvisionFile {
+                    path: f.path.clone(),
+                    content: f.content.clone().unwrap_or_default(),
+                    deleted: f.content.is_none(),
+                })
+                .collect(),
+            diff: plan.diff.clone(),
+            drift: plan.drift.clone(),
+            approver: approval.approver.as_str().to_owned(),
+            self_approval: approval.self_approval,
+        }),
+        ProvisioningEvent::Approved {
+            number,
+            by,
+            reason,
+            automatic,
+        } => Kind::ProvisionApproved(pb::ProvisionApproved {
+            number: *number,
+            by: by.clone(),
+            reason: reason.clone(),
+            automatic: *automatic,
+        }),
+        ProvisioningEvent::Rejected { number, by, reason } => {
+            Kind::ProvisionRejected(pb::ProvisionRejected {
+                number: *number,
+                by: by.clone(),
+                reason: reason.clone(),
+            })
+        }
+        ProvisioningEvent::ApplyStarted { number } => {
+            Kind::ProvisionApplyStarted(pb::ProvisionApplyStarted { number: *number })
+        }
+        ProvisioningEvent::Applied { number, commit } => {
+            Kind::ProvisionApplied(pb::ProvisionApplied {
+                number: *number,
+                commit: commit.clone(),
+            })
+        }
+        ProvisioningEvent::Verified { number } => {
+            Kind::ProvisionVerified(pb::ProvisionVerified { number: *number })
+        }
+        ProvisioningEvent::Failed { number, reason } => {
+            Kind::ProvisionFailed(pb::ProvisionFailed {
+                number: *number,
+                reason: reason.clone(),
+            })
+        }
     }
 }

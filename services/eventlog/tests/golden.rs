@@ -570,6 +570,76 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
             .into(),
         ),
     ];
+    use paved_domain::provisioning::{
+        Action, Approval, Approver, Plan, PlannedFile, ProvisioningEvent as P, ResourceKind,
+        ResourceSpec,
+    };
+    let spec = ResourceSpec {
+        kind: ResourceKind::Postgres,
+        environment: n("production"),
+        service: Some(n("payments-api")),
+        size: "small".into(),
+    };
+    let provisioning = [
+        P::Requested {
+            number: 1,
+            spec,
+            action: Action::Create,
+            requested_by: "alice".into(),
+        },
+        P::Planned {
+            number: 1,
+            plan: Plan {
+                base: "0123456789abcdef0123456789abcdef01234567".into(),
+                files: vec![
+                    PlannedFile {
+                        path: "terraform/a/main.tf.json".into(),
+                        content: Some("{}\n".into()),
+                    },
+                    PlannedFile {
+                        path: "terraform/a/old.tf.json".into(),
+                        content: None,
+                    },
+                    PlannedFile {
+                        path: "terraform/a/empty.tf.json".into(),
+                        content: Some(String::new()),
+                    },
+                ],
+                diff: "--- a\n+++ b\n".into(),
+                drift: vec!["terraform/a/main.tf.json".into()],
+            },
+            approval: Approval {
+                approver: Approver::Admin,
+                self_approval: false,
+            },
+        },
+        P::Approved {
+            number: 1,
+            by: "erin".into(),
+            reason: "ok".into(),
+            automatic: false,
+        },
+        P::Rejected {
+            number: 2,
+            by: "bob".into(),
+            reason: "no".into(),
+        },
+        P::ApplyStarted { number: 1 },
+        P::Applied {
+            number: 1,
+            commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        },
+        P::Verified { number: 1 },
+        P::Failed {
+            number: 3,
+            reason: "render failed".into(),
+        },
+    ];
+    let cases = cases.into_iter().chain(
+        provisioning
+            .into_iter()
+            .map(|e| (AggregateKind::Tenancy, "payments", e.into())),
+    );
     for (kind, id, event) in cases {
         let c = Commit {
             kind,
