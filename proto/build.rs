@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/surveys.proto",
     "paved/v1/eventlog.proto",
     "paved/v1/delivery.proto",
+    "paved/v1/provisioning.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

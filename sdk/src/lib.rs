@@ -31,6 +31,7 @@ use pb::catalog_service_client::CatalogServiceClient;
 use pb::delivery_service_client::DeliveryServiceClient;
 use pb::event_log_service_client::EventLogServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
+use pb::provisioning_service_client::ProvisioningServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
 
 /// `google.rpc.ErrorInfo` reason of an `ABORTED` for a stale `expected_version`.
@@ -173,6 +174,7 @@ pub struct Client {
     events: EventLogServiceClient<Transport>,
     delivery: DeliveryServiceClient<Transport>,
     metrics: MetricsServiceClient<Transport>,
+    provisioning: ProvisioningServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -203,6 +205,9 @@ impl Client {
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let metrics = MetricsServiceClient::with_interceptor(channel.clone(), token.clone());
+        let provisioning =
+            ProvisioningServiceClient::with_interceptor(channel.clone(), token.clone())
+                .max_decoding_message_size(MAX_MESSAGE_SIZE);
         let events = EventLogServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
@@ -211,6 +216,7 @@ impl Client {
             events,
             delivery,
             metrics,
+            provisioning,
             retry: RetryPolicy::default(),
         })
     }
@@ -251,6 +257,11 @@ impl Client {
     /// The generated delivery client.
     pub fn delivery(&self) -> DeliveryServiceClient<Transport> {
         self.delivery.clone()
+    }
+
+    /// The generated provisioning client.
+    pub fn provisioning(&self) -> ProvisioningServiceClient<Transport> {
+        self.provisioning.clone()
     }
 
     /// The generated survey client.
@@ -373,6 +384,17 @@ commands! {
     open_incident(OpenIncidentRequest) -> DeliveryCommandResponse;
     link_incident(LinkIncidentRequest) -> DeliveryCommandResponse;
     resolve_incident(ResolveIncidentRequest) -> DeliveryCommandResponse;
+}
+
+commands! {
+    provisioning:
+    /// Asks for a namespace, database or cache to be created, changed or
+    /// decommissioned; the response's `id` names the request (`<team>/<number>`).
+    request_resource(RequestResourceRequest) -> ProvisionCommandResponse;
+    /// Approves a planned request.
+    approve_request(DecideProvisionRequest) -> ProvisionCommandResponse;
+    /// Rejects (or, as its requester, withdraws) a request not yet approved.
+    reject_request(DecideProvisionRequest) -> ProvisionCommandResponse;
 }
 
 commands! {
@@ -609,6 +631,58 @@ impl Reader<'_> {
                 c.get_dora(r).await
             })
             .await
+    }
+
+    /// A provisioning request (`<team>/<number>`), with its plan.
+    pub async fn provision_request(&self, id: &str) -> Result<pb::ProvisionRequest, Error> {
+        let r = pb::GetProvisionRequestRequest {
+            id: id.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.provisioning,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_request(r).await },
+            )
+            .await
+    }
+
+    /// One page of provisioning requests, newest first.
+    pub async fn provision_requests(
+        &self,
+        mut r: pb::ListProvisionRequestsRequest,
+    ) -> Result<pb::ListProvisionRequestsResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call_on(
+                &self.client.provisioning,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_requests(r).await },
+            )
+            .await
+    }
+
+    /// The provisioned resources of a team (or every team's).
+    pub async fn provisioned_resources(
+        &self,
+        team: &str,
+    ) -> Result<Vec<pb::ProvisionedResource>, Error> {
+        let r = pb::ListProvisionedResourcesRequest {
+            team: team.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.provisioning,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_resources(r).await },
+            )
+            .await
+            .map(|r| r.resources)
     }
 
     pub async fn survey_results(&self, id: &str) -> Result<pb::SurveyResults, Error> {

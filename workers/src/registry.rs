@@ -12,8 +12,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::effects::deployer::{ArgoConfig, Deployer};
+use crate::effects::gitops::{GitopsWriter, ProvisioningConfig};
 use crate::projections::{
-    AuditProjection, CatalogProjection, DeliveryProjection, SurveysProjection,
+    AuditProjection, CatalogProjection, DeliveryProjection, ProvisioningProjection,
+    SurveysProjection,
 };
 use crate::runtime::{self, RebuildProgress, RebuildReport, TableCheck};
 use crate::{Projection, ProjectionError, ProjectionStatus, ProjectionWorker};
@@ -72,6 +74,7 @@ pub fn read_models(needs: &ProjectionNeeds) -> Vec<Box<dyn ReadModel>> {
         Box::new(Shares(DeliveryProjection::shares(
             needs.delivery_partitions,
         ))),
+        Shares::whole(ProvisioningProjection),
     ]
 }
 
@@ -151,6 +154,8 @@ pub struct EffectNeeds<'a> {
     pub log: EventLog,
     /// Where each environment's Argo CD is (`PAVED_ARGOCD_CONFIG`).
     pub argocd: &'a ArgoConfig,
+    /// The GitOps repository and the provisioning rules (`PAVED_PROVISIONING_CONFIG`).
+    pub provisioning: &'a ProvisioningConfig,
     /// Signs the audit checkpoints; `None`: no checkpoints.
     pub checkpoints: Option<(SigningKey, std::time::Duration)>,
 }
@@ -173,6 +178,22 @@ pub fn effects(needs: EffectNeeds<'_>) -> Result<Vec<(&'static str, Job)>, Strin
             })
         }),
     ));
+    // Without a repository nothing is planned: requests wait as requested.
+    if let Some(writer) = GitopsWriter::new(
+        Executor::new(needs.log.clone(), 10_000),
+        needs.pool.clone(),
+        needs.provisioning,
+    ) {
+        jobs.push((
+            "gitops-writer",
+            Box::new(move |token| {
+                Box::pin(async move {
+                    writer.run(token).await;
+                    Ok(())
+                })
+            }),
+        ));
+    }
     if let Some((key, every)) = needs.checkpoints {
         let checkpointer = crate::checkpoint::Checkpointer::new(needs.log.clone(), key, every);
         jobs.push((

@@ -9,6 +9,7 @@
 //! - [`events`]: `paved.v1.EventLogService` (filtered reads, live tail).
 //! - [`delivery`]: `paved.v1.DeliveryService` and `paved.v1.MetricsService` (DORA).
 //! - [`webhooks`]: GitHub and Argo CD notification webhooks (HTTP).
+//! - [`provisioning`]: `paved.v1.ProvisioningService` (requests, approvals, plans).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod freshness;
 pub mod metrics;
+pub mod provisioning;
 pub mod request;
 pub mod surveys;
 pub mod webhooks;
@@ -28,4 +30,5 @@ pub use delivery::{DeliveryApi, MetricsApi};
 pub use events::EventLogApi;
 pub use freshness::Freshness;
 pub use metrics::CommandCounters;
+pub use provisioning::ProvisioningApi;
 pub use surveys::SurveyApi;

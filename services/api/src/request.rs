@@ -85,6 +85,8 @@ versioned!(
 // Many aggregates (an import), or one whose version the caller cannot see
 // (a survey response is anonymous).
 idempotent!(pb::ImportBackstageRequest, pb::SubmitResponseRequest);
+// A team's tenancy: its version is not the caller's business.
+idempotent!(pb::RequestResourceRequest, pb::DecideProvisionRequest);
 
 /// 1..=128 characters of `[A-Za-z0-9._:/-]`.
 pub fn check_request_id(v: &mut Violations, id: &str) {

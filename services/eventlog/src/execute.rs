@@ -413,10 +413,14 @@ impl Executor {
                 now: meta.now,
                 refs: &refs,
             };
+            // A refusal or a no-op is an answer about the state: only a
+            // state just read from the log may give it. A cached one may be
+            // behind commits another process appended (a worker recording
+            // the outcome of what this API asked for).
             let events = match loaded.state.decide(command, &ctx) {
-                Err(_) if assumed => continue,
+                Err(_) if !verified => continue,
                 Err(rejection) => return Err(rejection.into()),
-                Ok(events) if events.is_empty() && assumed => continue,
+                Ok(events) if events.is_empty() && !verified => continue,
                 Ok(events) => events,
             };
             if events.is_empty() {

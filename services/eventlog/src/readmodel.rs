@@ -13,6 +13,9 @@ pub const AUDIT: &str = "audit";
 /// The delivery projection: deployments, changes, incidents.
 pub const DELIVERY: &str = "delivery";
 
+/// The provisioning projection: requests and resources of each team's tenancy.
+pub const PROVISIONING: &str = "provisioning";
+
 /// Most partitions a read model can be split into.
 pub const MAX_PARTITIONS: u32 = 16;
 

@@ -102,6 +102,13 @@ pub struct Settings {
     #[arg(long, env = "PAVED_ARGOCD_CONFIG")]
     pub argocd_config: Option<std::path::PathBuf>,
 
+    /// YAML file for provisioning: the GitOps repository the writer commits
+    /// to (url, branch, credentials), the approval policy, quotas, namespace
+    /// tiers, database sizes and rendering (docs/provisioning.md). Unset:
+    /// the built-in policy and sizes, and no writer (requests stay requested).
+    #[arg(long, env = "PAVED_PROVISIONING_CONFIG")]
+    pub provisioning_config: Option<std::path::PathBuf>,
+
     /// Address of the webhook endpoints (`/webhooks/github`, `argocd`,
     /// `incidents`, `pagerduty`, `alertmanager`); empty to turn them off.
     #[arg(long, env = "PAVED_WEBHOOK_LISTEN", default_value = "127.0.0.1:9465")]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use paved_api::{
     Authenticator, CatalogApi, CommandCounters, DeliveryApi, EventLogApi, Freshness, MetricsApi,
-    SurveyApi,
+    ProvisioningApi, SurveyApi,
 };
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
@@ -15,6 +15,7 @@ use paved_proto::v1::catalog_service_server::CatalogServiceServer;
 use paved_proto::v1::delivery_service_server::DeliveryServiceServer;
 use paved_proto::v1::event_log_service_server::EventLogServiceServer;
 use paved_proto::v1::metrics_service_server::MetricsServiceServer;
+use paved_proto::v1::provisioning_service_server::ProvisioningServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
 use paved_workers::registry::{self, EffectNeeds, Handles, ProjectionNeeds};
 use paved_workers::{Health, ProjectionStatus};
@@ -78,6 +79,8 @@ pub struct Application {
     roles: Roles,
     /// The projection workers (empty without the workers role).
     projections: Vec<Runner>,
+    /// `PAVED_PROVISIONING_CONFIG` (defaults when unset).
+    provisioning: paved_workers::effects::gitops::ProvisioningConfig,
 }
 
 /// A worker's run, started with the shutdown token.
@@ -126,6 +129,12 @@ impl Application {
                     .await
                     .with_context(|| format!("cannot listen on {addr} for webhooks"))?,
             ),
+        };
+        let provisioning = match &settings.provisioning_config {
+            Some(path) => paved_workers::effects::gitops::ProvisioningConfig::load(path)
+                .map_err(anyhow::Error::msg)
+                .context("PAVED_PROVISIONING_CONFIG")?,
+            None => Default::default(),
         };
         let survey_keys = crate::secrets::survey_keys(&settings, &pool).await?;
         // The audit key signs checkpoints; it and the trusted keys verify
@@ -176,6 +185,7 @@ impl Application {
             statuses,
             roles,
             projections,
+            provisioning,
         })
     }
 
@@ -247,6 +257,7 @@ impl Application {
                 pool: self.pool.clone(),
                 log: self.log.clone(),
                 argocd: &argocd,
+                provisioning: &self.provisioning,
                 checkpoints: (self.settings.audit_checkpoint_ms > 0).then(|| {
                     (
                         key,
@@ -345,6 +356,14 @@ impl Application {
                 freshness.clone(),
                 self.settings.dora_attribution(),
             );
+            let provisioning = ProvisioningApi::new(
+                executor.clone(),
+                self.pool.clone(),
+                auth.clone(),
+                freshness.clone(),
+                counters.clone(),
+                self.provisioning.rules(),
+            );
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             tasks.spawn(watch_dependencies(
                 health.clone(),
@@ -390,6 +409,7 @@ impl Application {
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 )
                 .add_service(MetricsServiceServer::new(dora))
+                .add_service(ProvisioningServiceServer::new(provisioning))
                 .add_service(
                     EventLogServiceServer::new(events)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
@@ -432,8 +452,9 @@ impl Application {
 }
 
 /// The API's services in `grpc.health.v1`.
-const API_SERVICES: [&str; 5] = [
+const API_SERVICES: [&str; 6] = [
     "paved.v1.CatalogService",
+    "paved.v1.ProvisioningService",
     "paved.v1.SurveyService",
     "paved.v1.DeliveryService",
     "paved.v1.MetricsService",

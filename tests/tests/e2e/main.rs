@@ -22,6 +22,7 @@ mod helpers;
 mod partitions;
 mod private;
 mod projection;
+mod provisioning;
 mod surveys;
 mod telemetry;
 mod webhooks;

@@ -39,6 +39,8 @@ mod partitions;
 mod private;
 #[path = "../e2e/projection.rs"]
 mod projection;
+#[path = "../e2e/provisioning.rs"]
+mod provisioning;
 #[path = "../e2e/surveys.rs"]
 mod surveys;
 #[path = "../e2e/telemetry.rs"]

@@ -2,6 +2,8 @@
 //!
 //! - [`argocd`]: the Argo CD REST client (the subset Paved uses).
 //! - [`deployer`]: carries requested deployments out through Argo CD.
+//! - [`gitops`]: plans provisioning requests and commits approved plans to the GitOps repository.
 
 pub mod argocd;
 pub mod deployer;
+pub mod gitops;

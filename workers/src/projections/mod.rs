@@ -3,9 +3,11 @@
 pub mod audit;
 pub mod catalog;
 pub mod delivery;
+pub mod provisioning;
 pub mod surveys;
 
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
 pub use delivery::DeliveryProjection;
+pub use provisioning::ProvisioningProjection;
 pub use surveys::SurveysProjection;
