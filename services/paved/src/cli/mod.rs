@@ -7,6 +7,7 @@ pub(crate) mod delivery;
 mod health;
 mod locations;
 pub mod output;
+mod provision;
 mod survey;
 
 use std::process::ExitCode;
@@ -40,7 +41,8 @@ enum Command {
     Serve(ServerArgs),
     /// Run only the gRPC API.
     Api(ServerArgs),
-    /// Run only the workers (projections, the Argo CD deployer, audit checkpoints).
+    /// Run only the workers (projections, the Argo CD deployer, the GitOps
+    /// writer, audit checkpoints).
     Worker(ServerArgs),
     /// Create the database if needed and apply the migrations, then exit.
     Migrate(admin::MigrateArgs),
@@ -72,6 +74,9 @@ enum Command {
     Webhooks(delivery::WebhooksArgs),
     /// The four DORA keys (and rework rate) with performance levels.
     Dora(delivery::DoraArgs),
+    /// Namespaces, databases and caches through the GitOps repository:
+    /// request, follow, diff, approve, reject, decommission.
+    Provision(provision::ProvisionArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,
     /// and proof that it was not edited (`audit verify`).
     Audit(audit::AuditArgs),
@@ -123,6 +128,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Incident(a) => delivery::incident(a).await,
         Command::Change(a) => delivery::change(a).await,
         Command::Dora(a) => delivery::dora(a).await,
+        Command::Provision(a) => provision::provision(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
         Command::Health(a) => health::health(a).await,
