@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use anyhow::Context as _;
 use bytes::Bytes;
 use futures::StreamExt;
@@ -67,6 +69,10 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(paved_eventlog::readmodel::MAX_PARTITIONS)))]
     delivery_shares: u32,
+    /// Namespace requests planned and committed to a Git repository by the
+    /// GitOps writer, next to a raw `git commit` + `git push` loop (0 skips it).
+    #[arg(long, default_value_t = 1_000)]
+    provision_requests: usize,
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
@@ -592,6 +598,10 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
 
     if a.dora_events > 0 {
         out.extend(dora_phase(b, a.dora_events, a.delivery_shares).await?);
+    }
+
+    if a.provision_requests > 0 {
+        out.extend(provisioning_phase(b, a.provision_requests).await?);
     }
 
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
@@ -1181,5 +1191,156 @@ async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<V
         latencies,
         "reference",
     ));
+    Ok(out)
+}
+
+/// Runs git in `dir` (the bench's repositories).
+async fn git(dir: &std::path::Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@localhost")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@localhost")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+/// `n` namespace requests (one per team, the policy automatic) planned and
+/// committed by the GitOps writer into a local bare repository, against a
+/// raw loop of `git commit` + `git push` of one file each into another.
+async fn provisioning_phase(b: &Bench, n: usize) -> anyhow::Result<Vec<Figure>> {
+    use paved_workers::effects::gitops::{
+        GitTiming, GitopsWriter, ProvisioningConfig, RepositoryConfig,
+    };
+    let mut out = Vec::new();
+    let dir =
+        std::env::temp_dir().join(format!("paved-bench-git-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    let result = async {
+        for name in ["raw.git", "paved.git"] {
+            git(&dir, &["init", "--quiet", "--bare", "--initial-branch=main", name]).await?;
+        }
+        // The raw limit: commit one file and push it, n times.
+        eprintln!("phase: raw git commit + push");
+        let clone = dir.join("raw");
+        git(&dir, &["clone", "--quiet", dir.join("raw.git").to_str().unwrap_or_default(), "raw"]).await?;
+        git(&clone, &["checkout", "--quiet", "-b", "main"]).await?;
+        let mut lat = Vec::with_capacity(n);
+        let started = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            std::fs::write(clone.join(format!("f{i}.yaml")), format!("i: {i}\n"))?;
+            git(&clone, &["add", "--all"]).await?;
+            git(&clone, &["commit", "--quiet", "-m", &format!("raw {i}")]).await?;
+            git(&clone, &["push", "--quiet", "origin", "HEAD:refs/heads/main"]).await?;
+            lat.push(t.elapsed());
+        }
+        out.push(figure("raw: git commit + push, one file each", n as u64, started.elapsed(), lat, "reference (commits/s)"));
+
+        eprintln!("phase: {n} namespace requests through the GitOps writer");
+        for i in 0..n {
+            b.client
+                .create_team(pb::CreateTeamRequest {
+                    name: format!("prov-{i}"),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let config = ProvisioningConfig {
+            repository: Some(RepositoryConfig {
+                url: dir.join("paved.git").to_string_lossy().into_owned(),
+                branch: "main".into(),
+                token_env: None,
+                token_file: None,
+                ssh_key_file: None,
+                author_name: "Paved".into(),
+                author_email: "paved@localhost".into(),
+                workdir: Some(dir.join("work")),
+            }),
+            policy: Some(paved_domain::provisioning::Policy {
+                default: paved_domain::provisioning::Approver::Automatic,
+                rules: Vec::new(),
+                ..Default::default()
+            }),
+            timing: GitTiming { scan_ms: 20, push_attempts: 10 },
+            ..Default::default()
+        };
+        let stop = CancellationToken::new();
+        let projection = ProjectionWorker::new(
+            paved_workers::projections::ProvisioningProjection,
+            b.pool.clone(),
+            b.log.clone(),
+        );
+        let writer = GitopsWriter::new(
+            paved_eventlog::Executor::new(b.log.clone(), 10_000),
+            b.pool.clone(),
+            &config,
+        )
+        .context("a writer with a repository")?;
+        let p = tokio::spawn(projection.run(stop.clone()));
+        let w = tokio::spawn(writer.run(stop.clone()));
+        let started = Instant::now();
+        let client = b.client.clone();
+        concurrent(16, n, move |i| {
+            let client = client.clone();
+            async move {
+                client
+                    .request_resource(pb::RequestResourceRequest {
+                        team: format!("prov-{i}"),
+                        kind: "namespace".into(),
+                        environment: "staging".into(),
+                        size: "small".into(),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = loop {
+            let rows: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
+                "SELECT requested_at, updated_at, state FROM provisioning_requests WHERE team LIKE 'prov-%'",
+            )
+            .fetch_all(&b.pool)
+            .await?;
+            let failed = rows.iter().filter(|r| r.2 == "failed").count();
+            anyhow::ensure!(failed == 0, "{failed} provisioning requests failed");
+            if rows.len() == n && rows.iter().all(|r| r.2 == "applied") {
+                break rows.into_iter().map(|(a, u, _)| (a, u)).collect();
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the writer did not apply {n} requests in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let elapsed = started.elapsed();
+        stop.cancel();
+        p.await.ok();
+        w.await.ok();
+        let lat: Vec<Duration> = rows
+            .iter()
+            .map(|(a, u)| (*u - *a).to_std().unwrap_or_default())
+            .collect();
+        out.push(figure(
+            "provisioning: namespace requested → planned → committed and pushed",
+            n as u64,
+            elapsed,
+            lat,
+            "reference (commits/s; latency request → commit)",
+        ));
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
     Ok(out)
 }

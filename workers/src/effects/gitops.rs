@@ -289,11 +289,22 @@ impl Repo {
         }
     }
 
-    /// Fetches and puts the work tree at the branch's head exactly (no
-    /// local changes, no untracked files). Returns the head, or `None`
-    /// while the branch does not exist yet (an empty repository).
-    pub async fn sync(&self) -> Result<Option<String>, GitError> {
+    /// Fetches the remote's branches.
+    pub async fn fetch(&self) -> Result<(), GitError> {
         self.git(&["fetch", "--quiet", "--prune", "origin"]).await?;
+        Ok(())
+    }
+
+    /// [`Self::fetch`], then [`Self::reset`].
+    pub async fn sync(&self) -> Result<Option<String>, GitError> {
+        self.fetch().await?;
+        self.reset().await
+    }
+
+    /// Puts the work tree at the branch's head as last fetched (or pushed),
+    /// exactly: no local changes, no untracked files. Returns the head, or
+    /// `None` while the branch does not exist yet (an empty repository).
+    pub async fn reset(&self) -> Result<Option<String>, GitError> {
         let remote = format!("refs/remotes/origin/{}", self.branch);
         let head = self
             .git(&["rev-parse", "--verify", "--quiet", &remote])
@@ -530,7 +541,13 @@ impl GitopsWriter {
                     break;
                 }
                 match this.pending().await {
+                    Ok(open) if open.is_empty() => {}
                     Ok(open) => {
+                        // One fetch per scan: plans are made against it, and
+                        // a push it is stale for is refused and fetched again.
+                        if let Err(e) = repo.fetch().await {
+                            tracing::warn!(error = %e, "cannot fetch the GitOps repository; retrying at the next scan");
+                        }
                         for (team, number) in open {
                             if shutdown.is_cancelled() {
                                 return;
@@ -587,7 +604,7 @@ impl GitopsWriter {
         let id = request_id(team.as_str(), number);
         match r.state {
             RequestState::Requested => {
-                let base = repo.sync().await?;
+                let base = repo.reset().await?;
                 match self.plan(repo, team, &tenancy, number, base).await? {
                     Ok(plan) => {
                         let command = ProvisioningCommand::Plan {
@@ -709,7 +726,7 @@ impl GitopsWriter {
             repo.write(&files).await?;
             let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
             let diff = repo.staged_diff(&paths).await?;
-            repo.sync().await?;
+            repo.reset().await?;
             diff
         };
         if files.is_empty() && r.action == Action::Create {
@@ -742,8 +759,13 @@ impl GitopsWriter {
             return Ok(Step::Wait);
         };
         let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
-        for _ in 0..self.timing.push_attempts.max(1) {
-            let head = repo.sync().await?;
+        for attempt in 0..self.timing.push_attempts.max(1) {
+            // The scan fetched; after a refused push, fetch what beat us.
+            let head = if attempt == 0 {
+                repo.reset().await?
+            } else {
+                repo.sync().await?
+            };
             if let Some(sha) = repo.find_trailer(&plan.base, &id).await? {
                 tracing::info!(request = %id, commit = %sha, "found the request's commit on the branch");
                 return self
