@@ -749,3 +749,118 @@ async fn a_decommission_with_nothing_to_delete_fails_and_deletes_nothing() {
     );
     assert_eq!(remote.head(), head, "nothing was committed");
 }
+
+#[tokio::test]
+async fn a_provisioned_database_is_a_catalog_resource_and_retiring_its_service_proposes_its_decommission()
+ {
+    let remote = Remote::new();
+    let app = setup(&remote, TEAM_POLICY, "").await;
+    let bob = app
+        .client_as(Principal::member("bob", Name::parse("payments").unwrap()))
+        .await;
+    let ns = app
+        .client
+        .request_resource(namespace("staging"))
+        .await
+        .unwrap();
+    reaches(&app, &ns.id, "planned").await;
+    bob.approve_request(decide(&ns.id, "ok")).await.unwrap();
+    reaches(&app, &ns.id, "applied").await;
+    let pg = app
+        .client
+        .request_resource(pb::RequestResourceRequest {
+            kind: "postgres".into(),
+            environment: "staging".into(),
+            service: "payments-api".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    reaches(&app, &pg.id, "planned").await;
+    bob.approve_request(decide(&pg.id, "ok")).await.unwrap();
+    let applied = reaches(&app, &pg.id, "applied").await;
+
+    // In the catalog: a Resource owned by the team, a dependency of the service.
+    let entity = eventually(WAIT, "the resource entity", || async {
+        app.client
+            .at(0)
+            .get_entity("resource:default/payments-postgres-staging-payments-api")
+            .await
+            .ok()
+    })
+    .await;
+    let doc: serde_json::Value = serde_json::from_str(&entity.document_json).unwrap();
+    assert_eq!(doc["spec"]["type"], "postgres-database");
+    assert_eq!(doc["spec"]["owner"], "group:default/payments");
+    assert_eq!(
+        doc["spec"]["dependencyOf"][0],
+        "component:default/payments-api"
+    );
+    assert_eq!(
+        doc["metadata"]["annotations"]["paved.dev/commit"],
+        applied.commit
+    );
+    assert_eq!(
+        doc["metadata"]["annotations"]["paved.dev/provisioning-request"],
+        pg.id
+    );
+    assert!(
+        app.client
+            .at(0)
+            .get_entity("resource:default/payments-namespace-staging")
+            .await
+            .is_ok()
+    );
+
+    // Retiring the service proposes the decommission of its database.
+    app.client
+        .retire_service(pb::RetireRequest {
+            name: "payments-api".into(),
+            reason: "replaced by ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let proposed = eventually(WAIT, "a decommission proposed", || async {
+        let page = app
+            .client
+            .at(0)
+            .provision_requests(pb::ListProvisionRequestsRequest {
+                team: "payments".into(),
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        page.requests
+            .into_iter()
+            .find(|r| r.action == "decommission" && r.state == "planned")
+    })
+    .await;
+    assert_eq!(proposed.resource, "postgres-staging-payments-api");
+    assert_eq!(proposed.requested_by, "worker:gitops");
+    assert!(proposed.files.iter().all(|f| f.deleted));
+    // Proposed, not done: someone approves it as the policy says.
+    assert!(
+        remote
+            .file("terraform/staging/payments/postgres-payments-api/main.tf.json")
+            .is_some()
+    );
+    bob.approve_request(decide(&proposed.id, "yes, it goes"))
+        .await
+        .unwrap();
+    reaches(&app, &proposed.id, "applied").await;
+    assert_eq!(
+        remote.file("terraform/staging/payments/postgres-payments-api/main.tf.json"),
+        None
+    );
+    eventually(WAIT, "the resource entity removed", || async {
+        let e = app
+            .client
+            .at(0)
+            .get_entity("resource:default/payments-postgres-staging-payments-api")
+            .await
+            .err()?;
+        (e.code() == Code::NotFound).then_some(())
+    })
+    .await;
+}

@@ -534,6 +534,8 @@ impl GitopsWriter {
                 }
             };
             retry.reset();
+            // Resources changed after this sequence are not yet in the catalog.
+            let mut cursor = 0i64;
             tracing::info!(repository = %this.repository.url, branch = %this.repository.branch, "GitOps writer running");
             loop {
                 if let Err(e) = lease.check_if_due().await {
@@ -557,12 +559,123 @@ impl GitopsWriter {
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot list open provisioning requests"),
                 }
+                if let Err(e) = this.reconcile(&mut cursor).await {
+                    tracing::warn!(error = %e, "cannot bring the catalog in line with provisioning");
+                }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(Duration::from_millis(this.timing.scan_ms)) => {}
                 }
             }
         }
+    }
+
+    /// Brings the catalog in line with what is provisioned: a live resource
+    /// is a `Resource` entity (stored again when a newer commit applied it),
+    /// a decommissioned one is removed; and a live database of a retired
+    /// service gets a decommission request (proposed: the policy decides
+    /// who approves it). Every step is idempotent; `cursor` is the last
+    /// resource row's sequence looked at.
+    async fn reconcile(&self, cursor: &mut i64) -> Result<(), sqlx::Error> {
+        let changed: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT team, resource, status, last_sequence FROM provisioning_resources
+              WHERE last_sequence > $1 AND status IN ('live', 'decommissioned')
+              ORDER BY last_sequence",
+        )
+        .bind(*cursor)
+        .fetch_all(&self.pool)
+        .await?;
+        for (team, resource, status, seq) in changed {
+            let Ok(team) = Name::parse(&team) else {
+                continue;
+            };
+            let Ok(tenancy) = self.executor.state::<Tenancy>(&team).await else {
+                return Ok(());
+            };
+            let Some(res) = tenancy.state.resources.get(&resource) else {
+                continue;
+            };
+            let entity = render::resource_entity(
+                team.as_str(),
+                &res.spec,
+                &request_id(team.as_str(), res.applied_by.unwrap_or_default()),
+                res.commit.as_deref().unwrap_or_default(),
+            );
+            let Ok(entity_ref) = paved_domain::catalog::entity_ref(&entity) else {
+                continue;
+            };
+            let command = if status == "live" {
+                paved_domain::catalog::EntityCommand::Store { document: entity }
+            } else {
+                paved_domain::catalog::EntityCommand::Remove
+            };
+            let key = format!(
+                "gitops:catalog:{team}:{resource}:{}",
+                res.commit.as_deref().unwrap_or_default()
+            );
+            let meta = CommandMeta::new(key, self.principal.clone());
+            match self
+                .executor
+                .execute::<Option<paved_domain::catalog::Entity>>(&entity_ref.id(), &command, &meta)
+                .await
+            {
+                Ok(_) | Err(ExecuteError::RequestIdReused(_)) => {}
+                // Removing what is not there: nothing to do.
+                Err(ExecuteError::Rejected(paved_domain::Rejection::NotFound(_))) => {}
+                Err(ExecuteError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "cannot record the resource in the catalog yet");
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(resource = %resource, error = %e, "the catalog refused the resource")
+                }
+            }
+            *cursor = seq;
+        }
+        let orphaned: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.team, r.resource FROM provisioning_resources r
+               JOIN catalog_services s ON s.name = r.service
+              WHERE r.status = 'live' AND r.open_request IS NULL AND s.retired_reason IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (team, resource) in orphaned {
+            let Ok(team) = Name::parse(&team) else {
+                continue;
+            };
+            let Ok(tenancy) = self.executor.state::<Tenancy>(&team).await else {
+                return Ok(());
+            };
+            let Some(res) = tenancy.state.resources.get(&resource) else {
+                continue;
+            };
+            let command = ProvisioningCommand::Request {
+                team: team.clone(),
+                spec: res.spec.clone(),
+                action: Action::Decommission,
+                rules: Box::new(self.rules.clone()),
+            };
+            let key = format!(
+                "gitops:retired:{team}:{resource}:{}",
+                res.commit.as_deref().unwrap_or_default()
+            );
+            let mut meta = CommandMeta::new(key, self.principal.clone());
+            meta.reason = "its service was retired".into();
+            match self
+                .executor
+                .execute::<Tenancy>(&team, &command, &meta)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(team = %team, resource = %resource, "proposed the decommission of a retired service's resource")
+                }
+                Err(ExecuteError::RequestIdReused(_)) => {}
+                Err(e) => {
+                    tracing::warn!(team = %team, resource = %resource, error = %e, "cannot propose the decommission")
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn pending(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {

@@ -259,8 +259,9 @@ pub struct Resource {
     pub status: ResourceStatus,
     /// The request working on it, if one is open.
     pub open: Option<u64>,
-    /// The last commit that applied it.
+    /// The last commit that applied it, and the request it applied.
     pub commit: Option<String>,
+    pub applied_by: Option<u64>,
 }
 
 /// A team's tenancy: its resources, and every request about them.
@@ -920,6 +921,7 @@ impl Aggregate for Tenancy {
                 status: ResourceStatus::Pending,
                 open: None,
                 commit: None,
+                applied_by: None,
             });
             if *action == Action::Create {
                 resource.spec = spec.clone();
@@ -966,6 +968,7 @@ impl Aggregate for Tenancy {
                 if let Some(res) = resource {
                     res.open = None;
                     res.commit = Some(commit.clone());
+                    res.applied_by = Some(number);
                     match r.action {
                         Action::Decommission => res.status = ResourceStatus::Decommissioned,
                         Action::Create | Action::Change => {

@@ -542,3 +542,58 @@ fn database_file(
     text.push('\n');
     Ok((path.to_owned(), text))
 }
+
+/// The catalog entity of a provisioned resource: Backstage's `Resource`
+/// kind, owned by the team, `dependencyOf` the service a database is for,
+/// with its environment, the request that made it and the commit that
+/// applied it as `paved.dev/` annotations.
+pub fn resource_entity(
+    team: &str,
+    spec: &ResourceSpec,
+    request: &str,
+    commit: &str,
+) -> serde_json::Value {
+    let kind = match spec.kind {
+        ResourceKind::Namespace => "kubernetes-namespace",
+        ResourceKind::Postgres => "postgres-database",
+        ResourceKind::Redis => "redis-cache",
+    };
+    let mut spec_doc = serde_json::json!({
+        "type": kind,
+        "owner": format!("group:default/{team}"),
+    });
+    if let Some(service) = &spec.service {
+        spec_doc["dependencyOf"] = serde_json::json!([format!("component:default/{service}")]);
+    }
+    serde_json::json!({
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Resource",
+        "metadata": {
+            "name": resource_entity_name(team, spec),
+            "namespace": "default",
+            "title": format!("{} {} of {team}", spec.environment, spec.kind),
+            "labels": { "paved.dev/environment": spec.environment.as_str() },
+            "annotations": {
+                "paved.dev/environment": spec.environment.as_str(),
+                "paved.dev/provisioning-request": request,
+                "paved.dev/commit": commit,
+                "paved.dev/size": spec.size,
+                "paved.dev/status": "live",
+            },
+        },
+        "spec": spec_doc,
+    })
+}
+
+/// The name of a resource's catalog entity: `<team>-<resource id>`, cut
+/// to Backstage's 63 characters with a digest when longer.
+pub fn resource_entity_name(team: &str, spec: &ResourceSpec) -> String {
+    let name = format!("{team}-{}", spec.id());
+    if name.len() <= 63 {
+        return name;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(name.as_bytes());
+    let hex: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}-{hex}", name[..52].trim_end_matches('-'))
+}

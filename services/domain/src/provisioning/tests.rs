@@ -746,3 +746,33 @@ fn every_manifest_reads_back_into_its_kubernetes_type() {
         ]
     );
 }
+
+#[test]
+fn a_provisioned_resource_is_a_backstage_resource_the_catalog_accepts() {
+    use crate::catalog::{Entity, EntityCommand};
+    let spec = database(ResourceKind::Postgres, "production", "payments-api");
+    let doc = render::resource_entity("payments", &spec, "payments/3", &"a".repeat(40));
+    assert_eq!(doc["kind"], "Resource");
+    assert_eq!(
+        doc["metadata"]["name"],
+        "payments-postgres-production-payments-api"
+    );
+    assert_eq!(doc["spec"]["owner"], "group:default/payments");
+    assert_eq!(
+        doc["spec"]["dependencyOf"][0],
+        "component:default/payments-api"
+    );
+    // The entity store takes it as any descriptor.
+    let r = crate::catalog::entity_ref(&doc).unwrap();
+    let s = Scenario::<Option<Entity>>::new(r.id().as_str()).by(Principal::admin("worker:gitops"));
+    let events = s.when(EntityCommand::Store { document: doc }).unwrap();
+    assert_eq!(events.len(), 1);
+    // A long name is cut to 63 characters, stably.
+    let long = ResourceSpec {
+        service: Some(n(&"s".repeat(60))),
+        ..spec
+    };
+    let name = render::resource_entity_name(&"t".repeat(40), &long);
+    assert_eq!(name.len(), 63);
+    assert_eq!(name, render::resource_entity_name(&"t".repeat(40), &long));
+}
