@@ -184,6 +184,9 @@ pub fn effects(needs: EffectNeeds<'_>) -> Result<Vec<(&'static str, Job)>, Strin
         needs.pool.clone(),
         needs.provisioning,
     ) {
+        let writer = writer
+            .with_argocd(needs.argocd)
+            .map_err(|e| format!("PAVED_ARGOCD_CONFIG: {e}"))?;
         jobs.push((
             "gitops-writer",
             Box::new(move |token| {

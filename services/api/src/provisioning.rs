@@ -10,7 +10,7 @@ use paved_domain::provisioning::{
 };
 use paved_domain::validate::Violations;
 use paved_eventlog::codec::timestamp;
-use paved_eventlog::readmodel::{CATALOG, PROVISIONING};
+use paved_eventlog::readmodel::PROVISIONING;
 use paved_eventlog::{CommandMeta, Executor};
 use paved_proto::v1 as pb;
 use pb::provisioning_service_server::ProvisioningService;
@@ -112,13 +112,15 @@ impl ProvisioningApi {
         }))
     }
 
-    /// The owner of `service` in the catalog.
-    async fn owner_of(&self, service: &str) -> Result<Option<String>, Status> {
-        sqlx::query_scalar("SELECT owner FROM catalog_services WHERE name = $1")
-            .bind(service)
-            .fetch_optional(&self.pool)
+    /// The owner of `service`, from the log (the read model may not have
+    /// the service the caller just registered).
+    async fn owner_of(&self, service: &Name) -> Result<Option<Name>, Status> {
+        let loaded = self
+            .executor
+            .state::<Option<paved_domain::catalog::Service>>(service)
             .await
-            .map_err(error::database)
+            .map_err(error::execute)?;
+        Ok(loaded.state.map(|s| s.owner))
     }
 
     /// Approve or reject.
@@ -235,7 +237,7 @@ impl ProvisioningService for ProvisioningApi {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let kind = ResourceKind::parse(&r.kind);
         if kind.is_none() {
-            v.push("kind", "must be namespace, postgres or redis");
+            v.push("kind", "must be namespace, postgres, redis or argocd-app");
         }
         let action = if r.action.is_empty() {
             Some(Action::Create)
@@ -257,9 +259,8 @@ impl ProvisioningService for ProvisioningApi {
         let team = if !r.team.is_empty() {
             v.name("team", &r.team)
         } else if let Some(s) = &service {
-            self.freshness.wait_for(CATALOG, 0).await?;
-            match self.owner_of(s.as_str()).await? {
-                Some(owner) => Name::parse(&owner).ok(),
+            match self.owner_of(s).await? {
+                Some(owner) => Some(owner),
                 None => {
                     v.push("service", format!("service {s} is not in the catalog"));
                     None

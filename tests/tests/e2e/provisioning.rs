@@ -146,6 +146,16 @@ impl Drop for Remote {
 
 /// Paved with the writer on `remote`, `policy` (YAML) and `quotas`.
 async fn setup(remote: &Remote, policy: &str, extra: &str) -> TestApp {
+    setup_with(remote, policy, extra, |_| {}).await
+}
+
+/// [`setup`] with more settings changed by `configure`.
+async fn setup_with(
+    remote: &Remote,
+    policy: &str,
+    extra: &str,
+    configure: impl FnOnce(&mut paved::Settings),
+) -> TestApp {
     let config = format!(
         "repository:\n  url: {}\n  branch: main\n  workdir: {}\n  author_name: Paved Test\n  author_email: paved@test\ntiming:\n  scan_ms: 50\n{policy}{extra}",
         remote.bare.display(),
@@ -159,7 +169,11 @@ async fn setup(remote: &Remote, policy: &str, extra: &str) -> TestApp {
         uuid::Uuid::new_v4().simple()
     ));
     std::fs::write(&path, config).unwrap();
-    let app = spawn_configured(Roles::ALL, |s| s.provisioning_config = Some(path)).await;
+    let app = spawn_configured(Roles::ALL, |s| {
+        s.provisioning_config = Some(path);
+        configure(s);
+    })
+    .await;
     app.client
         .create_team(fixtures::team("payments"))
         .await
@@ -256,7 +270,7 @@ async fn a_namespace_is_planned_approved_by_someone_else_and_committed_once() {
     let planned = reaches(&app, &done.id, "planned").await;
     assert_eq!(planned.approver, "team");
     assert_eq!(planned.plan_base, remote.head());
-    assert_eq!(planned.files.len(), 9, "{:?}", planned.files);
+    assert_eq!(planned.files.len(), 10, "{:?}", planned.files);
     assert!(planned.files.iter().all(|f| !f.deleted));
     assert!(
         planned
@@ -404,7 +418,7 @@ async fn production_needs_an_admin_and_big_deletions_need_one_whatever_the_rules
         "payments-staging"
     );
 
-    // Decommissioning staging deletes its 9 files: more than 5, so an admin
+    // Decommissioning staging deletes its 10 files: more than 5, so an admin
     // must approve, although staging is automatic.
     let gone = alice
         .request_resource(pb::RequestResourceRequest {
@@ -415,7 +429,7 @@ async fn production_needs_an_admin_and_big_deletions_need_one_whatever_the_rules
         .unwrap();
     let planned = reaches(&app, &gone.id, "planned").await;
     assert_eq!(planned.approver, "admin");
-    assert_eq!(planned.files.len(), 9);
+    assert_eq!(planned.files.len(), 10);
     assert!(planned.files.iter().all(|f| f.deleted));
     assert!(
         planned.diff.contains("-kind: Namespace"),
@@ -660,6 +674,7 @@ async fn a_crash_between_the_push_and_the_outcome_makes_one_commit_and_one_outco
             size: "small".into(),
         },
         &Default::default(),
+        &paved_domain::provisioning::render::TeamContext::default(),
     )
     .unwrap();
     let files: Vec<(&str, Option<&str>)> = namespace_yaml
@@ -729,7 +744,7 @@ async fn a_decommission_with_nothing_to_delete_fails_and_deletes_nothing() {
         .lines()
         .map(str::to_owned)
         .collect();
-    assert_eq!(files.len(), 9);
+    assert_eq!(files.len(), 10);
     let deletions: Vec<(&str, Option<&str>)> = files.iter().map(|p| (p.as_str(), None)).collect();
     remote.push("removed by hand", &deletions);
     let head = remote.head();
@@ -863,4 +878,81 @@ async fn a_provisioned_database_is_a_catalog_resource_and_retiring_its_service_p
         (e.code() == Code::NotFound).then_some(())
     })
     .await;
+}
+
+#[tokio::test]
+async fn an_argo_cd_application_is_verified_when_argo_cd_reports_it_synced_and_healthy() {
+    use crate::argocd_standin::{StandIn, TOKEN};
+    let standin = StandIn::start().await;
+    let remote = Remote::new();
+    std::fs::write(remote.dir.join("argo-token"), TOKEN).unwrap();
+    let argocd = remote.dir.join("argocd.yaml");
+    std::fs::write(
+        &argocd,
+        format!(
+            "environments:\n  staging:\n    url: {}\n    token_file: {}\n",
+            standin.url,
+            remote.dir.join("argo-token").display()
+        ),
+    )
+    .unwrap();
+    let app = setup_with(&remote, "policy:\n  default: automatic\n", "", |s| {
+        s.argocd_config = Some(argocd)
+    })
+    .await;
+    let ns = app
+        .client
+        .request_resource(namespace("staging"))
+        .await
+        .unwrap();
+    reaches(&app, &ns.id, "applied").await;
+    // The namespace's AppProject admits the team's repositories only.
+    let project = remote
+        .file("namespaces/payments-staging/appproject.yaml")
+        .unwrap();
+    assert!(project.contains("kind: AppProject"), "{project}");
+    let app_of = |service: &str| pb::RequestResourceRequest {
+        kind: "argocd-app".into(),
+        environment: "staging".into(),
+        service: service.into(),
+        ..Default::default()
+    };
+    // A service without a repository has nothing for Argo CD to sync.
+    let r = app
+        .client
+        .request_resource(app_of("payments-api"))
+        .await
+        .unwrap();
+    let failed = reaches(&app, &r.id, "failed").await;
+    assert!(
+        failed.reason.contains("no repository URL"),
+        "{}",
+        failed.reason
+    );
+    let mut checkout = fixtures::service("checkout", "payments");
+    checkout.spec.as_mut().unwrap().repository_url = "https://github.com/acme/checkout".into();
+    app.client.register_service(checkout).await.unwrap();
+    let r = app
+        .client
+        .request_resource(app_of("checkout"))
+        .await
+        .unwrap();
+    reaches(&app, &r.id, "applied").await;
+    let application = remote
+        .file("argocd/staging/payments/checkout/application.yaml")
+        .unwrap();
+    assert!(
+        application.contains("project: payments-staging")
+            && application.contains("namespace: payments-staging")
+            && application.contains("repoURL: https://github.com/acme/checkout"),
+        "{application}"
+    );
+    // Argo CD has not picked it up yet: applied, not verified.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let still = app.client.at(0).provision_request(&r.id).await.unwrap();
+    assert_eq!(still.state, "applied");
+    // Argo CD syncs the repository and reports the Application synced and healthy.
+    standin.add_app("checkout-staging", |_| {});
+    let verified = reaches(&app, &r.id, "verified").await;
+    assert_eq!(verified.commit, still.commit);
 }

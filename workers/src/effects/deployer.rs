@@ -126,7 +126,7 @@ impl ArgoConfig {
 }
 
 /// The token of one environment, from its variable or file (never logged).
-fn token(name: &str, e: &EnvironmentConfig) -> Result<String, String> {
+pub(crate) fn token(name: &str, e: &EnvironmentConfig) -> Result<String, String> {
     match (&e.token_env, &e.token_file) {
         (Some(var), None) => {
             std::env::var(var).map_err(|_| format!("environment {name}: variable {var} is not set"))

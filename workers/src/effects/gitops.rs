@@ -480,6 +480,9 @@ fn hex_lower(bytes: &[u8]) -> String {
 }
 
 pub struct GitopsWriter {
+    /// Each environment's Argo CD (`PAVED_ARGOCD_CONFIG`): an applied
+    /// Application is verified there.
+    argocd: std::collections::HashMap<String, super::argocd::ArgoCd>,
     executor: Executor,
     pool: PgPool,
     rules: Rules,
@@ -501,6 +504,7 @@ impl GitopsWriter {
     pub fn new(executor: Executor, pool: PgPool, config: &ProvisioningConfig) -> Option<Self> {
         let repository = config.repository.clone()?;
         Some(Self {
+            argocd: Default::default(),
             executor,
             pool,
             rules: config.rules(),
@@ -508,6 +512,19 @@ impl GitopsWriter {
             timing: config.timing.clone(),
             principal: Principal::admin("worker:gitops"),
         })
+    }
+
+    /// Verifies applied Argo CD Applications in the environments `argocd`
+    /// names (the others stay applied).
+    pub fn with_argocd(mut self, argocd: &super::deployer::ArgoConfig) -> Result<Self, String> {
+        let timeout = Duration::from_secs(argocd.timing.request_timeout_secs.max(1));
+        for (name, e) in &argocd.environments {
+            let token = super::deployer::token(name, e)?;
+            let client =
+                super::argocd::ArgoCd::new(&e.url, token, timeout).map_err(|e| e.to_string())?;
+            self.argocd.insert(name.clone(), client);
+        }
+        Ok(self)
     }
 
     /// Drives open requests until `shutdown`; one writer per database (a
@@ -678,11 +695,31 @@ impl GitopsWriter {
         Ok(())
     }
 
+    /// The catalog's view of `team` the renderer needs: its live services' repositories.
+    async fn team_context(&self, team: &Name) -> Result<render::TeamContext, sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, repository_url FROM catalog_services
+              WHERE owner = $1 AND retired_reason IS NULL",
+        )
+        .bind(team.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(render::TeamContext {
+            repositories: rows.into_iter().collect(),
+        })
+    }
+
     async fn pending(&self) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        // Applied Applications wait for Argo CD to report them synced and
+        // healthy, where an Argo CD is configured for their environment.
+        let environments: Vec<&str> = self.argocd.keys().map(String::as_str).collect();
         sqlx::query_as(
             "SELECT team, number FROM provisioning_requests
-              WHERE state IN ('requested', 'approved', 'applying') ORDER BY last_sequence",
+              WHERE state IN ('requested', 'approved', 'applying')
+                 OR (state = 'applied' AND kind = 'argocd-app' AND environment = ANY($1))
+              ORDER BY last_sequence",
         )
+        .bind(&environments)
         .fetch_all(&self.pool)
         .await
     }
@@ -752,8 +789,53 @@ impl GitopsWriter {
                 .await
             }
             RequestState::Applying => self.apply(repo, team, &tenancy, number).await,
+            RequestState::Applied
+                if r.spec.kind == paved_domain::provisioning::ResourceKind::ArgoApp =>
+            {
+                self.verify(team, r).await
+            }
             _ => Ok(Step::Wait),
         }
+    }
+
+    /// Asks the environment's Argo CD whether the applied Application is
+    /// synced and healthy; records that it is verified once it is (a
+    /// decommissioned one once it is gone).
+    async fn verify(
+        &self,
+        team: &Name,
+        r: &paved_domain::provisioning::Request,
+    ) -> Result<Step, GitError> {
+        let Some(argocd) = self.argocd.get(r.spec.environment.as_str()) else {
+            return Ok(Step::Wait);
+        };
+        let Some(service) = &r.spec.service else {
+            return Ok(Step::Wait);
+        };
+        let app = format!("{service}-{}", r.spec.environment);
+        let done = match argocd.application(&app).await {
+            Ok(a) if r.action == Action::Decommission => {
+                tracing::debug!(app = %a.metadata.name, "decommissioned Application still in Argo CD");
+                false
+            }
+            Ok(a) => a.status.sync.status == "Synced" && a.status.health.status == "Healthy",
+            Err(super::argocd::ArgoError::NotFound(_)) => r.action == Action::Decommission,
+            Err(e) => {
+                tracing::debug!(app = %app, error = %e, "cannot ask Argo CD yet");
+                false
+            }
+        };
+        if !done {
+            return Ok(Step::Wait);
+        }
+        let id = request_id(team.as_str(), r.number);
+        self.record(
+            team,
+            &format!("verified:{id}"),
+            ProvisioningCommand::Verify { number: r.number },
+        )
+        .await
+        .map(|_| Step::Wait)
     }
 
     /// Renders request `number` against the work tree (at `base`): the plan,
@@ -773,6 +855,7 @@ impl GitopsWriter {
         };
         let present = repo.files_under(&dir).await?;
         let mut files = Vec::new();
+        let mut unchanged = Vec::new();
         let mut drift = Vec::new();
         match r.action {
             Action::Decommission => {
@@ -789,7 +872,15 @@ impl GitopsWriter {
                 }
             }
             Action::Create | Action::Change => {
-                let rendered = match render::render(team.as_str(), &r.spec, &self.rules) {
+                let context = match self.team_context(team).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        return Err(GitError::Config(format!(
+                            "cannot read the team's services: {e}"
+                        )));
+                    }
+                };
+                let rendered = match render::render(team.as_str(), &r.spec, &self.rules, &context) {
                     Ok(x) => x,
                     Err(e) => return Ok(Err(format!("cannot render: {e}"))),
                 };
@@ -804,7 +895,9 @@ impl GitopsWriter {
                     .resources
                     .get(&r.spec.id())
                     .filter(|res| res.commit.is_some())
-                    .and_then(|res| render::render(team.as_str(), &res.spec, &self.rules).ok());
+                    .and_then(|res| {
+                        render::render(team.as_str(), &res.spec, &self.rules, &context).ok()
+                    });
                 for (path, content) in &rendered.files {
                     let current = repo.read(path).await;
                     if let (Some(cur), Some(live)) = (&current, &live)
@@ -816,11 +909,14 @@ impl GitopsWriter {
                     {
                         drift.push(path.clone());
                     }
-                    if current.as_deref() != Some(content.as_str()) {
-                        files.push(PlannedFile {
-                            path: path.clone(),
-                            content: Some(content.clone()),
-                        });
+                    let file = PlannedFile {
+                        path: path.clone(),
+                        content: Some(content.clone()),
+                    };
+                    if current.as_deref() == Some(content.as_str()) {
+                        unchanged.push(file);
+                    } else {
+                        files.push(file);
                     }
                 }
                 // Files in the resource's directory Paved does not render
@@ -843,13 +939,9 @@ impl GitopsWriter {
             diff
         };
         if files.is_empty() && r.action == Action::Create {
-            // The branch already holds exactly this: an empty commit records it.
-            return Ok(Ok(Plan {
-                base: base.unwrap_or_default(),
-                files: rendered_as_is(team, r, &self.rules),
-                diff,
-                drift,
-            }));
+            // The branch already holds exactly this: the plan writes it as
+            // it is (an empty commit records it).
+            files = unchanged;
         }
         Ok(Ok(Plan {
             base: base.unwrap_or_default(),
@@ -984,23 +1076,4 @@ impl GitopsWriter {
         }
         Err(GitError::Config("the log is unavailable".into()))
     }
-}
-
-/// The whole render as a plan (for a branch that already holds it).
-fn rendered_as_is(
-    team: &Name,
-    r: &paved_domain::provisioning::Request,
-    rules: &Rules,
-) -> Vec<PlannedFile> {
-    render::render(team.as_str(), &r.spec, rules)
-        .map(|x| {
-            x.files
-                .into_iter()
-                .map(|(path, content)| PlannedFile {
-                    path,
-                    content: Some(content),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -62,17 +62,33 @@ pub enum ResourceKind {
     Postgres,
     /// A Redis cache of a service (a Terraform module call).
     Redis,
+    /// The Argo CD Application of a service in an environment (into the
+    /// team's namespace, within the team's AppProject).
+    #[serde(rename = "argocd-app")]
+    ArgoApp,
 }
 
 impl ResourceKind {
-    pub const ALL: [ResourceKind; 3] = [Self::Namespace, Self::Postgres, Self::Redis];
+    pub const ALL: [ResourceKind; 4] =
+        [Self::Namespace, Self::Postgres, Self::Redis, Self::ArgoApp];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Namespace => "namespace",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::ArgoApp => "argocd-app",
         }
+    }
+
+    /// Does it belong to a service (rather than to the team)?
+    pub fn of_service(self) -> bool {
+        !matches!(self, Self::Namespace)
+    }
+
+    /// Does it have a size (a namespace tier, a database size)?
+    pub fn sized(self) -> bool {
+        !matches!(self, Self::ArgoApp)
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -433,14 +449,14 @@ impl Tenancy {
                 "service",
                 "a namespace belongs to the team, not to a service",
             ),
-            (k, None) if k.is_database() => v.push("service", "a database belongs to a service"),
+            (k, None) if k.of_service() => v.push("service", format!("a {k} belongs to a service")),
             _ => {}
         }
         let sized = match spec.kind {
             ResourceKind::Namespace => rules.tiers.contains_key(&spec.size),
             _ => rules.sizes.contains_key(&spec.size),
         };
-        if !sized && action != Action::Decommission {
+        if !sized && action != Action::Decommission && spec.kind.sized() {
             let known: Vec<&str> = match spec.kind {
                 ResourceKind::Namespace => rules.tiers.keys().map(String::as_str).collect(),
                 _ => rules.sizes.keys().map(String::as_str).collect(),
@@ -512,7 +528,7 @@ impl Tenancy {
             }
             _ => {}
         }
-        if spec.kind.is_database() && action == Action::Create {
+        if spec.kind.of_service() && action == Action::Create {
             let namespace = format!("{}-{}", ResourceKind::Namespace, spec.environment);
             if !self
                 .resources
@@ -523,8 +539,8 @@ impl Tenancy {
                     field: "environment".into(),
                     reference: AggregateRef::team(team),
                     why: format!(
-                        "has no namespace in {} yet: its secret goes there (request the namespace first)",
-                        spec.environment
+                        "has no namespace in {} yet: the {} goes there (request the namespace first)",
+                        spec.environment, spec.kind
                     ),
                 }));
             }
@@ -565,6 +581,9 @@ impl Tenancy {
                 why,
             }))
         };
+        if spec.kind == ResourceKind::ArgoApp {
+            return Ok(());
+        }
         if spec.kind.is_database() {
             let held = others
                 .filter(|s| s.kind.is_database() && s.environment == spec.environment)

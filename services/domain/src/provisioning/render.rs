@@ -42,6 +42,9 @@ pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "paved");
 ///   modules:
 ///     postgres: { source: "terraform-aws-modules/rds/aws", version: "6.10.0" }
 ///     redis: { source: "terraform-aws-modules/elasticache/aws", version: "1.4.1" }
+///   argocd_namespace: argocd
+///   clusters: { production: https://prod.k8s.example.com }
+///   app_path: "deploy/{environment}"
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -53,6 +56,13 @@ pub struct RenderSettings {
     /// Each team's cost centre label; a team without one gets its name.
     pub cost_centres: BTreeMap<String, String>,
     pub modules: Modules,
+    /// The namespace Argo CD runs in (its Applications and AppProjects live there).
+    pub argocd_namespace: String,
+    /// Each environment's cluster as Argo CD names it; an environment
+    /// without one deploys to Argo CD's own (`https://kubernetes.default.svc`).
+    pub clusters: BTreeMap<String, String>,
+    /// Where a service's manifests for an environment are in its repository.
+    pub app_path: String,
 }
 
 impl Default for RenderSettings {
@@ -62,6 +72,9 @@ impl Default for RenderSettings {
             readers_group: "platform-readers".into(),
             cost_centres: BTreeMap::new(),
             modules: Modules::default(),
+            argocd_namespace: "argocd".into(),
+            clusters: BTreeMap::new(),
+            app_path: "deploy/{environment}".into(),
         }
     }
 }
@@ -133,6 +146,8 @@ pub enum RenderError {
     UnknownSize(String),
     #[error("a {0} belongs to a service")]
     NoService(ResourceKind),
+    #[error("service {0} has no repository URL in the catalog: Argo CD has nothing to sync")]
+    NoRepository(String),
     #[error("cannot write {path}: {why}")]
     Serialize { path: String, why: String },
 }
@@ -146,6 +161,13 @@ pub struct Rendered {
     pub files: Vec<(String, String)>,
 }
 
+/// What the catalog says about the team, as far as rendering needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TeamContext {
+    /// The repository URL of each of the team's services (by service name).
+    pub repositories: BTreeMap<String, String>,
+}
+
 /// The Kubernetes namespace of `team` in `environment`.
 pub fn namespace_name(team: &str, environment: &str) -> String {
     format!("{team}-{environment}")
@@ -156,6 +178,13 @@ pub fn resource_dir(team: &str, spec: &ResourceSpec) -> Result<String, RenderErr
     let env = spec.environment.as_str();
     Ok(match spec.kind {
         ResourceKind::Namespace => format!("namespaces/{}", namespace_name(team, env)),
+        ResourceKind::ArgoApp => {
+            let service = spec
+                .service
+                .as_ref()
+                .ok_or(RenderError::NoService(spec.kind))?;
+            format!("argocd/{env}/{team}/{service}")
+        }
         kind => {
             let service = spec.service.as_ref().ok_or(RenderError::NoService(kind))?;
             format!("terraform/{env}/{team}/{kind}-{service}")
@@ -164,7 +193,12 @@ pub fn resource_dir(team: &str, spec: &ResourceSpec) -> Result<String, RenderErr
 }
 
 /// Renders resource `spec` of `team`.
-pub fn render(team: &str, spec: &ResourceSpec, rules: &Rules) -> Result<Rendered, RenderError> {
+pub fn render(
+    team: &str,
+    spec: &ResourceSpec,
+    rules: &Rules,
+    context: &TeamContext,
+) -> Result<Rendered, RenderError> {
     let dir = resource_dir(team, spec)?;
     let mut files = match spec.kind {
         ResourceKind::Namespace => {
@@ -172,8 +206,16 @@ pub fn render(team: &str, spec: &ResourceSpec, rules: &Rules) -> Result<Rendered
                 .tiers
                 .get(&spec.size)
                 .ok_or_else(|| RenderError::UnknownSize(spec.size.clone()))?;
-            namespace_files(team, spec.environment.as_str(), *tier, &rules.render)?
+            let mut files = namespace_files(team, spec.environment.as_str(), *tier, &rules.render)?;
+            files.push(app_project(
+                team,
+                spec.environment.as_str(),
+                &rules.render,
+                context,
+            )?);
+            files
         }
+        ResourceKind::ArgoApp => vec![application(team, spec, &rules.render, context)?],
         ResourceKind::Postgres | ResourceKind::Redis => {
             let size = rules
                 .sizes
@@ -407,6 +449,196 @@ fn namespace_files(
     Ok(files)
 }
 
+/// The cluster Argo CD deploys `environment` to.
+fn cluster(settings: &RenderSettings, environment: &str) -> String {
+    settings
+        .clusters
+        .get(environment)
+        .cloned()
+        .unwrap_or_else(|| "https://kubernetes.default.svc".into())
+}
+
+/// The AppProject of a team in one environment: only the team's
+/// repositories as sources, only its namespace as destination, no
+/// cluster-scoped resources, and the namespace's guardrails (quota, limits,
+/// network policies) out of the apps' reach.
+fn app_project(
+    team: &str,
+    environment: &str,
+    settings: &RenderSettings,
+    context: &TeamContext,
+) -> Result<(String, String), RenderError> {
+    let repos: std::collections::BTreeSet<&str> = context
+        .repositories
+        .values()
+        .map(String::as_str)
+        .filter(|r| !r.is_empty())
+        .collect();
+    let kind = |group: &str, kind: &str| argo::GroupKind {
+        group: group.into(),
+        kind: kind.into(),
+    };
+    let project = argo::AppProject {
+        api_version: "argoproj.io/v1alpha1".into(),
+        kind: "AppProject".into(),
+        metadata: meta(
+            &namespace_name(team, environment),
+            Some(&settings.argocd_namespace),
+            &labels(team, environment, settings),
+        ),
+        spec: argo::AppProjectSpec {
+            description: format!("{team} in {environment}, managed by Paved"),
+            source_repos: repos.into_iter().map(str::to_owned).collect(),
+            destinations: vec![argo::Destination {
+                server: cluster(settings, environment),
+                namespace: namespace_name(team, environment),
+            }],
+            cluster_resource_whitelist: Vec::new(),
+            namespace_resource_blacklist: vec![
+                kind("", "ResourceQuota"),
+                kind("", "LimitRange"),
+                kind("networking.k8s.io", "NetworkPolicy"),
+            ],
+        },
+    };
+    yaml("appproject.yaml", &project)
+}
+
+/// The Application of a service in an environment.
+fn application(
+    team: &str,
+    spec: &ResourceSpec,
+    settings: &RenderSettings,
+    context: &TeamContext,
+) -> Result<(String, String), RenderError> {
+    let service = spec
+        .service
+        .as_ref()
+        .ok_or(RenderError::NoService(spec.kind))?;
+    let env = spec.environment.as_str();
+    let repo = context
+        .repositories
+        .get(service.as_str())
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| RenderError::NoRepository(service.to_string()))?;
+    let mut labels = labels(team, env, settings);
+    labels.insert("paved.dev/service".into(), service.to_string());
+    let mut metadata = meta(
+        &format!("{service}-{env}"),
+        Some(&settings.argocd_namespace),
+        &labels,
+    );
+    // Deleting the Application (a decommission) deletes what it deployed.
+    metadata.finalizers = Some(vec!["resources-finalizer.argocd.argoproj.io".into()]);
+    let app = argo::Application {
+        api_version: "argoproj.io/v1alpha1".into(),
+        kind: "Application".into(),
+        metadata,
+        spec: argo::ApplicationSpec {
+            project: namespace_name(team, env),
+            source: argo::Source {
+                repo_url: repo.clone(),
+                path: settings.app_path.replace("{environment}", env),
+                target_revision: "HEAD".into(),
+            },
+            destination: argo::Destination {
+                server: cluster(settings, env),
+                namespace: namespace_name(team, env),
+            },
+            sync_policy: argo::SyncPolicy {
+                automated: argo::Automated {
+                    prune: true,
+                    self_heal: true,
+                },
+                sync_options: vec!["CreateNamespace=false".into()],
+            },
+        },
+    };
+    yaml("application.yaml", &app)
+}
+
+/// Argo CD's custom resources (the fields Paved writes, as Argo CD's
+/// `argoproj.io/v1alpha1` schema names them).
+pub mod argo {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Application {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: ObjectMeta,
+        pub spec: ApplicationSpec,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct ApplicationSpec {
+        pub project: String,
+        pub source: Source,
+        pub destination: Destination,
+        pub sync_policy: SyncPolicy,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Source {
+        #[serde(rename = "repoURL")]
+        pub repo_url: String,
+        pub path: String,
+        pub target_revision: String,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Destination {
+        pub server: String,
+        pub namespace: String,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct SyncPolicy {
+        pub automated: Automated,
+        pub sync_options: Vec<String>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Automated {
+        pub prune: bool,
+        pub self_heal: bool,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct AppProject {
+        pub api_version: String,
+        pub kind: String,
+        pub metadata: ObjectMeta,
+        pub spec: AppProjectSpec,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct AppProjectSpec {
+        pub description: String,
+        pub source_repos: Vec<String>,
+        pub destinations: Vec<Destination>,
+        /// Empty: no cluster-scoped resource is allowed.
+        pub cluster_resource_whitelist: Vec<GroupKind>,
+        pub namespace_resource_blacklist: Vec<GroupKind>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct GroupKind {
+        pub group: String,
+        pub kind: String,
+    }
+}
+
 /// `main.tf.json`: one module call, the Kubernetes Secret that publishes
 /// its connection in the team's namespace, and an output naming that
 /// Secret, in Terraform's JSON syntax. (The root module of the repository
@@ -557,6 +789,7 @@ pub fn resource_entity(
         ResourceKind::Namespace => "kubernetes-namespace",
         ResourceKind::Postgres => "postgres-database",
         ResourceKind::Redis => "redis-cache",
+        ResourceKind::ArgoApp => "argocd-application",
     };
     let mut spec_doc = serde_json::json!({
         "type": kind,

@@ -619,6 +619,43 @@ fn request_ids_are_team_slash_number() {
 
 // ---- the renderer ----
 
+/// The catalog's view of team payments: one service with a repository.
+fn context() -> render::TeamContext {
+    render::TeamContext {
+        repositories: [(
+            "payments-api".to_owned(),
+            "https://github.com/acme/payments-api".to_owned(),
+        )]
+        .into(),
+    }
+}
+
+#[test]
+fn an_argo_cd_application_renders_into_the_teams_project_and_namespace() {
+    let spec = ResourceSpec {
+        kind: ResourceKind::ArgoApp,
+        environment: n("production"),
+        service: Some(n("payments-api")),
+        size: String::new(),
+    };
+    let r = render::render("payments", &spec, &Rules::default(), &context()).unwrap();
+    assert_eq!(r.dir, "argocd/production/payments/payments-api");
+    assert_golden("argocd-app-production", &r);
+    let app: render::argo::Application = serde_yaml_ng::from_str(&r.files[0].1).unwrap();
+    assert_eq!(app.spec.project, "payments-production");
+    assert_eq!(app.spec.destination.namespace, "payments-production");
+    assert_eq!(
+        app.spec.source.repo_url,
+        "https://github.com/acme/payments-api"
+    );
+    assert_eq!(app.spec.source.path, "deploy/production");
+    // A service without a repository has nothing to sync: no files, an error.
+    assert!(matches!(
+        render::render("payments", &spec, &Rules::default(), &Default::default()),
+        Err(render::RenderError::NoRepository(_))
+    ));
+}
+
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/provisioning")
 }
@@ -663,13 +700,14 @@ fn assert_golden(case: &str, rendered: &Rendered) {
 fn a_team_namespace_renders_to_its_golden_files_for_each_tier() {
     let rules = Rules::default();
     for tier in ["small", "large"] {
-        let r = render::render("payments", &namespace("staging", tier), &rules).unwrap();
+        let r =
+            render::render("payments", &namespace("staging", tier), &rules, &context()).unwrap();
         assert_eq!(r.dir, "namespaces/payments-staging");
         assert_golden(&format!("namespace-{tier}"), &r);
         // The same inputs give the same bytes.
         assert_eq!(
             r,
-            render::render("payments", &namespace("staging", tier), &rules).unwrap()
+            render::render("payments", &namespace("staging", tier), &rules, &context()).unwrap()
         );
     }
 }
@@ -682,6 +720,7 @@ fn databases_render_to_terraform_json_golden_files() {
             "payments",
             &database(kind, "production", "payments-api"),
             &rules,
+            &context(),
         )
         .unwrap();
         assert_eq!(
@@ -712,9 +751,10 @@ fn every_manifest_reads_back_into_its_kubernetes_type() {
         "payments",
         &namespace("production", "medium"),
         &Rules::default(),
+        &context(),
     )
     .unwrap();
-    assert_eq!(r.files.len(), 9);
+    assert_eq!(r.files.len(), 10);
     let mut policies = Vec::new();
     for (path, text) in &r.files {
         let head: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap();
@@ -726,6 +766,14 @@ fn every_manifest_reads_back_into_its_kubernetes_type() {
             "LimitRange" => serde_yaml_ng::from_str::<LimitRange>(text).map(|_| ()),
             "NetworkPolicy" => serde_yaml_ng::from_str::<NetworkPolicy>(text).map(|p| {
                 policies.push(p.metadata.name.unwrap_or_default());
+            }),
+            "AppProject" => serde_yaml_ng::from_str::<render::argo::AppProject>(text).map(|p| {
+                assert_eq!(
+                    p.spec.source_repos,
+                    ["https://github.com/acme/payments-api"]
+                );
+                assert_eq!(p.spec.destinations[0].namespace, "payments-production");
+                assert!(p.spec.cluster_resource_whitelist.is_empty());
             }),
             other => panic!("{path}: unexpected kind {other:?}"),
         };

@@ -1,5 +1,6 @@
-//! `paved provision …`: ask for a team namespace, a PostgreSQL database or a
-//! Redis cache; follow, show, diff, approve, reject; decommission.
+//! `paved provision …`: ask for a team namespace, a PostgreSQL database, a
+//! Redis cache or a service's Argo CD Application; follow, show, diff,
+//! approve, reject; decommission.
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
@@ -38,6 +39,7 @@ enum ProvisionCommand {
         /// The team it is for.
         #[arg(long)]
         team: String,
+        /// The environment, e.g. staging or production.
         #[arg(long = "env")]
         environment: String,
         /// The tier: small, medium, large (or the configuration's).
@@ -54,6 +56,7 @@ enum ProvisionCommand {
         /// The service it is for (its owner is the team).
         #[arg(long)]
         service: String,
+        /// The environment, e.g. staging or production.
         #[arg(long = "env")]
         environment: String,
         /// small, medium, large (or the configuration's).
@@ -61,30 +64,55 @@ enum ProvisionCommand {
         size: String,
         #[command(flatten)]
         follow: Follow,
+        /// Idempotency key (default: a fresh one); reuse it to retry safely.
         #[arg(long)]
         request_id: Option<String>,
     },
     /// A Redis cache of a service (a Terraform module call).
     Redis {
+        /// The service it is for (its owner is the team).
         #[arg(long)]
         service: String,
+        /// The environment, e.g. staging or production.
         #[arg(long = "env")]
         environment: String,
+        /// small, medium, large (or the configuration's).
         #[arg(long, default_value = "small")]
         size: String,
         #[command(flatten)]
         follow: Follow,
+        /// Idempotency key (default: a fresh one); reuse it to retry safely.
+        #[arg(long)]
+        request_id: Option<String>,
+    },
+    /// The Argo CD Application of a service in an environment (into the
+    /// team's namespace and AppProject); verified when Argo CD reports it
+    /// synced and healthy.
+    #[command(name = "argocd-app")]
+    ArgocdApp {
+        /// The service it is for (its owner is the team).
+        #[arg(long)]
+        service: String,
+        /// The environment, e.g. staging or production.
+        #[arg(long = "env")]
+        environment: String,
+        #[command(flatten)]
+        follow: Follow,
+        /// Idempotency key (default: a fresh one); reuse it to retry safely.
         #[arg(long)]
         request_id: Option<String>,
     },
     /// Change the tier or size of a live resource (a new plan of it).
     Change {
-        /// The resource: namespace, postgres or redis.
+        /// The resource: namespace, postgres, redis or argocd-app.
         kind: String,
+        /// The team (for a namespace; a service's resources take its owner).
         #[arg(long)]
         team: Option<String>,
+        /// The service it is for (its owner is the team).
         #[arg(long)]
         service: Option<String>,
+        /// The environment, e.g. staging or production.
         #[arg(long = "env")]
         environment: String,
         /// The new tier or size.
@@ -95,12 +123,15 @@ enum ProvisionCommand {
     },
     /// Remove a live resource: a plan that deletes its files, approved like any other.
     Decommission {
-        /// The resource: namespace, postgres or redis.
+        /// The resource: namespace, postgres, redis or argocd-app.
         kind: String,
+        /// The team (for a namespace; a service's resources take its owner).
         #[arg(long)]
         team: Option<String>,
+        /// The service it is for (its owner is the team).
         #[arg(long)]
         service: Option<String>,
+        /// The environment, e.g. staging or production.
         #[arg(long = "env")]
         environment: String,
         #[command(flatten)]
@@ -108,6 +139,7 @@ enum ProvisionCommand {
     },
     /// Requests, newest first.
     List {
+        /// The team (for a namespace; a service's resources take its owner).
         #[arg(long)]
         team: Option<String>,
         /// requested, planned, approved, rejected, applying, applied, verified, failed.
@@ -124,12 +156,14 @@ enum ProvisionCommand {
     },
     /// Follow a request (`--wait` of the requesting verbs).
     Status {
+        /// The request: `<team>/<number>`.
         id: String,
         #[command(flatten)]
         follow: Follow,
     },
     /// The plan's unified diff (coloured on a terminal).
     Diff {
+        /// The request: `<team>/<number>`.
         id: String,
         /// Colour: auto (on a terminal), always or never.
         #[arg(long, default_value = "auto")]
@@ -137,6 +171,7 @@ enum ProvisionCommand {
     },
     /// Approve a planned request (who may: the policy's say).
     Approve {
+        /// The request: `<team>/<number>`.
         id: String,
         /// Why (recorded with the approval).
         #[arg(long, default_value = "approved")]
@@ -144,12 +179,15 @@ enum ProvisionCommand {
     },
     /// Reject a request not yet approved (its requester may withdraw it).
     Reject {
+        /// The request: `<team>/<number>`.
         id: String,
+        /// Why (recorded with the decision; required to reject).
         #[arg(long)]
         reason: String,
     },
     /// A team's resources (or every team's) and where each stands.
     Resources {
+        /// The team (for a namespace; a service's resources take its owner).
         #[arg(long)]
         team: Option<String>,
     },
@@ -205,6 +243,23 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
             request_id,
         } => {
             let mut r = request("redis", None, Some(service), environment, size, "create");
+            r.request_id = request_id.unwrap_or_default();
+            submit(out, &client, r, follow).await
+        }
+        ProvisionCommand::ArgocdApp {
+            service,
+            environment,
+            follow,
+            request_id,
+        } => {
+            let mut r = request(
+                "argocd-app",
+                None,
+                Some(service),
+                environment,
+                String::new(),
+                "create",
+            );
             r.request_id = request_id.unwrap_or_default();
             submit(out, &client, r, follow).await
         }
