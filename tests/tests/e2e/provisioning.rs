@@ -682,9 +682,13 @@ async fn a_crash_between_the_push_and_the_outcome_makes_one_commit_and_one_outco
         .iter()
         .map(|(p, c)| (p.as_str(), Some(c.as_str())))
         .collect();
+    // The plan the writer made, as the writer's own commit names it.
+    let tenancy = executor.state::<Tenancy>(&team).await.unwrap().state;
+    let digest =
+        paved_workers::effects::gitops::plan_digest(tenancy.requests[&1].plan.as_ref().unwrap());
     remote.push(
         &format!(
-            "paved: create namespace\n\nPaved-Request: {}\nPaved-Plan: x",
+            "paved: create namespace\n\nPaved-Request: {}\nPaved-Plan: {digest}",
             r.id
         ),
         &files,
@@ -955,4 +959,46 @@ async fn an_argo_cd_application_is_verified_when_argo_cd_reports_it_synced_and_h
     standin.add_app("checkout-staging", |_| {});
     let verified = reaches(&app, &r.id, "verified").await;
     assert_eq!(verified.commit, still.commit);
+}
+
+#[tokio::test]
+async fn two_platforms_writing_one_repository_lose_no_commit_and_never_force() {
+    // Two Paved installations (their own logs and databases), one GitOps
+    // repository: each writer's pushes race the other's.
+    let remote = Remote::new();
+    let policy = "policy:\n  default: automatic\n";
+    let (a, b) = tokio::join!(setup(&remote, policy, ""), setup(&remote, policy, ""));
+    let envs: Vec<String> = (0..6).map(|i| format!("env{i}")).collect();
+    let submit = |app: &TestApp, team: &'static str| {
+        let client = app.client.clone();
+        let envs = envs.clone();
+        async move {
+            let mut ids = Vec::new();
+            for env in &envs {
+                let r = pb::RequestResourceRequest {
+                    team: team.into(),
+                    ..namespace(env)
+                };
+                ids.push(client.request_resource(r).await.unwrap().id);
+            }
+            ids
+        }
+    };
+    let (ids_a, ids_b) = tokio::join!(submit(&a, "payments"), submit(&b, "search"));
+    let mut commits = std::collections::BTreeSet::new();
+    for (app, ids) in [(&a, &ids_a), (&b, &ids_b)] {
+        for id in ids {
+            commits.insert(reaches(app, id, "applied").await.commit);
+        }
+    }
+    assert_eq!(commits.len(), 12, "one commit per applied plan");
+    // Every applied commit is on main: nobody's push overwrote another's.
+    let history = git(&remote.bare, &["log", "--format=%H", "main"]);
+    for c in &commits {
+        assert!(history.lines().any(|l| l == c), "{c} is not on main");
+    }
+    // Pushes refused as not fast-forward were committed again on the new
+    // head: the history is one line of commits.
+    let merges = git(&remote.bare, &["log", "--merges", "--format=%H", "main"]);
+    assert!(merges.trim().is_empty(), "no merge commits: {merges}");
 }

@@ -373,9 +373,16 @@ impl Repo {
         self.git(&args).await
     }
 
-    /// The commits on the branch after `base` (all when `base` is empty)
-    /// whose `Paved-Request` trailer is exactly `request`.
-    async fn find_trailer(&self, base: &str, request: &str) -> Result<Option<String>, GitError> {
+    /// The commit on the branch after `base` (all when `base` is empty)
+    /// whose `Paved-Request` trailer is exactly `request` and whose
+    /// `Paved-Plan` trailer is exactly `plan`. Both: another installation
+    /// of Paved writing the same repository numbers its requests the same.
+    async fn find_trailer(
+        &self,
+        base: &str,
+        request: &str,
+        plan: &str,
+    ) -> Result<Option<String>, GitError> {
         let remote = format!("refs/remotes/origin/{}", self.branch);
         if self
             .git(&["rev-parse", "--verify", "--quiet", &remote])
@@ -390,15 +397,16 @@ impl Repo {
             format!("{base}..{remote}")
         };
         let format = format!(
-            "--format=%H%x00%(trailers:key={REQUEST_TRAILER},valueonly,separator=%x01)%x02"
+            "--format=%H%x00%(trailers:key={REQUEST_TRAILER},valueonly,separator=%x01)%x00%(trailers:key={PLAN_TRAILER},valueonly,separator=%x01)%x02"
         );
         let out = self.git(&["log", &format, &range]).await?;
+        let has = |values: &str, wanted: &str| values.split('\u{1}').any(|v| v.trim() == wanted);
         Ok(out.split('\u{2}').find_map(|entry| {
-            let (sha, values) = entry.trim_start_matches('\n').split_once('\0')?;
-            values
-                .split('\u{1}')
-                .any(|v| v.trim() == request)
-                .then(|| sha.trim().to_owned())
+            let mut parts = entry.trim_start_matches('\n').split('\0');
+            let sha = parts.next()?;
+            let requests = parts.next()?;
+            let plans = parts.next()?;
+            (has(requests, request) && has(plans, plan)).then(|| sha.trim().to_owned())
         }))
     }
 
@@ -459,7 +467,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// The digest of a plan: its base and its files, for the `Paved-Plan` trailer.
-fn plan_digest(plan: &Plan) -> String {
+pub fn plan_digest(plan: &Plan) -> String {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(plan.base.as_bytes());
@@ -971,7 +979,10 @@ impl GitopsWriter {
             } else {
                 repo.sync().await?
             };
-            if let Some(sha) = repo.find_trailer(&plan.base, &id).await? {
+            if let Some(sha) = repo
+                .find_trailer(&plan.base, &id, &plan_digest(&plan))
+                .await?
+            {
                 tracing::info!(request = %id, commit = %sha, "found the request's commit on the branch");
                 return self
                     .record(
