@@ -19,9 +19,14 @@
 //! The repository is handled with the `git` command (as Argo CD itself
 //! does): every transport and credential helper works, and nothing links
 //! libgit2. HTTPS tokens reach git through `GIT_CONFIG_*` variables (never
-//! the command line); SSH keys through `GIT_SSH_COMMAND`.
+//! the command line); SSH keys through `GIT_SSH_COMMAND`. See [`repo`].
+//!
+//! - [`config`] reads `PAVED_PROVISIONING_CONFIG`.
+//! - [`repo`] is the writer's clone (plumbing: no work tree).
 
-use std::path::{Path, PathBuf};
+mod config;
+mod repo;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,439 +37,18 @@ use paved_domain::provisioning::{
 use paved_domain::{Name, Principal};
 use paved_eventlog::retry::Backoff;
 use paved_eventlog::{CommandMeta, ExecuteError, Executor};
-use serde::Deserialize;
 use sqlx::PgPool;
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use crate::lease::Lease;
+
+pub use config::{GitTiming, ProvisioningConfig, RepositoryConfig};
+pub use repo::{GitError, Repo};
 
 /// The trailer naming the request a commit applies.
 pub const REQUEST_TRAILER: &str = "Paved-Request";
 /// The trailer naming the plan (its base and a digest of its files).
 pub const PLAN_TRAILER: &str = "Paved-Plan";
-
-/// `PAVED_PROVISIONING_CONFIG`: the repository, and the rules requests are
-/// decided and rendered by (see `paved_domain::provisioning::Rules`).
-///
-/// ```yaml
-/// repository:
-///   url: https://github.com/acme/gitops.git   # or a local path, or git@host:org/repo.git
-///   branch: main
-///   token_env: GITOPS_TOKEN                   # HTTPS: or token_file
-///   ssh_key_file: /run/secrets/gitops_key     # SSH
-///   author_name: Paved
-///   author_email: paved@example.com
-///   workdir: /var/lib/paved/gitops            # the writer's clone
-/// policy: { ... }
-/// quotas: { ... }
-/// tiers: { ... }
-/// sizes: { ... }
-/// render: { ... }
-/// timing: { scan_ms: 500, push_attempts: 10 }
-/// ```
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisioningConfig {
-    #[serde(default)]
-    pub repository: Option<RepositoryConfig>,
-    #[serde(default)]
-    pub policy: Option<paved_domain::provisioning::Policy>,
-    #[serde(default)]
-    pub quotas: Option<paved_domain::provisioning::Quotas>,
-    #[serde(default)]
-    pub tiers: Option<std::collections::BTreeMap<String, paved_domain::provisioning::Tier>>,
-    #[serde(default)]
-    pub sizes: Option<std::collections::BTreeMap<String, render::DatabaseSize>>,
-    #[serde(default)]
-    pub render: Option<render::RenderSettings>,
-    #[serde(default)]
-    pub timing: GitTiming,
-}
-
-impl ProvisioningConfig {
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        serde_yaml_ng::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
-    }
-
-    /// The rules: what the file says, the defaults for what it leaves out.
-    pub fn rules(&self) -> Rules {
-        let d = Rules::default();
-        Rules {
-            policy: self.policy.clone().unwrap_or(d.policy),
-            quotas: self.quotas.clone().unwrap_or(d.quotas),
-            tiers: self.tiers.clone().unwrap_or(d.tiers),
-            sizes: self.sizes.clone().unwrap_or(d.sizes),
-            render: self.render.clone().unwrap_or(d.render),
-        }
-    }
-}
-
-#[derive(Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RepositoryConfig {
-    pub url: String,
-    #[serde(default = "default_branch")]
-    pub branch: String,
-    #[serde(default)]
-    pub token_env: Option<String>,
-    #[serde(default)]
-    pub token_file: Option<PathBuf>,
-    #[serde(default)]
-    pub ssh_key_file: Option<PathBuf>,
-    #[serde(default = "default_author_name")]
-    pub author_name: String,
-    #[serde(default = "default_author_email")]
-    pub author_email: String,
-    /// Where the writer keeps its clone (default: under the system's temp dir).
-    #[serde(default)]
-    pub workdir: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for RepositoryConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepositoryConfig")
-            .field("url", &self.url)
-            .field("branch", &self.branch)
-            .field("token_env", &self.token_env)
-            .field("token_file", &self.token_file)
-            .field("ssh_key_file", &self.ssh_key_file)
-            .finish_non_exhaustive()
-    }
-}
-
-fn default_branch() -> String {
-    "main".into()
-}
-fn default_author_name() -> String {
-    "Paved".into()
-}
-fn default_author_email() -> String {
-    "paved@localhost".into()
-}
-
-#[derive(Clone, Debug, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct GitTiming {
-    /// How often open requests are looked for.
-    pub scan_ms: u64,
-    /// Pushes refused as not fast-forward before the apply waits for the next scan.
-    pub push_attempts: u32,
-}
-
-impl Default for GitTiming {
-    fn default() -> Self {
-        Self {
-            scan_ms: 500,
-            push_attempts: 10,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum GitError {
-    #[error("git {args}: {why}")]
-    Failed { args: String, why: String },
-    #[error("cannot run git: {0}")]
-    Spawn(#[from] std::io::Error),
-    #[error("{0}")]
-    Config(String),
-}
-
-/// The writer's clone of the repository, driven with the `git` command.
-pub struct Repo {
-    dir: PathBuf,
-    branch: String,
-    env: Vec<(String, String)>,
-    author: (String, String),
-}
-
-impl Repo {
-    /// Clones `config.url` into the work dir (or reuses the clone there).
-    pub async fn open(config: &RepositoryConfig) -> Result<Self, GitError> {
-        let dir = config.workdir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!(
-                "paved-gitops-{:016x}",
-                fxhash(config.url.as_bytes())
-            ))
-        });
-        let mut env = vec![
-            // Never wait for a prompt: a missing credential is an error.
-            ("GIT_TERMINAL_PROMPT".to_owned(), "0".to_owned()),
-            ("GIT_CONFIG_NOSYSTEM".to_owned(), "1".to_owned()),
-        ];
-        let token = match (&config.token_env, &config.token_file) {
-            (Some(var), None) => {
-                Some(std::env::var(var).map_err(|_| {
-                    GitError::Config(format!("repository: variable {var} is not set"))
-                })?)
-            }
-            (None, Some(file)) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|e| {
-                        GitError::Config(format!("repository: cannot read {}: {e}", file.display()))
-                    })?
-                    .trim()
-                    .to_owned(),
-            ),
-            (None, None) => None,
-            _ => {
-                return Err(GitError::Config(
-                    "repository: give at most one of token_env and token_file".into(),
-                ));
-            }
-        };
-        if let Some(token) = token {
-            use base64::Engine as _;
-            let encode = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
-            env.extend([
-                ("GIT_CONFIG_COUNT".to_owned(), "1".to_owned()),
-                ("GIT_CONFIG_KEY_0".to_owned(), "http.extraHeader".to_owned()),
-                (
-                    "GIT_CONFIG_VALUE_0".to_owned(),
-                    format!(
-                        "Authorization: Basic {}",
-                        encode(&format!("x-access-token:{token}"))
-                    ),
-                ),
-            ]);
-        }
-        if let Some(key) = &config.ssh_key_file {
-            env.push((
-                "GIT_SSH_COMMAND".to_owned(),
-                format!(
-                    "ssh -i {} -o IdentitiesOnly=yes -o BatchMode=yes",
-                    shell_quote(&key.to_string_lossy())
-                ),
-            ));
-        }
-        let repo = Self {
-            dir,
-            branch: config.branch.clone(),
-            env,
-            author: (config.author_name.clone(), config.author_email.clone()),
-        };
-        if !repo.dir.join(".git").exists() {
-            if let Some(parent) = repo.dir.parent() {
-                tokio::fs::create_dir_all(parent).await?;
-            }
-            let _ = tokio::fs::remove_dir_all(&repo.dir).await;
-            let out = Command::new("git")
-                .args(["clone", "--quiet", "--no-checkout", &config.url])
-                .arg(&repo.dir)
-                .envs(repo.env.iter().cloned())
-                .output()
-                .await?;
-            if !out.status.success() {
-                return Err(GitError::Failed {
-                    args: format!("clone {}", config.url),
-                    why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-                });
-            }
-        }
-        Ok(repo)
-    }
-
-    async fn git(&self, args: &[&str]) -> Result<String, GitError> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&self.dir)
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .env("GIT_AUTHOR_NAME", &self.author.0)
-            .env("GIT_AUTHOR_EMAIL", &self.author.1)
-            .env("GIT_COMMITTER_NAME", &self.author.0)
-            .env("GIT_COMMITTER_EMAIL", &self.author.1)
-            .output()
-            .await?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(GitError::Failed {
-                args: args.join(" "),
-                why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            })
-        }
-    }
-
-    /// Fetches the remote's branches.
-    pub async fn fetch(&self) -> Result<(), GitError> {
-        self.git(&["fetch", "--quiet", "--prune", "origin"]).await?;
-        Ok(())
-    }
-
-    /// [`Self::fetch`], then [`Self::reset`].
-    pub async fn sync(&self) -> Result<Option<String>, GitError> {
-        self.fetch().await?;
-        self.reset().await
-    }
-
-    /// Puts the work tree at the branch's head as last fetched (or pushed),
-    /// exactly: no local changes, no untracked files. Returns the head, or
-    /// `None` while the branch does not exist yet (an empty repository).
-    pub async fn reset(&self) -> Result<Option<String>, GitError> {
-        let remote = format!("refs/remotes/origin/{}", self.branch);
-        let head = self
-            .git(&["rev-parse", "--verify", "--quiet", &remote])
-            .await
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty());
-        match &head {
-            Some(sha) => {
-                self.git(&["checkout", "--quiet", "--force", "-B", "paved-work", sha])
-                    .await?;
-            }
-            None => {
-                // Nothing on the remote yet: start from an empty tree.
-                let _ = self
-                    .git(&["checkout", "--quiet", "--force", "--orphan", "paved-work"])
-                    .await;
-                let _ = self.git(&["rm", "-rf", "--quiet", "--cached", "."]).await;
-            }
-        }
-        self.git(&["clean", "-fdxq"]).await?;
-        Ok(head)
-    }
-
-    /// The file at `path` on the work tree (the head after [`Self::sync`]).
-    async fn read(&self, path: &str) -> Option<String> {
-        tokio::fs::read_to_string(self.dir.join(path)).await.ok()
-    }
-
-    /// The tracked files under `dir`.
-    async fn files_under(&self, dir: &str) -> Result<Vec<String>, GitError> {
-        let out = self.git(&["ls-files", "-z", "--", dir]).await?;
-        Ok(out
-            .split('\0')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect())
-    }
-
-    /// Writes the plan's files into the work tree and stages them.
-    async fn write(&self, files: &[PlannedFile]) -> Result<(), GitError> {
-        for f in files {
-            let path = self.dir.join(&f.path);
-            match &f.content {
-                Some(content) => {
-                    if let Some(parent) = path.parent() {
-                        tokio::fs::create_dir_all(parent).await?;
-                    }
-                    tokio::fs::write(&path, content).await?;
-                }
-                None => {
-                    let _ = tokio::fs::remove_file(&path).await;
-                }
-            }
-        }
-        let mut args = vec!["add", "--all", "--"];
-        args.extend(files.iter().map(|f| f.path.as_str()));
-        self.git(&args).await?;
-        Ok(())
-    }
-
-    /// The staged changes as a unified diff.
-    async fn staged_diff(&self, paths: &[&str]) -> Result<String, GitError> {
-        let mut args = vec!["diff", "--cached", "--no-color", "--no-ext-diff", "--"];
-        args.extend(paths);
-        self.git(&args).await
-    }
-
-    /// The commit on the branch after `base` (all when `base` is empty)
-    /// whose `Paved-Request` trailer is exactly `request` and whose
-    /// `Paved-Plan` trailer is exactly `plan`. Both: another installation
-    /// of Paved writing the same repository numbers its requests the same.
-    async fn find_trailer(
-        &self,
-        base: &str,
-        request: &str,
-        plan: &str,
-    ) -> Result<Option<String>, GitError> {
-        let remote = format!("refs/remotes/origin/{}", self.branch);
-        if self
-            .git(&["rev-parse", "--verify", "--quiet", &remote])
-            .await
-            .is_err()
-        {
-            return Ok(None);
-        }
-        let range = if base.is_empty() {
-            remote
-        } else {
-            format!("{base}..{remote}")
-        };
-        let format = format!(
-            "--format=%H%x00%(trailers:key={REQUEST_TRAILER},valueonly,separator=%x01)%x00%(trailers:key={PLAN_TRAILER},valueonly,separator=%x01)%x02"
-        );
-        let out = self.git(&["log", &format, &range]).await?;
-        let has = |values: &str, wanted: &str| values.split('\u{1}').any(|v| v.trim() == wanted);
-        Ok(out.split('\u{2}').find_map(|entry| {
-            let mut parts = entry.trim_start_matches('\n').split('\0');
-            let sha = parts.next()?;
-            let requests = parts.next()?;
-            let plans = parts.next()?;
-            (has(requests, request) && has(plans, plan)).then(|| sha.trim().to_owned())
-        }))
-    }
-
-    /// Did the commits from `from` to the branch head change any of `paths`?
-    async fn touched(&self, from: &str, paths: &[&str]) -> Result<bool, GitError> {
-        let remote = format!("refs/remotes/origin/{}", self.branch);
-        let range = format!("{from}..{remote}");
-        let mut args = vec!["diff", "--name-only", range.as_str(), "--"];
-        args.extend(paths);
-        Ok(!self.git(&args).await?.trim().is_empty())
-    }
-
-    async fn commit(&self, message: &str) -> Result<String, GitError> {
-        self.git(&[
-            "commit",
-            "--quiet",
-            "--allow-empty",
-            "--no-verify",
-            "-m",
-            message,
-        ])
-        .await?;
-        Ok(self.git(&["rev-parse", "HEAD"]).await?.trim().to_owned())
-    }
-
-    /// Pushes the work branch onto the remote branch; `Ok(false)` when the
-    /// remote moved on (not a fast-forward). Never forces.
-    async fn push(&self) -> Result<bool, GitError> {
-        let refspec = format!("HEAD:refs/heads/{}", self.branch);
-        match self
-            .git(&["push", "--quiet", "--porcelain", "origin", &refspec])
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(GitError::Failed { why, .. })
-                if why.contains("non-fast-forward")
-                    || why.contains("fetch first")
-                    || why.contains("[rejected]")
-                    || why.contains("stale info")
-                    || why.contains("cannot lock ref") =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// A stable 64-bit digest (FNV-1a) for names of work dirs.
-fn fxhash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
 
 /// The digest of a plan: its base and its files, for the `Paved-Plan` trailer.
 pub fn plan_digest(plan: &Plan) -> String {
@@ -762,7 +346,7 @@ impl GitopsWriter {
         let id = request_id(team.as_str(), number);
         match r.state {
             RequestState::Requested => {
-                let base = repo.reset().await?;
+                let base = repo.head().await?;
                 match self.plan(repo, team, &tenancy, number, base).await? {
                     Ok(plan) => {
                         let command = ProvisioningCommand::Plan {
@@ -861,7 +445,7 @@ impl GitopsWriter {
             Ok(d) => d,
             Err(e) => return Ok(Err(format!("cannot render: {e}"))),
         };
-        let present = repo.files_under(&dir).await?;
+        let present = repo.files_under(base.as_deref(), &dir).await?;
         let mut files = Vec::new();
         let mut unchanged = Vec::new();
         let mut drift = Vec::new();
@@ -906,8 +490,9 @@ impl GitopsWriter {
                     .and_then(|res| {
                         render::render(team.as_str(), &res.spec, &self.rules, &context).ok()
                     });
-                for (path, content) in &rendered.files {
-                    let current = repo.read(path).await;
+                let paths: Vec<&str> = rendered.files.iter().map(|(p, _)| p.as_str()).collect();
+                let currents = repo.read(base.as_deref(), &paths).await?;
+                for ((path, content), current) in rendered.files.iter().zip(currents) {
                     if let (Some(cur), Some(live)) = (&current, &live)
                         && live
                             .files
@@ -937,15 +522,9 @@ impl GitopsWriter {
                 drift.sort();
             }
         }
-        let diff = if files.is_empty() {
-            String::new()
-        } else {
-            repo.write(&files).await?;
-            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            let diff = repo.staged_diff(&paths).await?;
-            repo.reset().await?;
-            diff
-        };
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        let before = repo.read(base.as_deref(), &paths).await?;
+        let diff = unified_diff(&files, &before);
         if files.is_empty() && r.action == Action::Create {
             // The branch already holds exactly this: the plan writes it as
             // it is (an empty commit records it).
@@ -974,11 +553,10 @@ impl GitopsWriter {
         let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
         for attempt in 0..self.timing.push_attempts.max(1) {
             // The scan fetched; after a refused push, fetch what beat us.
-            let head = if attempt == 0 {
-                repo.reset().await?
-            } else {
-                repo.sync().await?
-            };
+            if attempt > 0 {
+                repo.fetch().await?;
+            }
+            let head = repo.head().await?;
             if let Some(sha) = repo
                 .find_trailer(&plan.base, &id, &plan_digest(&plan))
                 .await?
@@ -996,7 +574,12 @@ impl GitopsWriter {
                     .await;
             }
             let moved = head.as_deref().unwrap_or_default() != plan.base;
-            if moved && !plan.base.is_empty() && repo.touched(&plan.base, &paths).await? {
+            if moved
+                && !plan.base.is_empty()
+                && let Some(head) = &head
+                && repo.touched(&plan.base, head, &paths).await?
+            {
+                let head = Some(head.clone());
                 // Someone changed the plan's files since it was made: plan
                 // again against them (and approve again, as the policy says).
                 tracing::info!(request = %id, "the branch changed the plan's files; planning again");
@@ -1027,7 +610,6 @@ impl GitopsWriter {
                     }
                 };
             }
-            repo.write(&plan.files).await?;
             let message = format!(
                 "paved: {} {} {} of {team}\n\nRequested by {}, approved by {}.\n\n{REQUEST_TRAILER}: {id}\n{PLAN_TRAILER}: {}\n",
                 r.action.as_str(),
@@ -1037,8 +619,8 @@ impl GitopsWriter {
                 r.approved_by.as_deref().unwrap_or("the policy"),
                 plan_digest(&plan),
             );
-            let sha = repo.commit(&message).await?;
-            if repo.push().await? {
+            let sha = repo.commit(head.as_deref(), &plan.files, &message).await?;
+            if repo.push(&sha).await? {
                 tracing::info!(request = %id, commit = %sha, "pushed");
                 return self
                     .record(
@@ -1086,5 +668,67 @@ impl GitopsWriter {
             }
         }
         Err(GitError::Config("the log is unavailable".into()))
+    }
+}
+
+/// The unified diff of a plan: each file against what the branch holds
+/// (`before`, in the same order), as `git diff` prints it.
+fn unified_diff(files: &[PlannedFile], before: &[Option<String>]) -> String {
+    let mut out = String::new();
+    for (f, old) in files.iter().zip(before) {
+        let new = f.content.as_deref();
+        if old.as_deref() == new {
+            continue;
+        }
+        out.push_str(&format!("diff --git a/{0} b/{0}\n", f.path));
+        let (from, to) = match (old, new) {
+            (None, _) => {
+                out.push_str("new file mode 100644\n");
+                ("/dev/null".to_owned(), format!("b/{}", f.path))
+            }
+            (Some(_), None) => {
+                out.push_str("deleted file mode 100644\n");
+                (format!("a/{}", f.path), "/dev/null".to_owned())
+            }
+            (Some(_), Some(_)) => (format!("a/{}", f.path), format!("b/{}", f.path)),
+        };
+        let diff = similar::TextDiff::from_lines(old.as_deref().unwrap_or(""), new.unwrap_or(""));
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&from, &to)
+                .to_string(),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_diff_reads_like_git_diff() {
+        let files = [
+            PlannedFile {
+                path: "a.yaml".into(),
+                content: Some("x: 1\ny: 2\n".into()),
+            },
+            PlannedFile {
+                path: "b.yaml".into(),
+                content: None,
+            },
+            PlannedFile {
+                path: "c.yaml".into(),
+                content: Some("same\n".into()),
+            },
+        ];
+        let before = [None, Some("gone\n".into()), Some("same\n".into())];
+        let diff = unified_diff(&files, &before);
+        assert_eq!(
+            diff,
+            "diff --git a/a.yaml b/a.yaml\nnew file mode 100644\n--- /dev/null\n+++ b/a.yaml\n@@ -0,0 +1,2 @@\n+x: 1\n+y: 2\ndiff --git a/b.yaml b/b.yaml\ndeleted file mode 100644\n--- a/b.yaml\n+++ /dev/null\n@@ -1 +0,0 @@\n-gone\n"
+        );
     }
 }
