@@ -1002,3 +1002,87 @@ async fn two_platforms_writing_one_repository_lose_no_commit_and_never_force() {
     let merges = git(&remote.bare, &["log", "--merges", "--format=%H", "main"]);
     assert!(merges.trim().is_empty(), "no merge commits: {merges}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn crashes_of_postgres_and_nats_while_provisioning_lose_nothing_and_commit_once() {
+    use crate::private::{PrivateNats, PrivatePostgres};
+    use std::sync::Arc;
+    let pg = Arc::new(PrivatePostgres::start());
+    let mut nats = PrivateNats::start("");
+    let remote = Remote::new();
+    let (db, url) = (pg.url("paved"), nats.url());
+    let app = setup_with(&remote, "policy:\n  default: automatic\n", "", |s| {
+        s.database_url = db;
+        s.nats_url = url;
+    })
+    .await;
+    let envs: Vec<String> = (0..8).map(|i| format!("env{i}")).collect();
+    let client = app.client.clone();
+    let submitted = tokio::spawn(async move {
+        let mut ids = Vec::new();
+        for env in envs {
+            // One request id per request: retried as long as it takes.
+            let mut r = namespace(&env);
+            r.request_id = format!("fault-{env}");
+            let id = loop {
+                match client.request_resource(r.clone()).await {
+                    Ok(done) => break done.id,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            };
+            ids.push(id);
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        ids
+    });
+    // PostgreSQL crashes, NATS is killed, PostgreSQL crashes again, while
+    // requests are planned, committed and recorded.
+    let crash_pg = |pg: Arc<PrivatePostgres>| async move {
+        tokio::task::spawn_blocking(move || {
+            pg.crash();
+            std::thread::sleep(Duration::from_millis(300));
+            pg.start_again();
+        })
+        .await
+        .unwrap();
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.start_again();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    let ids = submitted.await.unwrap();
+    assert_eq!(ids.len(), 8);
+    for id in &ids {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{id} applied"),
+            || async {
+                let r = app.client.at(0).provision_request(id).await.ok()?;
+                assert_ne!(r.state, "failed", "{id}: {}", r.reason);
+                (r.state == "applied").then_some(())
+            },
+        )
+        .await;
+        assert_eq!(remote.commits_for(id).len(), 1, "{id}: one commit");
+    }
+    let events = tenancy_events(&app, "payments").await;
+    let count = |t: &str| events.iter().filter(|e| **e == t).count();
+    assert_eq!(count("ProvisionRequested"), 8);
+    assert_eq!(count("ProvisionApplied"), 8, "one outcome per request");
+    // The read model equals a fresh replay of the log.
+    let (_, checks) = paved_workers::runtime::check(
+        &[paved_workers::projections::ProvisioningProjection],
+        &app.pool,
+        &app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
+    drop(app);
+}
