@@ -430,7 +430,7 @@ impl GitopsWriter {
         .map(|_| Step::Wait)
     }
 
-    /// Renders request `number` against the work tree (at `base`): the plan,
+    /// Renders request `number` against the branch at `base`: the plan,
     /// or why there is none.
     async fn plan(
         &self,
