@@ -239,6 +239,7 @@ pub async fn render(sources: &Sources) -> String {
     }
     surveys(&mut registry, sources).await;
     deployments(&mut registry, sources).await;
+    provisioning(&mut registry, sources).await;
     dora(&mut registry, sources).await;
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -323,6 +324,42 @@ async fn deployments(registry: &mut Registry, sources: &Sources) {
     registry.register(
         "deployments_in_flight",
         "Deployments requested through Paved and not finished, by status",
+        family,
+    );
+}
+
+/// Provisioning requests still on their way, by state: the GitOps writer's
+/// queue (requested, approved, applying) and what waits for people (planned).
+async fn provisioning(registry: &mut Registry, sources: &Sources) {
+    const OPEN: [&str; 4] = ["requested", "planned", "approved", "applying"];
+    let counts: Vec<(String, i64)> = match sqlx::query_as(
+        "SELECT state, count(*) FROM provisioning_requests
+          WHERE state IN ('requested', 'planned', 'approved', 'applying') GROUP BY state",
+    )
+    .fetch_all(&sources.pool)
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot count provisioning requests for /metrics");
+            return;
+        }
+    };
+    let family = Family::<StatusLabels, Gauge>::default();
+    for state in OPEN {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == state)
+            .map_or(0, |(_, n)| *n);
+        family
+            .get_or_create(&StatusLabels {
+                status: state.to_owned(),
+            })
+            .set(n);
+    }
+    registry.register(
+        "provisioning_requests_open",
+        "Provisioning requests not finished, by status",
         family,
     );
 }

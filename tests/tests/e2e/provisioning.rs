@@ -280,10 +280,16 @@ async fn a_namespace_is_planned_approved_by_someone_else_and_committed_once() {
         "{}",
         planned.diff
     );
-    // Nothing is in the repository before the approval.
+    // Nothing is in the repository before the approval; /metrics shows
+    // the request waiting for it.
     assert_eq!(
         remote.file("namespaces/payments-staging/namespace.yaml"),
         None
+    );
+    let metrics = app.scrape().await;
+    assert!(
+        metrics.contains("paved_provisioning_requests_open{status=\"planned\"} 1"),
+        "{metrics}"
     );
 
     // The requester may not approve; another team's member neither.

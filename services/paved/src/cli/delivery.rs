@@ -272,11 +272,7 @@ async fn wait_for(
     sequence: u64,
     timeout: u64,
 ) -> anyhow::Result<pb::Deployment> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{spinner} {elapsed} {msg}",
-    )?);
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = output::spinner()?;
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let reader = client.at(sequence);
     loop {

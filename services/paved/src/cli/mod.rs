@@ -74,7 +74,7 @@ enum Command {
     Webhooks(delivery::WebhooksArgs),
     /// The four DORA keys (and rework rate) with performance levels.
     Dora(delivery::DoraArgs),
-    /// Namespaces, databases and caches through the GitOps repository:
+    /// Namespaces, databases, caches and Argo CD applications through the GitOps repository:
     /// request, follow, diff, approve, reject, decommission.
     Provision(provision::ProvisionArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,

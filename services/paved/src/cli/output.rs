@@ -55,3 +55,13 @@ pub fn fields(pairs: &[(&str, String)]) {
         println!("{k:<width$}  {v}");
     }
 }
+
+/// A spinner on stderr showing how long a wait has taken and a message.
+pub fn spinner() -> anyhow::Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{spinner} {elapsed} {msg}",
+    )?);
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Ok(bar)
+}

@@ -31,6 +31,25 @@ struct Follow {
     timeout: u64,
 }
 
+/// A database or cache of a service.
+#[derive(clap::Args, Debug)]
+struct Database {
+    /// The service it is for (its owner is the team).
+    #[arg(long)]
+    service: String,
+    /// The environment, e.g. staging or production.
+    #[arg(long = "env")]
+    environment: String,
+    /// small, medium, large (or the configuration's).
+    #[arg(long, default_value = "small")]
+    size: String,
+    #[command(flatten)]
+    follow: Follow,
+    /// Idempotency key (default: a fresh one); reuse it to retry safely.
+    #[arg(long)]
+    request_id: Option<String>,
+}
+
 #[derive(clap::Subcommand, Debug)]
 enum ProvisionCommand {
     /// A team's namespace in an environment: RBAC, quota, limits and
@@ -52,39 +71,9 @@ enum ProvisionCommand {
         request_id: Option<String>,
     },
     /// A PostgreSQL database of a service (a Terraform module call).
-    Postgres {
-        /// The service it is for (its owner is the team).
-        #[arg(long)]
-        service: String,
-        /// The environment, e.g. staging or production.
-        #[arg(long = "env")]
-        environment: String,
-        /// small, medium, large (or the configuration's).
-        #[arg(long, default_value = "small")]
-        size: String,
-        #[command(flatten)]
-        follow: Follow,
-        /// Idempotency key (default: a fresh one); reuse it to retry safely.
-        #[arg(long)]
-        request_id: Option<String>,
-    },
+    Postgres(Database),
     /// A Redis cache of a service (a Terraform module call).
-    Redis {
-        /// The service it is for (its owner is the team).
-        #[arg(long)]
-        service: String,
-        /// The environment, e.g. staging or production.
-        #[arg(long = "env")]
-        environment: String,
-        /// small, medium, large (or the configuration's).
-        #[arg(long, default_value = "small")]
-        size: String,
-        #[command(flatten)]
-        follow: Follow,
-        /// Idempotency key (default: a fresh one); reuse it to retry safely.
-        #[arg(long)]
-        request_id: Option<String>,
-    },
+    Redis(Database),
     /// The Argo CD Application of a service in an environment (into the
     /// team's namespace and AppProject); verified when Argo CD reports it
     /// synced and healthy.
@@ -224,28 +213,8 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
             r.request_id = request_id.unwrap_or_default();
             submit(out, &client, r, follow).await
         }
-        ProvisionCommand::Postgres {
-            service,
-            environment,
-            size,
-            follow,
-            request_id,
-        } => {
-            let mut r = request("postgres", None, Some(service), environment, size, "create");
-            r.request_id = request_id.unwrap_or_default();
-            submit(out, &client, r, follow).await
-        }
-        ProvisionCommand::Redis {
-            service,
-            environment,
-            size,
-            follow,
-            request_id,
-        } => {
-            let mut r = request("redis", None, Some(service), environment, size, "create");
-            r.request_id = request_id.unwrap_or_default();
-            submit(out, &client, r, follow).await
-        }
+        ProvisionCommand::Postgres(d) => submit_database(out, &client, "postgres", d).await,
+        ProvisionCommand::Redis(d) => submit_database(out, &client, "redis", d).await,
         ProvisionCommand::ArgocdApp {
             service,
             environment,
@@ -462,6 +431,23 @@ fn print_done(out: Output, verb: &str, done: &pb::ProvisionCommandResponse) -> a
     }
 }
 
+async fn submit_database(
+    out: Output,
+    client: &Client,
+    kind: &str,
+    d: Database,
+) -> anyhow::Result<()> {
+    let r = pb::RequestResourceRequest {
+        kind: kind.to_owned(),
+        service: d.service,
+        environment: d.environment,
+        size: d.size,
+        request_id: d.request_id.unwrap_or_default(),
+        ..Default::default()
+    };
+    submit(out, client, r, d.follow).await
+}
+
 async fn submit(
     out: Output,
     client: &Client,
@@ -499,11 +485,8 @@ async fn wait_for(
     sequence: u64,
     timeout: u64,
 ) -> anyhow::Result<pb::ProvisionRequest> {
-    let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{spinner} {elapsed} {msg}",
-    )?);
-    bar.enable_steady_tick(Duration::from_millis(120));
+    let bar = output::spinner()?;
+
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let reader = client.at(sequence);
     loop {
