@@ -13,6 +13,7 @@
 //!   figures computed from them, with the performance levels.
 //! - [`provisioning`]: a team's namespaces and databases, requested, planned,
 //!   approved and applied through the GitOps repository; the pure renderer.
+//! - [`templates`]: golden-path templates (Backstage v1beta3): checked, and their skeletons rendered.
 //! - [`ops`]: operations on the log itself (quarantining a message that cannot be applied).
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
@@ -30,6 +31,7 @@ pub mod principal;
 pub mod provisioning;
 pub mod rejection;
 pub mod surveys;
+pub mod templates;
 pub mod validate;
 
 #[cfg(test)]

@@ -1,0 +1,177 @@
+//! The shipped golden paths: each template checks, its skeleton renders
+//! to its golden files, and what it renders is what its tools accept
+//! (manifests read back into their Kubernetes types, the workflow has the
+//! seed's stages in order, the descriptor is a Component with TechDocs).
+
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every file under `dir`, as (path relative to `dir`, content).
+fn read_tree(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn template(name: &str) -> (Value, Template) {
+    let text = std::fs::read_to_string(repo_root().join(format!("templates/{name}/template.yaml")))
+        .unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+    let t = check_template(&doc).unwrap_or_else(|v| panic!("{name}: {v:?}"));
+    (doc, t)
+}
+
+fn values() -> Value {
+    serde_json::json!({
+        "name": "payments-api",
+        "description": "Takes payments.",
+        "owner": "payments",
+        "repoUrl": parse_repo_url("github.com?owner=acme&repo=payments-api"),
+    })
+}
+
+#[test]
+fn the_rust_service_renders_to_its_golden_files() {
+    let (_, t) = template("rust-service");
+    let fetch = t
+        .steps
+        .iter()
+        .find(|s| s.action == "fetch:template")
+        .unwrap();
+    let verbatim: Vec<String> = fetch.input["copyWithoutTemplating"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap().to_owned())
+        .collect();
+    let skeleton = read_tree(&repo_root().join("templates/rust-service/skeleton"));
+    let rendered = render_skeleton(&skeleton, &values(), &verbatim).unwrap();
+    let golden = repo_root().join("services/domain/tests/golden/templates/rust-service");
+    if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&golden);
+        for (path, content) in &rendered {
+            let file = golden.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
+    }
+    assert_eq!(
+        rendered,
+        read_tree(&golden),
+        "differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
+    );
+    let file = |p: &str| &rendered.iter().find(|(q, _)| q == p).unwrap().1;
+    // The workflow is copied as it is: GitHub's own ${{ }} expressions stay.
+    assert!(file(".github/workflows/ci.yaml").contains("${{ github.sha }}"));
+    assert!(file("src/main.rs").contains("Hello from payments-api"));
+    assert!(!rendered.iter().any(|(_, c)| c.contains("${{ values")));
+}
+
+#[test]
+fn what_the_rust_service_renders_is_what_its_tools_accept() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::Service;
+    let (_, t) = template("rust-service");
+    let skeleton = read_tree(&repo_root().join("templates/rust-service/skeleton"));
+    let verbatim = [".github/workflows/*".to_owned()];
+    let rendered = render_skeleton(&skeleton, &values(), &verbatim).unwrap();
+    let file = |p: &str| rendered.iter().find(|(q, _)| q == p).unwrap().1.clone();
+    let d: Deployment = serde_yaml_ng::from_str(&file("deploy/base/deployment.yaml")).unwrap();
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+    assert!(c.resources.as_ref().unwrap().limits.is_some());
+    let _: Service = serde_yaml_ng::from_str(&file("deploy/base/service.yaml")).unwrap();
+    for env in ["staging", "production"] {
+        let k: Value =
+            serde_yaml_ng::from_str(&file(&format!("deploy/{env}/kustomization.yaml"))).unwrap();
+        assert_eq!(k["namespace"], format!("payments-{env}"));
+    }
+    // The seed's stages, each after the one before.
+    let w: Value = serde_yaml_ng::from_str(&file(".github/workflows/ci.yaml")).unwrap();
+    let stages = [
+        "lint",
+        "unit-test",
+        "build-image",
+        "security-scan",
+        "push",
+        "update-argocd-manifest",
+    ];
+    for pair in stages.windows(2) {
+        assert_eq!(w["jobs"][pair[1]]["needs"], pair[0], "{pair:?}");
+    }
+    assert!(
+        serde_json::to_string(&w["jobs"]["security-scan"])
+            .unwrap()
+            .contains("aquasecurity/trivy-action")
+    );
+    let info: Value = serde_yaml_ng::from_str(&file("catalog-info.yaml")).unwrap();
+    assert_eq!(info["kind"], "Component");
+    assert_eq!(
+        info["metadata"]["annotations"]["backstage.io/techdocs-ref"],
+        "dir:."
+    );
+    assert_eq!(info["spec"]["owner"], "group:default/payments");
+    let mkdocs: Value = serde_yaml_ng::from_str(&file("mkdocs.yml")).unwrap();
+    assert_eq!(mkdocs["nav"][0]["Home"], "index.md");
+    assert!(t.steps.iter().any(|s| s.action == "paved:provision"));
+}
+
+#[test]
+fn an_unknown_action_or_a_repeated_step_is_refused_by_field() {
+    let (mut doc, _) = template("rust-service");
+    doc["spec"]["steps"][1]["action"] = "shell:exec".into();
+    doc["spec"]["steps"][2]["id"] = "fetch".into();
+    doc["apiVersion"] = "scaffolder.backstage.io/v1beta2".into();
+    let fields: Vec<String> = check_template(&doc)
+        .unwrap_err()
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(
+        fields,
+        ["apiVersion", "spec.steps[1].action", "spec.steps[2].id"]
+    );
+}
+
+#[test]
+fn a_value_the_skeleton_needs_and_does_not_get_is_an_error_naming_the_file() {
+    let files = vec![("README.md".to_owned(), "# ${{ values.nmae }}\n".to_owned())];
+    let e = render_skeleton(&files, &values(), &[]).unwrap_err();
+    assert_eq!(e.path, "README.md");
+}
+
+#[test]
+fn paths_render_and_globs_match_like_backstages() {
+    let files = vec![(
+        "${{ values.name }}/x.txt".to_owned(),
+        "${{ values.repoUrl.owner }}".to_owned(),
+    )];
+    let out = render_skeleton(&files, &values(), &[]).unwrap();
+    assert_eq!(out, [("payments-api/x.txt".to_owned(), "acme".to_owned())]);
+    assert!(glob(".github/workflows/*", ".github/workflows/ci.yaml"));
+    assert!(!glob(".github/workflows/*", ".github/workflows/a/ci.yaml"));
+    assert!(glob("**/*.yaml", "deploy/base/service.yaml"));
+    assert!(glob("docs/**", "docs/index.md"));
+    assert!(!glob("*.md", "docs/index.md"));
+}
