@@ -943,3 +943,41 @@ async fn a_groups_children_and_its_childrens_parent_are_one_relation() {
     assert_eq!(fields, ["documents[1].spec.parent"]);
     assert_eq!(app.last_sequence().await, before);
 }
+
+#[tokio::test]
+async fn the_shipped_golden_path_imports_as_a_template_entity() {
+    let app = spawn_app().await;
+    app.client
+        .create_team(crate::helpers::fixtures::team("platform"))
+        .await
+        .unwrap();
+    let yaml = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../templates/rust-service/template.yaml"),
+    )
+    .unwrap();
+    let done = app
+        .client
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let t = app
+        .client
+        .at(done.sequence)
+        .get_entity("template:default/rust-service")
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&t.document_json).unwrap();
+    assert_eq!(doc["apiVersion"], "scaffolder.backstage.io/v1beta3");
+    assert_eq!(doc["spec"]["steps"][0]["action"], "fetch:template");
+    assert!(
+        t.relations
+            .iter()
+            .any(|r| r.r#type == "ownedBy" && r.target == "group:default/platform"),
+        "{:?}",
+        t.relations
+    );
+}
