@@ -196,6 +196,113 @@ pub fn parse_repo_url(url: &str) -> Value {
     out
 }
 
+/// The parameters of a run: the given ones, then each page's `default`s
+/// for what is not given; and the fields that are required and missing,
+/// or not the type the schema says (`string`, `number`, `integer`,
+/// `boolean`), by their path. `ui:*` keys are ignored.
+///
+/// This is not a full JSON Schema validator (no patterns, formats,
+/// bounds): the server-side check the issue asks for is not built yet.
+pub fn parameters(
+    template: &Template,
+    given: &serde_json::Map<String, Value>,
+) -> Result<serde_json::Map<String, Value>, Vec<FieldViolation>> {
+    let mut out = given.clone();
+    let mut v = Vec::new();
+    for page in &template.parameters {
+        let props = page["properties"].as_object().cloned().unwrap_or_default();
+        for (name, schema) in &props {
+            if !out.contains_key(name)
+                && let Some(d) = schema.get("default")
+            {
+                out.insert(name.clone(), d.clone());
+            }
+            if let (Some(value), Some(kind)) = (out.get(name), schema["type"].as_str()) {
+                let fits = match kind {
+                    "string" => value.is_string(),
+                    "number" => value.is_number(),
+                    "integer" => value.is_i64() || value.is_u64(),
+                    "boolean" => value.is_boolean(),
+                    _ => true,
+                };
+                if !fits {
+                    v.push(FieldViolation::new(
+                        format!("parameters.{name}"),
+                        format!("must be a {kind}"),
+                    ));
+                }
+            }
+        }
+        for name in page["required"].as_array().into_iter().flatten() {
+            let name = name.as_str().unwrap_or_default();
+            if !out.contains_key(name) {
+                v.push(FieldViolation::new(
+                    format!("parameters.{name}"),
+                    "is required",
+                ));
+            }
+        }
+    }
+    if v.is_empty() { Ok(out) } else { Err(v) }
+}
+
+/// Renders a step's `input` with `context` (`parameters`, `steps`): every
+/// string holding one `${{ … }}` and nothing else becomes that
+/// expression's value (an object stays an object, as in Backstage); any
+/// other string is rendered as text.
+pub fn render_input(input: &Value, context: &Value) -> Result<Value, RenderError> {
+    let env = environment();
+    let ctx = minijinja::Value::from(minijinja::value::Serde(context));
+    fn walk(
+        env: &minijinja::Environment<'static>,
+        ctx: &minijinja::Value,
+        at: &str,
+        v: &Value,
+    ) -> Result<Value, RenderError> {
+        let err = |e: minijinja::Error| RenderError {
+            path: at.to_owned(),
+            why: e.to_string(),
+        };
+        Ok(match v {
+            Value::String(s) => {
+                let t = s.trim();
+                let whole = t
+                    .strip_prefix("${{")
+                    .and_then(|r| r.strip_suffix("}}"))
+                    .filter(|inner| !inner.contains("${{") && !inner.contains("}}"));
+                match whole {
+                    Some(expr) => {
+                        let value = env
+                            .compile_expression(expr)
+                            .map_err(err)?
+                            .eval(ctx)
+                            .map_err(err)?;
+                        serde_json::to_value(&value).map_err(|e| RenderError {
+                            path: at.to_owned(),
+                            why: e.to_string(),
+                        })?
+                    }
+                    None => Value::String(env.render_str(s, ctx).map_err(err)?),
+                }
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| walk(env, ctx, &format!("{at}[{i}]"), x))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, x)| Ok((k.clone(), walk(env, ctx, &format!("{at}.{k}"), x)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    walk(&env, &ctx, "input", input)
+}
+
 /// Renders a skeleton (`fetch:template`): every file's path and content
 /// with `values` as `values`, except the files `copy_without_templating`
 /// names (globs: `*` within a path segment, `**` any segments), whose

@@ -175,3 +175,32 @@ fn paths_render_and_globs_match_like_backstages() {
     assert!(glob("docs/**", "docs/index.md"));
     assert!(!glob("*.md", "docs/index.md"));
 }
+
+#[test]
+fn step_inputs_take_the_parameters_and_defaults_fill_what_is_not_given() {
+    let (_, t) = template("rust-service");
+    let given: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!({
+        "name": "payments-api",
+        "owner": "payments",
+        "repoUrl": "github.com?owner=acme&repo=payments-api",
+    }))
+    .unwrap();
+    let params = parameters(&t, &given).unwrap();
+    assert_eq!(params["description"], "A Rust service.");
+    let fetch = &t.steps[0];
+    let input = render_input(&fetch.input, &serde_json::json!({ "parameters": params })).unwrap();
+    // A whole expression keeps its type: parseRepoUrl gives an object.
+    assert_eq!(input["values"]["repoUrl"]["owner"], "acme");
+    assert_eq!(input["values"]["name"], "payments-api");
+    assert_eq!(input["url"], "./skeleton");
+    // Missing and mistyped parameters are named.
+    let mut bad = given.clone();
+    bad.remove("owner");
+    bad.insert("name".into(), Value::from(7));
+    let fields: Vec<String> = parameters(&t, &bad)
+        .unwrap_err()
+        .into_iter()
+        .map(|v| v.field)
+        .collect();
+    assert_eq!(fields, ["parameters.name", "parameters.owner"]);
+}

@@ -9,6 +9,7 @@ mod locations;
 pub mod output;
 mod provision;
 mod survey;
+mod template;
 
 use std::process::ExitCode;
 
@@ -77,6 +78,8 @@ enum Command {
     /// Namespaces, databases, caches and Argo CD applications through the GitOps repository:
     /// request, follow, diff, approve, reject, decommission.
     Provision(provision::ProvisionArgs),
+    /// Golden-path templates: check one, render one into a directory (a dry run).
+    Template(template::TemplateArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,
     /// and proof that it was not edited (`audit verify`).
     Audit(audit::AuditArgs),
@@ -129,6 +132,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Change(a) => delivery::change(a).await,
         Command::Dora(a) => delivery::dora(a).await,
         Command::Provision(a) => provision::provision(a).await,
+        Command::Template(a) => template::template(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
         Command::Health(a) => health::health(a).await,
