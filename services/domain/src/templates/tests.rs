@@ -51,90 +51,132 @@ fn values() -> Value {
     })
 }
 
-#[test]
-fn the_rust_service_renders_to_its_golden_files() {
-    let (_, t) = template("rust-service");
+/// The golden paths in `templates/`.
+const SHIPPED: &[&str] = &["rest-api", "rust-service"];
+
+/// A shipped template rendered as its fetch step says, with payments-api's parameters.
+fn render_shipped(name: &str) -> Vec<(String, String)> {
+    let (_, t) = template(name);
+    let given: serde_json::Map<String, Value> = serde_json::from_value(serde_json::json!({
+        "name": "payments-api",
+        "description": "Takes payments.",
+        "owner": "payments",
+        "repoUrl": "github.com?owner=acme&repo=payments-api",
+    }))
+    .unwrap();
+    let params = parameters(&t, &given).unwrap();
     let fetch = t
         .steps
         .iter()
         .find(|s| s.action == "fetch:template")
         .unwrap();
-    let verbatim: Vec<String> = fetch.input["copyWithoutTemplating"]
+    let input = render_input(&fetch.input, &serde_json::json!({ "parameters": params })).unwrap();
+    let verbatim: Vec<String> = input["copyWithoutTemplating"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .map(|g| g.as_str().unwrap().to_owned())
         .collect();
-    let skeleton = read_tree(&repo_root().join("templates/rust-service/skeleton"));
-    let rendered = render_skeleton(&skeleton, &values(), &verbatim).unwrap();
-    let golden = repo_root().join("services/domain/tests/golden/templates/rust-service");
-    if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_dir_all(&golden);
-        for (path, content) in &rendered {
-            let file = golden.join(path);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(file, content).unwrap();
-        }
-    }
-    assert_eq!(
-        rendered,
-        read_tree(&golden),
-        "differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
-    );
-    let file = |p: &str| &rendered.iter().find(|(q, _)| q == p).unwrap().1;
-    // The workflow is copied as it is: GitHub's own ${{ }} expressions stay.
-    assert!(file(".github/workflows/ci.yaml").contains("${{ github.sha }}"));
-    assert!(file("src/main.rs").contains("Hello from payments-api"));
-    assert!(!rendered.iter().any(|(_, c)| c.contains("${{ values")));
+    let skeleton = read_tree(&repo_root().join(format!("templates/{name}/skeleton")));
+    render_skeleton(&skeleton, &input["values"], &verbatim).unwrap()
 }
 
 #[test]
-fn what_the_rust_service_renders_is_what_its_tools_accept() {
+fn every_shipped_template_renders_to_its_golden_files() {
+    for name in SHIPPED {
+        let rendered = render_shipped(name);
+        let golden = repo_root().join(format!("services/domain/tests/golden/templates/{name}"));
+        if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
+            let _ = std::fs::remove_dir_all(&golden);
+            for (path, content) in &rendered {
+                let file = golden.join(path);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(file, content).unwrap();
+            }
+        }
+        assert_eq!(
+            rendered,
+            read_tree(&golden),
+            "{name} differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
+        );
+        let file = |p: &str| &rendered.iter().find(|(q, _)| q == p).unwrap().1;
+        // The workflow is copied as it is: GitHub's own ${{ }} expressions stay.
+        assert!(
+            file(".github/workflows/ci.yaml").contains("${{ github.sha }}"),
+            "{name}"
+        );
+        assert!(
+            rendered
+                .iter()
+                .any(|(_, c)| c.contains("Hello from payments-api")),
+            "{name}"
+        );
+        assert!(
+            !rendered.iter().any(|(_, c)| c.contains("${{ values")),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn what_every_shipped_template_renders_is_what_its_tools_accept() {
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::Service;
-    let (_, t) = template("rust-service");
-    let skeleton = read_tree(&repo_root().join("templates/rust-service/skeleton"));
-    let verbatim = [".github/workflows/*".to_owned()];
-    let rendered = render_skeleton(&skeleton, &values(), &verbatim).unwrap();
-    let file = |p: &str| rendered.iter().find(|(q, _)| q == p).unwrap().1.clone();
-    let d: Deployment = serde_yaml_ng::from_str(&file("deploy/base/deployment.yaml")).unwrap();
-    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
-    assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
-    assert!(c.resources.as_ref().unwrap().limits.is_some());
-    let _: Service = serde_yaml_ng::from_str(&file("deploy/base/service.yaml")).unwrap();
-    for env in ["staging", "production"] {
-        let k: Value =
-            serde_yaml_ng::from_str(&file(&format!("deploy/{env}/kustomization.yaml"))).unwrap();
-        assert_eq!(k["namespace"], format!("payments-{env}"));
+    for name in SHIPPED {
+        let (_, t) = template(name);
+        let rendered = render_shipped(name);
+        let file = |p: &str| {
+            rendered
+                .iter()
+                .find(|(q, _)| q == p)
+                .unwrap_or_else(|| panic!("{name}: no {p}"))
+                .1
+                .clone()
+        };
+        let d: Deployment = serde_yaml_ng::from_str(&file("deploy/base/deployment.yaml")).unwrap();
+        let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+        assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+        assert!(c.resources.as_ref().unwrap().limits.is_some());
+        let _: Service = serde_yaml_ng::from_str(&file("deploy/base/service.yaml")).unwrap();
+        for env in ["staging", "production"] {
+            let k: Value =
+                serde_yaml_ng::from_str(&file(&format!("deploy/{env}/kustomization.yaml")))
+                    .unwrap();
+            assert_eq!(k["namespace"], format!("payments-{env}"));
+        }
+        // The seed's stages, each after the one before.
+        let w: Value = serde_yaml_ng::from_str(&file(".github/workflows/ci.yaml")).unwrap();
+        let stages = [
+            "lint",
+            "unit-test",
+            "build-image",
+            "security-scan",
+            "push",
+            "update-argocd-manifest",
+        ];
+        for pair in stages.windows(2) {
+            assert_eq!(w["jobs"][pair[1]]["needs"], pair[0], "{name} {pair:?}");
+        }
+        assert!(
+            serde_json::to_string(&w["jobs"]["security-scan"])
+                .unwrap()
+                .contains("aquasecurity/trivy-action")
+        );
+        let info: Value = serde_yaml_ng::from_str(&file("catalog-info.yaml")).unwrap();
+        assert_eq!(info["kind"], "Component");
+        assert_eq!(info["metadata"]["name"], "payments-api");
+        assert_eq!(
+            info["metadata"]["annotations"]["backstage.io/techdocs-ref"],
+            "dir:."
+        );
+        assert_eq!(info["spec"]["owner"], "group:default/payments");
+        let mkdocs: Value = serde_yaml_ng::from_str(&file("mkdocs.yml")).unwrap();
+        assert_eq!(mkdocs["nav"][0]["Home"], "index.md");
+        assert!(file("docs/index.md").starts_with("# payments-api"));
+        assert!(file("README.md").starts_with("# payments-api"));
+        assert!(file("Dockerfile").contains("EXPOSE 8080"));
+        assert!(t.steps.iter().any(|s| s.action == "paved:provision"));
     }
-    // The seed's stages, each after the one before.
-    let w: Value = serde_yaml_ng::from_str(&file(".github/workflows/ci.yaml")).unwrap();
-    let stages = [
-        "lint",
-        "unit-test",
-        "build-image",
-        "security-scan",
-        "push",
-        "update-argocd-manifest",
-    ];
-    for pair in stages.windows(2) {
-        assert_eq!(w["jobs"][pair[1]]["needs"], pair[0], "{pair:?}");
-    }
-    assert!(
-        serde_json::to_string(&w["jobs"]["security-scan"])
-            .unwrap()
-            .contains("aquasecurity/trivy-action")
-    );
-    let info: Value = serde_yaml_ng::from_str(&file("catalog-info.yaml")).unwrap();
-    assert_eq!(info["kind"], "Component");
-    assert_eq!(
-        info["metadata"]["annotations"]["backstage.io/techdocs-ref"],
-        "dir:."
-    );
-    assert_eq!(info["spec"]["owner"], "group:default/payments");
-    let mkdocs: Value = serde_yaml_ng::from_str(&file("mkdocs.yml")).unwrap();
-    assert_eq!(mkdocs["nav"][0]["Home"], "index.md");
-    assert!(t.steps.iter().any(|s| s.action == "paved:provision"));
 }
 
 #[test]
