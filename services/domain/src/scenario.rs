@@ -67,3 +67,47 @@ pub fn invalid_fields<T: std::fmt::Debug>(r: Result<T, Rejection>) -> Vec<String
         other => panic!("expected invalid argument, got {other:?}"),
     }
 }
+
+/// Every file under `dir`, as (path relative to `dir`, content), in path order.
+pub fn read_tree(dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `files` against the golden files in `tests/golden/<case>` of this crate
+/// (`PAVED_UPDATE_GOLDEN=1` writes them instead).
+pub fn assert_golden(case: &str, files: &[(String, String)]) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case);
+    if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
+        let _ = std::fs::remove_dir_all(&dir);
+        for (path, content) in files {
+            let file = dir.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
+    }
+    assert_eq!(
+        files,
+        read_tree(&dir),
+        "{case} differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
+    );
+}

@@ -191,6 +191,12 @@ async fn setup_with(
     app
 }
 
+/// A client for member `name` of `team`.
+async fn member(app: &TestApp, name: &str, team: &str) -> paved_sdk::Client {
+    app.client_as(Principal::member(name, Name::parse(team).unwrap()))
+        .await
+}
+
 const TEAM_POLICY: &str = "policy:\n  rules:\n    - { environment: production, approval: admin }\n  default: team\n  max_deletions_without_admin: 5\n";
 
 fn namespace(env: &str) -> pb::RequestResourceRequest {
@@ -248,15 +254,9 @@ async fn tenancy_events(app: &TestApp, team: &str) -> Vec<&'static str> {
 async fn a_namespace_is_planned_approved_by_someone_else_and_committed_once() {
     let remote = Remote::new();
     let app = setup(&remote, TEAM_POLICY, "").await;
-    let alice = app
-        .client_as(Principal::member("alice", Name::parse("payments").unwrap()))
-        .await;
-    let bob = app
-        .client_as(Principal::member("bob", Name::parse("payments").unwrap()))
-        .await;
-    let carol = app
-        .client_as(Principal::member("carol", Name::parse("search").unwrap()))
-        .await;
+    let alice = member(&app, "alice", "payments").await;
+    let bob = member(&app, "bob", "payments").await;
+    let carol = member(&app, "carol", "search").await;
 
     // Another team's member may not ask for payments' namespace.
     let e = carol
@@ -370,12 +370,8 @@ async fn production_needs_an_admin_and_big_deletions_need_one_whatever_the_rules
     let remote = Remote::new();
     let policy = "policy:\n  rules:\n    - { environment: production, approval: admin }\n    - { environment: staging, approval: automatic }\n  default: team\n  max_deletions_without_admin: 5\n";
     let app = setup(&remote, policy, "").await;
-    let alice = app
-        .client_as(Principal::member("alice", Name::parse("payments").unwrap()))
-        .await;
-    let bob = app
-        .client_as(Principal::member("bob", Name::parse("payments").unwrap()))
-        .await;
+    let alice = member(&app, "alice", "payments").await;
+    let bob = member(&app, "bob", "payments").await;
 
     // Staging is automatic: planned, approved and applied without anyone.
     let staging = alice.request_resource(namespace("staging")).await.unwrap();
@@ -567,9 +563,7 @@ async fn two_requests_at_the_quota_one_passes_and_bad_input_is_refused_by_field(
 async fn a_remote_that_moved_on_is_built_upon_and_one_that_touched_the_plan_is_planned_again() {
     let remote = Remote::new();
     let app = setup(&remote, TEAM_POLICY, "").await;
-    let bob = app
-        .client_as(Principal::member("bob", Name::parse("payments").unwrap()))
-        .await;
+    let bob = member(&app, "bob", "payments").await;
     let r = app
         .client
         .request_resource(namespace("staging"))
@@ -717,9 +711,7 @@ async fn a_crash_between_the_push_and_the_outcome_makes_one_commit_and_one_outco
         .count();
     assert_eq!(outcomes, 1);
     // A request that crashed before its push is pushed once on restart.
-    let alice = app
-        .client_as(Principal::member("alice", Name::parse("payments").unwrap()))
-        .await;
+    let alice = member(&app, "alice", "payments").await;
     let second = alice
         .request_resource(namespace("production"))
         .await
@@ -780,9 +772,7 @@ async fn a_provisioned_database_is_a_catalog_resource_and_retiring_its_service_p
  {
     let remote = Remote::new();
     let app = setup(&remote, TEAM_POLICY, "").await;
-    let bob = app
-        .client_as(Principal::member("bob", Name::parse("payments").unwrap()))
-        .await;
+    let bob = member(&app, "bob", "payments").await;
     let ns = app
         .client
         .request_resource(namespace("staging"))

@@ -2,8 +2,6 @@
 //! approval policy, quotas, and the renderer's files (golden, and each
 //! manifest read back into its `k8s-openapi` type).
 
-use std::path::PathBuf;
-
 use super::render::{self, Rendered};
 use super::*;
 use crate::catalog::{
@@ -656,44 +654,9 @@ fn an_argo_cd_application_renders_into_the_teams_project_and_namespace() {
     ));
 }
 
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/provisioning")
-}
-
-/// Compares the rendered files with `tests/golden/provisioning/<case>/`
-/// (`PAVED_UPDATE_GOLDEN=1` writes them instead).
+/// Compares the rendered files with `tests/golden/provisioning/<case>/`.
 fn assert_golden(case: &str, rendered: &Rendered) {
-    let dir = golden_dir().join(case);
-    if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
-        let _ = std::fs::remove_dir_all(&dir);
-        for (path, content) in &rendered.files {
-            let file = dir.join(path);
-            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-            std::fs::write(file, content).unwrap();
-        }
-    }
-    let mut expected = Vec::new();
-    let mut stack = vec![dir.clone()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(&dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                expected.push((rel, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    expected.sort();
-    assert_eq!(
-        rendered.files, expected,
-        "{case} differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
-    );
+    crate::scenario::assert_golden(&format!("provisioning/{case}"), &rendered.files);
 }
 
 #[test]

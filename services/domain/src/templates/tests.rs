@@ -3,35 +3,13 @@
 //! (manifests read back into their Kubernetes types, the workflow has the
 //! seed's stages in order, the descriptor is a Component with TechDocs).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use super::*;
+use crate::scenario::{assert_golden, read_tree};
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Every file under `dir`, as (path relative to `dir`, content).
-fn read_tree(dir: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-            } else {
-                let rel = path
-                    .strip_prefix(dir)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned();
-                out.push((rel, std::fs::read_to_string(&path).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn template(name: &str) -> (Value, Template) {
@@ -85,20 +63,7 @@ fn render_shipped(name: &str) -> Vec<(String, String)> {
 fn every_shipped_template_renders_to_its_golden_files() {
     for name in SHIPPED {
         let rendered = render_shipped(name);
-        let golden = repo_root().join(format!("services/domain/tests/golden/templates/{name}"));
-        if std::env::var_os("PAVED_UPDATE_GOLDEN").is_some() {
-            let _ = std::fs::remove_dir_all(&golden);
-            for (path, content) in &rendered {
-                let file = golden.join(path);
-                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-                std::fs::write(file, content).unwrap();
-            }
-        }
-        assert_eq!(
-            rendered,
-            read_tree(&golden),
-            "{name} differs from its golden files (PAVED_UPDATE_GOLDEN=1 rewrites them)"
-        );
+        assert_golden(&format!("templates/{name}"), &rendered);
         let file = |p: &str| &rendered.iter().find(|(q, _)| q == p).unwrap().1;
         // The workflow is copied as it is: GitHub's own ${{ }} expressions stay.
         assert!(

@@ -347,28 +347,7 @@ impl GitopsWriter {
         match r.state {
             RequestState::Requested => {
                 let base = repo.head().await?;
-                match self.plan(repo, team, &tenancy, number, base).await? {
-                    Ok(plan) => {
-                        let command = ProvisioningCommand::Plan {
-                            number,
-                            plan: plan.clone(),
-                            policy: self.rules.policy.clone(),
-                        };
-                        self.record(team, &format!("plan:{id}:{}", plan_digest(&plan)), command)
-                            .await
-                    }
-                    Err(why) => {
-                        self.record(
-                            team,
-                            &format!("fail:{id}"),
-                            ProvisioningCommand::Fail {
-                                number,
-                                reason: why,
-                            },
-                        )
-                        .await
-                    }
-                }
+                self.plan_or_fail(repo, team, &tenancy, number, base).await
             }
             RequestState::Approved => {
                 // Keyed by the plan: a request planned again is started again.
@@ -430,6 +409,34 @@ impl GitopsWriter {
         .map(|_| Step::Wait)
     }
 
+    /// Plans request `number` against `base` and records the plan, or the
+    /// failure that there is none.
+    async fn plan_or_fail(
+        &self,
+        repo: &Repo,
+        team: &Name,
+        tenancy: &Tenancy,
+        number: u64,
+        base: Option<String>,
+    ) -> Result<Step, GitError> {
+        let id = request_id(team.as_str(), number);
+        match self.plan(repo, team, tenancy, number, base).await? {
+            Ok(plan) => {
+                let key = format!("plan:{id}:{}", plan_digest(&plan));
+                let command = ProvisioningCommand::Plan {
+                    number,
+                    plan,
+                    policy: self.rules.policy.clone(),
+                };
+                self.record(team, &key, command).await
+            }
+            Err(reason) => {
+                let command = ProvisioningCommand::Fail { number, reason };
+                self.record(team, &format!("fail:{id}"), command).await
+            }
+        }
+    }
+
     /// Renders request `number` against the branch at `base`: the plan,
     /// or why there is none.
     async fn plan(
@@ -447,10 +454,14 @@ impl GitopsWriter {
         };
         let present = repo.files_under(base.as_deref(), &dir).await?;
         let mut files = Vec::new();
+        // What the branch holds of each of `files`, in the same order.
+        let mut before = Vec::new();
         let mut unchanged = Vec::new();
         let mut drift = Vec::new();
         match r.action {
             Action::Decommission => {
+                let paths: Vec<&str> = present.iter().map(String::as_str).collect();
+                before = repo.read(base.as_deref(), &paths).await?;
                 for path in &present {
                     files.push(PlannedFile {
                         path: path.clone(),
@@ -510,6 +521,7 @@ impl GitopsWriter {
                         unchanged.push(file);
                     } else {
                         files.push(file);
+                        before.push(current);
                     }
                 }
                 // Files in the resource's directory Paved does not render
@@ -522,8 +534,6 @@ impl GitopsWriter {
                 drift.sort();
             }
         }
-        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-        let before = repo.read(base.as_deref(), &paths).await?;
         let diff = unified_diff(&files, &before);
         if files.is_empty() && r.action == Action::Create {
             // The branch already holds exactly this: the plan writes it as
@@ -551,6 +561,7 @@ impl GitopsWriter {
             return Ok(Step::Wait);
         };
         let paths: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        let digest = plan_digest(&plan);
         for attempt in 0..self.timing.push_attempts.max(1) {
             // The scan fetched; after a refused push, fetch what beat us.
             if attempt > 0 {
@@ -558,7 +569,7 @@ impl GitopsWriter {
             }
             let head = repo.head().await?;
             if let Some(sha) = repo
-                .find_trailer(&plan.base, &id, &plan_digest(&plan))
+                .find_trailer(&plan.base, head.as_deref(), &id, &digest)
                 .await?
             {
                 tracing::info!(request = %id, commit = %sha, "found the request's commit on the branch");
@@ -583,32 +594,7 @@ impl GitopsWriter {
                 // Someone changed the plan's files since it was made: plan
                 // again against them (and approve again, as the policy says).
                 tracing::info!(request = %id, "the branch changed the plan's files; planning again");
-                return match self.plan(repo, team, tenancy, number, head).await? {
-                    Ok(plan) => {
-                        let digest = plan_digest(&plan);
-                        self.record(
-                            team,
-                            &format!("plan:{id}:{digest}"),
-                            ProvisioningCommand::Plan {
-                                number,
-                                plan,
-                                policy: self.rules.policy.clone(),
-                            },
-                        )
-                        .await
-                    }
-                    Err(why) => {
-                        self.record(
-                            team,
-                            &format!("fail:{id}"),
-                            ProvisioningCommand::Fail {
-                                number,
-                                reason: why,
-                            },
-                        )
-                        .await
-                    }
-                };
+                return self.plan_or_fail(repo, team, tenancy, number, head).await;
             }
             let message = format!(
                 "paved: {} {} {} of {team}\n\nRequested by {}, approved by {}.\n\n{REQUEST_TRAILER}: {id}\n{PLAN_TRAILER}: {}\n",
@@ -617,7 +603,7 @@ impl GitopsWriter {
                 r.spec.id(),
                 r.requested_by,
                 r.approved_by.as_deref().unwrap_or("the policy"),
-                plan_digest(&plan),
+                digest,
             );
             let sha = repo.commit(head.as_deref(), &plan.files, &message).await?;
             if repo.push(&sha).await? {

@@ -34,10 +34,10 @@ impl Repo {
     /// Clones `config.url` into the work dir (or reuses the clone there).
     pub async fn open(config: &RepositoryConfig) -> Result<Self, GitError> {
         let dir = config.workdir.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!(
-                "paved-gitops-{:016x}",
-                fxhash(config.url.as_bytes())
-            ))
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(config.url.as_bytes());
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            std::env::temp_dir().join(format!("paved-gitops-{hex}"))
         });
         let mut env = vec![
             // Never wait for a prompt: a missing credential is an error.
@@ -308,24 +308,24 @@ impl Repo {
         Ok(sha.trim().to_owned())
     }
 
-    /// The commit on the branch after `base` (all when `base` is empty)
-    /// whose `Paved-Request` trailer is exactly `request` and whose
+    /// The commit from after `base` (from the start when `base` is empty)
+    /// up to the branch's `head` whose `Paved-Request` trailer is exactly `request` and whose
     /// `Paved-Plan` trailer is exactly `plan`. Both: another installation
     /// of Paved writing the same repository numbers its requests the same.
     pub async fn find_trailer(
         &self,
         base: &str,
+        head: Option<&str>,
         request: &str,
         plan: &str,
     ) -> Result<Option<String>, GitError> {
-        let remote = format!("refs/remotes/origin/{}", self.branch);
-        if self.head().await?.is_none() {
+        let Some(head) = head else {
             return Ok(None);
-        }
+        };
         let range = if base.is_empty() {
-            remote
+            head.to_owned()
         } else {
-            format!("{base}..{remote}")
+            format!("{base}..{head}")
         };
         let format = format!(
             "--format=%H%x00%(trailers:key={},valueonly,separator=%x01)%x00%(trailers:key={},valueonly,separator=%x01)%x02",
@@ -376,13 +376,6 @@ impl Repo {
             Err(e) => Err(e),
         }
     }
-}
-
-/// A stable 64-bit digest (FNV-1a) for names of work dirs.
-fn fxhash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn shell_quote(s: &str) -> String {
