@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/eventlog.proto",
     "paved/v1/delivery.proto",
     "paved/v1/provisioning.proto",
+    "paved/v1/templates.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

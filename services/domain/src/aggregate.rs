@@ -33,10 +33,14 @@ pub enum AggregateKind {
     Entity,
     /// A team's provisioned resources and its requests.
     Tenancy,
+    /// A golden-path template's published versions.
+    Template,
+    /// One run of a template.
+    Task,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 12] = [
+    pub const ALL: [AggregateKind; 14] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -49,6 +53,8 @@ impl AggregateKind {
         Self::Quarantine,
         Self::Entity,
         Self::Tenancy,
+        Self::Template,
+        Self::Task,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
@@ -64,6 +70,7 @@ impl AggregateKind {
             Self::Deployment | Self::Change | Self::Incident => "delivery",
             Self::Quarantine => "ops",
             Self::Tenancy => "provisioning",
+            Self::Template | Self::Task => "templates",
         }
     }
 
@@ -82,6 +89,8 @@ impl AggregateKind {
             Self::Quarantine => "quarantine",
             Self::Entity => "entity",
             Self::Tenancy => "tenancy",
+            Self::Template => "template",
+            Self::Task => "task",
         }
     }
 

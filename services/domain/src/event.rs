@@ -7,6 +7,8 @@ use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::ops::OpsEvent;
 use crate::provisioning::ProvisioningEvent;
 use crate::surveys::SurveyEvent;
+use crate::templates::library::TemplateEvent;
+use crate::templates::task::TaskEvent;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -22,6 +24,8 @@ pub enum Event {
     Ops(OpsEvent),
     Entity(EntityEvent),
     Provisioning(ProvisioningEvent),
+    Template(TemplateEvent),
+    Task(TaskEvent),
 }
 
 impl Event {
@@ -40,6 +44,8 @@ impl Event {
             Event::Ops(e) => e.type_name(),
             Event::Entity(e) => e.type_name(),
             Event::Provisioning(e) => e.type_name(),
+            Event::Template(e) => e.type_name(),
+            Event::Task(e) => e.type_name(),
         }
     }
 
@@ -93,6 +99,14 @@ impl Event {
         "ProvisionApplied",
         "ProvisionVerified",
         "ProvisionFailed",
+        "TemplatePublished",
+        "TaskCreated",
+        "TaskStepStarted",
+        "TaskStepFinished",
+        "TaskStepSkipped",
+        "TaskStepFailed",
+        "TaskRetried",
+        "TaskCompleted",
     ];
 }
 

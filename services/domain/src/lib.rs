@@ -13,7 +13,8 @@
 //!   figures computed from them, with the performance levels.
 //! - [`provisioning`]: a team's namespaces and databases, requested, planned,
 //!   approved and applied through the GitOps repository; the pure renderer.
-//! - [`templates`]: golden-path templates (Backstage v1beta3): checked, and their skeletons rendered.
+//! - [`templates`]: golden-path templates (Backstage v1beta3): checked, their
+//!   skeletons rendered, their published versions and their runs (tasks).
 //! - [`ops`]: operations on the log itself (quarantining a message that cannot be applied).
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!

@@ -20,6 +20,8 @@ use paved_domain::provisioning::{
 use paved_domain::surveys::{
     Answers, Audience, DEFAULT_NPS_QUESTION, ResponseContent, SurveyEvent, SurveySpec,
 };
+use paved_domain::templates::library::{TemplateEvent, TemplateVersion};
+use paved_domain::templates::task::{StepDef, TaskEvent, Upgrade};
 use paved_domain::validate::Violations;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_proto::v1 as pb;
@@ -783,6 +785,8 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
             })
         }
         Event::Provisioning(e) => provisioning_to_proto(e),
+        Event::Template(e) => template_to_proto(e),
+        Event::Task(e) => task_to_proto(e),
         Event::Ops(OpsEvent::MessageQuarantined(q)) => {
             Kind::MessageQuarantined(pb::MessageQuarantined {
                 statement: Some(statement_to_proto(&q.statement)),
@@ -1252,6 +1256,70 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             reason: e.reason.clone(),
         }
         .into(),
+        Kind::TemplatePublished(e) => TemplateEvent::Published(TemplateVersion {
+            version: e.version,
+            document: json("document_json", &e.document_json)?,
+            files: e
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.content.clone()))
+                .collect(),
+            digest: e.digest.clone(),
+        })
+        .into(),
+        Kind::TaskCreated(e) => TaskEvent::Created {
+            template: name("template", &e.template)?,
+            version: e.version,
+            team: name("team", &e.team)?,
+            parameters: match json("parameters_json", &e.parameters_json)? {
+                serde_json::Value::Object(m) => m,
+                _ => return Err(field_err("parameters_json", "is not a JSON object")),
+            },
+            steps: e
+                .steps
+                .iter()
+                .map(|s| StepDef {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    action: s.action.clone(),
+                })
+                .collect(),
+            upgrade: optional_name("upgrade_service", &e.upgrade_service)?.map(|service| Upgrade {
+                service,
+                from_version: e.upgrade_from_version,
+            }),
+        }
+        .into(),
+        Kind::TaskStepStarted(e) => TaskEvent::StepStarted {
+            step: e.step.clone(),
+            attempt: e.attempt,
+        }
+        .into(),
+        Kind::TaskStepFinished(e) => TaskEvent::StepFinished {
+            step: e.step.clone(),
+            output: json("output_json", &e.output_json)?,
+            log: e.log.clone(),
+        }
+        .into(),
+        Kind::TaskStepSkipped(e) => TaskEvent::StepSkipped {
+            step: e.step.clone(),
+            why: e.why.clone(),
+        }
+        .into(),
+        Kind::TaskStepFailed(e) => TaskEvent::StepFailed {
+            step: e.step.clone(),
+            reason: e.reason.clone(),
+            log: e.log.clone(),
+        }
+        .into(),
+        Kind::TaskRetried(e) => TaskEvent::Retried {
+            step: e.step.clone(),
+        }
+        .into(),
+        Kind::TaskCompleted(e) => TaskEvent::Completed {
+            output: json("output_json", &e.output_json)?,
+        }
+        .into(),
         Kind::MessageQuarantined(e) => OpsEvent::MessageQuarantined(Quarantine {
             statement: statement_from_proto(
                 e.statement
@@ -1437,6 +1505,97 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Ops(_) => AggregateKind::Quarantine,
         Event::Entity(_) => AggregateKind::Entity,
         Event::Provisioning(_) => AggregateKind::Tenancy,
+        Event::Template(_) => AggregateKind::Template,
+        Event::Task(_) => AggregateKind::Task,
+    }
+}
+
+/// A JSON field of an event (empty: null).
+fn json(field: &str, text: &str) -> Result<serde_json::Value, DecodeError> {
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(text).map_err(|e| field_err(field, e.to_string()))
+}
+
+/// JSON of a value for an event field (null: empty).
+fn json_text(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        String::new()
+    } else {
+        v.to_string()
+    }
+}
+
+fn template_to_proto(e: &TemplateEvent) -> Kind {
+    let TemplateEvent::Published(v) = e;
+    Kind::TemplatePublished(pb::TemplatePublished {
+        version: v.version,
+        document_json: v.document.to_string(),
+        files: v
+            .files
+            .iter()
+            .map(|(path, content)| pb::TemplateFile {
+                path: path.clone(),
+                content: content.clone(),
+            })
+            .collect(),
+        digest: v.digest.clone(),
+    })
+}
+
+fn task_to_proto(e: &TaskEvent) -> Kind {
+    match e {
+        TaskEvent::Created {
+            template,
+            version,
+            team,
+            parameters,
+            steps,
+            upgrade,
+        } => Kind::TaskCreated(pb::TaskCreated {
+            template: template.to_string(),
+            version: *version,
+            team: team.to_string(),
+            parameters_json: serde_json::Value::Object(parameters.clone()).to_string(),
+            steps: steps
+                .iter()
+                .map(|s| pb::TaskStepDef {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    action: s.action.clone(),
+                })
+                .collect(),
+            upgrade_service: upgrade
+                .as_ref()
+                .map(|u| u.service.to_string())
+                .unwrap_or_default(),
+            upgrade_from_version: upgrade.as_ref().map_or(0, |u| u.from_version),
+        }),
+        TaskEvent::StepStarted { step, attempt } => Kind::TaskStepStarted(pb::TaskStepStarted {
+            step: step.clone(),
+            attempt: *attempt,
+        }),
+        TaskEvent::StepFinished { step, output, log } => {
+            Kind::TaskStepFinished(pb::TaskStepFinished {
+                step: step.clone(),
+                output_json: json_text(output),
+                log: log.clone(),
+            })
+        }
+        TaskEvent::StepSkipped { step, why } => Kind::TaskStepSkipped(pb::TaskStepSkipped {
+            step: step.clone(),
+            why: why.clone(),
+        }),
+        TaskEvent::StepFailed { step, reason, log } => Kind::TaskStepFailed(pb::TaskStepFailed {
+            step: step.clone(),
+            reason: reason.clone(),
+            log: log.clone(),
+        }),
+        TaskEvent::Retried { step } => Kind::TaskRetried(pb::TaskRetried { step: step.clone() }),
+        TaskEvent::Completed { output } => Kind::TaskCompleted(pb::TaskCompleted {
+            output_json: json_text(output),
+        }),
     }
 }
 

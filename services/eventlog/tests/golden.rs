@@ -635,11 +635,92 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
             reason: "render failed".into(),
         },
     ];
-    let cases = cases.into_iter().chain(
-        provisioning
-            .into_iter()
-            .map(|e| (AggregateKind::Tenancy, "payments", e.into())),
-    );
+    use paved_domain::templates::library::{TemplateEvent, TemplateVersion};
+    use paved_domain::templates::task::{StepDef, TaskEvent, Upgrade};
+    let template = TemplateEvent::Published(TemplateVersion {
+        version: 2,
+        document: serde_json::json!({"apiVersion": "scaffolder.backstage.io/v1beta3",
+            "kind": "Template", "metadata": {"name": "rest-api"}, "spec": {"owner": "platform", "steps": []}}),
+        files: vec![
+            ("skeleton/README.md".into(), "# ${{ values.name }}\n".into()),
+            ("skeleton/empty".into(), String::new()),
+        ],
+        digest: "ab".repeat(32),
+    });
+    let parameters: serde_json::Map<String, serde_json::Value> = serde_json::from_value(
+        serde_json::json!({"name": "payments-api", "replicas": 3, "db": true}),
+    )
+    .unwrap();
+    let task = vec![
+        TaskEvent::Created {
+            template: n("rest-api"),
+            version: 2,
+            team: n("payments"),
+            parameters: parameters.clone(),
+            steps: vec![StepDef {
+                id: "fetch".into(),
+                name: "Render".into(),
+                action: "fetch:template".into(),
+            }],
+            upgrade: None,
+        },
+        TaskEvent::Created {
+            template: n("rest-api"),
+            version: 3,
+            team: n("payments"),
+            parameters,
+            steps: vec![],
+            upgrade: Some(Upgrade {
+                service: n("payments-api"),
+                from_version: 2,
+            }),
+        },
+        TaskEvent::StepStarted {
+            step: "fetch".into(),
+            attempt: 2,
+        },
+        TaskEvent::StepFinished {
+            step: "fetch".into(),
+            output: serde_json::json!({"files": ["a", "b"]}),
+            log: "rendered 2 files".into(),
+        },
+        TaskEvent::StepFinished {
+            step: "log".into(),
+            output: serde_json::Value::Null,
+            log: String::new(),
+        },
+        TaskEvent::StepSkipped {
+            step: "db".into(),
+            why: "if: false".into(),
+        },
+        TaskEvent::StepFailed {
+            step: "publish".into(),
+            reason: "refused".into(),
+            log: "git push: refused".into(),
+        },
+        TaskEvent::Retried {
+            step: "publish".into(),
+        },
+        TaskEvent::Completed {
+            output: serde_json::json!({"links": [{"url": "x"}]}),
+        },
+    ];
+    let cases = cases
+        .into_iter()
+        .chain(
+            provisioning
+                .into_iter()
+                .map(|e| (AggregateKind::Tenancy, "payments", e.into())),
+        )
+        .chain(std::iter::once((
+            AggregateKind::Template,
+            "rest-api",
+            template.into(),
+        )))
+        .chain(
+            task.into_iter()
+                .map(|e| (AggregateKind::Task, "rest-api-0123456789ab", e.into())),
+        );
     for (kind, id, event) in cases {
         let c = Commit {
             kind,

@@ -3,9 +3,17 @@
 //! rendered — pure, from the template's files and the values, with a
 //! Jinja engine (minijinja) set to Backstage's `${{ … }}` delimiters.
 //!
-//! What is here is the first slice of golden paths: checking a template
-//! (its steps, their actions) and rendering a skeleton (`fetch:template`).
-//! The task runner that carries steps out is not built yet.
+//! - this module: checking a template ([`check_template`]), its parameters
+//!   against its forms ([`parameters`], JSON Schema), step inputs
+//!   ([`render_input`], [`condition_holds`]) and skeletons
+//!   ([`render_skeleton`], [`render_fetch`], [`render_workspace`]).
+//! - [`library`]: the published versions of a template, each with its own
+//!   files (aggregate `template`, `paved.templates.template.<name>`).
+//! - [`task`]: one run of a template, step by step (aggregate `task`,
+//!   `paved.templates.task.<id>`): what the task runner did and is doing.
+
+pub mod library;
+pub mod task;
 
 #[cfg(test)]
 mod tests;
@@ -30,6 +38,16 @@ pub const ACTIONS: &[&str] = &[
     "debug:log",
 ];
 
+/// The actions that render files into the task's workspace.
+pub const FETCH_ACTIONS: &[&str] = &["fetch:template", "fetch:plain"];
+
+/// The action of an upgrade task's one step (not for templates to name):
+/// a three-way merge of a newer version into the service's repository.
+pub const UPGRADE_ACTION: &str = "paved:template-upgrade";
+
+/// The annotation Backstage templates declare the time they save with (ISO 8601).
+pub const TIME_SAVED_ANNOTATION: &str = "backstage.io/time-saved";
+
 /// One step of a template.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Step {
@@ -39,6 +57,27 @@ pub struct Step {
     pub input: Value,
     /// The step runs only when this expression is true (`if`).
     pub condition: Option<String>,
+}
+
+/// Most steps of one template.
+pub const MAX_STEPS: usize = 64;
+
+/// The directory of a template's files a fetch step's `url` names
+/// (`./skeleton` → `skeleton`; `.` → the template's own directory, ``),
+/// or `None` when it is not one (a URL, an absolute path, `..`).
+pub fn source_dir(url: &str) -> Option<String> {
+    if url.contains("://") || url.starts_with('/') || url.contains('\\') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for seg in url.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return None,
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 /// A checked template.
@@ -91,11 +130,17 @@ pub fn check_template(doc: &Value) -> Result<Template, Vec<FieldViolation>> {
                 format!("spec.parameters[{i}]"),
                 "must be a JSON Schema object",
             );
+        } else if let Err(why) = schema_validator(page) {
+            push(format!("spec.parameters[{i}]"), &why);
         }
     }
     let mut steps = Vec::new();
     let mut ids = BTreeSet::new();
     match &doc["spec"]["steps"] {
+        Value::Array(list) if list.len() > MAX_STEPS => push(
+            "spec.steps".into(),
+            &format!("has {} steps, at most {MAX_STEPS}", list.len()),
+        ),
         Value::Array(list) => {
             for (i, s) in list.iter().enumerate() {
                 let id = s["id"].as_str().unwrap_or_default();
@@ -109,6 +154,17 @@ pub fn check_template(doc: &Value) -> Result<Template, Vec<FieldViolation>> {
                     push(
                         format!("spec.steps[{i}].action"),
                         "is not an action Paved runs (fetch:template, fetch:plain, publish:git, catalog:register, paved:provision, paved:argocd-app, debug:log)",
+                    );
+                }
+                // A skeleton comes from the template's own files.
+                if FETCH_ACTIONS.contains(&action)
+                    && let Some(url) = s["input"]["url"].as_str()
+                    && !url.contains("${{")
+                    && source_dir(url).is_none()
+                {
+                    push(
+                        format!("spec.steps[{i}].input.url"),
+                        "must be a directory of the template's own (a relative path such as ./skeleton, without ..)",
                     );
                 }
                 let condition = match &s["if"] {
@@ -196,54 +252,89 @@ pub fn parse_repo_url(url: &str) -> Value {
     out
 }
 
-/// The parameters of a run: the given ones, then each page's `default`s
-/// for what is not given; and the fields that are required and missing,
-/// or not the type the schema says (`string`, `number`, `integer`,
-/// `boolean`), by their path. `ui:*` keys are ignored.
-///
-/// This is not a full JSON Schema validator (no patterns, formats,
-/// bounds): the server-side check the issue asks for is not built yet.
+/// The parameters of a run, checked against the template's forms: the
+/// given ones, then each page's `default`s for what is not given; a string
+/// given for a `number`, `integer` or `boolean` property is read as one
+/// (`--param replicas=3` on the command line gives a string); then every
+/// page is validated as the JSON Schema it is (patterns, bounds, enums,
+/// formats, required fields…), each problem named by its path
+/// (`parameters.name`). `ui:*` keys are form hints, not schema, and are
+/// ignored, as the JSON Schema rules for unknown keywords say.
 pub fn parameters(
     template: &Template,
     given: &serde_json::Map<String, Value>,
 ) -> Result<serde_json::Map<String, Value>, Vec<FieldViolation>> {
     let mut out = given.clone();
-    let mut v = Vec::new();
     for page in &template.parameters {
         let props = page["properties"].as_object().cloned().unwrap_or_default();
         for (name, schema) in &props {
-            if !out.contains_key(name)
-                && let Some(d) = schema.get("default")
-            {
-                out.insert(name.clone(), d.clone());
-            }
-            if let (Some(value), Some(kind)) = (out.get(name), schema["type"].as_str()) {
-                let fits = match kind {
-                    "string" => value.is_string(),
-                    "number" => value.is_number(),
-                    "integer" => value.is_i64() || value.is_u64(),
-                    "boolean" => value.is_boolean(),
-                    _ => true,
-                };
-                if !fits {
-                    v.push(FieldViolation::new(
-                        format!("parameters.{name}"),
-                        format!("must be a {kind}"),
-                    ));
+            match out.get(name) {
+                None => {
+                    if let Some(d) = schema.get("default") {
+                        out.insert(name.clone(), d.clone());
+                    }
                 }
-            }
-        }
-        for name in page["required"].as_array().into_iter().flatten() {
-            let name = name.as_str().unwrap_or_default();
-            if !out.contains_key(name) {
-                v.push(FieldViolation::new(
-                    format!("parameters.{name}"),
-                    "is required",
-                ));
+                Some(Value::String(s)) => {
+                    let coerced = match schema["type"].as_str() {
+                        Some("integer") => s.trim().parse::<i64>().ok().map(Value::from),
+                        Some("number") => s
+                            .trim()
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(serde_json::Number::from_f64)
+                            .map(Value::Number),
+                        Some("boolean") => s.trim().parse::<bool>().ok().map(Value::Bool),
+                        _ => None,
+                    };
+                    if let Some(c) = coerced {
+                        out.insert(name.clone(), c);
+                    }
+                }
+                Some(_) => {}
             }
         }
     }
+    let instance = Value::Object(out.clone());
+    let mut v = Vec::new();
+    for (i, page) in template.parameters.iter().enumerate() {
+        let validator = match schema_validator(page) {
+            Ok(x) => x,
+            Err(why) => {
+                v.push(FieldViolation::new(format!("spec.parameters[{i}]"), why));
+                continue;
+            }
+        };
+        for e in validator.iter_errors(&instance) {
+            let path = e.instance_path().to_string();
+            let mut field = String::from("parameters");
+            for token in path.split('/').filter(|t| !t.is_empty()) {
+                field.push('.');
+                field.push_str(&token.replace("~1", "/").replace("~0", "~"));
+            }
+            // A missing required property is reported at the object; name it.
+            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                if let Some(p) = property.as_str() {
+                    field.push('.');
+                    field.push_str(p);
+                }
+                v.push(FieldViolation::new(field, "is required"));
+                continue;
+            }
+            v.push(FieldViolation::new(field, e.to_string()));
+        }
+    }
+    v.sort_by(|a, b| a.field.cmp(&b.field));
+    v.dedup();
     if v.is_empty() { Ok(out) } else { Err(v) }
+}
+
+/// A validator for one form page (JSON Schema, draft 7 unless it says
+/// otherwise); the reason when the page is not a schema.
+fn schema_validator(page: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(page)
+        .map_err(|e| format!("is not a valid JSON Schema: {e}"))
 }
 
 /// Renders a step's `input` with `context` (`parameters`, `steps`): every
@@ -359,4 +450,159 @@ pub fn glob(pattern: &str, path: &str) -> bool {
     let p: Vec<&str> = pattern.trim_start_matches("./").split('/').collect();
     let s: Vec<&str> = path.split('/').collect();
     segments(&p, &s)
+}
+
+/// Is `path` a relative path of plain segments (what a workspace may hold)?
+fn workspace_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|s| !s.is_empty() && s != "." && s != ".." && s != ".git")
+        && !path.chars().any(|c| c.is_control() || c == '\\')
+}
+
+/// Renders fetch step `step` (`fetch:template` or `fetch:plain`) with
+/// `context` (`parameters`, `steps`): the template's `files` under the
+/// step's `url`, rendered (`values`, `copyWithoutTemplating`) or copied
+/// as they are, each at its place in the workspace (under `targetPath`).
+/// A rendered path that would leave the workspace is an error.
+pub fn render_fetch(
+    step: &Step,
+    files: &[(String, String)],
+    context: &Value,
+) -> Result<Vec<(String, String)>, RenderError> {
+    let at = |field: &str| format!("steps.{}.input.{field}", step.id);
+    let input = render_input(&step.input, context)?;
+    let url = input["url"].as_str().unwrap_or_default();
+    let dir = source_dir(url)
+        .filter(|_| !url.is_empty())
+        .ok_or_else(|| RenderError {
+            path: at("url"),
+            why: format!("{url:?} is not a directory of the template's own"),
+        })?;
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let skeleton: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|(p, c)| p.strip_prefix(&prefix).map(|r| (r.to_owned(), c.clone())))
+        .collect();
+    if skeleton.is_empty() {
+        return Err(RenderError {
+            path: at("url"),
+            why: format!("the template has no files under {url}"),
+        });
+    }
+    let rendered = if step.action == "fetch:plain" {
+        skeleton
+    } else {
+        let verbatim: Vec<String> = input["copyWithoutTemplating"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g.as_str().map(str::to_owned))
+            .collect();
+        render_skeleton(&skeleton, &input["values"], &verbatim)?
+    };
+    let target = match &input["targetPath"] {
+        Value::Null => String::new(),
+        Value::String(t) => source_dir(t).ok_or_else(|| RenderError {
+            path: at("targetPath"),
+            why: format!("{t:?} must be a relative path inside the workspace"),
+        })?,
+        _ => {
+            return Err(RenderError {
+                path: at("targetPath"),
+                why: "must be a path".into(),
+            });
+        }
+    };
+    rendered
+        .into_iter()
+        .map(|(p, c)| {
+            let path = if target.is_empty() {
+                p
+            } else {
+                format!("{target}/{p}")
+            };
+            if workspace_path(&path) {
+                Ok((path, c))
+            } else {
+                Err(RenderError {
+                    path: path.clone(),
+                    why: "the rendered path leaves the workspace (empty, absolute, `..` or `.git`)"
+                        .into(),
+                })
+            }
+        })
+        .collect()
+}
+
+/// The workspace the fetch steps among `steps` make, in order (a later
+/// step's file replaces an earlier one's), each when its `if` holds.
+/// Pure: the same template, files and context always make the same files.
+pub fn render_workspace<'a>(
+    steps: impl IntoIterator<Item = &'a Step>,
+    files: &[(String, String)],
+    context: &Value,
+) -> Result<Vec<(String, String)>, RenderError> {
+    let mut out = std::collections::BTreeMap::new();
+    for step in steps {
+        if !FETCH_ACTIONS.contains(&step.action.as_str()) {
+            continue;
+        }
+        if let Some(c) = &step.condition
+            && !condition_holds(c, context)?
+        {
+            continue;
+        }
+        out.extend(render_fetch(step, files, context)?);
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Does a step's `if` hold? The expression's value as Backstage reads it:
+/// false, null, an empty string, `"false"`, 0 and an empty list or mapping
+/// are false.
+pub fn condition_holds(condition: &str, context: &Value) -> Result<bool, RenderError> {
+    let value = render_input(&Value::String(condition.to_owned()), context)?;
+    Ok(match value {
+        Value::Null => false,
+        Value::Bool(b) => b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => {
+            let s = s.trim();
+            !s.is_empty() && s != "false"
+        }
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    })
+}
+
+/// The time a template says it saves (`backstage.io/time-saved`, an ISO
+/// 8601 duration such as `PT4H` or `P1DT2H30M`), in seconds.
+pub fn time_saved(document: &Value) -> Option<u64> {
+    let text = document["metadata"]["annotations"][TIME_SAVED_ANNOTATION].as_str()?;
+    let rest = text.trim().strip_prefix('P')?;
+    let (days, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = 0u64;
+    let mut read = |part: &str, units: &[(char, u64)]| -> Option<()> {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+            } else {
+                let (_, secs) = units.iter().find(|(u, _)| *u == c)?;
+                total += number.parse::<u64>().ok()?.checked_mul(*secs)?;
+                number.clear();
+            }
+        }
+        number.is_empty().then_some(())
+    };
+    read(days, &[('W', 7 * 86_400), ('D', 86_400)])?;
+    read(time, &[('H', 3_600), ('M', 60), ('S', 1)])?;
+    (total > 0).then_some(total)
 }
