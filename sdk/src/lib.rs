@@ -33,6 +33,7 @@ use pb::event_log_service_client::EventLogServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
 use pb::provisioning_service_client::ProvisioningServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
+use pb::template_service_client::TemplateServiceClient;
 
 /// `google.rpc.ErrorInfo` reason of an `ABORTED` for a stale `expected_version`.
 pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
@@ -175,6 +176,7 @@ pub struct Client {
     delivery: DeliveryServiceClient<Transport>,
     metrics: MetricsServiceClient<Transport>,
     provisioning: ProvisioningServiceClient<Transport>,
+    templates: TemplateServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -208,6 +210,9 @@ impl Client {
         let provisioning =
             ProvisioningServiceClient::with_interceptor(channel.clone(), token.clone())
                 .max_decoding_message_size(MAX_MESSAGE_SIZE);
+        let templates = TemplateServiceClient::with_interceptor(channel.clone(), token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let events = EventLogServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
@@ -217,6 +222,7 @@ impl Client {
             delivery,
             metrics,
             provisioning,
+            templates,
             retry: RetryPolicy::default(),
         })
     }
@@ -262,6 +268,11 @@ impl Client {
     /// The generated provisioning client.
     pub fn provisioning(&self) -> ProvisioningServiceClient<Transport> {
         self.provisioning.clone()
+    }
+
+    /// The generated template client.
+    pub fn templates(&self) -> TemplateServiceClient<Transport> {
+        self.templates.clone()
     }
 
     /// The generated survey client.
@@ -395,6 +406,18 @@ commands! {
     approve_request(DecideProvisionRequest) -> ProvisionCommandResponse;
     /// Rejects (or, as its requester, withdraws) a request not yet approved.
     reject_request(DecideProvisionRequest) -> ProvisionCommandResponse;
+}
+
+commands! {
+    templates:
+    /// Publishes a template with its files as its next version.
+    publish_template(PublishTemplateRequest) -> PublishTemplateResponse;
+    /// Runs a template for a team (a task); `dry_run` renders and appends nothing.
+    create_task(CreateTaskRequest) -> CreateTaskResponse;
+    /// Runs a failed task again from its failed step.
+    retry_task(RetryTaskRequest) -> RetryTaskResponse;
+    /// Proposes a service's upgrade to a newer version of its template.
+    upgrade_service(UpgradeServiceRequest) -> UpgradeServiceResponse;
 }
 
 commands! {
@@ -631,6 +654,107 @@ impl Reader<'_> {
                 c.get_dora(r).await
             })
             .await
+    }
+
+    /// A template (version 0: the latest), with its document and files.
+    pub async fn template(&self, name: &str, version: u64) -> Result<pb::TemplateInfo, Error> {
+        let r = pb::GetTemplateRequest {
+            name: name.to_owned(),
+            version,
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_template(r).await },
+            )
+            .await
+    }
+
+    /// The latest version of every template.
+    pub async fn templates(&self) -> Result<Vec<pb::TemplateInfo>, Error> {
+        let r = pb::ListTemplatesRequest {
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_templates(r).await },
+            )
+            .await
+            .map(|r| r.templates)
+    }
+
+    /// A task with its steps.
+    pub async fn task(&self, id: &str) -> Result<pb::TemplateTask, Error> {
+        let r = pb::GetTaskRequest {
+            id: id.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_task(r).await },
+            )
+            .await
+    }
+
+    /// One page of tasks, newest first.
+    pub async fn tasks(&self, mut r: pb::ListTasksRequest) -> Result<pb::ListTasksResponse, Error> {
+        r.min_sequence = self.min_sequence;
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_tasks(r).await },
+            )
+            .await
+    }
+
+    /// Services behind their template's latest version (of `team`, or all).
+    pub async fn outdated_services(&self, team: &str) -> Result<Vec<pb::OutdatedService>, Error> {
+        let r = pb::ListOutdatedServicesRequest {
+            team: team.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.list_outdated_services(r).await },
+            )
+            .await
+            .map(|r| r.services)
+    }
+
+    /// Tasks and time to first deploy per template (and team).
+    pub async fn template_stats(
+        &self,
+        template: &str,
+        team: &str,
+    ) -> Result<Vec<pb::TemplateStats>, Error> {
+        let r = pb::GetTemplateStatsRequest {
+            template: template.to_owned(),
+            team: team.to_owned(),
+            min_sequence: self.min_sequence,
+        };
+        self.client
+            .call_on(
+                &self.client.templates,
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_template_stats(r).await },
+            )
+            .await
+            .map(|r| r.stats)
     }
 
     /// A provisioning request (`<team>/<number>`), with its plan.

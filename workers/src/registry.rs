@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::effects::deployer::{ArgoConfig, Deployer};
 use crate::effects::gitops::{GitopsWriter, ProvisioningConfig};
+use crate::effects::scaffolder::{Registrar, TaskRunner, TemplatesConfig};
 use crate::projections::{
     AuditProjection, CatalogProjection, DeliveryProjection, ProvisioningProjection,
-    SurveysProjection,
+    SurveysProjection, TemplatesProjection,
 };
 use crate::runtime::{self, RebuildProgress, RebuildReport, TableCheck};
 use crate::{Projection, ProjectionError, ProjectionStatus, ProjectionWorker};
@@ -75,6 +76,7 @@ pub fn read_models(needs: &ProjectionNeeds) -> Vec<Box<dyn ReadModel>> {
             needs.delivery_partitions,
         ))),
         Shares::whole(ProvisioningProjection),
+        Shares::whole(TemplatesProjection),
     ]
 }
 
@@ -156,6 +158,10 @@ pub struct EffectNeeds<'a> {
     pub argocd: &'a ArgoConfig,
     /// The GitOps repository and the provisioning rules (`PAVED_PROVISIONING_CONFIG`).
     pub provisioning: &'a ProvisioningConfig,
+    /// Where `publish:git` puts repositories (`PAVED_TEMPLATES_CONFIG`).
+    pub templates: &'a TemplatesConfig,
+    /// The catalog import, for `catalog:register`.
+    pub registrar: std::sync::Arc<dyn Registrar>,
     /// Signs the audit checkpoints; `None`: no checkpoints.
     pub checkpoints: Option<(SigningKey, std::time::Duration)>,
 }
@@ -197,6 +203,23 @@ pub fn effects(needs: EffectNeeds<'_>) -> Result<Vec<(&'static str, Job)>, Strin
             }),
         ));
     }
+    let runner = TaskRunner::new(
+        Executor::new(needs.log.clone(), 10_000),
+        needs.pool.clone(),
+        needs.templates.clone(),
+        needs.provisioning.rules(),
+        needs.argocd.environments.keys().cloned().collect(),
+        needs.registrar.clone(),
+    );
+    jobs.push((
+        "template-runner",
+        Box::new(move |token| {
+            Box::pin(async move {
+                runner.run(token).await;
+                Ok(())
+            })
+        }),
+    ));
     if let Some((key, every)) = needs.checkpoints {
         let checkpointer = crate::checkpoint::Checkpointer::new(needs.log.clone(), key, every);
         jobs.push((

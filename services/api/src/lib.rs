@@ -10,6 +10,7 @@
 //! - [`delivery`]: `paved.v1.DeliveryService` and `paved.v1.MetricsService` (DORA).
 //! - [`webhooks`]: GitHub and Argo CD notification webhooks (HTTP).
 //! - [`provisioning`]: `paved.v1.ProvisioningService` (requests, approvals, plans).
+//! - [`templates`]: `paved.v1.TemplateService` (template versions, tasks, time to first deploy).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
 pub mod auth;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod provisioning;
 pub mod request;
 pub mod surveys;
+pub mod templates;
 pub mod webhooks;
 
 pub use auth::Authenticator;
@@ -32,3 +34,4 @@ pub use freshness::Freshness;
 pub use metrics::CommandCounters;
 pub use provisioning::ProvisioningApi;
 pub use surveys::SurveyApi;
+pub use templates::TemplateApi;

@@ -87,6 +87,13 @@ versioned!(
 idempotent!(pb::ImportBackstageRequest, pb::SubmitResponseRequest);
 // A team's tenancy: its version is not the caller's business.
 idempotent!(pb::RequestResourceRequest, pb::DecideProvisionRequest);
+// A template's versions and its tasks: versions the caller does not pick.
+idempotent!(
+    pb::PublishTemplateRequest,
+    pb::CreateTaskRequest,
+    pb::RetryTaskRequest,
+    pb::UpgradeServiceRequest,
+);
 
 /// 1..=128 characters of `[A-Za-z0-9._:/-]`.
 pub fn check_request_id(v: &mut Violations, id: &str) {

@@ -554,6 +554,26 @@ impl Executor {
         }
     }
 
+    /// What `command` would append now, decided against the aggregate's
+    /// state read from the log and the aggregates it refers to, by the
+    /// same rules as [`Self::execute`]; appends nothing (a dry run).
+    pub async fn decide<A: Aggregate>(
+        &self,
+        id: &Name,
+        command: &A::Command,
+        meta: &CommandMeta,
+    ) -> Result<Vec<A::Event>, ExecuteError> {
+        let loaded = self.state::<A>(id).await?;
+        let refs = self.references(&loaded.state, command).await?;
+        let ctx = Context {
+            id,
+            principal: &meta.principal,
+            now: meta.now,
+            refs: &refs,
+        };
+        Ok(loaded.state.decide(command, &ctx)?)
+    }
+
     /// The aggregate's current state, read fresh from the log (through the cache).
     pub async fn state<A: Aggregate>(&self, id: &Name) -> Result<Loaded<A>, ExecuteError> {
         let me = AggregateRef {

@@ -16,6 +16,9 @@ pub const DELIVERY: &str = "delivery";
 /// The provisioning projection: requests and resources of each team's tenancy.
 pub const PROVISIONING: &str = "provisioning";
 
+/// The templates projection: template versions, tasks and their steps.
+pub const TEMPLATES: &str = "templates";
+
 /// Most partitions a read model can be split into.
 pub const MAX_PARTITIONS: u32 = 16;
 

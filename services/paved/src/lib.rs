@@ -7,6 +7,7 @@
 //! - [`metrics`]: the Prometheus `/metrics` endpoint.
 //! - [`operations`]: operator actions on the log (quarantining a message).
 //! - [`reflection`]: gRPC server reflection, v1 and v1alpha.
+//! - [`registrar`]: the catalog import, given to the template runner for `catalog:register`.
 //! - [`request_limit`]: requests over the size limit answered `RESOURCE_EXHAUSTED`.
 //! - [`secrets`]: where the survey secret comes from (never generated outside dev mode).
 //! - [`startup`]: [`Application`]: `build(settings)` → `port()` →
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod metrics;
 pub mod operations;
 pub mod reflection;
+pub mod registrar;
 pub mod request_limit;
 pub mod secrets;
 pub mod settings;

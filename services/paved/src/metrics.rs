@@ -240,6 +240,7 @@ pub async fn render(sources: &Sources) -> String {
     surveys(&mut registry, sources).await;
     deployments(&mut registry, sources).await;
     provisioning(&mut registry, sources).await;
+    templates(&mut registry, sources).await;
     dora(&mut registry, sources).await;
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
@@ -361,6 +362,86 @@ async fn provisioning(registry: &mut Registry, sources: &Sources) {
         "provisioning_requests_open",
         "Provisioning requests not finished, by status",
         family,
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TemplateLabels {
+    template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TemplateStatusLabels {
+    template: String,
+    status: String,
+}
+
+/// Golden paths: tasks per template by status, time to first deploy (from
+/// a task's start to its service's first successful production
+/// deployment, p50 and p90) beside what the template declares it saves.
+async fn templates(registry: &mut Registry, sources: &Sources) {
+    type F = Family<TemplateLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
+    let stats = match paved_api::templates::template_stats(&sources.pool, "", "").await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read template figures for /metrics");
+            return;
+        }
+    };
+    let tasks = Family::<TemplateStatusLabels, Gauge>::default();
+    let (p50, p90, saved, deploys) = (F::default(), F::default(), F::default(), F::default());
+    for s in stats.iter().filter(|s| s.team.is_empty()) {
+        let label = TemplateLabels {
+            template: s.template.clone(),
+        };
+        let running = s.tasks.saturating_sub(s.completed + s.failed);
+        for (status, n) in [
+            ("running", running),
+            ("completed", s.completed),
+            ("failed", s.failed),
+        ] {
+            tasks
+                .get_or_create(&TemplateStatusLabels {
+                    template: s.template.clone(),
+                    status: status.into(),
+                })
+                .set(i64::from(n));
+        }
+        deploys
+            .get_or_create(&label)
+            .set(f64::from(s.first_deploys));
+        if s.first_deploys > 0 {
+            p50.get_or_create(&label).set(s.first_deploy_p50_seconds);
+            p90.get_or_create(&label).set(s.first_deploy_p90_seconds);
+        }
+        if s.time_saved_seconds > 0 {
+            saved.get_or_create(&label).set(s.time_saved_seconds as f64);
+        }
+    }
+    registry.register(
+        "template_tasks",
+        "Tasks of golden-path templates that create services, by status",
+        tasks,
+    );
+    registry.register(
+        "template_first_deploys",
+        "Services made from a template that reached production",
+        deploys,
+    );
+    registry.register(
+        "template_first_deploy_p50_seconds",
+        "From a task's start to its service's first successful production deployment, median",
+        p50,
+    );
+    registry.register(
+        "template_first_deploy_p90_seconds",
+        "From a task's start to its service's first successful production deployment, 90th percentile",
+        p90,
+    );
+    registry.register(
+        "template_time_saved_seconds",
+        "What a template declares it saves (backstage.io/time-saved)",
+        saved,
     );
 }
 

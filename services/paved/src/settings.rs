@@ -109,6 +109,13 @@ pub struct Settings {
     #[arg(long, env = "PAVED_PROVISIONING_CONFIG")]
     pub provisioning_config: Option<std::path::PathBuf>,
 
+    /// YAML file for golden-path tasks: where `publish:git` puts new
+    /// repositories (a local root of bare repositories, or a remote URL
+    /// pattern with credentials), and the runner's timing (docs/templates.md).
+    /// Unset: bare repositories under the temp dir's `paved-repositories`.
+    #[arg(long, env = "PAVED_TEMPLATES_CONFIG")]
+    pub templates_config: Option<std::path::PathBuf>,
+
     /// Address of the webhook endpoints (`/webhooks/github`, `argocd`,
     /// `incidents`, `pagerduty`, `alertmanager`); empty to turn them off.
     #[arg(long, env = "PAVED_WEBHOOK_LISTEN", default_value = "127.0.0.1:9465")]

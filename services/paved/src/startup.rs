@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use paved_api::{
     Authenticator, CatalogApi, CommandCounters, DeliveryApi, EventLogApi, Freshness, MetricsApi,
-    ProvisioningApi, SurveyApi,
+    ProvisioningApi, SurveyApi, TemplateApi,
 };
 use paved_domain::Principal;
 use paved_eventlog::{EventLog, Executor};
@@ -17,6 +17,7 @@ use paved_proto::v1::event_log_service_server::EventLogServiceServer;
 use paved_proto::v1::metrics_service_server::MetricsServiceServer;
 use paved_proto::v1::provisioning_service_server::ProvisioningServiceServer;
 use paved_proto::v1::survey_service_server::SurveyServiceServer;
+use paved_proto::v1::template_service_server::TemplateServiceServer;
 use paved_workers::registry::{self, EffectNeeds, Handles, ProjectionNeeds};
 use paved_workers::{Health, ProjectionStatus};
 use sqlx::PgPool;
@@ -81,6 +82,8 @@ pub struct Application {
     projections: Vec<Runner>,
     /// `PAVED_PROVISIONING_CONFIG` (defaults when unset).
     provisioning: paved_workers::effects::gitops::ProvisioningConfig,
+    /// `PAVED_TEMPLATES_CONFIG` (defaults when unset).
+    templates: paved_workers::effects::scaffolder::TemplatesConfig,
 }
 
 /// A worker's run, started with the shutdown token.
@@ -136,6 +139,12 @@ impl Application {
                 .context("PAVED_PROVISIONING_CONFIG")?,
             None => Default::default(),
         };
+        let templates = match &settings.templates_config {
+            Some(path) => paved_workers::effects::scaffolder::TemplatesConfig::load(path)
+                .map_err(anyhow::Error::msg)
+                .context("PAVED_TEMPLATES_CONFIG")?,
+            None => Default::default(),
+        };
         let survey_keys = crate::secrets::survey_keys(&settings, &pool).await?;
         // The audit key signs checkpoints; it and the trusted keys verify
         // quarantines, which the projections honour.
@@ -186,6 +195,7 @@ impl Application {
             roles,
             projections,
             provisioning,
+            templates,
         })
     }
 
@@ -258,6 +268,10 @@ impl Application {
                 log: self.log.clone(),
                 argocd: &argocd,
                 provisioning: &self.provisioning,
+                templates: &self.templates,
+                registrar: std::sync::Arc::new(crate::registrar::CatalogRegistrar::new(
+                    Executor::new(self.log.clone(), 10_000),
+                )),
                 checkpoints: (self.settings.audit_checkpoint_ms > 0).then(|| {
                     (
                         key,
@@ -364,6 +378,13 @@ impl Application {
                 counters.clone(),
                 self.provisioning.rules(),
             );
+            let templates = TemplateApi::new(
+                executor.clone(),
+                self.pool.clone(),
+                auth.clone(),
+                freshness.clone(),
+                counters.clone(),
+            );
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             tasks.spawn(watch_dependencies(
                 health.clone(),
@@ -411,6 +432,11 @@ impl Application {
                 .add_service(MetricsServiceServer::new(dora))
                 .add_service(ProvisioningServiceServer::new(provisioning))
                 .add_service(
+                    TemplateServiceServer::new(templates)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                )
+                .add_service(
                     EventLogServiceServer::new(events)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
@@ -452,9 +478,10 @@ impl Application {
 }
 
 /// The API's services in `grpc.health.v1`.
-const API_SERVICES: [&str; 6] = [
+const API_SERVICES: [&str; 7] = [
     "paved.v1.CatalogService",
     "paved.v1.ProvisioningService",
+    "paved.v1.TemplateService",
     "paved.v1.SurveyService",
     "paved.v1.DeliveryService",
     "paved.v1.MetricsService",

@@ -25,4 +25,5 @@ mod projection;
 mod provisioning;
 mod surveys;
 mod telemetry;
+mod templates;
 mod webhooks;

@@ -45,5 +45,7 @@ mod provisioning;
 mod surveys;
 #[path = "../e2e/telemetry.rs"]
 mod telemetry;
+#[path = "../e2e/templates.rs"]
+mod templates;
 #[path = "../e2e/webhooks.rs"]
 mod webhooks;

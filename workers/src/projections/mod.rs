@@ -5,9 +5,11 @@ pub mod catalog;
 pub mod delivery;
 pub mod provisioning;
 pub mod surveys;
+pub mod templates;
 
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
 pub use delivery::DeliveryProjection;
 pub use provisioning::ProvisioningProjection;
 pub use surveys::SurveysProjection;
+pub use templates::TemplatesProjection;

@@ -5,6 +5,8 @@ mod backstage;
 mod dry_run;
 mod queries;
 
+pub(crate) use backstage::check_flow_depth;
+
 use paved_domain::catalog::{
     RepositoryClaim, RepositoryCommand, Service, ServiceCommand, SpecField, System, SystemCommand,
     Team, TeamCommand, claim_id, repository_to_claim,
@@ -27,6 +29,17 @@ use crate::error;
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
 use crate::request::begin;
+
+/// Imports a Backstage YAML file (one or many documents) as `meta`'s
+/// principal, whole or not at all: what `ImportBackstage` does, for the
+/// template runner's `catalog:register` (given to the workers by the binary).
+pub async fn import_descriptors(
+    executor: &Executor,
+    meta: &CommandMeta,
+    yaml: &str,
+) -> Result<pb::ImportBackstageResponse, Status> {
+    backstage::import(executor, meta, yaml, false).await
+}
 
 /// The catalog API. Cheap to clone.
 #[derive(Clone)]

@@ -185,7 +185,13 @@ impl Repo {
     /// The branch's head as last fetched (or pushed); `None` while the
     /// branch does not exist yet (an empty repository).
     pub async fn head(&self) -> Result<Option<String>, GitError> {
-        let remote = format!("refs/remotes/origin/{}", self.branch);
+        self.branch_head(&self.branch).await
+    }
+
+    /// The head of the remote's `branch` as last fetched (or pushed);
+    /// `None` while it does not exist.
+    pub async fn branch_head(&self, branch: &str) -> Result<Option<String>, GitError> {
+        let remote = format!("refs/remotes/origin/{branch}");
         Ok(self
             .git(&["rev-parse", "--verify", "--quiet", &remote])
             .await
@@ -207,6 +213,63 @@ impl Repo {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
             .collect())
+    }
+
+    /// Every file at commit `at`.
+    pub async fn all_files(&self, at: &str) -> Result<Vec<String>, GitError> {
+        let out = self
+            .git(&["ls-tree", "-r", "-z", "--name-only", at])
+            .await?;
+        Ok(out
+            .split('\0')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// A three-way merge of one file as `git merge-file` makes it: the
+    /// merged text, with conflicts marked (`<<<<<<< ours`, `=======`,
+    /// `>>>>>>> theirs`), and whether there were any.
+    pub async fn merge_file(
+        &self,
+        ours: &str,
+        base: &str,
+        theirs: &str,
+        labels: [&str; 3],
+    ) -> Result<(String, bool), GitError> {
+        let tmp = self.dir.join(".git").join("paved-merge");
+        tokio::fs::create_dir_all(&tmp).await?;
+        let paths = [tmp.join("ours"), tmp.join("base"), tmp.join("theirs")];
+        for (path, text) in paths.iter().zip([ours, base, theirs]) {
+            tokio::fs::write(path, text).await?;
+        }
+        let out = Command::new("git")
+            .args([
+                "merge-file",
+                "-p",
+                "-L",
+                labels[0],
+                "-L",
+                labels[1],
+                "-L",
+                labels[2],
+            ])
+            .args(&paths)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await?;
+        // The exit code is the number of conflicts (negative on error).
+        match out.status.code() {
+            Some(code) if (0..=127).contains(&code) => {
+                Ok((String::from_utf8_lossy(&out.stdout).into_owned(), code > 0))
+            }
+            _ => Err(GitError::Failed {
+                args: "merge-file".into(),
+                why: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            }),
+        }
     }
 
     /// The contents of `paths` at commit `at` (`None`: not there), in one call.
@@ -353,14 +416,20 @@ impl Repo {
     /// Pushes commit `sha` onto the remote branch; `Ok(false)` when the
     /// remote moved on (not a fast-forward). Never forces.
     pub async fn push(&self, sha: &str) -> Result<bool, GitError> {
-        let refspec = format!("{sha}:refs/heads/{}", self.branch);
+        self.push_branch(sha, &self.branch).await
+    }
+
+    /// Pushes commit `sha` onto the remote's `branch` (created if missing);
+    /// `Ok(false)` when it moved on (not a fast-forward). Never forces.
+    pub async fn push_branch(&self, sha: &str, branch: &str) -> Result<bool, GitError> {
+        let refspec = format!("{sha}:refs/heads/{branch}");
         match self
             .git(&["push", "--quiet", "--porcelain", "origin", &refspec])
             .await
         {
             Ok(_) => {
                 // Where the branch is now, for the next plan without a fetch.
-                let tracking = format!("refs/remotes/origin/{}", self.branch);
+                let tracking = format!("refs/remotes/origin/{branch}");
                 self.git(&["update-ref", &tracking, sha]).await?;
                 Ok(true)
             }

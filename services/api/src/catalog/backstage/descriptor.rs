@@ -19,7 +19,7 @@ pub const MAX_FLOW_DEPTH: usize = 64;
 
 /// Refuses, in one linear pass, YAML whose flow collections nest deeper than
 /// [`MAX_FLOW_DEPTH`] (brackets inside quoted scalars and comments do not count).
-pub(super) fn check_flow_depth(yaml: &str) -> Result<(), Status> {
+pub(crate) fn check_flow_depth(yaml: &str) -> Result<(), Status> {
     let (mut depth, mut line) = (0usize, 1usize);
     let mut quote: Option<u8> = None;
     let mut comment = false;

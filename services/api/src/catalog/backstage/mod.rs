@@ -53,6 +53,7 @@ mod descriptor;
 mod export;
 mod plan;
 
+pub(crate) use descriptor::check_flow_depth;
 use descriptor::*;
 use export::component_doc;
 pub use export::export;
