@@ -94,6 +94,11 @@ struct Platform {
 
 impl Platform {
     async fn new() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    /// A platform with its settings changed by `configure`.
+    async fn with(configure: impl FnOnce(&mut paved::Settings)) -> Self {
         let dir =
             std::env::temp_dir().join(format!("paved-golden-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -132,6 +137,7 @@ impl Platform {
         let app = spawn_configured(Roles::ALL, |s| {
             s.provisioning_config = Some(provisioning);
             s.templates_config = Some(templates);
+            configure(s);
         })
         .await;
         for team in ["platform", "payments", "ledger"] {
@@ -747,4 +753,329 @@ async fn a_runner_killed_again_and_again_makes_one_repository_one_entry_one_requ
         .unwrap()
         .services;
     assert_eq!(services.len(), 1, "{services:?}");
+}
+
+/// `rust-service` version 2: a newer Rust image, a `.dockerignore`, and the
+/// README's "Owner" line reworded.
+fn rust_service_v2() -> pb::PublishTemplateRequest {
+    let mut r = publish_request("rust-service");
+    for f in &mut r.files {
+        match f.path.as_str() {
+            "skeleton/Dockerfile" => {
+                f.content = f.content.replace("rust:1.88-slim", "rust:1.91-slim")
+            }
+            "skeleton/README.md" => {
+                f.content = f.content.replace(
+                    "- Owner: `${{ values.owner }}`",
+                    "- Owned by team `${{ values.owner }}`",
+                )
+            }
+            _ => {}
+        }
+    }
+    r.files.push(pb::TemplateFile {
+        path: "skeleton/.dockerignore".into(),
+        content: "target/\n".into(),
+    });
+    r.files.sort_by(|a, b| a.path.cmp(&b.path));
+    r
+}
+
+/// A developer's clone of a service's repository: edit, commit, push to main.
+fn edit_and_push(p: &Platform, repo: &str, edits: &[(&str, &dyn Fn(String) -> String)]) {
+    let dir = p.dir.join(format!("dev-{repo}"));
+    git(
+        &p.dir,
+        &[
+            "clone",
+            "--quiet",
+            p.repository(repo).to_str().unwrap(),
+            &format!("dev-{repo}"),
+        ],
+    );
+    for (path, edit) in edits {
+        let file = dir.join(path);
+        let text = std::fs::read_to_string(&file).unwrap();
+        std::fs::write(&file, edit(text)).unwrap();
+        git(&dir, &["add", path]);
+    }
+    git(&dir, &["commit", "--quiet", "-m", "our own changes"]);
+    git(&dir, &["push", "--quiet", "origin", "HEAD:main"]);
+}
+
+fn show(repo: &Path, at: &str) -> String {
+    git(repo, &["show", at])
+}
+
+#[tokio::test]
+async fn an_upgrade_merges_the_new_version_into_an_edited_repository_on_a_branch_with_conflicts_marked()
+ {
+    let p = Platform::new().await;
+    let pat = p.member("pat", "platform").await;
+    pat.publish_template(publish_request("rust-service"))
+        .await
+        .unwrap();
+    let alice = p.member("alice", "payments").await;
+    let mut last = 0;
+    for name in ["quiet-api", "noisy-api"] {
+        let t = alice
+            .create_task(create("rust-service", params(name, "payments")))
+            .await
+            .unwrap();
+        let done = p.finished(&t.task_id).await;
+        assert_eq!(done.status, "completed", "{done:#?}");
+        last = done.last_sequence;
+    }
+    // Nothing is outdated at the latest version; an upgrade to it is refused.
+    assert!(
+        alice
+            .at(last)
+            .outdated_services("")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let e = alice
+        .upgrade_service(pb::UpgradeServiceRequest {
+            service: "quiet-api".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(fields(&e), ["version"], "{e:?}");
+
+    // The teams edit their repositories: quiet-api where the template does
+    // not change anything, noisy-api on the very line the template rewords
+    // (and, elsewhere in the README, a line of its own).
+    edit_and_push(
+        &p,
+        "quiet-api",
+        &[("docs/index.md", &|t| format!("{t}\nOur runbook.\n"))],
+    );
+    edit_and_push(
+        &p,
+        "noisy-api",
+        &[("README.md", &|t| {
+            t.replace(
+                "- Owner: `payments`",
+                "- Owner: `payments` (on call: #payments-oncall)",
+            )
+            .replace("cargo run\n", "cargo run --release\n")
+        })],
+    );
+    let quiet_main = commits(&p.repository("quiet-api"), "main")[0].clone();
+
+    let v2 = pat.publish_template(rust_service_v2()).await.unwrap();
+    assert_eq!(v2.version, 2);
+    let outdated = alice
+        .at(v2.sequence)
+        .outdated_services("payments")
+        .await
+        .unwrap();
+    let listed: Vec<(&str, u64, u64)> = outdated
+        .iter()
+        .map(|s| (s.service.as_str(), s.version, s.latest_version))
+        .collect();
+    assert_eq!(listed, [("noisy-api", 1, 2), ("quiet-api", 1, 2)]);
+
+    // Who may: not another team's member, not a reader; not a service made
+    // without a template; not a version that does not exist.
+    let mallory = p.member("mallory", "ledger").await;
+    let upgrade = |service: &str| pb::UpgradeServiceRequest {
+        service: service.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        mallory
+            .upgrade_service(upgrade("quiet-api"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    let rita = p.app.client_as(Principal::reader("rita")).await;
+    assert_eq!(
+        rita.upgrade_service(upgrade("quiet-api"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        alice
+            .upgrade_service(upgrade("no-such-api"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let mut v9 = upgrade("quiet-api");
+    v9.version = 9;
+    assert_eq!(
+        alice.upgrade_service(v9).await.unwrap_err().code(),
+        Code::NotFound
+    );
+
+    // No conflicts: the new version's files, the team's edit kept.
+    let quiet = alice.upgrade_service(upgrade("quiet-api")).await.unwrap();
+    assert_eq!((quiet.from_version, quiet.to_version), (1, 2));
+    let done = p.finished(&quiet.task_id).await;
+    assert_eq!(done.status, "completed", "{done:#?}");
+    assert_eq!(done.kind, "upgrade");
+    let out: serde_json::Value = serde_json::from_str(&done.steps[0].output_json).unwrap();
+    assert_eq!(out["branch"], "paved/template-rust-service-v2");
+    assert_eq!(out["conflicts"], serde_json::json!([]));
+    assert_eq!(out["added"], serde_json::json!([".dockerignore"]));
+    assert_eq!(
+        out["merged"],
+        serde_json::json!(["Dockerfile", "README.md"])
+    );
+    let repo = p.repository("quiet-api");
+    let branch = "paved/template-rust-service-v2";
+    assert!(show(&repo, &format!("{branch}:Dockerfile")).contains("rust:1.91-slim"));
+    assert_eq!(show(&repo, &format!("{branch}:.dockerignore")), "target/\n");
+    assert!(show(&repo, &format!("{branch}:README.md")).contains("- Owned by team `payments`"));
+    assert!(show(&repo, &format!("{branch}:docs/index.md")).ends_with("Our runbook.\n"));
+    assert_eq!(commits(&repo, "main")[0], quiet_main, "main is not touched");
+    assert_eq!(
+        git(&repo, &["rev-parse", &format!("{branch}^")]).trim(),
+        quiet_main,
+        "the branch starts at main's head"
+    );
+
+    // A conflict: marked in the file, listed in the output and the commit.
+    let noisy = alice.upgrade_service(upgrade("noisy-api")).await.unwrap();
+    let done = p.finished(&noisy.task_id).await;
+    assert_eq!(done.status, "completed", "{done:#?}");
+    let out: serde_json::Value = serde_json::from_str(&done.steps[0].output_json).unwrap();
+    assert_eq!(out["conflicts"], serde_json::json!(["README.md"]));
+    let readme = show(&p.repository("noisy-api"), &format!("{branch}:README.md"));
+    assert!(readme.contains("<<<<<<< main\n- Owner: `payments` (on call: #payments-oncall)\n=======\n- Owned by team `payments`\n>>>>>>> template v2\n"), "{readme}");
+    // The team's own line elsewhere merged cleanly.
+    assert!(readme.contains("cargo run --release\n"), "{readme}");
+    let message = git(
+        &p.repository("noisy-api"),
+        &["log", "-1", "--format=%B", branch],
+    );
+    assert!(
+        message.contains("Conflicts to resolve:\n  README.md"),
+        "{message}"
+    );
+
+    // Both at version 2 now.
+    assert!(
+        alice
+            .at(done.last_sequence)
+            .outdated_services("payments")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn crashes_of_postgres_and_nats_while_tasks_run_lose_nothing_and_do_nothing_twice() {
+    use crate::private::{PrivateNats, PrivatePostgres};
+    use std::sync::Arc;
+    let pg = Arc::new(PrivatePostgres::start());
+    let mut nats = PrivateNats::start("");
+    let (db, url) = (pg.url("paved"), nats.url());
+    let p = Platform::with(|s| {
+        s.database_url = db;
+        s.nats_url = url;
+    })
+    .await;
+    let pat = p.member("pat", "platform").await;
+    pat.publish_template(publish_request("worker"))
+        .await
+        .unwrap();
+    let alice = p.member("alice", "payments").await;
+    let names: Vec<String> = (0..4).map(|i| format!("job-{i}")).collect();
+    let submitted = tokio::spawn({
+        let names = names.clone();
+        async move {
+            let mut ids = Vec::new();
+            for name in names {
+                // One request id per task: retried as long as it takes.
+                let mut r = create("worker", params(&name, "payments"));
+                r.request_id = format!("fault-{name}");
+                let id = loop {
+                    match alice.create_task(r.clone()).await {
+                        Ok(done) => break done.task_id,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                ids.push(id);
+                tokio::time::sleep(Duration::from_millis(150)).await;
+            }
+            ids
+        }
+    });
+    // PostgreSQL crashes, NATS is killed, PostgreSQL crashes again, while
+    // steps are started, carried out and recorded.
+    let crash_pg = |pg: Arc<PrivatePostgres>| async move {
+        tokio::task::spawn_blocking(move || {
+            pg.crash();
+            std::thread::sleep(Duration::from_millis(300));
+            pg.start_again();
+        })
+        .await
+        .unwrap();
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.start_again();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    let ids = submitted.await.unwrap();
+    assert_eq!(ids.len(), 4);
+    for (id, name) in ids.iter().zip(&names) {
+        let t = eventually(
+            Duration::from_secs(120),
+            &format!("{id} finished"),
+            || async {
+                let t = p.app.client.at(0).task(id).await.ok()?;
+                (t.status != "running").then_some(t)
+            },
+        )
+        .await;
+        assert_eq!(t.status, "completed", "{t:#?}");
+        assert_eq!(
+            commits(&p.repository(name), "main").len(),
+            1,
+            "{name}: one commit"
+        );
+        let events = task_events(&p.app, id).await;
+        let count = |e: &str| events.iter().filter(|x| *x == e).count();
+        assert_eq!(count("TaskCreated"), 1, "{events:?}");
+        assert_eq!(count("TaskStepFinished"), 5, "{events:?}");
+        assert_eq!(count("TaskCompleted"), 1, "{events:?}");
+    }
+    // One Argo CD application request per service, one namespace for the team.
+    let requests = p
+        .app
+        .client
+        .at(0)
+        .provision_requests(pb::ListProvisionRequestsRequest {
+            team: "payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .requests;
+    assert_eq!(requests.len(), 5, "{requests:#?}");
+    // The read model equals a fresh replay of the log.
+    let (_, checks) = paved_workers::runtime::check(
+        &[paved_workers::projections::TemplatesProjection],
+        &p.app.pool,
+        &p.app.log,
+        &Default::default(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(checks.iter().all(|c| !c.drifted()), "{checks:?}");
 }

@@ -30,7 +30,7 @@ fn values() -> Value {
 }
 
 /// The golden paths in `templates/`.
-const SHIPPED: &[&str] = &["rest-api", "rust-service", "worker"];
+const SHIPPED: &[&str] = &["rest-api", "rust-service", "web-app", "worker"];
 
 /// A shipped template rendered as its fetch step says, with payments-api's parameters.
 fn render_shipped(name: &str) -> Vec<(String, String)> {

@@ -26,6 +26,16 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
+    /// Arguments of a verb that needs no server (tests).
+    #[cfg(test)]
+    pub(crate) fn local(output: Output) -> Self {
+        Self {
+            server: String::new(),
+            token: None,
+            output,
+        }
+    }
+
     pub(crate) async fn connect(&self) -> anyhow::Result<Client> {
         let token = self
             .token

@@ -9,6 +9,7 @@ mod locations;
 pub mod output;
 mod provision;
 mod survey;
+mod task;
 mod template;
 
 use std::process::ExitCode;
@@ -78,8 +79,14 @@ enum Command {
     /// Namespaces, databases, caches and Argo CD applications through the GitOps repository:
     /// request, follow, diff, approve, reject, decommission.
     Provision(provision::ProvisionArgs),
-    /// Golden-path templates: check one, render one into a directory (a dry run).
+    /// Golden-path templates: check and render locally; publish, list,
+    /// show; time to first deploy (stats); services behind their template
+    /// (outdated) and their upgrade.
     Template(template::TemplateArgs),
+    /// Run a golden-path template as a task: a repository, a catalog entry,
+    /// a namespace, an Argo CD application (`--wait` follows it step by
+    /// step; `--dry-run` renders only); status, retry, list.
+    Create(task::CreateArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,
     /// and proof that it was not edited (`audit verify`).
     Audit(audit::AuditArgs),
@@ -133,6 +140,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Dora(a) => delivery::dora(a).await,
         Command::Provision(a) => provision::provision(a).await,
         Command::Template(a) => template::template(a).await,
+        Command::Create(a) => task::create(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
         Command::Health(a) => health::health(a).await,
