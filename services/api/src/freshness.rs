@@ -46,24 +46,19 @@ pub struct Freshness {
 }
 
 impl Freshness {
-    /// Starts the listener task; it stops with `shutdown`.
-    pub fn start(
-        pool: PgPool,
-        log: EventLog,
-        max_wait: Duration,
-        shutdown: CancellationToken,
-    ) -> Self {
+    /// Freshness over `pool`'s checkpoints; it learns of new ones while
+    /// [`Self::listen`] runs (the caller runs it beside the API, in the
+    /// same set of tasks, so that it ends with them).
+    pub fn new(pool: PgPool, log: EventLog, max_wait: Duration) -> Self {
         let (known, _) = watch::channel(HashMap::new());
-        let this = Self {
+        Self {
             pool,
             log,
             known: Arc::new(known),
             max_wait,
             shares: Arc::default(),
             resets: Arc::default(),
-        };
-        tokio::spawn(this.clone().listen(shutdown));
-        this
+        }
     }
 
     /// `projection` is split `count` ways (see `readmodel::Partition`).
@@ -84,7 +79,9 @@ impl Freshness {
         }
     }
 
-    async fn listen(self, shutdown: CancellationToken) {
+    /// Follows the checkpoints (`LISTEN`, and a fresh read after every
+    /// reconnection) until `shutdown`.
+    pub async fn listen(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         while !shutdown.is_cancelled() {
             let mut listener = match PgListener::connect_with(&self.pool).await {

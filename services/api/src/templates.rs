@@ -224,6 +224,15 @@ impl TemplateService for TemplateApi {
         request: Request<pb::PublishTemplateRequest>,
     ) -> Reply<pb::PublishTemplateResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
+        if meta.command_id.len() + "/catalog".len() > crate::request::MAX_REQUEST_ID {
+            v.push(
+                "request_id",
+                format!(
+                    "at most {} characters here (the catalog entry takes the rest)",
+                    crate::request::MAX_REQUEST_ID - "/catalog".len()
+                ),
+            );
+        }
         let mut document = None;
         if r.document_yaml.len() > MAX_DOCUMENT {
             v.push("document_yaml", format!("at most {MAX_DOCUMENT} bytes"));
@@ -262,14 +271,21 @@ impl TemplateService for TemplateApi {
         )
         .await?;
         let name = name.unwrap_or_else(|| unreachable!("execute refuses a request without a name"));
+        // The document as a catalog entity, as ImportBackstage would store it.
+        let mut entity = meta.clone();
+        entity.command_id = format!("{}/catalog", meta.command_id);
+        entity.causation_id = meta.command_id.clone();
+        let imported =
+            crate::catalog::import_descriptors(&self.executor, &entity, &r.document_yaml).await?;
         let library = self.library(&name).await?;
         let latest = library.latest();
         Ok(Response::new(pb::PublishTemplateResponse {
             name: name.to_string(),
             version: latest.map_or(0, |l| l.version),
             digest: latest.map(|l| l.digest.clone()).unwrap_or_default(),
-            sequence: done.sequence,
+            sequence: done.sequence.max(imported.sequence),
             events: done.events,
+            entity_ref: format!("template:default/{name}"),
         }))
     }
 
@@ -564,7 +580,18 @@ impl TemplateService for TemplateApi {
             ));
         };
         let template = Name::parse(&template).map_err(|e| error::internal(&e))?;
-        let team = Name::parse(&team).map_err(|e| error::internal(&e))?;
+        // The service's owner now (it may have moved to another team since
+        // it was made), from the log; the task's team when it is gone.
+        let team = match self
+            .executor
+            .state::<Option<paved_domain::catalog::Service>>(&service)
+            .await
+            .map_err(error::execute)?
+            .state
+        {
+            Some(s) => s.owner,
+            None => Name::parse(&team).map_err(|e| error::internal(&e))?,
+        };
         let library = self.library(&template).await?;
         let to = match r.version {
             0 => library.latest().map_or(0, |l| l.version),

@@ -73,6 +73,15 @@ pub struct BenchArgs {
     /// GitOps writer, next to a raw `git commit` + `git push` loop (0 skips it).
     #[arg(long, default_value_t = 1_000)]
     provision_requests: usize,
+    /// Golden-path tasks (`paved create` of the rust-service template: a
+    /// repository, a catalog entry, a namespace and an Argo CD application
+    /// each) run to their last step, next to a raw loop making the same
+    /// repositories with `git` (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    template_creates: usize,
+    /// Where the shipped templates are (for the golden-path phase).
+    #[arg(long, env = "PAVED_TEMPLATES", default_value = "templates")]
+    templates: std::path::PathBuf,
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
@@ -602,6 +611,10 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
 
     if a.provision_requests > 0 {
         out.extend(provisioning_phase(b, a.provision_requests).await?);
+    }
+
+    if a.template_creates > 0 {
+        out.extend(templates_phase(b, a.template_creates, &a.templates).await?);
     }
 
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
@@ -1336,6 +1349,223 @@ async fn provisioning_phase(b: &Bench, n: usize) -> anyhow::Result<Vec<Figure>> 
             elapsed,
             lat,
             "reference (commits/s; latency request → commit)",
+        ));
+        anyhow::Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(out)
+}
+
+/// `n` golden-path tasks of the rust-service template for one team (16
+/// clients): each makes a repository (a local bare one), registers its
+/// catalog entry, gets the team's staging namespace (the first task; the
+/// others find it) and its Argo CD Application committed by the GitOps
+/// writer (no Argo CD watches: its own sync is not counted). Beside it, the
+/// raw limit of the repository part: `git init --bare`, a commit of the same
+/// files and a push, `n` times.
+async fn templates_phase(
+    b: &mut Bench,
+    n: usize,
+    templates: &std::path::Path,
+) -> anyhow::Result<Vec<Figure>> {
+    use paved_workers::effects::gitops::{
+        GitTiming, GitopsWriter, ProvisioningConfig, RepositoryConfig,
+    };
+    use paved_workers::effects::scaffolder::{PublishConfig, TaskRunner, TemplatesConfig};
+    let root = templates.join("rust-service");
+    let document = std::fs::read_to_string(root.join("template.yaml")).with_context(|| {
+        format!(
+            "the golden-path phase reads {} (run the bench from the repository, or pass --templates)",
+            root.display()
+        )
+    })?;
+    let mut files = Vec::new();
+    let mut stack = vec![root.join("skeleton")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(&root)?.to_string_lossy().into_owned();
+                files.push((rel, std::fs::read_to_string(&path)?));
+            }
+        }
+    }
+    files.sort();
+    let mut out = Vec::new();
+    let dir = std::env::temp_dir().join(format!(
+        "paved-bench-templates-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::create_dir_all(dir.join("raw"))?;
+    if b.worker_stop.is_none() {
+        b.start_worker();
+    }
+    let result = async {
+        // The raw limit: a bare repository, the skeleton committed and pushed.
+        eprintln!("phase: raw git init + commit + push of a skeleton");
+        let mut lat = Vec::with_capacity(n);
+        let started = Instant::now();
+        for i in 0..n {
+            let t = Instant::now();
+            let bare = dir.join("raw").join(format!("r{i}.git"));
+            git(&dir, &["init", "--quiet", "--bare", "--initial-branch=main", bare.to_str().unwrap_or_default()]).await?;
+            let work = dir.join("raw").join(format!("w{i}"));
+            for (path, content) in &files {
+                let file = work.join(path.trim_start_matches("skeleton/"));
+                std::fs::create_dir_all(file.parent().unwrap_or(&work))?;
+                std::fs::write(file, content)?;
+            }
+            git(&work, &["init", "--quiet", "--initial-branch=main"]).await?;
+            git(&work, &["add", "--all"]).await?;
+            git(&work, &["commit", "--quiet", "-m", "initial"]).await?;
+            git(&work, &["push", "--quiet", bare.to_str().unwrap_or_default(), "HEAD:refs/heads/main"]).await?;
+            lat.push(t.elapsed());
+        }
+        out.push(figure("raw: git init --bare + commit + push of the skeleton", n as u64, started.elapsed(), lat, "reference (repositories/s)"));
+
+        eprintln!("phase: {n} golden-path tasks (rust-service) through the task runner");
+        for team in ["platform", "golden"] {
+            b.client
+                .create_team(pb::CreateTeamRequest {
+                    name: team.into(),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        b.client
+            .publish_template(pb::PublishTemplateRequest {
+                document_yaml: document.clone(),
+                files: files
+                    .iter()
+                    .map(|(path, content)| pb::TemplateFile {
+                        path: path.clone(),
+                        content: content.clone(),
+                    })
+                    .collect(),
+                ..Default::default()
+            })
+            .await?;
+        std::process::Command::new("git")
+            .args(["init", "--quiet", "--bare", "--initial-branch=main"])
+            .arg(dir.join("gitops.git"))
+            .output()?;
+        let provisioning = ProvisioningConfig {
+            repository: Some(RepositoryConfig {
+                url: dir.join("gitops.git").to_string_lossy().into_owned(),
+                branch: "main".into(),
+                token_env: None,
+                token_file: None,
+                ssh_key_file: None,
+                author_name: "Paved".into(),
+                author_email: "paved@localhost".into(),
+                workdir: Some(dir.join("gitops-work")),
+            }),
+            policy: Some(paved_domain::provisioning::Policy {
+                default: paved_domain::provisioning::Approver::Automatic,
+                rules: Vec::new(),
+                ..Default::default()
+            }),
+            timing: GitTiming { scan_ms: 20, push_attempts: 10 },
+            ..Default::default()
+        };
+        let config = TemplatesConfig {
+            publish: PublishConfig {
+                local_root: Some(dir.join("repositories")),
+                workdir: Some(dir.join("scaffolder-work")),
+                ..Default::default()
+            },
+            timing: paved_workers::effects::scaffolder::RunnerTiming { scan_ms: 20 },
+        };
+        let stop = CancellationToken::new();
+        let mut jobs = tokio::task::JoinSet::new();
+        let provisioning_read_model = ProjectionWorker::new(
+            paved_workers::projections::ProvisioningProjection,
+            b.pool.clone(),
+            b.log.clone(),
+        );
+        let templates_read_model = ProjectionWorker::new(
+            paved_workers::projections::TemplatesProjection,
+            b.pool.clone(),
+            b.log.clone(),
+        );
+        let token = stop.clone();
+        jobs.spawn(async move {
+            if let Err(e) = provisioning_read_model.run(token).await {
+                tracing::error!(error = %e, "bench projection failed");
+            }
+        });
+        let token = stop.clone();
+        jobs.spawn(async move {
+            if let Err(e) = templates_read_model.run(token).await {
+                tracing::error!(error = %e, "bench projection failed");
+            }
+        });
+        let writer = GitopsWriter::new(paved_eventlog::Executor::new(b.log.clone(), 10_000), b.pool.clone(), &provisioning)
+            .context("a writer with a repository")?;
+        jobs.spawn(writer.run(stop.clone()));
+        let runner = TaskRunner::new(
+            paved_eventlog::Executor::new(b.log.clone(), 10_000),
+            b.pool.clone(),
+            config,
+            provisioning.rules(),
+            Default::default(),
+            std::sync::Arc::new(crate::registrar::CatalogRegistrar::new(paved_eventlog::Executor::new(b.log.clone(), 10_000))),
+        );
+        jobs.spawn(runner.run(stop.clone()));
+        let started = Instant::now();
+        let client = b.client.clone();
+        concurrent(16, n, move |i| {
+            let client = client.clone();
+            async move {
+                let name = format!("golden-{i}");
+                client
+                    .create_task(pb::CreateTaskRequest {
+                        template: "rust-service".into(),
+                        parameters_json: serde_json::json!({
+                            "name": name,
+                            "owner": "golden",
+                            "repoUrl": format!("github.com?owner=bench&repo={name}"),
+                        })
+                        .to_string(),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = loop {
+            let rows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String)> = sqlx::query_as(
+                "SELECT created_at, finished_at, status FROM template_tasks WHERE team = 'golden'",
+            )
+            .fetch_all(&b.pool)
+            .await?;
+            let failed = rows.iter().filter(|r| r.2 == "failed").count();
+            anyhow::ensure!(failed == 0, "{failed} golden-path tasks failed");
+            if rows.len() == n && rows.iter().all(|r| r.2 == "completed") {
+                break rows.into_iter().map(|(a, f, _)| (a, f.unwrap_or(a))).collect();
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the runner did not complete {n} tasks in time");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let elapsed = started.elapsed();
+        stop.cancel();
+        while jobs.join_next().await.is_some() {}
+        let lat: Vec<Duration> = rows
+            .iter()
+            .map(|(a, f)| (*f - *a).to_std().unwrap_or_default())
+            .collect();
+        out.push(figure(
+            "golden path: paved create → repository, catalog entry, namespace, Argo CD application (Argo CD's own sync not counted)",
+            n as u64,
+            elapsed,
+            lat,
+            "reference (tasks/s; latency create → last step)",
         ));
         anyhow::Ok(())
     }

@@ -333,16 +333,22 @@ impl Application {
                     Ok(())
                 });
             }
-            let freshness = Freshness::start(
+            let freshness = Freshness::new(
                 self.pool.clone(),
                 self.log.clone(),
                 self.settings.read_wait(),
-                shutdown.clone(),
             )
             .with_shares(
                 paved_eventlog::readmodel::DELIVERY,
                 self.settings.delivery_partitions,
             );
+            // In the set: it ends with the rest (a crash of the process in
+            // tests, which aborts the set, leaves no listener holding the pool).
+            let checkpoints = freshness.clone().listen(shutdown.clone());
+            tasks.spawn(async move {
+                checkpoints.await;
+                Ok(())
+            });
             let auth = Authenticator::new(self.pool.clone());
             let counters = counters.unwrap_or_default();
             let surveys = SurveyApi::new(

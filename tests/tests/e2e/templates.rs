@@ -234,6 +234,20 @@ async fn a_golden_path_makes_a_repository_a_catalog_entry_a_namespace_and_an_app
         (published.name.as_str(), published.version),
         ("rest-api", 1)
     );
+    // It is a catalog entity too, as an import would have stored it.
+    assert_eq!(published.entity_ref, "template:default/rest-api");
+    let entity = p
+        .app
+        .client
+        .catalog()
+        .get_entity(pb::GetEntityRequest {
+            r#ref: published.entity_ref.clone(),
+            min_sequence: published.sequence,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entity.kind, "Template");
     let alice = p.member("alice", "payments").await;
 
     let created = alice

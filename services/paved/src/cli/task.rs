@@ -70,12 +70,14 @@ struct Run {
 enum CreateCommand {
     /// A task with its steps (their outputs and logs with -o json).
     Status {
+        /// The task's id (`paved create` prints it).
         id: String,
         #[command(flatten)]
         follow: Follow,
     },
     /// Run a failed task again from its failed step.
     Retry {
+        /// The failed task's id.
         id: String,
         #[command(flatten)]
         follow: Follow,

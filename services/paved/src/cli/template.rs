@@ -58,6 +58,7 @@ enum TemplateCommand {
     /// One template: its versions, owner, steps and files.
     #[command(disable_version_flag = true)]
     Show {
+        /// The template's name.
         name: String,
         /// A version (default: the latest).
         #[arg(long)]
@@ -86,6 +87,7 @@ enum TemplateCommand {
     /// conflicts marked. A task: `--wait` follows it.
     #[command(disable_version_flag = true)]
     Upgrade {
+        /// The service made from the template.
         service: String,
         /// The version to upgrade to (default: the latest).
         #[arg(long)]
@@ -283,6 +285,7 @@ pub async fn template(a: TemplateArgs) -> anyhow::Result<()> {
                             &r.digest[..12.min(r.digest.len())]
                         );
                     }
+                    println!("in the catalog as {}", r.entity_ref);
                     Ok(())
                 }
                 _ => output::json(&r),
