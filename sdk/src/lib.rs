@@ -670,7 +670,9 @@ impl Reader<'_> {
                 READ_RETRY,
                 |mut c, r| async move { c.get_template(r).await },
             )
-            .await
+            .await?
+            .template
+            .ok_or_else(|| Error::Status(Status::internal("the answer has no template")))
     }
 
     /// The latest version of every template.
@@ -702,7 +704,9 @@ impl Reader<'_> {
                 READ_RETRY,
                 |mut c, r| async move { c.get_task(r).await },
             )
-            .await
+            .await?
+            .task
+            .ok_or_else(|| Error::Status(Status::internal("the answer has no task")))
     }
 
     /// One page of tasks, newest first.

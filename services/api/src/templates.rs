@@ -292,7 +292,7 @@ impl TemplateService for TemplateApi {
     async fn get_template(
         &self,
         request: Request<pb::GetTemplateRequest>,
-    ) -> Reply<pb::TemplateInfo> {
+    ) -> Reply<pb::GetTemplateResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         if Name::parse(&r.name).is_err() {
@@ -309,7 +309,9 @@ impl TemplateService for TemplateApi {
         .await
         .map_err(error::database)?;
         match row {
-            Some(row) => Ok(Response::new(version_from_row(&row, true)?)),
+            Some(row) => Ok(Response::new(pb::GetTemplateResponse {
+                template: Some(version_from_row(&row, true)?),
+            })),
             None if r.version == 0 => Err(error::not_found("template", &r.name)),
             None => Err(error::not_found(
                 "template version",
@@ -431,7 +433,7 @@ impl TemplateService for TemplateApi {
         }))
     }
 
-    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Reply<pb::TemplateTask> {
+    async fn get_task(&self, request: Request<pb::GetTaskRequest>) -> Reply<pb::GetTaskResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         if Name::parse(&r.id).is_err() {
@@ -448,7 +450,7 @@ impl TemplateService for TemplateApi {
         };
         let mut task = task_from_row(&row)?;
         task.steps = steps_of(&self.pool, &r.id).await?;
-        Ok(Response::new(task))
+        Ok(Response::new(pb::GetTaskResponse { task: Some(task) }))
     }
 
     async fn list_tasks(
