@@ -687,8 +687,9 @@ impl TemplateService for TemplateApi {
             v.name("template", &r.template);
         }
         v.finish().map_err(error::rejection)?;
+        // Tasks from one read model, deployments from another: both at it.
         self.freshness.wait_for(TEMPLATES, r.min_sequence).await?;
-        self.freshness.wait_for(DELIVERY, 0).await?;
+        self.freshness.wait_for(DELIVERY, r.min_sequence).await?;
         let stats = template_stats(&self.pool, &r.template, &r.team)
             .await
             .map_err(error::database)?;
