@@ -1516,6 +1516,40 @@ async fn templates_phase(
             std::sync::Arc::new(crate::registrar::CatalogRegistrar::new(paved_eventlog::Executor::new(b.log.clone(), 10_000))),
         );
         jobs.spawn(runner.run(stop.clone()));
+        let create = |name: String| pb::CreateTaskRequest {
+            template: "rust-service".into(),
+            parameters_json: serde_json::json!({
+                "name": name,
+                "owner": "golden",
+                "repoUrl": format!("github.com?owner=bench&repo={name}"),
+            })
+            .to_string(),
+            ..Default::default()
+        };
+        // One at a time first: what a developer waits for when nothing queues.
+        let solo = n.clamp(1, 10);
+        let mut lat = Vec::with_capacity(solo);
+        let started = Instant::now();
+        for i in 0..solo {
+            let t = Instant::now();
+            let r = b.client.create_task(create(format!("solo-{i}"))).await?;
+            loop {
+                let task = b.client.at(r.sequence).task(&r.task_id).await?;
+                anyhow::ensure!(task.status != "failed", "golden-path task {} failed: {task:?}", r.task_id);
+                if task.status == "completed" {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            lat.push(t.elapsed());
+        }
+        out.push(figure(
+            "golden path, one at a time: paved create → completed (as the client sees it)",
+            solo as u64,
+            started.elapsed(),
+            lat,
+            "reference (create → last step)",
+        ));
         let started = Instant::now();
         let client = b.client.clone();
         concurrent(16, n, move |i| {
@@ -1541,7 +1575,8 @@ async fn templates_phase(
         let deadline = Instant::now() + Duration::from_secs(1800);
         let rows: Vec<(DateTime<Utc>, DateTime<Utc>)> = loop {
             let rows: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, String)> = sqlx::query_as(
-                "SELECT created_at, finished_at, status FROM template_tasks WHERE team = 'golden'",
+                "SELECT created_at, finished_at, status FROM template_tasks
+                  WHERE team = 'golden' AND parameters->>'name' LIKE 'golden-%'",
             )
             .fetch_all(&b.pool)
             .await?;
