@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use tonic::codegen::InterceptedService;
+use tonic::codegen::tokio_stream::StreamExt as _;
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::transport::{Channel, Endpoint};
@@ -456,6 +457,61 @@ commands! {
     import_backstage(ImportBackstageRequest) -> ImportBackstageResponse;
 }
 
+/// Bytes of YAML per message of a streamed import.
+pub const IMPORT_CHUNK: usize = 1024 * 1024;
+
+impl Client {
+    /// Imports Backstage YAML of any size (up to 256 MiB) as one import,
+    /// sent in [`IMPORT_CHUNK`]s; `sent` is told the bytes sent so far.
+    /// Fills in `request_id` when empty and retries with the same id, as
+    /// every command.
+    pub async fn import_backstage_stream(
+        &self,
+        request_id: &str,
+        yaml: &str,
+        dry_run: bool,
+        sent: Option<std::sync::Arc<dyn Fn(u64) + Send + Sync>>,
+    ) -> Result<pb::ImportBackstageStreamResponse, Error> {
+        let id = if request_id.is_empty() {
+            Self::new_request_id()
+        } else {
+            request_id.to_owned()
+        };
+        let chunks: std::sync::Arc<Vec<Vec<u8>>> = std::sync::Arc::new(
+            yaml.as_bytes()
+                .chunks(IMPORT_CHUNK)
+                .map(<[u8]>::to_vec)
+                .collect(),
+        );
+        let sent_at = sent_at_now();
+        self.call_on(&self.catalog, (), COMMAND_RETRY, |mut c, ()| {
+            let (chunks, sent, id, sent_at) =
+                (chunks.clone(), sent.clone(), id.clone(), sent_at.clone());
+            async move {
+                let mut total = 0u64;
+                let messages: Vec<pb::ImportBackstageStreamRequest> = (0..chunks.len().max(1))
+                    .map(|i| pb::ImportBackstageStreamRequest {
+                        request_id: if i == 0 { id.clone() } else { String::new() },
+                        dry_run,
+                        yaml_chunk: chunks.get(i).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                let stream = tonic::codegen::tokio_stream::iter(messages).map(move |m| {
+                    total += m.yaml_chunk.len() as u64;
+                    if let Some(f) = &sent {
+                        f(total);
+                    }
+                    m
+                });
+                let mut r = tonic::Request::new(stream);
+                r.metadata_mut().insert(SENT_AT_HEADER, sent_at);
+                c.import_backstage_stream(r).await
+            }
+        })
+        .await
+    }
+}
+
 /// Queries at a minimum sequence; see [`Client::at`].
 pub struct Reader<'a> {
     client: &'a Client,
@@ -848,6 +904,23 @@ impl Reader<'_> {
         self.client
             .call(r, READ_RETRY, |mut c, r| async move {
                 c.export_backstage(r).await
+            })
+            .await
+    }
+
+    /// The catalog as Backstage YAML, in chunks of whole documents (any
+    /// size: see [`Client::import_backstage_stream`] for the way back).
+    pub async fn export_backstage_stream(
+        &self,
+        include_retired: bool,
+    ) -> Result<tonic::Streaming<pb::ExportBackstageStreamResponse>, Error> {
+        let r = pb::ExportBackstageStreamRequest {
+            min_sequence: self.min_sequence,
+            include_retired,
+        };
+        self.client
+            .call(r, READ_RETRY, |mut c, r| async move {
+                c.export_backstage_stream(r).await
             })
             .await
     }

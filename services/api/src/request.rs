@@ -131,34 +131,53 @@ pub async fn begin<T: Idempotent>(
     request: Request<T>,
 ) -> Result<(CommandMeta, T, Violations), Status> {
     let principal = auth.authenticate_writer(&request).await?;
+    let mut meta = meta_of(&request, principal);
+    let message = request.into_inner();
+    let mut v = Violations::new();
+    check_request_id(&mut v, message.request_id());
+    meta.command_id = message.request_id().to_owned();
+    meta.correlation_id = if meta.correlation_id.is_empty() {
+        meta.command_id.clone()
+    } else {
+        meta.correlation_id
+    };
+    meta.expected_version = message.expected_version();
+    Ok((meta, message, v))
+}
+
+/// [`begin`] for a client stream: authenticates the writer from the
+/// headers; the request id comes with the stream's first message, so the
+/// meta's `command_id` (and a correlation id the headers did not give) is
+/// left for the caller to fill in.
+pub async fn begin_stream<T>(
+    auth: &Authenticator,
+    request: Request<T>,
+) -> Result<(CommandMeta, T), Status> {
+    let principal = auth.authenticate_writer(&request).await?;
+    let meta = meta_of(&request, principal);
+    Ok((meta, request.into_inner()))
+}
+
+/// The command meta the request's headers give (not its id).
+fn meta_of<T>(request: &Request<T>, principal: paved_domain::Principal) -> CommandMeta {
     // The server span already continues the caller's trace (see the
     // binary's gRPC layer); the commit will name its producer span. This is
     // the fallback stored when no OpenTelemetry layer runs: the caller's
     // own context, if it is well-formed.
     let trace = paved_eventlog::trace::validated(TraceContext {
-        traceparent: header(&request, "traceparent"),
-        tracestate: header(&request, "tracestate"),
+        traceparent: header(request, "traceparent"),
+        tracestate: header(request, "tracestate"),
     });
-    let correlation = header(&request, CORRELATION_HEADER);
-    let causation = header(&request, CAUSATION_HEADER);
-    let reason = header(&request, REASON_HEADER);
-    let sent_at = header(&request, SENT_AT_HEADER)
+    let mut meta = CommandMeta::new(String::new(), principal);
+    meta.correlation_id = header(request, CORRELATION_HEADER);
+    meta.causation_id = header(request, CAUSATION_HEADER);
+    meta.reason = header(request, REASON_HEADER);
+    meta.sent_at = header(request, SENT_AT_HEADER)
         .parse::<i64>()
         .ok()
         .and_then(chrono::DateTime::from_timestamp_millis);
-    let message = request.into_inner();
-    let mut v = Violations::new();
-    check_request_id(&mut v, message.request_id());
-    let mut meta = CommandMeta::new(message.request_id(), principal);
-    meta.expected_version = message.expected_version();
-    meta.sent_at = sent_at;
-    if !correlation.is_empty() {
-        meta.correlation_id = correlation;
-    }
-    meta.causation_id = causation;
-    meta.reason = reason;
     meta.trace = trace;
-    Ok((meta, message, v))
+    meta
 }
 
 /// Reports the violations collected from a request, or executes its

@@ -41,6 +41,11 @@ pub async fn import_descriptors(
     backstage::import(executor, meta, yaml, false).await
 }
 
+/// Most bytes a streamed import takes.
+pub const MAX_STREAMED_IMPORT: usize = 256 * 1024 * 1024;
+/// About how many bytes of YAML one chunk of a streamed export holds.
+const EXPORT_CHUNK: usize = 1024 * 1024;
+
 /// The catalog API. Cheap to clone.
 #[derive(Clone)]
 pub struct CatalogApi {
@@ -540,6 +545,115 @@ impl CatalogService for CatalogApi {
         backstage::export(&self.pool, r.include_retired)
             .await
             .map(Response::new)
+    }
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ImportBackstageStream"),
+        err(level = "info")
+    )]
+    async fn import_backstage_stream(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportBackstageStreamRequest>>,
+    ) -> Result<Response<pb::ImportBackstageStreamResponse>, Status> {
+        let (mut meta, mut stream) = crate::request::begin_stream(&self.auth, request).await?;
+        let mut bytes: Vec<u8> = Vec::new();
+        let mut dry_run = false;
+        let mut first = true;
+        while let Some(chunk) = stream.message().await? {
+            if first {
+                meta.command_id = chunk.request_id.clone();
+                dry_run = chunk.dry_run;
+                first = false;
+            } else if !chunk.request_id.is_empty() && chunk.request_id != meta.command_id {
+                return Err(error::invalid_field(
+                    "request_id",
+                    "changed in the middle of the stream",
+                ));
+            }
+            if bytes.len() + chunk.yaml_chunk.len() > MAX_STREAMED_IMPORT {
+                return Err(Status::resource_exhausted(format!(
+                    "an import takes at most {MAX_STREAMED_IMPORT} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk.yaml_chunk);
+        }
+        let mut v = Violations::new();
+        crate::request::check_request_id(&mut v, &meta.command_id);
+        v.finish().map_err(error::rejection)?;
+        if meta.correlation_id.is_empty() {
+            meta.correlation_id = meta.command_id.clone();
+        }
+        let yaml = String::from_utf8(bytes).map_err(|e| {
+            error::invalid_field(
+                "yaml_chunk",
+                format!(
+                    "is not UTF-8: the byte at offset {} starts an invalid sequence",
+                    e.utf8_error().valid_up_to()
+                ),
+            )
+        })?;
+        let r = backstage::import(&self.executor, &meta, &yaml, dry_run).await?;
+        Ok(Response::new(pb::ImportBackstageStreamResponse {
+            sequence: r.sequence,
+            commands: r.commands,
+            events: r.events,
+            entities: r.entities,
+            unchanged: r.unchanged,
+            bytes: yaml.len() as u64,
+        }))
+    }
+
+    type ExportBackstageStreamStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::ExportBackstageStreamResponse, Status>>;
+
+    #[tracing::instrument(
+        name = "handle",
+        skip_all,
+        fields(rpc = "ExportBackstageStream"),
+        err(level = "info")
+    )]
+    async fn export_backstage_stream(
+        &self,
+        request: Request<pb::ExportBackstageStreamRequest>,
+    ) -> Result<Response<Self::ExportBackstageStreamStream>, Status> {
+        let r = request.get_ref();
+        self.reader(&request, r.min_sequence).await?;
+        let docs = backstage::documents(&self.pool, r.include_retired).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // Rendering is CPU work: off the async threads, a chunk at a time.
+        tokio::task::spawn_blocking(move || {
+            let mut chunk = String::new();
+            let mut entities = 0u32;
+            for d in &docs {
+                if let Err(s) = backstage::push_document(&mut chunk, d) {
+                    // Whether or not the client is still there, this is the end.
+                    tx.blocking_send(Err(s)).ok();
+                    return;
+                }
+                entities += 1;
+                if chunk.len() >= EXPORT_CHUNK {
+                    let yaml = std::mem::take(&mut chunk);
+                    let part = pb::ExportBackstageStreamResponse { yaml, entities };
+                    if tx.blocking_send(Ok(part)).is_err() {
+                        return; // the client went away
+                    }
+                    entities = 0;
+                }
+            }
+            if entities > 0 {
+                // The last chunk: a client gone by now has nothing to miss.
+                tx.blocking_send(Ok(pb::ExportBackstageStreamResponse {
+                    yaml: chunk,
+                    entities,
+                }))
+                .ok();
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     #[tracing::instrument(

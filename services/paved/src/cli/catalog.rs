@@ -698,14 +698,30 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
                     gathered.parts.iter().map(|p| p.documents).sum::<usize>()
                 );
             }
+            // Streamed: any size (a single message holds at most 16 MiB).
+            let bar = (gathered.yaml.len() > 4 * paved_sdk::IMPORT_CHUNK
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .then(|| {
+                let bar = indicatif::ProgressBar::new(gathered.yaml.len() as u64);
+                if let Ok(style) = indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} sent, then checked and imported as one",
+                ) {
+                    bar.set_style(style);
+                }
+                bar
+            });
+            let sent = bar.clone().map(|bar| {
+                std::sync::Arc::new(move |n: u64| bar.set_position(n))
+                    as std::sync::Arc<dyn Fn(u64) + Send + Sync>
+            });
             let r = client
-                .import_backstage(pb::ImportBackstageRequest {
-                    yaml: gathered.yaml.clone(),
-                    dry_run,
-                    ..Default::default()
-                })
+                .import_backstage_stream("", &gathered.yaml, dry_run, sent)
                 .await
-                .map_err(|e| explain_import(e, &gathered))?;
+                .map_err(|e| explain_import(e, &gathered));
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let r = r?;
             match out {
                 Output::Json | Output::Jsonl => output::json(&r),
                 Output::Table => {
@@ -727,13 +743,32 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
             }
         }
         CatalogCommand::Export { include_retired } => {
-            let r = client.at(0).export_backstage(include_retired).await?;
-            match out {
-                Output::Json | Output::Jsonl => output::json(&r),
-                Output::Table => {
-                    print!("{}", r.yaml);
-                    Ok(())
+            // Streamed in chunks of whole documents, printed as they come.
+            let mut stream = client
+                .at(0)
+                .export_backstage_stream(include_retired)
+                .await?;
+            let counter = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                .then(output::spinner)
+                .transpose()?;
+            let (mut yaml, mut entities) = (String::new(), 0u32);
+            let mut stdout = std::io::stdout().lock();
+            while let Some(chunk) = stream.message().await.map_err(paved_sdk::Error::Status)? {
+                entities += chunk.entities;
+                if let Some(c) = &counter {
+                    c.set_message(format!("{entities} entities exported"));
                 }
+                match out {
+                    Output::Table => std::io::Write::write_all(&mut stdout, chunk.yaml.as_bytes())?,
+                    _ => yaml.push_str(&chunk.yaml),
+                }
+            }
+            if let Some(c) = counter {
+                c.finish_and_clear();
+            }
+            match out {
+                Output::Table => Ok(()),
+                _ => output::json(&pb::ExportBackstageResponse { yaml, entities }),
             }
         }
         CatalogCommand::Transfer { name, to } => {

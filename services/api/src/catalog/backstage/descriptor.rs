@@ -10,8 +10,8 @@ pub const ANNOTATION_REPOSITORY: &str = "paved.dev/repository-url";
 pub const ANNOTATION_DEPRECATION: &str = "paved.dev/deprecation-reason";
 pub const ANNOTATION_CHAT: &str = "paved.dev/chat-channel";
 pub(super) const PAVED_PREFIX: &str = "paved.dev/";
-/// Most documents one import takes.
-pub const MAX_DOCUMENTS: usize = 20_000;
+/// Most documents one import takes (a 50,000-entity catalog, and then some).
+pub const MAX_DOCUMENTS: usize = 100_000;
 /// Deepest nesting of flow collections (`[…]`, `{…}`) accepted. The YAML
 /// parser takes time quadratic in it (50,000 unclosed `{a: ` took 6 s), and
 /// no descriptor needs more than a few levels.

@@ -9,6 +9,32 @@ pub async fn export(
     pool: &PgPool,
     include_retired: bool,
 ) -> Result<pb::ExportBackstageResponse, Status> {
+    let docs = documents(pool, include_retired).await?;
+    let entities = docs.len() as u32;
+    let mut yaml = String::new();
+    for d in &docs {
+        push_document(&mut yaml, d)?;
+    }
+    Ok(pb::ExportBackstageResponse { yaml, entities })
+}
+
+/// Appends `doc` to `yaml` as one document of a multi-document file.
+pub fn push_document(yaml: &mut String, doc: &serde_json::Value) -> Result<(), Status> {
+    yaml.push_str("---\n");
+    yaml.push_str(&serde_yaml_ng::to_string(doc).map_err(|e| error::internal(&e))?);
+    if !yaml.ends_with('\n') {
+        yaml.push('\n');
+    }
+    Ok(())
+}
+
+/// Every document of the export, in its order: groups, systems,
+/// components (each as it came while it still means what the catalog
+/// says), then the entities of other kinds.
+pub async fn documents(
+    pool: &PgPool,
+    include_retired: bool,
+) -> Result<Vec<serde_json::Value>, Status> {
     let mut docs: Vec<serde_json::Value> = Vec::new();
     for t in crate::catalog::queries::list_all_teams(pool, include_retired).await? {
         let profile_pb = t.profile.unwrap_or_default();
@@ -82,16 +108,7 @@ pub async fn export(
         .collect();
     // Entities of other kinds: as they came.
     docs.extend(crate::catalog::queries::list_all_entities(pool).await?);
-    let entities = docs.len() as u32;
-    let mut yaml = String::new();
-    for d in docs {
-        yaml.push_str("---\n");
-        yaml.push_str(&serde_yaml_ng::to_string(&d).map_err(|e| error::internal(&e))?);
-        if !yaml.ends_with('\n') {
-            yaml.push('\n');
-        }
-    }
-    Ok(pb::ExportBackstageResponse { yaml, entities })
+    Ok(docs)
 }
 
 /// A service as Backstage's Component descriptor.

@@ -56,7 +56,7 @@ mod plan;
 pub(crate) use descriptor::check_flow_depth;
 use descriptor::*;
 use export::component_doc;
-pub use export::export;
+pub use export::{documents, export, push_document};
 use plan::*;
 
 /// Commands of one phase in flight at once.
