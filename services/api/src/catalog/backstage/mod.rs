@@ -179,8 +179,11 @@ async fn run_import(
     let entities =
         (docs.groups.len() + docs.systems.len() + docs.components.len() + docs.entities.len())
             as u32;
+    // Users whose memberOf no longer names a team: leaving it.
+    let leaving = leavings(executor, &docs).await?;
     let mut wanted = referenced_teams(&docs);
     wanted.extend(joining.iter().map(|(team, _)| team.clone()));
+    wanted.extend(leaving.iter().map(|(team, _)| team.clone()));
     wanted.sort();
     wanted.dedup();
     let teams: HashMap<Name, Option<Team>> = states(executor, wanted).await?;
@@ -198,7 +201,7 @@ async fn run_import(
         return Err(error::invalid(conflicts));
     }
     let (mut phases, mut unchanged) = plan(&docs, &teams, &systems, &services, &meta.principal)?;
-    // Users of the file joining teams the file does not describe.
+    // Users of the file joining or leaving teams the file does not describe.
     let joins: Vec<Step> = joining
         .into_iter()
         .filter(|(team, user)| {
@@ -208,6 +211,17 @@ async fn run_import(
                 .is_some_and(|t| !t.members.contains(user))
         })
         .map(|(team, member)| Step::Team(team, TeamCommand::AddMember { member }))
+        .chain(
+            leaving
+                .into_iter()
+                .filter(|(team, user)| {
+                    teams
+                        .get(team)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|t| t.members.contains(user))
+                })
+                .map(|(team, member)| Step::Team(team, TeamCommand::RemoveMember { member })),
+        )
         .collect();
     phases.extend(serialize_per_aggregate(joins));
     unchanged += entities_unchanged;

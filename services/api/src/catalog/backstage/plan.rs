@@ -95,6 +95,56 @@ pub(super) fn memberships(docs: &mut Documents) -> Vec<(Name, String)> {
     elsewhere
 }
 
+/// The teams each default-namespace User of the file names in `memberOf`.
+fn member_of(document: &serde_json::Value) -> Vec<Name> {
+    let namespace = document["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default");
+    if namespace != "default" {
+        return Vec::new();
+    }
+    let mut v = Violations::new();
+    relations(document, namespace, &mut v)
+        .into_iter()
+        .filter(|r| r.kind == "memberOf")
+        .filter_map(|r| r.target.team())
+        .collect()
+}
+
+/// The memberships the file's User documents no longer declare: teams the
+/// user's stored descriptor named in `memberOf` and the new one does not,
+/// for teams the file does not describe (the file's own groups list their
+/// members whole). Backstage drops such a relation; Paved removes the
+/// member, so a membership read from `memberOf` also ends there.
+pub(super) async fn leavings(
+    executor: &Executor,
+    docs: &Documents,
+) -> Result<Vec<(Name, String)>, Status> {
+    let users: Vec<&EntityDoc> = docs
+        .entities
+        .iter()
+        .filter(|e| e.document["kind"].as_str() == Some("User"))
+        .collect();
+    let stored: HashMap<Name, Option<Entity>> =
+        states(executor, users.iter().map(|u| u.id.clone()).collect()).await?;
+    let mut out = Vec::new();
+    for user in users {
+        let Some(name) = user.document["metadata"]["name"].as_str() else {
+            continue;
+        };
+        let Some(Some(before)) = stored.get(&user.id) else {
+            continue;
+        };
+        let now = member_of(&user.document);
+        for team in member_of(&before.document) {
+            if !now.contains(&team) && !docs.groups.iter().any(|g| g.name == team) {
+                out.push((team, name.to_owned()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Runs the import's steps, phase by phase, over an in-memory copy of the
 /// catalog ([`dry_run::CatalogCopy`]): the domain's refusals, each on the
 /// document of the entity it is about.
