@@ -918,13 +918,14 @@ spec:
     );
     assert_eq!(r.get_team("crew").await.unwrap().members, ["ana"]);
     // A member added through the API, not by ana's descriptor, stays.
-    c.add_team_member(pb::TeamMemberRequest {
-        team: "payments".into(),
-        member: "bo".into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let added = c
+        .add_team_member(pb::TeamMemberRequest {
+            team: "payments".into(),
+            member: "bo".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let again = c
         .import_backstage(pb::ImportBackstageRequest {
             yaml: yaml.replace(", group:default/payments", ""),
@@ -933,7 +934,14 @@ spec:
         .await
         .unwrap();
     assert_eq!(again.commands, 0, "{again:?}");
-    assert_eq!(c.get_team("payments").await.unwrap().members, ["bo"]);
+    assert_eq!(
+        c.at(added.sequence)
+            .get_team("payments")
+            .await
+            .unwrap()
+            .members,
+        ["bo"]
+    );
 }
 
 #[tokio::test]
