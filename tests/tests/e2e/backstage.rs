@@ -173,10 +173,9 @@ spec:
 apiVersion: backstage.io/v1alpha1
 kind: Component
 metadata:
-  name: Checkout_Service
+  name: checkout
 spec:
   type: service
-  lifecycle: production
   owner: payments
 ---
 apiVersion: backstage.io/v1alpha1
@@ -186,7 +185,7 @@ metadata:
 spec:
   type: ''
   lifecycle: production
-  owner: user:alice
+  owner: payments
 ";
     let e = app
         .client
@@ -201,11 +200,7 @@ spec:
     let fields: Vec<&str> = v.iter().map(|(f, _)| f.as_str()).collect();
     assert_eq!(
         fields,
-        [
-            "documents[1].metadata.name",
-            "documents[2].spec.type",
-            "documents[2].spec.owner"
-        ]
+        ["documents[1].spec.lifecycle", "documents[2].spec.type"]
     );
     assert!(
         v[1].1.contains("ledger"),
@@ -1185,4 +1180,146 @@ async fn a_streamed_import_refuses_broken_bytes_and_a_changed_request_id_by_fiel
         })
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn groups_systems_and_components_paved_cannot_hold_are_stored_as_backstage_has_them() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    c.create_team(crate::helpers::fixtures::team("payments"))
+        .await
+        .unwrap();
+    // Names Backstage allows and DNS labels do not, another namespace, an
+    // owner that is a user, a system of another namespace: Backstage takes
+    // them all, and so does Paved, as entities stored as they came.
+    let yaml = "\
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: Checkout_Service
+spec:
+  type: service
+  lifecycle: production
+  owner: payments
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: artist-lookup
+  namespace: ops
+spec:
+  type: service
+  lifecycle: production
+  owner: group:default/payments
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: ledger
+spec:
+  type: service
+  lifecycle: production
+  owner: user:alice
+  system: system:ops/billing
+---
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: Search.Team
+spec:
+  type: team
+  children: []
+---
+apiVersion: backstage.io/v1alpha1
+kind: System
+metadata:
+  name: billing
+  namespace: ops
+spec:
+  owner: group:default/payments
+";
+    let r = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.entities, 5);
+    let at = c.at(r.sequence);
+    for (entity, kind) in [
+        ("component:Checkout_Service", "Component"),
+        ("component:ops/artist-lookup", "Component"),
+        ("component:ledger", "Component"),
+        ("group:Search.Team", "Group"),
+        ("system:ops/billing", "System"),
+    ] {
+        let e = at.get_entity(entity).await.unwrap();
+        assert_eq!(e.kind, kind, "{entity}");
+    }
+    // They are not services: no DORA, provisioning or golden paths for them.
+    assert_eq!(
+        at.get_service("ledger").await.unwrap_err().code(),
+        Code::NotFound
+    );
+    // Their relations are there, the missing ones marked.
+    let ledger = at.get_entity("component:ledger").await.unwrap();
+    let relations: Vec<(&str, &str, bool)> = ledger
+        .relations
+        .iter()
+        .map(|r| (r.r#type.as_str(), r.target.as_str(), r.missing))
+        .collect();
+    assert!(
+        relations.contains(&("ownedBy", "user:default/alice", true)),
+        "{relations:?}"
+    );
+    assert!(
+        relations.contains(&("partOf", "system:ops/billing", false)),
+        "{relations:?}"
+    );
+    // And they come back out as they came.
+    let out = at.export_backstage(false).await.unwrap();
+    let exported = documents(&out.yaml);
+    for name in [
+        "Checkout_Service",
+        "artist-lookup",
+        "ledger",
+        "Search.Team",
+        "billing",
+    ] {
+        assert!(
+            exported.iter().any(|d| d["metadata"]["name"] == name),
+            "{name} in the export"
+        );
+    }
+    // A member of payments may change what payments owns; not a user's component.
+    let member = app
+        .client_as(paved_domain::Principal::member(
+            "pat",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    member
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml
+                .split("---")
+                .next()
+                .unwrap()
+                .replace("lifecycle: production", "lifecycle: deprecated"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let e = member
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: yaml
+                .split("---")
+                .nth(2)
+                .unwrap()
+                .replace("lifecycle: production", "lifecycle: deprecated"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("its owner is not a team"), "{e}");
 }

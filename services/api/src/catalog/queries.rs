@@ -738,12 +738,20 @@ pub async fn typed_descriptors(pool: &PgPool) -> Result<HashMap<String, Value>, 
     Ok(rows.into_iter().collect())
 }
 
-/// Every stored entity of the kinds without an aggregate of their own, as
-/// the descriptor it came as, by kind, namespace and name.
+/// Every stored entity that is not the descriptor of a team, system or
+/// service (those are exported with them): the kinds without an aggregate
+/// of their own, and groups, systems and components Paved's typed model
+/// does not hold; as the descriptor each came as, by kind, namespace and name.
 pub async fn list_all_entities(pool: &PgPool) -> Result<Vec<serde_json::Value>, Status> {
     sqlx::query_scalar(
-        "SELECT document FROM catalog_entities
-          WHERE lower(kind) NOT IN ('group', 'system', 'component')
+        "SELECT document FROM catalog_entities e
+          WHERE NOT (
+                (lower(e.kind) = 'group'
+                 AND EXISTS (SELECT 1 FROM catalog_teams t WHERE 'group:default/' || t.name = e.ref_key))
+             OR (lower(e.kind) = 'system'
+                 AND EXISTS (SELECT 1 FROM catalog_systems t WHERE 'system:default/' || t.name = e.ref_key))
+             OR (lower(e.kind) = 'component'
+                 AND EXISTS (SELECT 1 FROM catalog_services t WHERE 'component:default/' || t.name = e.ref_key)))
           ORDER BY lower(kind), namespace, lower(name), name",
     )
     .fetch_all(pool)

@@ -268,6 +268,65 @@ impl DocReader<'_> {
     }
 }
 
+/// Can a Group, System or Component document be a team, system or service?
+/// Its name is a DNS label in the default namespace, and what its typed
+/// fields name is too: a group's parent, an owner that is a group, a
+/// system, component dependencies. Backstage takes the others; so does
+/// Paved, as stored entities (their relations shown, without the typed
+/// features: DORA, provisioning, golden paths).
+pub(super) fn fits_typed(kind: &str, doc: &Value) -> bool {
+    let text = |path: &[&str]| -> String {
+        let mut v = doc;
+        for p in path {
+            match v.get(*p) {
+                Some(next) => v = next,
+                None => return String::new(),
+            }
+        }
+        v.as_str().unwrap_or_default().to_owned()
+    };
+    let namespace = text(&["metadata", "namespace"]);
+    if !(namespace.is_empty() || namespace == "default")
+        || Name::parse(&text(&["metadata", "name"])).is_err()
+    {
+        return false;
+    }
+    // A reference the typed model holds: `[kind:][default/]name`, of `kind`.
+    let holds = |raw: &str, expected: &str| {
+        paved_domain::catalog::EntityRef::parse(raw, Some(expected), "default").is_ok_and(|r| {
+            r.kind.eq_ignore_ascii_case(expected)
+                && r.namespace == "default"
+                && Name::parse(&r.name).is_ok()
+        })
+    };
+    let optional = |path: &[&str], expected: &str| {
+        let raw = text(path);
+        raw.is_empty() || holds(&raw, expected)
+    };
+    match kind {
+        "Group" => optional(&["spec", "parent"], "group"),
+        "System" => holds(&text(&["spec", "owner"]), "group"),
+        "Component" => {
+            let deps_hold = doc
+                .get("spec")
+                .and_then(|s| s.get("dependsOn"))
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .filter(|d| {
+                    d.split_once(':')
+                        .is_none_or(|(k, _)| k.eq_ignore_ascii_case("component"))
+                })
+                .all(|d| holds(d, "component"));
+            holds(&text(&["spec", "owner"]), "group")
+                && optional(&["spec", "system"], "system")
+                && deps_hold
+        }
+        _ => false,
+    }
+}
+
 pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Status> {
     // A UTF-8 byte order mark, as editors on Windows write it.
     let yaml = yaml.strip_prefix('\u{feff}').unwrap_or(yaml);
@@ -312,8 +371,12 @@ pub(super) fn parse(yaml: &str, cancelled: &AtomicBool) -> Result<Documents, Sta
             index,
             label: format!("{kind} {raw_name:?}"),
         };
-        if !TYPED_KINDS.contains(&kind.as_str()) {
-            // Any other kind: stored as it came, checked by the domain.
+        if !TYPED_KINDS.contains(&kind.as_str()) || !fits_typed(&kind, &doc) {
+            // Any other kind, and a group, system or component Paved's
+            // teams, systems and services cannot hold (a name that is not a
+            // DNS label, another namespace, an owner that is not a team of
+            // the default namespace…): stored as it came, as Backstage
+            // would, checked by the domain.
             let document = match serde_json::to_value(&doc) {
                 Ok(d) => d,
                 Err(e) => {
