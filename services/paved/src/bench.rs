@@ -800,8 +800,15 @@ fn entities_yaml(apis: usize, users: usize) -> String {
         ));
     }
     for i in 0..users {
+        // A team holds at most 1,000 members: the others name groups the
+        // catalog does not have (relations only, marked missing).
+        let group = if i < 1_000 {
+            "imported".to_owned()
+        } else {
+            format!("group:default/elsewhere-{}", i % 10)
+        };
         y.push_str(&format!(
-            "---\napiVersion: backstage.io/v1alpha1\nkind: User\nmetadata:\n  name: user.{i}\nspec:\n  profile:\n    email: user.{i}@example.com\n  memberOf: [imported]\n"
+            "---\napiVersion: backstage.io/v1alpha1\nkind: User\nmetadata:\n  name: user.{i}\nspec:\n  profile:\n    email: user.{i}@example.com\n  memberOf: [{group}]\n"
         ));
     }
     y
