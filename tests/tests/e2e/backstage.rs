@@ -208,9 +208,16 @@ spec:
         v[1].1
     );
     assert_eq!(app.last_sequence().await, 0);
+}
 
-    // A reference to nothing is caught before anything is appended.
-    let dangling = "\
+#[tokio::test]
+async fn references_to_what_is_not_there_yet_are_taken_and_shown_missing_so_import_order_does_not_matter()
+ {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // Components before their team, system and dependency, as Backstage
+    // takes them (an admin imports: nobody else acts for a missing team).
+    let components = "\
 apiVersion: backstage.io/v1alpha1
 kind: Component
 metadata:
@@ -219,17 +226,106 @@ spec:
   type: service
   lifecycle: production
   owner: ghosts
+  system: books
+  dependsOn: [component:journal]
 ";
-    let e = app
-        .client
+    let first = c
         .import_backstage(pb::ImportBackstageRequest {
-            yaml: dangling.into(),
+            yaml: components.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ledger = c.at(first.sequence).get_service("ledger").await.unwrap();
+    assert_eq!(ledger.owner, "ghosts");
+    assert_eq!(
+        ledger.missing,
+        [
+            "component:default/journal",
+            "group:default/ghosts",
+            "system:default/books"
+        ]
+    );
+    let graph = c
+        .at(first.sequence)
+        .dependency_graph(pb::GetDependencyGraphRequest {
+            service: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let journal = graph.nodes.iter().find(|n| n.name == "journal").unwrap();
+    assert!(journal.missing);
+    // A member may not name a team or system that is not there.
+    c.create_team(crate::helpers::fixtures::team("payments"))
+        .await
+        .unwrap();
+    let pat = app
+        .client_as(paved_domain::Principal::member(
+            "pat",
+            paved_domain::Name::parse("payments").unwrap(),
+        ))
+        .await;
+    let before = app.last_sequence().await;
+    let e = pat
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: components
+                .replace("name: ledger", "name: till")
+                .replace("owner: ghosts", "owner: payments"),
             ..Default::default()
         })
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(app.last_sequence().await, 0);
+    assert!(e.to_string().contains("only admins name a system"), "{e}");
+    assert_eq!(app.last_sequence().await, before);
+    // The rest arrives later; nothing is missing any more.
+    let rest = "\
+apiVersion: backstage.io/v1alpha1
+kind: Group
+metadata:
+  name: ghosts
+spec:
+  type: team
+  children: []
+---
+apiVersion: backstage.io/v1alpha1
+kind: System
+metadata:
+  name: books
+spec:
+  owner: ghosts
+---
+apiVersion: backstage.io/v1alpha1
+kind: Component
+metadata:
+  name: journal
+spec:
+  type: service
+  lifecycle: production
+  owner: ghosts
+";
+    let second = c
+        .import_backstage(pb::ImportBackstageRequest {
+            yaml: rest.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ledger = c.at(second.sequence).get_service("ledger").await.unwrap();
+    assert!(ledger.missing.is_empty(), "{:?}", ledger.missing);
+    assert_eq!(ledger.spec.unwrap().system, "books");
+    // Both files again, in either order: nothing to do.
+    for yaml in [components, rest] {
+        let again = c
+            .import_backstage(pb::ImportBackstageRequest {
+                yaml: yaml.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(again.commands, 0);
+    }
 }
 
 #[tokio::test]

@@ -167,11 +167,27 @@ async fn business_rules_map_to_status_codes() {
         .unwrap_err();
     assert_eq!(again.code(), Code::AlreadyExists);
 
-    let no_owner = c
+    // An owner not in the catalog yet is taken from an admin (as Backstage
+    // takes it) and shown as missing; a retired one is refused.
+    let pending = c
         .register_service(fixtures::service("fx", "ghosts"))
         .await
+        .unwrap();
+    let fx = c.at(pending.sequence).get_service("fx").await.unwrap();
+    assert_eq!(fx.missing, ["group:default/ghosts"]);
+    c.create_team(fixtures::team("old")).await.unwrap();
+    c.retire_team(pb::RetireRequest {
+        name: "old".into(),
+        reason: "merged".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let retired_owner = c
+        .register_service(fixtures::service("fy", "old"))
+        .await
         .unwrap_err();
-    assert_eq!(no_owner.code(), Code::FailedPrecondition);
+    assert_eq!(retired_owner.code(), Code::FailedPrecondition);
 
     let missing = c
         .deprecate_service(pb::RetireRequest {

@@ -257,7 +257,19 @@ const SERVICE_COLUMNS: &str = "s.name, s.owner, s.type, s.lifecycle, s.system, s
     COALESCE((SELECT jsonb_agg(jsonb_build_array(d.depends_on, d.criticality) ORDER BY d.depends_on)
                 FROM catalog_dependencies d WHERE d.service = s.name), '[]'::jsonb) AS upstream,
     COALESCE((SELECT jsonb_agg(jsonb_build_array(d.service, d.criticality) ORDER BY d.service)
-                FROM catalog_dependencies d WHERE d.depends_on = s.name), '[]'::jsonb) AS downstream";
+                FROM catalog_dependencies d WHERE d.depends_on = s.name), '[]'::jsonb) AS downstream,
+    ARRAY(SELECT m FROM (
+            SELECT 'group:default/' || s.owner AS m
+             WHERE NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = s.owner)
+            UNION ALL
+            SELECT 'system:default/' || s.system
+             WHERE s.system IS NOT NULL AND s.system <> ''
+               AND NOT EXISTS (SELECT 1 FROM catalog_systems y WHERE y.name = s.system)
+            UNION ALL
+            SELECT 'component:default/' || d.depends_on FROM catalog_dependencies d
+             WHERE d.service = s.name
+               AND NOT EXISTS (SELECT 1 FROM catalog_services x WHERE x.name = d.depends_on)
+          ) missing ORDER BY m) AS missing";
 
 fn edges(r: &PgRow, column: &str) -> Result<Vec<pb::Dependency>, Status> {
     let pairs: Vec<(String, Option<String>)> = json(r, column)?;
@@ -318,6 +330,7 @@ fn service_from_row(r: &PgRow) -> Result<pb::Service, Status> {
         retired: retired.is_some(),
         retired_reason: retired.unwrap_or_default(),
         dependencies: edges(r, "upstream")?,
+        missing: r.try_get("missing").map_err(db)?,
         dependents: edges(r, "downstream")?,
         slos: slos.into_iter().map(slo_to_proto).collect(),
         created_at: ts(r.try_get("created_at").map_err(db)?),
@@ -520,9 +533,21 @@ pub async fn dependency_graph(
                 lifecycle: lifecycle.into(),
                 lifecycle_name,
                 retired: retired.is_some(),
+                missing: false,
             }
         })
         .collect();
+    // Dependencies on services not in the catalog (yet): nodes marked missing.
+    for name in names {
+        if !nodes.iter().any(|n| n.name == name) {
+            nodes.push(pb::GraphNode {
+                distance: distance.get(&name).copied().unwrap_or(0),
+                name,
+                missing: true,
+                ..Default::default()
+            });
+        }
+    }
     nodes.sort_by(|a, b| {
         a.distance
             .cmp(&b.distance)

@@ -56,12 +56,44 @@ pub(crate) fn live_team<'r>(refs: &'r References, id: &Name) -> Result<&'r Team,
     referenced(refs.team(id), AggregateRef::team(id))
 }
 
-fn live_system<'r>(refs: &'r References, id: &Name) -> Result<&'r System, Rejection> {
-    referenced(refs.system(id), AggregateRef::system(id))
+/// A service a dependency names: live, or not in the catalog yet (shown as
+/// missing until it arrives, as Backstage does); a retired one is refused.
+fn dependency_target(refs: &References, id: &Name) -> Result<(), Rejection> {
+    match refs.service(id) {
+        Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::RetiredReference(
+            AggregateRef::service(id),
+        ))),
+        _ => Ok(()),
+    }
 }
 
-fn live_service<'r>(refs: &'r References, id: &Name) -> Result<&'r Service, Rejection> {
-    referenced(refs.service(id), AggregateRef::service(id))
+/// A referenced team or system that may not be in the catalog yet:
+/// Backstage takes such a reference and shows it as missing until the
+/// entity arrives, so the order of imports never matters. Ownership still
+/// decides who may: a reference that dangles is taken from admins only
+/// (nobody else acts for a team that does not exist, or joins a system
+/// nobody owns yet). A retired one is refused, whoever asks.
+fn pending<'r, T: Retirable>(
+    state: Option<&'r T>,
+    r: AggregateRef,
+    ctx: &Context<'_>,
+) -> Result<Option<&'r T>, Rejection> {
+    match state {
+        Some(s) if s.retired() => Err(Rejection::Precondition(Precondition::RetiredReference(r))),
+        Some(s) => Ok(Some(s)),
+        None if ctx.principal.is_admin() => Ok(None),
+        None => Err(Rejection::Precondition(Precondition::MissingReference(r))),
+    }
+}
+
+/// See [`pending`].
+fn pending_team<'r>(ctx: &Context<'r>, id: &Name) -> Result<Option<&'r Team>, Rejection> {
+    pending(ctx.refs.team(id), AggregateRef::team(id), ctx)
+}
+
+/// See [`pending`].
+fn pending_system<'r>(ctx: &Context<'r>, id: &Name) -> Result<Option<&'r System>, Rejection> {
+    pending(ctx.refs.system(id), AggregateRef::system(id), ctx)
 }
 
 fn referenced<T: Retirable>(state: Option<&T>, r: AggregateRef) -> Result<&T, Rejection> {

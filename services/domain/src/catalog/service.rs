@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::repository::{SourceLocation, claim_ref, holds, service_source};
 use super::{
-    Retirable, live, live_service, live_system, live_team, may_join_system, require_acts_for,
+    Retirable, dependency_target, live, may_join_system, pending_system, pending_team,
+    require_acts_for,
 };
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 use crate::event::Event;
@@ -548,9 +549,10 @@ impl Aggregate for Option<Service> {
             if self.is_some() {
                 return Err(Rejection::AlreadyExists(me.to_string()));
             }
-            live_team(ctx.refs, owner)?;
-            if let Some(system) = &spec.system {
-                let s = live_system(ctx.refs, system)?;
+            pending_team(ctx, owner)?;
+            if let Some(system) = &spec.system
+                && let Some(s) = pending_system(ctx, system)?
+            {
                 may_join_system(ctx.principal, system, &s.owner)?;
             }
             if let Some(location) = service_source(spec) {
@@ -593,8 +595,8 @@ impl Aggregate for Option<Service> {
                 }
                 if changed.contains(&SpecField::System)
                     && let Some(system) = &next.system
+                    && let Some(s) = pending_system(ctx, system)?
                 {
-                    let s = live_system(ctx.refs, system)?;
                     may_join_system(ctx.principal, system, &s.owner)?;
                 }
                 if let Some(location) = new_repository(&service.spec, spec, fields) {
@@ -609,7 +611,7 @@ impl Aggregate for Option<Service> {
                 if &service.owner == to {
                     return Ok(Vec::new());
                 }
-                live_team(ctx.refs, to)?;
+                pending_team(ctx, to)?;
                 Ok(vec![ServiceEvent::OwnershipTransferred {
                     from: service.owner.clone(),
                     to: to.clone(),
@@ -653,7 +655,7 @@ impl Aggregate for Option<Service> {
                         format!("a service has at most {MAX_DEPENDENCIES} dependencies"),
                     ));
                 }
-                live_service(ctx.refs, on)?;
+                dependency_target(ctx.refs, on)?;
                 Ok(vec![ServiceEvent::DependencyAdded {
                     on: on.clone(),
                     criticality: *criticality,

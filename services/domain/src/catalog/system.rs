@@ -1,6 +1,6 @@
 //! Systems (Backstage kind System): a named group of services owned by a team.
 
-use super::{Retirable, live, live_team, require_acts_for};
+use super::{Retirable, live, pending_team, require_acts_for};
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 use crate::event::Event;
 use crate::name::Name;
@@ -110,7 +110,7 @@ impl Aggregate for Option<System> {
             if self.is_some() {
                 return Err(Rejection::AlreadyExists(me.to_string()));
             }
-            live_team(ctx.refs, owner)?;
+            pending_team(ctx, owner)?;
             return Ok(vec![SystemEvent::Created {
                 name: ctx.id.clone(),
                 owner: owner.clone(),
@@ -140,7 +140,7 @@ impl Aggregate for Option<System> {
                 if &system.owner == to {
                     return Ok(Vec::new());
                 }
-                live_team(ctx.refs, to)?;
+                pending_team(ctx, to)?;
                 Ok(vec![SystemEvent::OwnershipTransferred {
                     from: system.owner.clone(),
                     to: to.clone(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Retirable, live, live_team, require_acts_for, require_admin};
+use super::{Retirable, live, pending_team, require_acts_for, require_admin};
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 use crate::event::Event;
 use crate::name::Name;
@@ -191,7 +191,7 @@ impl Aggregate for Option<Team> {
                 return Err(Rejection::AlreadyExists(me.to_string()));
             }
             if let Some(parent) = parent {
-                live_team(ctx.refs, parent)?;
+                pending_team(ctx, parent)?;
             }
             let mut events = vec![TeamEvent::Created {
                 name: ctx.id.clone(),
@@ -263,7 +263,7 @@ impl Aggregate for Option<Team> {
                     return Ok(Vec::new());
                 }
                 if let Some(parent) = parent {
-                    live_team(ctx.refs, parent)?;
+                    pending_team(ctx, parent)?;
                     if creates_cycle(ctx.id, parent, ctx.refs) {
                         return Err(Rejection::Precondition(Precondition::ParentCycle {
                             team: ctx.id.to_string(),

@@ -468,7 +468,29 @@ fn service_view(s: &Service, catalog: &Catalog, sequence: Option<&u64>) -> pb::S
         created_at: None,
         updated_at: None,
         sequence: sequence.copied().unwrap_or(0),
+        missing: missing_references(s, catalog),
     }
+}
+
+/// What the service names that the replayed catalog does not hold, in the
+/// order and spelling of the API's `Service.missing`.
+fn missing_references(s: &Service, catalog: &Catalog) -> Vec<String> {
+    let mut out = Vec::new();
+    if !matches!(catalog.teams.get(&s.owner), Some(Some(_))) {
+        out.push(format!("group:default/{}", s.owner));
+    }
+    if let Some(system) = &s.spec.system
+        && !matches!(catalog.systems.get(system), Some(Some(_)))
+    {
+        out.push(format!("system:default/{system}"));
+    }
+    for on in s.dependencies.keys() {
+        if !matches!(catalog.services.get(on), Some(Some(_))) {
+            out.push(format!("component:default/{on}"));
+        }
+    }
+    out.sort();
+    out
 }
 
 /// The signing key: configured, else the one the server generated.

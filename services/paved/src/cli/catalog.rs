@@ -982,6 +982,14 @@ pub(super) fn print_service(s: &pb::Service) {
         ("depends on", deps(&s.dependencies)),
         ("used by", deps(&s.dependents)),
         ("slos", slos),
+        (
+            "missing",
+            if s.missing.is_empty() {
+                String::new()
+            } else {
+                format!("{} (not in the catalog yet)", s.missing.join(", "))
+            },
+        ),
         ("sequence", s.sequence.to_string()),
     ]);
 }

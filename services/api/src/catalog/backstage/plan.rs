@@ -402,23 +402,48 @@ pub(super) fn plan(
     let in_file_groups: BTreeSet<&Name> = docs.groups.iter().map(|g| &g.name).collect();
     let in_file_systems: BTreeSet<&Name> = docs.systems.iter().map(|s| &s.name).collect();
     let in_file_components: BTreeSet<&Name> = docs.components.iter().map(|c| &c.name).collect();
-    let live_team = |n: &Name| {
-        in_file_groups.contains(n)
-            || teams
-                .get(n)
-                .is_some_and(|t| t.as_ref().is_some_and(|t| t.retired.is_none()))
+    // A reference may name what is not in the catalog yet: Backstage takes
+    // it and it shows as missing until it arrives, so import order does not
+    // matter. As in the domain: a team or system not there yet only from
+    // admins, a dependency from anyone; a retired one never. `None`: fine.
+    let team_ref = |n: &Name| -> Option<String> {
+        if in_file_groups.contains(n) {
+            return None;
+        }
+        match teams.get(n).and_then(Option::as_ref) {
+            Some(t) if t.retired.is_some() => Some(format!("team {:?} is retired", n.as_str())),
+            Some(_) => None,
+            None if principal.is_admin() => None,
+            None => Some(format!(
+                "team {:?} does not exist (only admins name a team that is not in the catalog yet)",
+                n.as_str()
+            )),
+        }
     };
-    let live_system = |n: &Name| {
-        in_file_systems.contains(n)
-            || systems
-                .get(n)
-                .is_some_and(|s| s.as_ref().is_some_and(|s| s.retired.is_none()))
+    let system_ref = |n: &Name| -> Option<String> {
+        if in_file_systems.contains(n) {
+            return None;
+        }
+        match systems.get(n).and_then(Option::as_ref) {
+            Some(s) if s.retired.is_some() => Some(format!("system {:?} is retired", n.as_str())),
+            Some(_) => None,
+            None if principal.is_admin() => None,
+            None => Some(format!(
+                "system {:?} does not exist (only admins name a system that is not in the catalog yet)",
+                n.as_str()
+            )),
+        }
     };
-    let live_service = |n: &Name| {
-        in_file_components.contains(n)
-            || services
-                .get(n)
-                .is_some_and(|s| s.as_ref().is_some_and(|s| s.retired.is_none()))
+    let service_ref = |n: &Name| -> Option<String> {
+        if in_file_components.contains(n) {
+            return None;
+        }
+        match services.get(n).and_then(Option::as_ref) {
+            Some(s) if s.retired.is_some() => {
+                Some(format!("component {:?} is retired", n.as_str()))
+            }
+            _ => None,
+        }
     };
     let mut unchanged = 0u32;
 
@@ -445,12 +470,9 @@ pub(super) fn plan(
     let mut phases: Vec<Vec<Step>> = (0..=max_depth).map(|_| Vec::new()).collect();
     for g in &docs.groups {
         if let Some(p) = &g.parent
-            && !live_team(p)
+            && let Some(why) = team_ref(p)
         {
-            v.push(
-                format!("groups.{}.spec.parent", g.name),
-                format!("team {p:?} does not exist or is retired"),
-            );
+            v.push(format!("groups.{}.spec.parent", g.name), why);
         }
         let steps = &mut phases[depth[&g.name]];
         let before = steps.len();
@@ -519,11 +541,8 @@ pub(super) fn plan(
     // Systems.
     let mut system_steps = Vec::new();
     for s in &docs.systems {
-        if !live_team(&s.owner) {
-            v.push(
-                format!("systems.{}.spec.owner", s.name),
-                format!("team {:?} does not exist or is retired", s.owner.as_str()),
-            );
+        if let Some(why) = team_ref(&s.owner) {
+            v.push(format!("systems.{}.spec.owner", s.name), why);
         }
         if !principal.acts_for(&s.owner) {
             v.push(
@@ -584,19 +603,13 @@ pub(super) fn plan(
     let mut component_steps = Vec::new();
     let mut dependency_steps = Vec::new();
     for c in &docs.components {
-        if !live_team(&c.owner) {
-            v.push(
-                format!("components.{}.spec.owner", c.name),
-                format!("team {:?} does not exist or is retired", c.owner.as_str()),
-            );
+        if let Some(why) = team_ref(&c.owner) {
+            v.push(format!("components.{}.spec.owner", c.name), why);
         }
         if let Some(s) = &c.spec.system
-            && !live_system(s)
+            && let Some(why) = system_ref(s)
         {
-            v.push(
-                format!("components.{}.spec.system", c.name),
-                format!("system {:?} does not exist or is retired", s.as_str()),
-            );
+            v.push(format!("components.{}.spec.system", c.name), why);
         }
         // Joining a system: the domain's one rule, checked up front.
         if let Some(s) = &c.spec.system {
@@ -628,11 +641,8 @@ pub(super) fn plan(
                     format!("components.{}.spec.dependsOn", c.name),
                     "a service cannot depend on itself",
                 );
-            } else if !live_service(d) {
-                v.push(
-                    format!("components.{}.spec.dependsOn", c.name),
-                    format!("component {:?} does not exist or is retired", d.as_str()),
-                );
+            } else if let Some(why) = service_ref(d) {
+                v.push(format!("components.{}.spec.dependsOn", c.name), why);
             }
         }
         if !principal.acts_for(&c.owner) {
