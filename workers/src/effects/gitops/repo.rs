@@ -95,7 +95,12 @@ impl Repo {
             env,
             author: (config.author_name.clone(), config.author_email.clone()),
         };
-        if !repo.dir.join(".git").exists() {
+        if repo.dir.join(".git").exists() {
+            // A git killed mid-write (a crash) leaves its lock behind, and
+            // every later command here would fail on it. One holder of the
+            // lease works in this clone at a time: what is locked now is stale.
+            repo.clear_stale_locks().await?;
+        } else {
             if let Some(parent) = repo.dir.parent() {
                 tokio::fs::create_dir_all(parent).await?;
             }
@@ -114,6 +119,32 @@ impl Repo {
             }
         }
         Ok(repo)
+    }
+
+    /// Removes the `*.lock` files a killed git left in the clone.
+    async fn clear_stale_locks(&self) -> Result<(), GitError> {
+        let mut stack = vec![self.dir.join(".git")];
+        while let Some(dir) = stack.pop() {
+            let mut entries = match tokio::fs::read_dir(&dir).await {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            while let Some(entry) = entries.next_entry().await? {
+                let path = entry.path();
+                let kind = entry.file_type().await?;
+                if kind.is_dir() {
+                    // Objects are written atomically (no locks there).
+                    if path.file_name().is_none_or(|n| n != "objects") {
+                        stack.push(path);
+                    }
+                } else if path.extension().is_some_and(|e| e == "lock") {
+                    tracing::info!(lock = %path.display(), "removing a stale git lock");
+                    tokio::fs::remove_file(&path).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Runs git in the clone; its stdout.
@@ -319,6 +350,8 @@ impl Repo {
     ) -> Result<String, GitError> {
         let index = self.dir.join(".git").join("paved-index");
         let _ = tokio::fs::remove_file(&index).await;
+        // Left by a git killed while it held the index (a crash).
+        let _ = tokio::fs::remove_file(self.dir.join(".git").join("paved-index.lock")).await;
         let index = index.to_string_lossy().into_owned();
         let env = [("GIT_INDEX_FILE", index.as_str())];
         if let Some(parent) = parent {
@@ -449,4 +482,79 @@ impl Repo {
 
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_git_killed_mid_write_leaves_no_lock_that_stops_the_next_holder() {
+        let dir = std::env::temp_dir().join(format!("paved-repo-{}", uuid_like()));
+        std::fs::create_dir_all(&dir).unwrap();
+        git(
+            &dir,
+            &[
+                "init",
+                "--quiet",
+                "--bare",
+                "--initial-branch=main",
+                "remote.git",
+            ],
+        );
+        let config = RepositoryConfig {
+            url: dir.join("remote.git").to_string_lossy().into_owned(),
+            branch: "main".into(),
+            token_env: None,
+            token_file: None,
+            ssh_key_file: None,
+            author_name: "Paved".into(),
+            author_email: "paved@localhost".into(),
+            workdir: Some(dir.join("clone")),
+        };
+        let repo = Repo::open(&config).await.unwrap();
+        let file = |c: &str| PlannedFile {
+            path: "a.yaml".into(),
+            content: Some(c.into()),
+        };
+        let first = repo.commit(None, &[file("1\n")], "first\n").await.unwrap();
+        assert!(repo.push(&first).await.unwrap());
+        // What a crash in the middle of `update-index` or `fetch` leaves.
+        let git_dir = dir.join("clone").join(".git");
+        std::fs::write(git_dir.join("paved-index.lock"), "").unwrap();
+        std::fs::write(git_dir.join("refs/remotes/origin/main.lock"), "").unwrap();
+        // The next holder opens the clone and carries on.
+        let repo = Repo::open(&config).await.unwrap();
+        repo.fetch().await.unwrap();
+        let second = repo
+            .commit(Some(&first), &[file("2\n")], "second\n")
+            .await
+            .unwrap();
+        assert!(repo.push(&second).await.unwrap());
+        assert_eq!(repo.head().await.unwrap().as_deref(), Some(second.as_str()));
+        assert!(!git_dir.join("paved-index.lock").exists());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn uuid_like() -> String {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        format!("{}-{}", t.as_nanos(), std::process::id())
+    }
 }
