@@ -66,6 +66,8 @@ pub struct Filter {
     event_types: Vec<String>,
     principal: String,
     correlation_id: String,
+    /// Leave each record's JSON rendering out (the caller asked).
+    omit_json: bool,
 }
 
 impl Filter {
@@ -129,6 +131,7 @@ impl Filter {
             event_types: f.event_types.clone(),
             principal: f.principal.clone(),
             correlation_id: f.correlation_id.clone(),
+            omit_json: false,
         })
     }
 
@@ -162,7 +165,11 @@ pub fn records(stored: &StoredCommit, filter: &Filter) -> Vec<pb::EventRecord> {
         .filter(|(_, e)| filter.event_matches(e))
         .map(|(i, e)| {
             let event = event_to_proto(e);
-            let json = serde_json::to_string(&event).unwrap_or_default();
+            let json = if filter.omit_json {
+                String::new()
+            } else {
+                serde_json::to_string(&event).unwrap_or_default()
+            };
             pb::EventRecord {
                 sequence: stored.sequence,
                 index: i as u32,
@@ -210,7 +217,8 @@ impl EventLogService for EventLogApi {
     ) -> Result<Response<RecordStream>, Status> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
-        let filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        filter.omit_json = r.omit_json;
         let since = time_from_proto(r.since.as_ref());
         let until = time_from_proto(r.until.as_ref());
         let now = Utc::now();
@@ -338,7 +346,8 @@ impl EventLogService for EventLogApi {
     ) -> Result<Response<RecordStream>, Status> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
-        let filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
+        filter.omit_json = r.omit_json;
         let last = self
             .log
             .last_sequence()

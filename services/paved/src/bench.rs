@@ -592,6 +592,26 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         Vec::new(),
         ">= 80000 events/s",
     ));
+    // The same without the JSON rendering (a client decoding the protobuf).
+    let started = Instant::now();
+    let mut stream = b
+        .client
+        .read_events(pb::ReadEventsRequest {
+            omit_json: true,
+            ..Default::default()
+        })
+        .await?;
+    let mut events = 0u64;
+    while stream.message().await?.is_some() {
+        events += 1;
+    }
+    out.push(figure(
+        &format!("ReadEvents of the whole log, omit_json ({total} messages)"),
+        events,
+        started.elapsed(),
+        Vec::new(),
+        ">= 0.7 x the raw consume",
+    ));
 
     // The catalog as of now, replayed in memory from the whole log.
     let started = Instant::now();

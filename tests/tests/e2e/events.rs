@@ -214,6 +214,7 @@ async fn a_subscription_resumes_without_loss_or_duplicates() {
                 aggregate_type: "service".into(),
                 ..Default::default()
             }),
+            omit_json: false,
         })
         .await
         .unwrap();
@@ -241,6 +242,7 @@ async fn a_subscription_resumes_without_loss_or_duplicates() {
                 aggregate_type: "service".into(),
                 ..Default::default()
             }),
+            omit_json: false,
         })
         .await
         .unwrap();
@@ -255,6 +257,7 @@ async fn a_subscription_resumes_without_loss_or_duplicates() {
         .subscribe(pb::SubscribeRequest {
             from_sequence: app.last_sequence().await + 5,
             filter: None,
+            omit_json: false,
         })
         .await
         .unwrap_err();
@@ -363,4 +366,44 @@ async fn readers_that_come_and_go_leave_no_consumers_behind() {
         || async { (consumer_count(&app).await <= baseline).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_reader_that_decodes_the_protobuf_may_leave_the_json_out() {
+    let app = spawn_app().await;
+    history(&app).await;
+    let c = &app.client;
+    let with = collect(c, Default::default()).await;
+    let without = collect(
+        c,
+        pb::ReadEventsRequest {
+            omit_json: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(with.len(), without.len());
+    for (a, b) in with.iter().zip(&without) {
+        assert!(!a.json.is_empty());
+        assert!(b.json.is_empty());
+        // Everything else is the same record.
+        assert_eq!(
+            pb::EventRecord {
+                json: String::new(),
+                ..a.clone()
+            },
+            *b
+        );
+    }
+    // The live tail takes the same choice.
+    let mut tail = c
+        .subscribe(pb::SubscribeRequest {
+            from_sequence: 1,
+            omit_json: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let first = tail.message().await.unwrap().unwrap();
+    assert!(first.json.is_empty() && first.event.is_some());
 }

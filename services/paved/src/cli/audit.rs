@@ -175,6 +175,7 @@ fn request(range: &Range, filters: &Filters, limit: u32) -> pb::ReadEventsReques
         until: range.until.map(timestamp),
         filter: Some(filters.to_proto()),
         limit,
+        omit_json: false,
     }
 }
 
@@ -302,6 +303,8 @@ pub async fn catalog_at(
                 aggregate_id: id,
                 ..Default::default()
             }),
+            // Folded from the typed events: no JSON needed.
+            omit_json: true,
             ..Default::default()
         })
         .await
@@ -700,6 +703,8 @@ pub async fn field_changes(
                 aggregate_id: name.to_owned(),
                 ..Default::default()
             }),
+            // Folded from the typed events: no JSON needed.
+            omit_json: true,
             ..Default::default()
         })
         .await
