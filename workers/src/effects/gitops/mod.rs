@@ -475,7 +475,7 @@ impl GitopsWriter {
                 }
             }
             Action::Create | Action::Change => {
-                let context = match self.team_context(team).await {
+                let mut context = match self.team_context(team).await {
                     Ok(c) => c,
                     Err(e) => {
                         return Err(GitError::Config(format!(
@@ -483,6 +483,32 @@ impl GitopsWriter {
                         )));
                     }
                 };
+                // The request's own service from the log when the catalog's
+                // read model has not caught up with it yet (a service
+                // registered a moment ago, by a golden path say): a lagging
+                // read model must not fail the request for good.
+                if let Some(service) = &r.spec.service
+                    && !context.repositories.contains_key(service.as_str())
+                {
+                    match self
+                        .executor
+                        .state::<Option<paved_domain::catalog::Service>>(service)
+                        .await
+                    {
+                        Ok(l) => {
+                            if let Some(s) = l.state.filter(|s| !s.spec.repository_url.is_empty()) {
+                                context
+                                    .repositories
+                                    .insert(service.to_string(), s.spec.repository_url);
+                            }
+                        }
+                        Err(e) => {
+                            return Err(GitError::Config(format!(
+                                "cannot read service {service} from the log: {e}"
+                            )));
+                        }
+                    }
+                }
                 let rendered = match render::render(team.as_str(), &r.spec, &self.rules, &context) {
                     Ok(x) => x,
                     Err(e) => return Ok(Err(format!("cannot render: {e}"))),
