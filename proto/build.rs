@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "paved/v1/delivery.proto",
     "paved/v1/provisioning.proto",
     "paved/v1/templates.proto",
+    "paved/v1/plugins.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -32,6 +32,7 @@ use pb::catalog_service_client::CatalogServiceClient;
 use pb::delivery_service_client::DeliveryServiceClient;
 use pb::event_log_service_client::EventLogServiceClient;
 use pb::metrics_service_client::MetricsServiceClient;
+use pb::plugin_service_client::PluginServiceClient;
 use pb::provisioning_service_client::ProvisioningServiceClient;
 use pb::survey_service_client::SurveyServiceClient;
 use pb::template_service_client::TemplateServiceClient;
@@ -178,6 +179,7 @@ pub struct Client {
     metrics: MetricsServiceClient<Transport>,
     provisioning: ProvisioningServiceClient<Transport>,
     templates: TemplateServiceClient<Transport>,
+    plugins: PluginServiceClient<Transport>,
     retry: RetryPolicy,
 }
 
@@ -214,6 +216,8 @@ impl Client {
         let templates = TemplateServiceClient::with_interceptor(channel.clone(), token.clone())
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        let plugins = PluginServiceClient::with_interceptor(channel.clone(), token.clone())
+            .max_decoding_message_size(MAX_MESSAGE_SIZE);
         let events = EventLogServiceClient::with_interceptor(channel, token)
             .max_decoding_message_size(MAX_MESSAGE_SIZE);
         Ok(Self {
@@ -224,6 +228,7 @@ impl Client {
             metrics,
             provisioning,
             templates,
+            plugins,
             retry: RetryPolicy::default(),
         })
     }
@@ -274,6 +279,44 @@ impl Client {
     /// The generated template client.
     pub fn templates(&self) -> TemplateServiceClient<Transport> {
         self.templates.clone()
+    }
+
+    /// The generated plugin client (marketplace reads, installations).
+    pub fn plugins(&self) -> PluginServiceClient<Transport> {
+        self.plugins.clone()
+    }
+
+    /// With a plugin token: the installation's events from after its
+    /// cursor, then live, until dropped. At-least-once: what was not
+    /// acknowledged comes again on the next subscription.
+    pub async fn subscribe_plugin_events(
+        &self,
+        omit_json: bool,
+    ) -> Result<tonic::Streaming<pb::SubscribePluginEventsResponse>, Error> {
+        let request = pb::SubscribePluginEventsRequest { omit_json };
+        self.call_on(&self.plugins, request, READ_RETRY, |mut c, r| async move {
+            c.subscribe_plugin_events(r).await
+        })
+        .await
+    }
+
+    /// With a plugin token: everything up to `sequence` is processed (the
+    /// cursor moves there; never back). Safe to repeat.
+    pub async fn acknowledge_plugin_events(
+        &self,
+        sequence: u64,
+    ) -> Result<pb::AcknowledgePluginEventsResponse, Error> {
+        let request = pb::AcknowledgePluginEventsRequest {
+            request_id: format!("ack-{sequence}"),
+            sequence,
+        };
+        self.call_on(
+            &self.plugins,
+            request,
+            COMMAND_RETRY,
+            |mut c, r| async move { c.acknowledge_plugin_events(r).await },
+        )
+        .await
     }
 
     /// The generated survey client.
@@ -419,6 +462,22 @@ commands! {
     retry_task(RetryTaskRequest) -> RetryTaskResponse;
     /// Proposes a service's upgrade to a newer version of its template.
     upgrade_service(UpgradeServiceRequest) -> UpgradeServiceResponse;
+}
+
+commands! {
+    plugins:
+    /// Publishes a version of a plugin's manifest to the marketplace.
+    publish_plugin(PublishPluginRequest) -> PublishPluginResponse;
+    deprecate_plugin_version(DeprecatePluginVersionRequest) -> DeprecatePluginVersionResponse;
+    /// No new installation or upgrade may pin the version.
+    yank_plugin_version(YankPluginVersionRequest) -> YankPluginVersionResponse;
+    /// Installs a version (admins); the answer holds the token, once.
+    install_plugin(InstallPluginRequest) -> InstallPluginResponse;
+    upgrade_installation(UpgradeInstallationRequest) -> UpgradeInstallationResponse;
+    /// A new token; the earlier ones work for the overlap.
+    rotate_plugin_token(RotatePluginTokenRequest) -> RotatePluginTokenResponse;
+    /// Every token of the installation stops.
+    uninstall_plugin(UninstallPluginRequest) -> UninstallPluginResponse;
 }
 
 commands! {

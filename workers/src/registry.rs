@@ -15,8 +15,8 @@ use crate::effects::deployer::{ArgoConfig, Deployer};
 use crate::effects::gitops::{GitopsWriter, ProvisioningConfig};
 use crate::effects::scaffolder::{Registrar, TaskRunner, TemplatesConfig};
 use crate::projections::{
-    AuditProjection, CatalogProjection, DeliveryProjection, ProvisioningProjection,
-    SurveysProjection, TemplatesProjection,
+    AuditProjection, CatalogProjection, DeliveryProjection, PluginsProjection,
+    ProvisioningProjection, SurveysProjection, TemplatesProjection,
 };
 use crate::runtime::{self, RebuildProgress, RebuildReport, TableCheck};
 use crate::{Projection, ProjectionError, ProjectionStatus, ProjectionWorker};
@@ -77,6 +77,7 @@ pub fn read_models(needs: &ProjectionNeeds) -> Vec<Box<dyn ReadModel>> {
         ))),
         Shares::whole(ProvisioningProjection),
         Shares::whole(TemplatesProjection),
+        Shares::whole(PluginsProjection),
     ]
 }
 

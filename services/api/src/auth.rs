@@ -1,13 +1,18 @@
-//! Bearer-token authentication. Tokens live hashed (SHA-256) in `api_tokens`,
-//! each with a principal and a role; a token itself is never stored or logged.
+//! Bearer-token authentication. People's tokens live hashed (SHA-256) in
+//! `api_tokens`, each with a principal and a role; plugin tokens in
+//! `plugin_tokens`, each tied to an installation whose grant (read from the
+//! plugins read model at every call) says what it may do. A token itself is
+//! never stored or logged. The result is a [`Caller`]: the principal the
+//! domain sees and the scopes [`crate::access`] checks.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lru::LruCache;
-use paved_domain::{Name, Principal, Role};
+use paved_domain::{Name, Principal, Role, Scope};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::{PgPool, Row};
@@ -16,6 +21,43 @@ use tonic_types::StatusExt;
 
 /// Tokens start with this, so they are easy to spot in a leaked file.
 pub const TOKEN_PREFIX: &str = "pvd_";
+/// Plugin tokens start with this.
+pub const PLUGIN_TOKEN_PREFIX: &str = "pvp_";
+/// The longest overlap a rotation may give the earlier tokens.
+pub const MAX_ROTATION_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Who calls, as authenticated: the principal the domain sees and, for a
+/// plugin, the installation's grant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    /// `Some` for a plugin token: its installation and granted scopes.
+    pub plugin: Option<PluginGrant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginGrant {
+    pub installation: Name,
+    pub scopes: BTreeSet<Scope>,
+}
+
+impl Caller {
+    /// May the caller use `scope`? A person by their role, a plugin by its grant.
+    pub fn allows(&self, scope: Scope) -> bool {
+        match &self.plugin {
+            Some(g) => g.scopes.contains(&scope),
+            None => self.principal.role.allows(scope),
+        }
+    }
+
+    /// The log's contexts the caller may read events of (`events:read:<context>`).
+    pub fn event_contexts(&self) -> BTreeSet<&'static str> {
+        paved_domain::scope::EVENT_CONTEXTS
+            .into_iter()
+            .filter(|c| self.allows(Scope::Events(c)))
+            .collect()
+    }
+}
 /// How long a looked-up token is trusted before it is read again (revocation delay).
 pub const CACHE_TTL: Duration = Duration::from_secs(10);
 
@@ -28,6 +70,63 @@ pub fn hash_token(token: &str) -> String {
 pub fn generate_token() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+}
+
+/// Issues a token for `installation` under `request_key`
+/// (`<installation>/<request id>`): a retry of the same request replaces
+/// the token it issued before (whose answer may never have arrived).
+pub async fn issue_plugin_token(
+    pool: &PgPool,
+    installation: &Name,
+    request_key: &str,
+) -> Result<String, sqlx::Error> {
+    let bytes: [u8; 32] = rand::rng().random();
+    let token = format!("{PLUGIN_TOKEN_PREFIX}{}", hex::encode(bytes));
+    sqlx::query(
+        "INSERT INTO plugin_tokens (token_sha256, installation, request_key) VALUES ($1, $2, $3)
+         ON CONFLICT (request_key) DO UPDATE SET token_sha256 = EXCLUDED.token_sha256,
+                created_at = now()
+          WHERE plugin_tokens.installation = EXCLUDED.installation",
+    )
+    .bind(hash_token(&token))
+    .bind(installation.as_str())
+    .bind(request_key)
+    .execute(pool)
+    .await?;
+    Ok(token)
+}
+
+/// A rotation: the installation's other tokens stop after `overlap` (or at
+/// once), then a new one is issued. Returns it and when the others stop.
+pub async fn rotate_plugin_token(
+    pool: &PgPool,
+    installation: &Name,
+    request_key: &str,
+    overlap: Duration,
+) -> Result<(String, chrono::DateTime<chrono::Utc>), sqlx::Error> {
+    let until = chrono::Utc::now() + chrono::Duration::from_std(overlap).unwrap_or_default();
+    sqlx::query(
+        "UPDATE plugin_tokens SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+          WHERE installation = $1 AND request_key <> $3 AND revoked_at IS NULL",
+    )
+    .bind(installation.as_str())
+    .bind(until)
+    .bind(request_key)
+    .execute(pool)
+    .await?;
+    let token = issue_plugin_token(pool, installation, request_key).await?;
+    Ok((token, until))
+}
+
+/// Revokes every token of an installation; returns how many.
+pub async fn revoke_plugin_tokens(pool: &PgPool, installation: &Name) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query(
+        "UPDATE plugin_tokens SET revoked_at = now() WHERE installation = $1 AND revoked_at IS NULL",
+    )
+    .bind(installation.as_str())
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
 }
 
 /// Stores a new token for `principal` and returns it (the only time it is visible).
@@ -83,8 +182,10 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(10);
 /// Peers whose failures are tracked at once.
 const PEERS: usize = 10_000;
 
-/// Token hash → (principal, when it was looked up).
-type TokenCache = LruCache<String, (Principal, Instant)>;
+/// Token hash → (caller, when it was looked up). People only: a plugin's
+/// token is read at every call, so an uninstall or a narrower grant holds
+/// at once.
+type TokenCache = LruCache<String, (Caller, Instant)>;
 
 /// Resolves bearer tokens to principals, with short-lived bounded caches,
 /// and throttles peers that keep presenting bad tokens.
@@ -152,43 +253,112 @@ impl Authenticator {
         }
     }
 
-    /// The principal behind the request's `authorization: Bearer <token>`.
+    /// The principal behind the request's `authorization: Bearer <token>`
+    /// (already authenticated by [`crate::access::AccessLayer`] when the
+    /// request passed it).
     pub async fn authenticate<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let peer = request.remote_addr().map(|a| a.ip());
+        Ok(self.caller(request).await?.principal)
+    }
+
+    /// The [`Caller`] of a request: the one the access layer found, or
+    /// looked up now.
+    pub async fn caller<T>(&self, request: &Request<T>) -> Result<Caller, Status> {
+        if let Some(caller) = request.extensions().get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        let header = request
+            .metadata()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap_or_default());
+        self.authenticate_header(header, request.remote_addr().map(|a| a.ip()))
+            .await
+    }
+
+    /// The caller an `authorization` header value names, throttling `peer`
+    /// while it keeps presenting bad tokens.
+    pub async fn authenticate_header(
+        &self,
+        header: Option<&str>,
+        peer: Option<IpAddr>,
+    ) -> Result<Caller, Status> {
         self.throttled(peer)?;
-        let result = self.resolve(request).await;
+        let result = self.resolve(header).await;
         if matches!(&result, Err(s) if s.code() == tonic::Code::Unauthenticated) {
             self.failed(peer);
         }
         result
     }
 
-    async fn resolve<T>(&self, request: &Request<T>) -> Result<Principal, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
+    async fn resolve(&self, header: Option<&str>) -> Result<Caller, Status> {
+        let header = header
             .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer)
+        let token = bearer(header)
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Status::unauthenticated("authorization must be: Bearer <token>"))?;
         let hash = hash_token(token);
+        if token.starts_with(PLUGIN_TOKEN_PREFIX) {
+            return self.lookup_plugin(&hash).await?.ok_or_else(bad_token);
+        }
         if let Some(hit) = self.cached(&hash) {
             return hit.ok_or_else(bad_token);
         }
         match self.lookup(&hash).await? {
             Some(principal) => {
-                lock(&self.cache).put(hash, (principal.clone(), Instant::now()));
-                Ok(principal)
+                let caller = Caller {
+                    principal,
+                    plugin: None,
+                };
+                lock(&self.cache).put(hash, (caller.clone(), Instant::now()));
+                Ok(caller)
             }
             None => {
                 lock(&self.unknown).put(hash, Instant::now());
                 Err(bad_token())
             }
         }
+    }
+
+    /// A plugin token's caller: its installation must stand, the token be
+    /// neither revoked nor past its overlap. The principal is
+    /// `plugin:<installation>`, a member of the team it acts for (or a
+    /// reader when it acts for none).
+    async fn lookup_plugin(&self, hash: &str) -> Result<Option<Caller>, Status> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            name: String,
+            scopes: Vec<String>,
+            team: String,
+        }
+        let row: Option<Row> = sqlx::query_as(
+            "SELECT i.name, i.scopes, i.team
+               FROM plugin_tokens t JOIN plugin_installations i ON i.name = t.installation
+              WHERE t.token_sha256 = $1 AND t.revoked_at IS NULL
+                AND (t.expires_at IS NULL OR t.expires_at > now())
+                AND i.status = 'installed'",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(crate::error::database)?;
+        let Some(row) = row else { return Ok(None) };
+        let Ok(installation) = Name::parse(&row.name) else {
+            return Ok(None);
+        };
+        let role = match Name::parse(&row.team) {
+            Ok(team) => Role::Member { team },
+            Err(_) => Role::Reader,
+        };
+        Ok(Some(Caller {
+            principal: Principal {
+                name: paved_domain::plugins::principal_name(&installation),
+                role,
+            },
+            plugin: Some(PluginGrant {
+                installation,
+                scopes: row.scopes.iter().filter_map(|s| Scope::parse(s)).collect(),
+            }),
+        }))
     }
 
     /// Like [`Self::authenticate`], and the principal must be allowed to write.
@@ -206,7 +376,7 @@ impl Authenticator {
 
     /// `Some(Some(p))`: a valid token seen lately; `Some(None)`: an unknown
     /// one seen lately; `None`: look it up.
-    fn cached(&self, hash: &str) -> Option<Option<Principal>> {
+    fn cached(&self, hash: &str) -> Option<Option<Caller>> {
         if let Some((p, at)) = lock(&self.cache).get(hash)
             && at.elapsed() < CACHE_TTL
         {

@@ -3,9 +3,12 @@
 //! read instead of making the server buffer; a client that goes away (or a
 //! deadline that passes) stops it.
 
+use std::collections::BTreeSet;
+
 use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
+use paved_domain::surveys::SurveyEvent;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_eventlog::audit::TrustedKeys;
 use paved_eventlog::codec::{self, event_to_proto, time_from_proto, timestamp};
@@ -17,7 +20,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Caller};
 use crate::error;
 
 /// Records buffered per stream before the reader waits for the client.
@@ -67,11 +70,32 @@ pub struct Filter {
     principal: String,
     correlation_id: String,
     /// Leave each record's JSON rendering out (the caller asked).
-    omit_json: bool,
+    pub(crate) omit_json: bool,
+    /// The contexts the caller may read (`None`: every one).
+    contexts: Option<BTreeSet<&'static str>>,
+    /// Leave survey responses out (a plugin never reads them, sealed or not).
+    hide_responses: bool,
 }
 
 impl Filter {
-    fn parse(log: &EventLog, f: Option<&pb::EventFilter>) -> Result<Self, Status> {
+    /// Narrows the filter to what `caller` may read: its `events:read`
+    /// contexts; and for a plugin, never a survey response.
+    pub(crate) fn restrict_to(&mut self, caller: &Caller) {
+        let contexts = caller.event_contexts();
+        if contexts.len() < paved_domain::scope::EVENT_CONTEXTS.len() {
+            self.contexts = Some(contexts);
+        }
+        self.hide_responses = caller.plugin.is_some();
+    }
+
+    /// Only these event types (a plugin's manifest); empty keeps the filter's.
+    pub(crate) fn only_types(&mut self, types: Vec<String>) {
+        if !types.is_empty() {
+            self.event_types = types;
+        }
+    }
+
+    pub(crate) fn parse(log: &EventLog, f: Option<&pb::EventFilter>) -> Result<Self, Status> {
         let Some(f) = f else {
             return Ok(Self::default());
         };
@@ -132,6 +156,8 @@ impl Filter {
             principal: f.principal.clone(),
             correlation_id: f.correlation_id.clone(),
             omit_json: false,
+            contexts: None,
+            hide_responses: false,
         })
     }
 
@@ -144,12 +170,17 @@ impl Filter {
     }
 
     fn commit_matches(&self, c: &codec::Commit) -> bool {
-        (self.principal.is_empty() || c.principal == self.principal)
+        self.contexts
+            .as_ref()
+            .is_none_or(|allowed| allowed.contains(c.kind.context()))
+            && (self.principal.is_empty() || c.principal == self.principal)
             && (self.correlation_id.is_empty() || c.correlation_id == self.correlation_id)
     }
 
     fn event_matches(&self, e: &Event) -> bool {
-        self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.type_name())
+        (self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.type_name()))
+            && !(self.hide_responses
+                && matches!(e, Event::Survey(SurveyEvent::ResponseSubmitted { .. })))
     }
 }
 
@@ -215,10 +246,11 @@ impl EventLogService for EventLogApi {
         &self,
         request: Request<pb::ReadEventsRequest>,
     ) -> Result<Response<RecordStream>, Status> {
-        self.auth.authenticate(&request).await?;
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
         filter.omit_json = r.omit_json;
+        filter.restrict_to(&caller);
         let since = time_from_proto(r.since.as_ref());
         let until = time_from_proto(r.until.as_ref());
         let now = Utc::now();
@@ -344,10 +376,11 @@ impl EventLogService for EventLogApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<RecordStream>, Status> {
-        self.auth.authenticate(&request).await?;
+        let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
         filter.omit_json = r.omit_json;
+        filter.restrict_to(&caller);
         let last = self
             .log
             .last_sequence()
@@ -488,7 +521,7 @@ async fn from_index(
 /// Reads the log from `deliver` up to sequence `end` (inclusive) through an
 /// ordered consumer, sending matching records until the client goes.
 #[allow(clippy::too_many_arguments)]
-async fn stream_range(
+pub(crate) async fn stream_range(
     log: &EventLog,
     keys: &TrustedKeys,
     deliver: DeliverPolicy,

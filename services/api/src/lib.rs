@@ -1,6 +1,8 @@
 //! Paved's gRPC edge.
 //!
-//! - [`auth`]: bearer tokens → principals (hashed tokens in `api_tokens`).
+//! - [`auth`]: bearer tokens → callers (people's hashed tokens in `api_tokens`,
+//!   plugins' in `plugin_tokens`).
+//! - [`access`]: which RPC needs which scope; the layer that enforces it.
 //! - [`request`]: what every mutating RPC starts with (auth, request id, trace).
 //! - [`error`]: the one mapping from internal errors to `tonic::Status`.
 //! - [`freshness`]: read-your-writes (`min_sequence`) over the projections' checkpoints.
@@ -11,8 +13,10 @@
 //! - [`webhooks`]: GitHub and Argo CD notification webhooks (HTTP).
 //! - [`provisioning`]: `paved.v1.ProvisioningService` (requests, approvals, plans).
 //! - [`templates`]: `paved.v1.TemplateService` (template versions, tasks, time to first deploy).
+//! - [`plugins`]: `paved.v1.PluginService` (marketplace, installations, a plugin's cursor).
 //! - [`catalog`]: `paved.v1.CatalogService` (commands, queries, Backstage import/export).
 
+pub mod access;
 pub mod auth;
 pub mod catalog;
 pub mod delivery;
@@ -20,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod freshness;
 pub mod metrics;
+pub mod plugins;
 pub mod provisioning;
 pub mod request;
 pub mod surveys;
@@ -32,6 +37,7 @@ pub use delivery::{DeliveryApi, MetricsApi};
 pub use events::EventLogApi;
 pub use freshness::Freshness;
 pub use metrics::CommandCounters;
+pub use plugins::PluginApi;
 pub use provisioning::ProvisioningApi;
 pub use surveys::SurveyApi;
 pub use templates::TemplateApi;

@@ -88,6 +88,17 @@ idempotent!(pb::ImportBackstageRequest, pb::SubmitResponseRequest);
 // A team's tenancy: its version is not the caller's business.
 idempotent!(pb::RequestResourceRequest, pb::DecideProvisionRequest);
 // A template's versions and its tasks: versions the caller does not pick.
+// A plugin's versions and installations: versions the caller does not pick.
+idempotent!(
+    pb::PublishPluginRequest,
+    pb::DeprecatePluginVersionRequest,
+    pb::YankPluginVersionRequest,
+    pb::InstallPluginRequest,
+    pb::UpgradeInstallationRequest,
+    pb::RotatePluginTokenRequest,
+    pb::UninstallPluginRequest,
+    pb::AcknowledgePluginEventsRequest,
+);
 idempotent!(
     pb::PublishTemplateRequest,
     pb::CreateTaskRequest,
@@ -131,6 +142,23 @@ pub async fn begin<T: Idempotent>(
     request: Request<T>,
 ) -> Result<(CommandMeta, T, Violations), Status> {
     let principal = auth.authenticate_writer(&request).await?;
+    begin_as(principal, request)
+}
+
+/// [`begin`] for a command any authenticated caller may try (the domain
+/// decides who): a plugin acknowledging its own events, say.
+pub async fn begin_any<T: Idempotent>(
+    auth: &Authenticator,
+    request: Request<T>,
+) -> Result<(CommandMeta, T, Violations), Status> {
+    let principal = auth.authenticate(&request).await?;
+    begin_as(principal, request)
+}
+
+fn begin_as<T: Idempotent>(
+    principal: paved_domain::Principal,
+    request: Request<T>,
+) -> Result<(CommandMeta, T, Violations), Status> {
     let mut meta = meta_of(&request, principal);
     let message = request.into_inner();
     let mut v = Violations::new();

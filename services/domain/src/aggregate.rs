@@ -9,6 +9,7 @@ use crate::catalog::{RepositoryClaim, Service, System, Team};
 use crate::delivery::Deployment;
 use crate::event::Event;
 use crate::name::Name;
+use crate::plugins::marketplace::PluginListing;
 use crate::principal::Principal;
 use crate::rejection::Rejection;
 
@@ -37,10 +38,14 @@ pub enum AggregateKind {
     Template,
     /// One run of a template.
     Task,
+    /// A plugin's versions in the marketplace.
+    Plugin,
+    /// One installation of a plugin (its grant and cursor).
+    Installation,
 }
 
 impl AggregateKind {
-    pub const ALL: [AggregateKind; 14] = [
+    pub const ALL: [AggregateKind; 16] = [
         Self::Team,
         Self::System,
         Self::Service,
@@ -55,6 +60,8 @@ impl AggregateKind {
         Self::Tenancy,
         Self::Template,
         Self::Task,
+        Self::Plugin,
+        Self::Installation,
     ];
 
     /// The bounded context, the second token of the subject (`paved.<context>.…`).
@@ -71,6 +78,7 @@ impl AggregateKind {
             Self::Quarantine => "ops",
             Self::Tenancy => "provisioning",
             Self::Template | Self::Task => "templates",
+            Self::Plugin | Self::Installation => "plugins",
         }
     }
 
@@ -91,6 +99,8 @@ impl AggregateKind {
             Self::Tenancy => "tenancy",
             Self::Template => "template",
             Self::Task => "task",
+            Self::Plugin => "plugin",
+            Self::Installation => "installation",
         }
     }
 
@@ -149,6 +159,7 @@ pub struct References {
     services: HashMap<Name, Option<Service>>,
     deployments: HashMap<Name, Option<Deployment>>,
     repositories: HashMap<Name, Option<RepositoryClaim>>,
+    plugins: HashMap<Name, PluginListing>,
 }
 
 impl References {
@@ -159,6 +170,7 @@ impl References {
             AggregateKind::Service => self.services.contains_key(&r.id),
             AggregateKind::Deployment => self.deployments.contains_key(&r.id),
             AggregateKind::Repository => self.repositories.contains_key(&r.id),
+            AggregateKind::Plugin => self.plugins.contains_key(&r.id),
             _ => false,
         }
     }
@@ -178,6 +190,9 @@ impl References {
     pub fn insert_repository(&mut self, id: Name, state: Option<RepositoryClaim>) {
         self.repositories.insert(id, state);
     }
+    pub fn insert_plugin(&mut self, id: Name, state: PluginListing) {
+        self.plugins.insert(id, state);
+    }
 
     /// The team, if it was loaded and exists.
     pub fn team(&self, id: &Name) -> Option<&Team> {
@@ -195,6 +210,10 @@ impl References {
     /// The claim with id `id` (see [`crate::catalog::claim_id`]).
     pub fn repository(&self, id: &Name) -> Option<&RepositoryClaim> {
         self.repositories.get(id).and_then(Option::as_ref)
+    }
+    /// The plugin's listing, if it was loaded (empty when never published).
+    pub fn plugin(&self, id: &Name) -> Option<&PluginListing> {
+        self.plugins.get(id)
     }
 }
 

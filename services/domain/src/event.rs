@@ -5,6 +5,8 @@ use crate::catalog::{
 };
 use crate::delivery::{ChangeEvent, DeploymentEvent, IncidentEvent};
 use crate::ops::OpsEvent;
+use crate::plugins::installation::InstallationEvent;
+use crate::plugins::marketplace::PluginEvent;
 use crate::provisioning::ProvisioningEvent;
 use crate::surveys::SurveyEvent;
 use crate::templates::library::TemplateEvent;
@@ -26,6 +28,8 @@ pub enum Event {
     Provisioning(ProvisioningEvent),
     Template(TemplateEvent),
     Task(TaskEvent),
+    Plugin(PluginEvent),
+    Installation(InstallationEvent),
 }
 
 impl Event {
@@ -46,6 +50,8 @@ impl Event {
             Event::Provisioning(e) => e.type_name(),
             Event::Template(e) => e.type_name(),
             Event::Task(e) => e.type_name(),
+            Event::Plugin(e) => e.type_name(),
+            Event::Installation(e) => e.type_name(),
         }
     }
 
@@ -107,6 +113,13 @@ impl Event {
         "TaskStepFailed",
         "TaskRetried",
         "TaskCompleted",
+        "PluginVersionPublished",
+        "PluginVersionDeprecated",
+        "PluginVersionYanked",
+        "PluginInstalled",
+        "PluginInstallationUpgraded",
+        "PluginEventsAcknowledged",
+        "PluginUninstalled",
     ];
 }
 

@@ -15,6 +15,8 @@
 //!   approved and applied through the GitOps repository; the pure renderer.
 //! - [`templates`]: golden-path templates (Backstage v1beta3): checked, their
 //!   skeletons rendered, their published versions and their runs (tasks).
+//! - [`plugins`]: the plugin marketplace (versions, installations, cursors);
+//!   [`scope`]: the scopes that say which RPCs a token may call.
 //! - [`ops`]: operations on the log itself (quarantining a message that cannot be applied).
 //! - [`event`]: [`Event`], the union of every aggregate's events, as stored.
 //!
@@ -28,9 +30,11 @@ pub mod dora;
 pub mod event;
 pub mod name;
 pub mod ops;
+pub mod plugins;
 pub mod principal;
 pub mod provisioning;
 pub mod rejection;
+pub mod scope;
 pub mod surveys;
 pub mod templates;
 pub mod validate;
@@ -43,3 +47,4 @@ pub use event::Event;
 pub use name::Name;
 pub use principal::{Principal, Role};
 pub use rejection::{FieldViolation, Precondition, Rejection};
+pub use scope::Scope;

@@ -14,6 +14,8 @@ use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, PullRequestAccount, Target,
 };
 use paved_domain::ops::{OpsEvent, Quarantine, Statement};
+use paved_domain::plugins::installation::{Grant, InstallationEvent};
+use paved_domain::plugins::marketplace::{Delivery, Manifest, PluginEvent};
 use paved_domain::provisioning::{
     Action, Approval, Approver, Plan, PlannedFile, ProvisioningEvent, ResourceKind, ResourceSpec,
 };
@@ -23,7 +25,7 @@ use paved_domain::surveys::{
 use paved_domain::templates::library::{TemplateEvent, TemplateVersion};
 use paved_domain::templates::task::{StepDef, TaskEvent, Upgrade};
 use paved_domain::validate::Violations;
-use paved_domain::{AggregateKind, Event, Name};
+use paved_domain::{AggregateKind, Event, Name, Scope};
 use paved_proto::v1 as pb;
 use pb::event::Kind;
 use prost::Message;
@@ -787,6 +789,8 @@ pub fn event_to_proto(e: &Event) -> pb::Event {
         Event::Provisioning(e) => provisioning_to_proto(e),
         Event::Template(e) => template_to_proto(e),
         Event::Task(e) => task_to_proto(e),
+        Event::Plugin(e) => plugin_to_proto(e),
+        Event::Installation(e) => installation_to_proto(e),
         Event::Ops(OpsEvent::MessageQuarantined(q)) => {
             Kind::MessageQuarantined(pb::MessageQuarantined {
                 statement: Some(statement_to_proto(&q.statement)),
@@ -1267,6 +1271,53 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             digest: e.digest.clone(),
         })
         .into(),
+        Kind::PluginVersionPublished(e) => PluginEvent::Published(Manifest {
+            version: e.version.clone(),
+            publisher: name("publisher", &e.publisher)?,
+            title: e.title.clone(),
+            description: e.description.clone(),
+            homepage: e.homepage.clone(),
+            scopes: scopes("scopes", &e.scopes)?,
+            event_types: e.event_types.clone(),
+            delivery: if e.webhook_url.is_empty() {
+                Delivery::Pull
+            } else {
+                Delivery::Webhook {
+                    url: e.webhook_url.clone(),
+                }
+            },
+        })
+        .into(),
+        Kind::PluginVersionDeprecated(e) => PluginEvent::Deprecated {
+            version: e.version.clone(),
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::PluginVersionYanked(e) => PluginEvent::Yanked {
+            version: e.version.clone(),
+            reason: e.reason.clone(),
+        }
+        .into(),
+        Kind::PluginInstalled(e) => InstallationEvent::Installed(Grant {
+            plugin: name("plugin", &e.plugin)?,
+            version: e.version.clone(),
+            scopes: scopes("scopes", &e.scopes)?,
+            team: optional_name("team", &e.team)?,
+        })
+        .into(),
+        Kind::PluginInstallationUpgraded(e) => InstallationEvent::Upgraded {
+            version: e.version.clone(),
+            scopes: scopes("scopes", &e.scopes)?,
+        }
+        .into(),
+        Kind::PluginEventsAcknowledged(e) => InstallationEvent::Acknowledged {
+            sequence: e.sequence,
+        }
+        .into(),
+        Kind::PluginUninstalled(e) => InstallationEvent::Uninstalled {
+            reason: e.reason.clone(),
+        }
+        .into(),
         Kind::TaskCreated(e) => TaskEvent::Created {
             template: name("template", &e.template)?,
             version: e.version,
@@ -1507,6 +1558,8 @@ pub fn event_kind(e: &Event) -> AggregateKind {
         Event::Provisioning(_) => AggregateKind::Tenancy,
         Event::Template(_) => AggregateKind::Template,
         Event::Task(_) => AggregateKind::Task,
+        Event::Plugin(_) => AggregateKind::Plugin,
+        Event::Installation(_) => AggregateKind::Installation,
     }
 }
 
@@ -1524,6 +1577,75 @@ fn json_text(v: &serde_json::Value) -> String {
         String::new()
     } else {
         v.to_string()
+    }
+}
+
+/// Scopes of an event, each one Paved knows.
+fn scopes(field: &str, values: &[String]) -> Result<Vec<Scope>, DecodeError> {
+    values
+        .iter()
+        .map(|s| Scope::parse(s).ok_or_else(|| field_err(field, format!("unknown scope {s:?}"))))
+        .collect()
+}
+
+fn scope_strings(scopes: &[Scope]) -> Vec<String> {
+    scopes.iter().map(Scope::to_string).collect()
+}
+
+fn plugin_to_proto(e: &PluginEvent) -> Kind {
+    match e {
+        PluginEvent::Published(m) => Kind::PluginVersionPublished(pb::PluginVersionPublished {
+            version: m.version.clone(),
+            publisher: m.publisher.to_string(),
+            title: m.title.clone(),
+            description: m.description.clone(),
+            homepage: m.homepage.clone(),
+            scopes: scope_strings(&m.scopes),
+            event_types: m.event_types.clone(),
+            webhook_url: match &m.delivery {
+                Delivery::Pull => String::new(),
+                Delivery::Webhook { url } => url.clone(),
+            },
+        }),
+        PluginEvent::Deprecated { version, reason } => {
+            Kind::PluginVersionDeprecated(pb::PluginVersionDeprecated {
+                version: version.clone(),
+                reason: reason.clone(),
+            })
+        }
+        PluginEvent::Yanked { version, reason } => {
+            Kind::PluginVersionYanked(pb::PluginVersionYanked {
+                version: version.clone(),
+                reason: reason.clone(),
+            })
+        }
+    }
+}
+
+fn installation_to_proto(e: &InstallationEvent) -> Kind {
+    match e {
+        InstallationEvent::Installed(g) => Kind::PluginInstalled(pb::PluginInstalled {
+            plugin: g.plugin.to_string(),
+            version: g.version.clone(),
+            scopes: scope_strings(&g.scopes),
+            team: g.team.as_ref().map(Name::to_string).unwrap_or_default(),
+        }),
+        InstallationEvent::Upgraded { version, scopes } => {
+            Kind::PluginInstallationUpgraded(pb::PluginInstallationUpgraded {
+                version: version.clone(),
+                scopes: scope_strings(scopes),
+            })
+        }
+        InstallationEvent::Acknowledged { sequence } => {
+            Kind::PluginEventsAcknowledged(pb::PluginEventsAcknowledged {
+                sequence: *sequence,
+            })
+        }
+        InstallationEvent::Uninstalled { reason } => {
+            Kind::PluginUninstalled(pb::PluginUninstalled {
+                reason: reason.clone(),
+            })
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use lru::LruCache;
 use paved_domain::catalog::{RepositoryClaim, Service, System, Team};
 use paved_domain::delivery::Deployment;
+use paved_domain::plugins::marketplace::PluginListing;
 use paved_domain::{
     Aggregate, AggregateKind, AggregateRef, Context, Name, Principal, References, Rejection,
 };
@@ -686,6 +687,10 @@ impl Executor {
                     AggregateKind::Repository => {
                         let l = self.reference::<Option<RepositoryClaim>>(&r).await?;
                         refs.insert_repository(r.id, l.state);
+                    }
+                    AggregateKind::Plugin => {
+                        let l = self.reference::<PluginListing>(&r).await?;
+                        refs.insert_plugin(r.id, l.state);
                     }
                     // Nothing refers to the others.
                     _ => {}

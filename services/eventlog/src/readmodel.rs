@@ -19,6 +19,9 @@ pub const PROVISIONING: &str = "provisioning";
 /// The templates projection: template versions, tasks and their steps.
 pub const TEMPLATES: &str = "templates";
 
+/// The plugins projection: marketplace versions and installations.
+pub const PLUGINS: &str = "plugins";
+
 /// Most partitions a read model can be split into.
 pub const MAX_PARTITIONS: u32 = 16;
 

@@ -705,8 +705,68 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
             output: serde_json::json!({"links": [{"url": "x"}]}),
         },
     ];
+    use paved_domain::Scope;
+    use paved_domain::plugins::installation::{Grant, InstallationEvent};
+    use paved_domain::plugins::marketplace::{Delivery, Manifest, PluginEvent};
+    use paved_domain::scope::Area;
+    let manifest = |delivery| Manifest {
+        version: "1.2.3-rc.1+build.5".into(),
+        publisher: n("platform"),
+        title: "Chat".into(),
+        description: "Posts deployments.".into(),
+        homepage: "https://example.com".into(),
+        scopes: vec![Scope::Read(Area::Delivery), Scope::Events("delivery")],
+        event_types: vec!["DeploymentSucceeded".into()],
+        delivery,
+    };
+    let plugin = vec![
+        PluginEvent::Published(manifest(Delivery::Pull)),
+        PluginEvent::Published(manifest(Delivery::Webhook {
+            url: "https://chat.example.com/hook".into(),
+        })),
+        PluginEvent::Deprecated {
+            version: "1.0.0".into(),
+            reason: "old".into(),
+        },
+        PluginEvent::Yanked {
+            version: "1.0.1".into(),
+            reason: "broken".into(),
+        },
+    ];
+    let installation = vec![
+        InstallationEvent::Installed(Grant {
+            plugin: n("chat"),
+            version: "1.2.3".into(),
+            scopes: vec![Scope::Read(Area::Delivery)],
+            team: Some(n("payments")),
+        }),
+        InstallationEvent::Installed(Grant {
+            plugin: n("chat"),
+            version: "1.2.3".into(),
+            scopes: vec![],
+            team: None,
+        }),
+        InstallationEvent::Upgraded {
+            version: "2.0.0".into(),
+            scopes: vec![Scope::Write(Area::Catalog), Scope::Events("ops")],
+        },
+        InstallationEvent::Acknowledged { sequence: 42 },
+        InstallationEvent::Uninstalled {
+            reason: "replaced".into(),
+        },
+    ];
     let cases = cases
         .into_iter()
+        .chain(
+            plugin
+                .into_iter()
+                .map(|e| (AggregateKind::Plugin, "chat", e.into())),
+        )
+        .chain(
+            installation
+                .into_iter()
+                .map(|e| (AggregateKind::Installation, "chat-payments", e.into())),
+        )
         .chain(
             provisioning
                 .into_iter()

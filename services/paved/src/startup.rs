@@ -391,6 +391,16 @@ impl Application {
                 freshness.clone(),
                 counters.clone(),
             );
+            let plugins = paved_api::PluginApi::new(
+                executor.clone(),
+                self.log.clone(),
+                self.pool.clone(),
+                auth.clone(),
+                freshness.clone(),
+                counters.clone(),
+            )
+            .with_quarantine_keys(self.trusted.clone());
+            let access = paved_api::access::AccessLayer::new(auth.clone());
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             tasks.spawn(watch_dependencies(
                 health.clone(),
@@ -415,6 +425,8 @@ impl Application {
                 .layer(crate::request_limit::RequestLimitLayer {
                     limit: MAX_REQUEST_BYTES,
                 })
+                // Every paved.v1 RPC: authenticated, and its scope checked.
+                .layer(access)
                 .tcp_nodelay(true)
                 // Dead or silent peers are found by HTTP/2 pings; a client
                 // opens at most this many streams on one connection.
@@ -444,6 +456,11 @@ impl Application {
                 )
                 .add_service(
                     EventLogServiceServer::new(events)
+                        .max_decoding_message_size(MAX_REQUEST_BYTES)
+                        .max_encoding_message_size(MAX_RESPONSE_BYTES),
+                )
+                .add_service(
+                    paved_proto::v1::plugin_service_server::PluginServiceServer::new(plugins)
                         .max_decoding_message_size(MAX_REQUEST_BYTES)
                         .max_encoding_message_size(MAX_RESPONSE_BYTES),
                 )

@@ -20,6 +20,7 @@ mod events;
 mod faults;
 mod helpers;
 mod partitions;
+mod plugins;
 mod private;
 mod projection;
 mod provisioning;

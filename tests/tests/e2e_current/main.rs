@@ -35,6 +35,8 @@ mod faults;
 mod helpers;
 #[path = "../e2e/partitions.rs"]
 mod partitions;
+#[path = "../e2e/plugins.rs"]
+mod plugins;
 #[path = "../e2e/private.rs"]
 mod private;
 #[path = "../e2e/projection.rs"]

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod catalog;
 pub mod delivery;
+pub mod plugins;
 pub mod provisioning;
 pub mod surveys;
 pub mod templates;
@@ -10,6 +11,7 @@ pub mod templates;
 pub use audit::AuditProjection;
 pub use catalog::CatalogProjection;
 pub use delivery::DeliveryProjection;
+pub use plugins::PluginsProjection;
 pub use provisioning::ProvisioningProjection;
 pub use surveys::SurveysProjection;
 pub use templates::TemplatesProjection;
