@@ -44,12 +44,37 @@ CREATE TABLE plugin_installations (
     -- installed, uninstalled
     status             text        NOT NULL,
     uninstalled_reason text        NOT NULL DEFAULT '',
+    -- The pinned version's webhook ('' = the plugin pulls).
+    webhook_url        text        NOT NULL DEFAULT '',
+    -- Why the webhook is disabled ('' = it is not: 410 Gone disables it).
+    disabled_reason    text        NOT NULL DEFAULT '',
+    -- The failing head message (0: none), its attempts and next try.
+    failing_sequence   bigint      NOT NULL DEFAULT 0,
+    failing_attempts   integer     NOT NULL DEFAULT 0,
+    retry_at           timestamptz,
     installed_by       text        NOT NULL,
     installed_at       timestamptz NOT NULL,
     updated_at         timestamptz NOT NULL,
     last_sequence      bigint      NOT NULL
 );
 CREATE INDEX plugin_installations_plugin ON plugin_installations (plugin);
+
+-- Messages a webhook failed to take on their last attempt.
+CREATE TABLE plugin_dead_letters (
+    installation   text        NOT NULL,
+    sequence       bigint      NOT NULL,
+    attempts       integer     NOT NULL,
+    status         integer     NOT NULL,
+    error          text        NOT NULL,
+    dead_at        timestamptz NOT NULL,
+    -- An admin asked for it again and it was not sent yet.
+    replay_pending boolean     NOT NULL DEFAULT false,
+    -- A replay delivered it.
+    delivered      boolean     NOT NULL DEFAULT false,
+    last_sequence  bigint      NOT NULL,
+    PRIMARY KEY (installation, sequence)
+);
+CREATE INDEX plugin_dead_letters_pending ON plugin_dead_letters (installation) WHERE replay_pending;
 
 -- Plugin tokens: stored hashed; shown once. A token works while its
 -- installation is installed, it is not revoked and not past expires_at
@@ -65,3 +90,16 @@ CREATE TABLE plugin_tokens (
     revoked_at   timestamptz
 );
 CREATE INDEX plugin_tokens_installation ON plugin_tokens (installation);
+
+-- Webhook secrets (`whsec_…`): not a read model, secrets. The delivery
+-- worker signs with every one valid now (two during a rotation's overlap).
+CREATE TABLE plugin_webhook_secrets (
+    installation text        NOT NULL,
+    secret       text        NOT NULL,
+    -- As plugin_tokens.request_key: a retried install or rotation replaces it.
+    request_key  text        NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    expires_at   timestamptz,
+    revoked_at   timestamptz
+);
+CREATE INDEX plugin_webhook_secrets_installation ON plugin_webhook_secrets (installation);

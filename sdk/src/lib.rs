@@ -478,6 +478,8 @@ commands! {
     rotate_plugin_token(RotatePluginTokenRequest) -> RotatePluginTokenResponse;
     /// Every token of the installation stops.
     uninstall_plugin(UninstallPluginRequest) -> UninstallPluginResponse;
+    /// Sends a webhook plugin's dead letter again (admins).
+    replay_dead_letter(ReplayDeadLetterRequest) -> ReplayDeadLetterResponse;
 }
 
 commands! {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::effects::deployer::{ArgoConfig, Deployer};
 use crate::effects::gitops::{GitopsWriter, ProvisioningConfig};
+use crate::effects::plugin_webhooks::{WebhookConfig, WebhookDeliverer};
 use crate::effects::scaffolder::{Registrar, TaskRunner, TemplatesConfig};
 use crate::projections::{
     AuditProjection, CatalogProjection, DeliveryProjection, PluginsProjection,
@@ -165,6 +166,8 @@ pub struct EffectNeeds<'a> {
     pub registrar: std::sync::Arc<dyn Registrar>,
     /// Signs the audit checkpoints; `None`: no checkpoints.
     pub checkpoints: Option<(SigningKey, std::time::Duration)>,
+    /// How plugin webhooks are delivered (`PAVED_PLUGIN_WEBHOOK_*`).
+    pub webhooks: WebhookConfig,
 }
 
 /// Every effect worker, by name; an error when one's configuration is wrong.
@@ -217,6 +220,21 @@ pub fn effects(needs: EffectNeeds<'_>) -> Result<Vec<(&'static str, Job)>, Strin
         Box::new(move |token| {
             Box::pin(async move {
                 runner.run(token).await;
+                Ok(())
+            })
+        }),
+    ));
+    let deliverer = WebhookDeliverer::new(
+        Executor::new(needs.log.clone(), 10_000),
+        needs.pool.clone(),
+        needs.log.clone(),
+        needs.webhooks,
+    )?;
+    jobs.push((
+        "plugin-webhooks",
+        Box::new(move |token| {
+            Box::pin(async move {
+                deliverer.run(token).await;
                 Ok(())
             })
         }),

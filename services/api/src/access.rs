@@ -133,6 +133,8 @@ pub const TABLE: &[(&str, &str, Need)] = &[
     ("PluginService", "ListPlugins", read(Plugins)),
     ("PluginService", "GetPlugin", read(Plugins)),
     ("PluginService", "ListInstallations", read(Plugins)),
+    ("PluginService", "ListDeadLetters", read(Plugins)),
+    ("PluginService", "ReplayDeadLetter", write(Plugins)),
     ("PluginService", "SubscribePluginEvents", Need::Plugin),
     ("PluginService", "AcknowledgePluginEvents", Need::Plugin),
 ];

@@ -118,6 +118,52 @@ pub async fn rotate_plugin_token(
     Ok((token, until))
 }
 
+/// Issues a webhook secret (`whsec_` and 32 random bytes in base64, as
+/// Standard Webhooks has it) for `installation` under `request_key`; a
+/// retry replaces the one it issued before.
+pub async fn issue_webhook_secret(
+    pool: &PgPool,
+    installation: &Name,
+    request_key: &str,
+) -> Result<String, sqlx::Error> {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::rng().random();
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    );
+    sqlx::query(
+        "INSERT INTO plugin_webhook_secrets (installation, secret, request_key) VALUES ($1, $2, $3)
+         ON CONFLICT (request_key) DO UPDATE SET secret = EXCLUDED.secret, created_at = now()
+          WHERE plugin_webhook_secrets.installation = EXCLUDED.installation",
+    )
+    .bind(installation.as_str())
+    .bind(&secret)
+    .bind(request_key)
+    .execute(pool)
+    .await?;
+    Ok(secret)
+}
+
+/// A webhook secret's rotation: the others stop at `until`, a new one is issued.
+pub async fn rotate_webhook_secret(
+    pool: &PgPool,
+    installation: &Name,
+    request_key: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<String, sqlx::Error> {
+    sqlx::query(
+        "UPDATE plugin_webhook_secrets SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+          WHERE installation = $1 AND request_key <> $3 AND revoked_at IS NULL",
+    )
+    .bind(installation.as_str())
+    .bind(until)
+    .bind(request_key)
+    .execute(pool)
+    .await?;
+    issue_webhook_secret(pool, installation, request_key).await
+}
+
 /// Revokes every token of an installation; returns how many.
 pub async fn revoke_plugin_tokens(pool: &PgPool, installation: &Name) -> Result<u64, sqlx::Error> {
     let r = sqlx::query(

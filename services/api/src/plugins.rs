@@ -210,6 +210,11 @@ struct InstallationRow {
     uninstalled_reason: String,
     installed_by: String,
     installed_at: DateTime<Utc>,
+    webhook_url: String,
+    disabled_reason: String,
+    failing_sequence: i64,
+    failing_attempts: i32,
+    retry_at: Option<DateTime<Utc>>,
 }
 
 async fn installation_rows(
@@ -219,7 +224,8 @@ async fn installation_rows(
 ) -> Result<Vec<pb::PluginInstallation>, Status> {
     let rows: Vec<InstallationRow> = sqlx::query_as(
         "SELECT name, plugin, version, scopes, team, cursor, status, uninstalled_reason,
-                installed_by, installed_at
+                installed_by, installed_at, webhook_url, disabled_reason, failing_sequence,
+                failing_attempts, retry_at
            FROM plugin_installations
           WHERE ($1::text IS NULL OR name = $1) AND ($2 = '' OR plugin = $2)
           ORDER BY name",
@@ -242,6 +248,11 @@ async fn installation_rows(
             uninstalled_reason: r.uninstalled_reason,
             installed_by: r.installed_by,
             installed_at: Some(timestamp(r.installed_at)),
+            webhook_url: r.webhook_url,
+            disabled_reason: r.disabled_reason,
+            failing_sequence: r.failing_sequence as u64,
+            failing_attempts: r.failing_attempts as u32,
+            retry_at: r.retry_at.map(timestamp),
         })
         .collect())
 }
@@ -429,17 +440,18 @@ impl PluginService for PluginApi {
                 "plugin installation {id} was uninstalled"
             )));
         }
-        let token = auth::issue_plugin_token(
-            &self.pool,
-            &id,
-            &format!("{id}/install/{}", meta.command_id),
-        )
-        .await
-        .map_err(error::database)?;
+        let key = format!("{id}/install/{}", meta.command_id);
+        let token = auth::issue_plugin_token(&self.pool, &id, &key)
+            .await
+            .map_err(error::database)?;
+        let webhook_secret = auth::issue_webhook_secret(&self.pool, &id, &key)
+            .await
+            .map_err(error::database)?;
         Ok(Response::new(pb::InstallPluginResponse {
             sequence: done.sequence,
             installation: Some(installation),
             token,
+            webhook_secret,
         }))
     }
 
@@ -500,18 +512,18 @@ impl PluginService for PluginApi {
                 "plugin installation {id} was uninstalled"
             )));
         }
-        let (token, until) = auth::rotate_plugin_token(
-            &self.pool,
-            &id,
-            &format!("{id}/rotate/{}", meta.command_id),
-            overlap,
-        )
-        .await
-        .map_err(error::database)?;
+        let key = format!("{id}/rotate/{}", meta.command_id);
+        let (token, until) = auth::rotate_plugin_token(&self.pool, &id, &key, overlap)
+            .await
+            .map_err(error::database)?;
+        let webhook_secret = auth::rotate_webhook_secret(&self.pool, &id, &key, until)
+            .await
+            .map_err(error::database)?;
         tracing::info!(installation = %id, by = %meta.principal.name, overlap_seconds = r.overlap_seconds, "plugin token rotated");
         Ok(Response::new(pb::RotatePluginTokenResponse {
             token,
             previous_valid_until: Some(timestamp(until)),
+            webhook_secret,
         }))
     }
 
@@ -563,6 +575,73 @@ impl PluginService for PluginApi {
         self.freshness.wait_for(PLUGINS, r.min_sequence).await?;
         Ok(Response::new(pb::ListInstallationsResponse {
             installations: installation_rows(&self.pool, None, &r.plugin).await?,
+        }))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<pb::ListDeadLettersRequest>,
+    ) -> Reply<pb::ListDeadLettersResponse> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            installation: String,
+            sequence: i64,
+            attempts: i32,
+            status: i32,
+            error: String,
+            dead_at: DateTime<Utc>,
+            replay_pending: bool,
+            delivered: bool,
+        }
+        let r = request.into_inner();
+        if Name::parse(&r.installation).is_err() {
+            return Err(error::invalid_field(
+                "installation",
+                "is not an installation name",
+            ));
+        }
+        self.freshness.wait_for(PLUGINS, r.min_sequence).await?;
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT installation, sequence, attempts, status, error, dead_at, replay_pending,
+                    delivered
+               FROM plugin_dead_letters WHERE installation = $1 ORDER BY sequence",
+        )
+        .bind(&r.installation)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(error::database)?;
+        Ok(Response::new(pb::ListDeadLettersResponse {
+            dead_letters: rows
+                .into_iter()
+                .map(|d| pb::DeadLetter {
+                    installation: d.installation,
+                    sequence: d.sequence as u64,
+                    attempts: d.attempts as u32,
+                    status: d.status as u32,
+                    error: d.error,
+                    dead_at: Some(timestamp(d.dead_at)),
+                    replay_pending: d.replay_pending,
+                    delivered: d.delivered,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        request: Request<pb::ReplayDeadLetterRequest>,
+    ) -> Reply<pb::ReplayDeadLetterResponse> {
+        let (meta, r, mut v) = begin(&self.auth, request).await?;
+        let id = v.name("installation", &r.installation);
+        let command = InstallationCommand::Replay {
+            sequence: r.sequence,
+        };
+        let done =
+            execute::<Installation>(&self.executor, &self.counters, v, id, Some(command), &meta)
+                .await?;
+        Ok(Response::new(pb::ReplayDeadLetterResponse {
+            sequence: done.sequence,
+            events: done.events,
         }))
     }
 

@@ -98,6 +98,7 @@ idempotent!(
     pb::RotatePluginTokenRequest,
     pb::UninstallPluginRequest,
     pb::AcknowledgePluginEventsRequest,
+    pb::ReplayDeadLetterRequest,
 );
 idempotent!(
     pb::PublishTemplateRequest,

@@ -120,6 +120,11 @@ impl Event {
         "PluginInstallationUpgraded",
         "PluginEventsAcknowledged",
         "PluginUninstalled",
+        "WebhookAttemptFailed",
+        "WebhookDeadLettered",
+        "WebhookEndpointDisabled",
+        "WebhookReplayRequested",
+        "WebhookReplayed",
     ];
 }
 

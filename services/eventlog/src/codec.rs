@@ -14,7 +14,7 @@ use paved_domain::delivery::{
     ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, PullRequestAccount, Target,
 };
 use paved_domain::ops::{OpsEvent, Quarantine, Statement};
-use paved_domain::plugins::installation::{Grant, InstallationEvent};
+use paved_domain::plugins::installation::{Attempt, Grant, InstallationEvent};
 use paved_domain::plugins::marketplace::{Delivery, Manifest, PluginEvent};
 use paved_domain::provisioning::{
     Action, Approval, Approver, Plan, PlannedFile, ProvisioningEvent, ResourceKind, ResourceSpec,
@@ -1318,6 +1318,31 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             reason: e.reason.clone(),
         }
         .into(),
+        Kind::WebhookAttemptFailed(e) => InstallationEvent::WebhookAttemptFailed {
+            attempt: attempt_from_proto(e.attempt.as_ref()),
+            number: e.number,
+            retry_at: time_from_proto(e.retry_at.as_ref())
+                .ok_or_else(|| field_err("retry_at", "is required".to_owned()))?,
+        }
+        .into(),
+        Kind::WebhookDeadLettered(e) => InstallationEvent::WebhookDeadLettered {
+            attempt: attempt_from_proto(e.attempt.as_ref()),
+            attempts: e.attempts,
+        }
+        .into(),
+        Kind::WebhookEndpointDisabled(e) => InstallationEvent::WebhookEndpointDisabled {
+            attempt: attempt_from_proto(e.attempt.as_ref()),
+        }
+        .into(),
+        Kind::WebhookReplayRequested(e) => InstallationEvent::WebhookReplayRequested {
+            sequence: e.sequence,
+        }
+        .into(),
+        Kind::WebhookReplayed(e) => InstallationEvent::WebhookReplayed {
+            attempt: attempt_from_proto(e.attempt.as_ref()),
+            delivered: e.delivered,
+        }
+        .into(),
         Kind::TaskCreated(e) => TaskEvent::Created {
             template: name("template", &e.template)?,
             version: e.version,
@@ -1646,6 +1671,54 @@ fn installation_to_proto(e: &InstallationEvent) -> Kind {
                 reason: reason.clone(),
             })
         }
+        InstallationEvent::WebhookAttemptFailed {
+            attempt,
+            number,
+            retry_at,
+        } => Kind::WebhookAttemptFailed(pb::WebhookAttemptFailed {
+            attempt: Some(attempt_to_proto(attempt)),
+            number: *number,
+            retry_at: Some(timestamp(*retry_at)),
+        }),
+        InstallationEvent::WebhookDeadLettered { attempt, attempts } => {
+            Kind::WebhookDeadLettered(pb::WebhookDeadLettered {
+                attempt: Some(attempt_to_proto(attempt)),
+                attempts: *attempts,
+            })
+        }
+        InstallationEvent::WebhookEndpointDisabled { attempt } => {
+            Kind::WebhookEndpointDisabled(pb::WebhookEndpointDisabled {
+                attempt: Some(attempt_to_proto(attempt)),
+            })
+        }
+        InstallationEvent::WebhookReplayRequested { sequence } => {
+            Kind::WebhookReplayRequested(pb::WebhookReplayRequested {
+                sequence: *sequence,
+            })
+        }
+        InstallationEvent::WebhookReplayed { attempt, delivered } => {
+            Kind::WebhookReplayed(pb::WebhookReplayed {
+                attempt: Some(attempt_to_proto(attempt)),
+                delivered: *delivered,
+            })
+        }
+    }
+}
+
+fn attempt_to_proto(a: &Attempt) -> pb::WebhookAttempt {
+    pb::WebhookAttempt {
+        sequence: a.sequence,
+        status: a.status,
+        error: a.error.clone(),
+    }
+}
+
+fn attempt_from_proto(a: Option<&pb::WebhookAttempt>) -> Attempt {
+    let a = a.cloned().unwrap_or_default();
+    Attempt {
+        sequence: a.sequence,
+        status: a.status,
+        error: a.error,
     }
 }
 

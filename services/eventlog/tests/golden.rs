@@ -706,7 +706,7 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
         },
     ];
     use paved_domain::Scope;
-    use paved_domain::plugins::installation::{Grant, InstallationEvent};
+    use paved_domain::plugins::installation::{Attempt, Grant, InstallationEvent};
     use paved_domain::plugins::marketplace::{Delivery, Manifest, PluginEvent};
     use paved_domain::scope::Area;
     let manifest = |delivery| Manifest {
@@ -751,6 +751,39 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
             scopes: vec![Scope::Write(Area::Catalog), Scope::Events("ops")],
         },
         InstallationEvent::Acknowledged { sequence: 42 },
+        InstallationEvent::WebhookAttemptFailed {
+            attempt: Attempt {
+                sequence: 43,
+                status: 503,
+                error: "busy".into(),
+            },
+            number: 2,
+            retry_at: at,
+        },
+        InstallationEvent::WebhookDeadLettered {
+            attempt: Attempt {
+                sequence: 43,
+                status: 0,
+                error: "connection refused".into(),
+            },
+            attempts: 8,
+        },
+        InstallationEvent::WebhookEndpointDisabled {
+            attempt: Attempt {
+                sequence: 44,
+                status: 410,
+                error: String::new(),
+            },
+        },
+        InstallationEvent::WebhookReplayRequested { sequence: 43 },
+        InstallationEvent::WebhookReplayed {
+            attempt: Attempt {
+                sequence: 43,
+                status: 200,
+                error: String::new(),
+            },
+            delivered: true,
+        },
         InstallationEvent::Uninstalled {
             reason: "replaced".into(),
         },

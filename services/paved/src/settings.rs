@@ -116,6 +116,32 @@ pub struct Settings {
     #[arg(long, env = "PAVED_TEMPLATES_CONFIG")]
     pub templates_config: Option<std::path::PathBuf>,
 
+    /// Networks (CIDR, comma-separated) plugin webhooks may reach although
+    /// they are loopback, private or link-local, which are refused
+    /// otherwise (e.g. `10.20.0.0/16` for an in-cluster receiver).
+    #[arg(long, env = "PAVED_PLUGIN_WEBHOOK_ALLOW", value_delimiter = ',')]
+    pub plugin_webhook_allow: Vec<ipnet::IpNet>,
+
+    /// Waits before each retry of a plugin webhook, in seconds
+    /// (comma-separated; up to 20% jitter is added, a longer `Retry-After`
+    /// wins); after the last one the message goes to the dead letters.
+    /// The default is Standard Webhooks' schedule.
+    #[arg(
+        long,
+        env = "PAVED_PLUGIN_WEBHOOK_RETRY_SECONDS",
+        value_delimiter = ',',
+        default_value = "5,300,1800,7200,18000,36000,36000"
+    )]
+    pub plugin_webhook_retry_seconds: Vec<f64>,
+
+    /// Connect and answer timeout of one plugin webhook post, in ms.
+    #[arg(
+        long,
+        env = "PAVED_PLUGIN_WEBHOOK_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
+    pub plugin_webhook_timeout_ms: u64,
+
     /// Address of the webhook endpoints (`/webhooks/github`, `argocd`,
     /// `incidents`, `pagerduty`, `alertmanager`); empty to turn them off.
     #[arg(long, env = "PAVED_WEBHOOK_LISTEN", default_value = "127.0.0.1:9465")]
@@ -193,6 +219,23 @@ impl Settings {
 
     pub fn dora_attribution(&self) -> chrono::Duration {
         chrono::Duration::hours(i64::from(self.dora_attribution_hours))
+    }
+
+    /// How plugin webhooks are delivered (`http://` only in dev mode).
+    pub fn plugin_webhooks(&self) -> paved_workers::effects::plugin_webhooks::WebhookConfig {
+        paved_workers::effects::plugin_webhooks::WebhookConfig {
+            guard: paved_workers::effects::plugin_webhooks::Guard {
+                allow: self.plugin_webhook_allow.clone(),
+            },
+            allow_http: self.dev,
+            retry: self
+                .plugin_webhook_retry_seconds
+                .iter()
+                .map(|s| Duration::from_secs_f64(s.max(0.0)))
+                .collect(),
+            timeout: Duration::from_millis(self.plugin_webhook_timeout_ms),
+            ..Default::default()
+        }
     }
 
     pub fn read_wait(&self) -> Duration {

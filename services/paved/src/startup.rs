@@ -278,6 +278,7 @@ impl Application {
                         Duration::from_millis(self.settings.audit_checkpoint_ms),
                     )
                 }),
+                webhooks: self.settings.plugin_webhooks(),
             })
             .map_err(anyhow::Error::msg)?;
             for (name, job) in jobs {

@@ -20,6 +20,7 @@ mod events;
 mod faults;
 mod helpers;
 mod partitions;
+mod plugin_webhooks;
 mod plugins;
 mod private;
 mod projection;

@@ -35,6 +35,8 @@ mod faults;
 mod helpers;
 #[path = "../e2e/partitions.rs"]
 mod partitions;
+#[path = "../e2e/plugin_webhooks.rs"]
+mod plugin_webhooks;
 #[path = "../e2e/plugins.rs"]
 mod plugins;
 #[path = "../e2e/private.rs"]

@@ -8,4 +8,5 @@
 pub mod argocd;
 pub mod deployer;
 pub mod gitops;
+pub mod plugin_webhooks;
 pub mod scaffolder;

@@ -22,7 +22,11 @@ fn strings(scopes: &[Scope]) -> Vec<String> {
 impl Projection for PluginsProjection {
     const NAME: &'static str = paved_eventlog::readmodel::PLUGINS;
     const CONTEXT: Option<&'static str> = Some("plugins");
-    const TABLES: &'static [&'static str] = &["plugin_versions", "plugin_installations"];
+    const TABLES: &'static [&'static str] = &[
+        "plugin_versions",
+        "plugin_installations",
+        "plugin_dead_letters",
+    ];
 
     async fn apply(
         &self,
@@ -109,7 +113,8 @@ impl Projection for PluginsProjection {
                     Event::Installation(InstallationEvent::Upgraded { version, scopes }) => {
                         sqlx::query(
                             "UPDATE plugin_installations SET version = $2, scopes = $3, updated_at = $4,
-                                    last_sequence = $5
+                                    last_sequence = $5, disabled_reason = '', failing_sequence = 0,
+                                    failing_attempts = 0, retry_at = NULL
                               WHERE name = $1",
                         )
                         .bind(id)
@@ -123,7 +128,10 @@ impl Projection for PluginsProjection {
                     Event::Installation(InstallationEvent::Acknowledged { sequence }) => {
                         sqlx::query(
                             "UPDATE plugin_installations SET cursor = GREATEST(cursor, $2),
-                                    updated_at = $3, last_sequence = $4
+                                    updated_at = $3, last_sequence = $4,
+                                    failing_sequence = CASE WHEN failing_sequence <= $2 THEN 0 ELSE failing_sequence END,
+                                    failing_attempts = CASE WHEN failing_sequence <= $2 THEN 0 ELSE failing_attempts END,
+                                    retry_at = CASE WHEN failing_sequence <= $2 THEN NULL ELSE retry_at END
                               WHERE name = $1",
                         )
                         .bind(id)
@@ -146,10 +154,120 @@ impl Projection for PluginsProjection {
                         .execute(&mut *conn)
                         .await?;
                     }
+                    Event::Installation(e) => {
+                        apply_webhook(conn, id, e, c.occurred_at, seq).await?
+                    }
                     _ => {}
                 }
+            }
+            if let Some(Event::Installation(
+                InstallationEvent::Installed(_) | InstallationEvent::Upgraded { .. },
+            )) = c.events.first()
+            {
+                // The pinned version's webhook (this projection's own table).
+                sqlx::query(
+                    "UPDATE plugin_installations i SET webhook_url = v.webhook_url
+                       FROM plugin_versions v
+                      WHERE i.name = $1 AND v.plugin = i.plugin AND v.version = i.version",
+                )
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
             }
         }
         Ok(())
     }
+}
+
+/// A webhook delivery worker's reports.
+async fn apply_webhook(
+    conn: &mut PgConnection,
+    id: &str,
+    e: &InstallationEvent,
+    at: chrono::DateTime<chrono::Utc>,
+    seq: i64,
+) -> Result<(), ProjectionError> {
+    match e {
+        InstallationEvent::WebhookAttemptFailed {
+            attempt,
+            number,
+            retry_at,
+        } => {
+            sqlx::query(
+                "UPDATE plugin_installations SET failing_sequence = $2, failing_attempts = $3,
+                        retry_at = $4, updated_at = $5, last_sequence = $6
+                  WHERE name = $1",
+            )
+            .bind(id)
+            .bind(attempt.sequence as i64)
+            .bind(*number as i32)
+            .bind(retry_at)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        InstallationEvent::WebhookDeadLettered { attempt, attempts } => {
+            sqlx::query(
+                "INSERT INTO plugin_dead_letters (installation, sequence, attempts, status, error,
+                        dead_at, last_sequence)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (installation, sequence) DO UPDATE SET attempts = $3, status = $4,
+                        error = $5, dead_at = $6, last_sequence = $7",
+            )
+            .bind(id)
+            .bind(attempt.sequence as i64)
+            .bind(*attempts as i32)
+            .bind(attempt.status as i32)
+            .bind(&attempt.error)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        InstallationEvent::WebhookEndpointDisabled { attempt } => {
+            sqlx::query(
+                "UPDATE plugin_installations SET disabled_reason = $2, updated_at = $3,
+                        last_sequence = $4
+                  WHERE name = $1",
+            )
+            .bind(id)
+            .bind(format!(
+                "the endpoint answered {} to sequence {}",
+                attempt.status, attempt.sequence
+            ))
+            .bind(at)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        InstallationEvent::WebhookReplayRequested { sequence } => {
+            sqlx::query(
+                "UPDATE plugin_dead_letters SET replay_pending = true, last_sequence = $3
+                  WHERE installation = $1 AND sequence = $2",
+            )
+            .bind(id)
+            .bind(*sequence as i64)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        InstallationEvent::WebhookReplayed { attempt, delivered } => {
+            sqlx::query(
+                "UPDATE plugin_dead_letters SET replay_pending = false,
+                        delivered = delivered OR $3, status = $4, error = $5, last_sequence = $6
+                  WHERE installation = $1 AND sequence = $2",
+            )
+            .bind(id)
+            .bind(attempt.sequence as i64)
+            .bind(*delivered)
+            .bind(attempt.status as i32)
+            .bind(&attempt.error)
+            .bind(seq)
+            .execute(&mut *conn)
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -13,8 +13,18 @@
 //!
 //! Uninstalling is final (the name is not reused: what it received stays
 //! an audit query under that name).
+//!
+//! A webhook plugin's deliveries are recorded here by the delivery worker
+//! ([`WEBHOOK_WORKER`]): a delivered message moves the cursor; a failed
+//! attempt is recorded with when it is tried again; a message that failed
+//! its last attempt goes to the dead letters (and the cursor moves past
+//! it), where an admin may ask for it again; an endpoint that answers
+//! `410 Gone` is disabled until an upgrade (to any version, the same one
+//! included) enables it again.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
 
 use super::marketplace::{PluginListing, Status};
 use super::principal_name;
@@ -35,6 +45,41 @@ pub struct Grant {
     pub team: Option<Name>,
 }
 
+/// The principal of the webhook delivery worker.
+pub const WEBHOOK_WORKER: &str = "worker:plugin-webhooks";
+
+/// The message at the head of a webhook's queue that is failing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failing {
+    pub sequence: u64,
+    pub attempts: u32,
+    pub retry_at: DateTime<Utc>,
+}
+
+/// A message that failed its last attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub attempts: u32,
+    /// The last HTTP status (0: no answer).
+    pub status: u32,
+    pub error: String,
+    /// An admin asked for it again and it was not sent yet.
+    pub replay_pending: bool,
+    /// A replay delivered it.
+    pub delivered: bool,
+    /// Replays asked for so far (each one's outcome is recorded once).
+    pub replays: u32,
+}
+
+/// One failed attempt, as the delivery worker reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    pub sequence: u64,
+    /// The HTTP status (0: no answer: refused, timed out, forbidden address).
+    pub status: u32,
+    pub error: String,
+}
+
 /// An installation's state; `grant` is `None` before it is installed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Installation {
@@ -43,6 +88,12 @@ pub struct Installation {
     pub cursor: u64,
     /// Why it was uninstalled, once it is.
     pub uninstalled: Option<String>,
+    /// The webhook's failing head message, if any.
+    pub failing: Option<Failing>,
+    /// By sequence.
+    pub dead_letters: BTreeMap<u64, DeadLetter>,
+    /// Why the webhook endpoint is disabled (it answered 410 Gone).
+    pub disabled: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,14 +111,65 @@ pub enum InstallationCommand {
     Uninstall {
         reason: String,
     },
+    /// (Worker) the webhook took everything up to `sequence`.
+    Delivered {
+        sequence: u64,
+    },
+    /// (Worker) an attempt failed: tried again at `retry_at`, or, when
+    /// `retry_at` is `None`, the message goes to the dead letters.
+    Failed {
+        attempt: Attempt,
+        retry_at: Option<DateTime<Utc>>,
+    },
+    /// (Worker) the endpoint answered 410 Gone.
+    Disable {
+        attempt: Attempt,
+    },
+    /// (Admin) send a dead letter again.
+    Replay {
+        sequence: u64,
+    },
+    /// (Worker) a replay's outcome.
+    Replayed {
+        attempt: Attempt,
+        delivered: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InstallationEvent {
     Installed(Grant),
-    Upgraded { version: String, scopes: Vec<Scope> },
-    Acknowledged { sequence: u64 },
-    Uninstalled { reason: String },
+    Upgraded {
+        version: String,
+        scopes: Vec<Scope>,
+    },
+    Acknowledged {
+        sequence: u64,
+    },
+    Uninstalled {
+        reason: String,
+    },
+    /// Attempt `number` at the message failed; the next is at `retry_at`.
+    WebhookAttemptFailed {
+        attempt: Attempt,
+        number: u32,
+        retry_at: DateTime<Utc>,
+    },
+    /// The message failed its last attempt (`attempts` in all).
+    WebhookDeadLettered {
+        attempt: Attempt,
+        attempts: u32,
+    },
+    WebhookEndpointDisabled {
+        attempt: Attempt,
+    },
+    WebhookReplayRequested {
+        sequence: u64,
+    },
+    WebhookReplayed {
+        attempt: Attempt,
+        delivered: bool,
+    },
 }
 
 impl InstallationEvent {
@@ -77,6 +179,11 @@ impl InstallationEvent {
             Self::Upgraded { .. } => "PluginInstallationUpgraded",
             Self::Acknowledged { .. } => "PluginEventsAcknowledged",
             Self::Uninstalled { .. } => "PluginUninstalled",
+            Self::WebhookAttemptFailed { .. } => "WebhookAttemptFailed",
+            Self::WebhookDeadLettered { .. } => "WebhookDeadLettered",
+            Self::WebhookEndpointDisabled { .. } => "WebhookEndpointDisabled",
+            Self::WebhookReplayRequested { .. } => "WebhookReplayRequested",
+            Self::WebhookReplayed { .. } => "WebhookReplayed",
         }
     }
 }
@@ -140,6 +247,60 @@ fn check_pin(
         }
     }
     violations.finish()
+}
+
+impl Installation {
+    /// The events of a delivery worker's report.
+    fn record(&self, command: &InstallationCommand) -> Vec<InstallationEvent> {
+        match command {
+            InstallationCommand::Delivered { sequence } if *sequence > self.cursor => {
+                vec![InstallationEvent::Acknowledged {
+                    sequence: *sequence,
+                }]
+            }
+            InstallationCommand::Failed { attempt, .. } if attempt.sequence <= self.cursor => {
+                Vec::new()
+            }
+            InstallationCommand::Failed { attempt, retry_at } => {
+                let number = match &self.failing {
+                    Some(f) if f.sequence == attempt.sequence => f.attempts + 1,
+                    _ => 1,
+                };
+                match retry_at {
+                    Some(at) => vec![InstallationEvent::WebhookAttemptFailed {
+                        attempt: attempt.clone(),
+                        number,
+                        retry_at: *at,
+                    }],
+                    None => vec![
+                        InstallationEvent::WebhookDeadLettered {
+                            attempt: attempt.clone(),
+                            attempts: number,
+                        },
+                        InstallationEvent::Acknowledged {
+                            sequence: attempt.sequence,
+                        },
+                    ],
+                }
+            }
+            InstallationCommand::Disable { .. } if self.disabled.is_some() => Vec::new(),
+            InstallationCommand::Disable { attempt } => {
+                vec![InstallationEvent::WebhookEndpointDisabled {
+                    attempt: attempt.clone(),
+                }]
+            }
+            InstallationCommand::Replayed { attempt, delivered } => {
+                match self.dead_letters.get(&attempt.sequence) {
+                    Some(d) if d.replay_pending => vec![InstallationEvent::WebhookReplayed {
+                        attempt: attempt.clone(),
+                        delivered: *delivered,
+                    }],
+                    _ => Vec::new(),
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 fn sorted(scopes: &[Scope]) -> Vec<Scope> {
@@ -237,7 +398,10 @@ impl Aggregate for Installation {
                     .cloned()
                     .unwrap_or_default();
                 check_pin(&listing, &current.plugin, version, &scopes)?;
-                if &current.version == version && current.scopes == scopes {
+                if &current.version == version
+                    && current.scopes == scopes
+                    && self.disabled.is_none()
+                {
                     return Ok(Vec::new());
                 }
                 Ok(vec![InstallationEvent::Upgraded {
@@ -268,6 +432,41 @@ impl Aggregate for Installation {
                     sequence: *sequence,
                 }])
             }
+            InstallationCommand::Delivered { .. }
+            | InstallationCommand::Failed { .. }
+            | InstallationCommand::Disable { .. }
+            | InstallationCommand::Replayed { .. } => {
+                if ctx.principal.name != WEBHOOK_WORKER {
+                    return Err(Rejection::PermissionDenied(format!(
+                        "{} may not record webhook deliveries: the delivery worker only",
+                        ctx.principal.name
+                    )));
+                }
+                if self.grant.is_none() {
+                    return Err(Rejection::NotFound(format!(
+                        "plugin installation {}",
+                        ctx.id
+                    )));
+                }
+                if self.uninstalled.is_some() {
+                    return Err(gone());
+                }
+                Ok(self.record(command))
+            }
+            InstallationCommand::Replay { sequence } => {
+                admins_only(ctx, "replay a dead letter of")?;
+                match self.dead_letters.get(sequence) {
+                    None => Err(Rejection::NotFound(format!(
+                        "dead letter {sequence} of plugin installation {}",
+                        ctx.id
+                    ))),
+                    Some(d) if d.replay_pending => Ok(Vec::new()),
+                    Some(_) if self.uninstalled.is_some() => Err(gone()),
+                    Some(_) => Ok(vec![InstallationEvent::WebhookReplayRequested {
+                        sequence: *sequence,
+                    }]),
+                }
+            }
             InstallationCommand::Uninstall { reason } => {
                 admins_only(ctx, "remove")?;
                 let mut v = Violations::new();
@@ -297,11 +496,65 @@ impl Aggregate for Installation {
                     g.version = version.clone();
                     g.scopes = scopes.clone();
                 }
+                self.disabled = None;
+                self.failing = None;
             }
             InstallationEvent::Acknowledged { sequence } => {
                 self.cursor = self.cursor.max(*sequence);
+                if self
+                    .failing
+                    .as_ref()
+                    .is_some_and(|f| f.sequence <= *sequence)
+                {
+                    self.failing = None;
+                }
             }
             InstallationEvent::Uninstalled { reason } => self.uninstalled = Some(reason.clone()),
+            InstallationEvent::WebhookAttemptFailed {
+                attempt,
+                number,
+                retry_at,
+            } => {
+                self.failing = Some(Failing {
+                    sequence: attempt.sequence,
+                    attempts: *number,
+                    retry_at: *retry_at,
+                });
+            }
+            InstallationEvent::WebhookDeadLettered { attempt, attempts } => {
+                self.failing = None;
+                self.dead_letters.insert(
+                    attempt.sequence,
+                    DeadLetter {
+                        attempts: *attempts,
+                        status: attempt.status,
+                        error: attempt.error.clone(),
+                        replay_pending: false,
+                        delivered: false,
+                        replays: 0,
+                    },
+                );
+            }
+            InstallationEvent::WebhookEndpointDisabled { attempt } => {
+                self.disabled = Some(format!(
+                    "the endpoint answered {} to sequence {}",
+                    attempt.status, attempt.sequence
+                ));
+            }
+            InstallationEvent::WebhookReplayRequested { sequence } => {
+                if let Some(d) = self.dead_letters.get_mut(sequence) {
+                    d.replay_pending = true;
+                    d.replays += 1;
+                }
+            }
+            InstallationEvent::WebhookReplayed { attempt, delivered } => {
+                if let Some(d) = self.dead_letters.get_mut(&attempt.sequence) {
+                    d.replay_pending = false;
+                    d.delivered |= *delivered;
+                    d.status = attempt.status;
+                    d.error = attempt.error.clone();
+                }
+            }
         }
     }
 

@@ -286,3 +286,108 @@ fn the_cursor_moves_forward_only_by_the_plugins_own_token_and_stops_at_uninstall
         Precondition::State { .. }
     ));
 }
+
+fn attempt(sequence: u64, status: u32) -> Attempt {
+    Attempt {
+        sequence,
+        status,
+        error: "busy".into(),
+    }
+}
+
+#[test]
+fn webhook_reports_come_from_the_worker_and_count_attempts_to_the_dead_letters() {
+    let worker = installed().by(Principal::reader(WEBHOOK_WORKER));
+    let at = worker.now;
+    let failed = |seq, retry| InstallationCommand::Failed {
+        attempt: attempt(seq, 503),
+        retry_at: retry,
+    };
+    // Only the worker reports.
+    let admin = installed().by(Principal::admin("root"));
+    assert!(matches!(
+        admin.when(failed(5, Some(at))),
+        Err(Rejection::PermissionDenied(_))
+    ));
+    let first = worker.when(failed(5, Some(at))).unwrap();
+    assert!(matches!(
+        first[..],
+        [InstallationEvent::WebhookAttemptFailed { number: 1, .. }]
+    ));
+    let worker = worker.given(first);
+    let second = worker.when(failed(5, Some(at))).unwrap();
+    assert!(matches!(
+        second[..],
+        [InstallationEvent::WebhookAttemptFailed { number: 2, .. }]
+    ));
+    let worker = worker.given(second);
+    // The last attempt: a dead letter, and the cursor moves past it.
+    let dead = worker.when(failed(5, None)).unwrap();
+    assert!(matches!(
+        dead[..],
+        [
+            InstallationEvent::WebhookDeadLettered { attempts: 3, .. },
+            InstallationEvent::Acknowledged { sequence: 5 }
+        ]
+    ));
+    let worker = worker.given(dead);
+    assert_eq!(worker.state.cursor, 5);
+    assert!(worker.state.failing.is_none());
+    // A report about what is behind the cursor changes nothing.
+    assert_eq!(worker.when(failed(4, Some(at))).unwrap(), vec![]);
+    // Replays: admins ask, once at a time; the worker's outcome is kept.
+    let admin = worker.by(Principal::admin("root"));
+    assert!(matches!(
+        admin.when(InstallationCommand::Replay { sequence: 9 }),
+        Err(Rejection::NotFound(_))
+    ));
+    let asked = admin
+        .when(InstallationCommand::Replay { sequence: 5 })
+        .unwrap();
+    let admin = admin.given(asked);
+    assert_eq!(
+        admin
+            .when(InstallationCommand::Replay { sequence: 5 })
+            .unwrap(),
+        vec![]
+    );
+    let worker = admin.by(Principal::reader(WEBHOOK_WORKER));
+    let replayed = worker
+        .when(InstallationCommand::Replayed {
+            attempt: attempt(5, 200),
+            delivered: true,
+        })
+        .unwrap();
+    let worker = worker.given(replayed);
+    let d = &worker.state.dead_letters[&5];
+    assert!(d.delivered && !d.replay_pending && d.replays == 1);
+}
+
+#[test]
+fn gone_disables_until_an_upgrade_even_to_the_same_version() {
+    let worker = installed().by(Principal::reader(WEBHOOK_WORKER));
+    let off = worker
+        .when(InstallationCommand::Disable {
+            attempt: attempt(7, 410),
+        })
+        .unwrap();
+    let s = worker.given(off).by(Principal::admin("root"));
+    assert!(s.state.disabled.is_some());
+    let on = s
+        .when(InstallationCommand::Upgrade {
+            version: "1.0.0".into(),
+            scopes: None,
+        })
+        .unwrap();
+    let s = s.given(on);
+    assert!(s.state.disabled.is_none());
+    assert_eq!(
+        s.when(InstallationCommand::Upgrade {
+            version: "1.0.0".into(),
+            scopes: None,
+        })
+        .unwrap(),
+        vec![],
+        "enabled and the same: nothing"
+    );
+}
