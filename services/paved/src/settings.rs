@@ -134,6 +134,10 @@ pub struct Settings {
     )]
     pub plugin_webhook_retry_seconds: Vec<f64>,
 
+    /// Let plugin webhooks use `http://` (always allowed in dev mode).
+    #[arg(long, env = "PAVED_PLUGIN_WEBHOOK_ALLOW_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub plugin_webhook_allow_http: bool,
+
     /// Connect and answer timeout of one plugin webhook post, in ms.
     #[arg(
         long,
@@ -221,13 +225,13 @@ impl Settings {
         chrono::Duration::hours(i64::from(self.dora_attribution_hours))
     }
 
-    /// How plugin webhooks are delivered (`http://` only in dev mode).
+    /// How plugin webhooks are delivered (`http://` only in dev mode or when allowed).
     pub fn plugin_webhooks(&self) -> paved_workers::effects::plugin_webhooks::WebhookConfig {
         paved_workers::effects::plugin_webhooks::WebhookConfig {
             guard: paved_workers::effects::plugin_webhooks::Guard {
                 allow: self.plugin_webhook_allow.clone(),
             },
-            allow_http: self.dev,
+            allow_http: self.dev || self.plugin_webhook_allow_http,
             retry: self
                 .plugin_webhook_retry_seconds
                 .iter()

@@ -26,6 +26,11 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Self {
+        Self::slow(Duration::ZERO).await
+    }
+
+    /// One that takes `delay` to answer each post.
+    async fn slow(delay: Duration) -> Self {
         let received: Received = Arc::default();
         let script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>> = Arc::default();
         let (r, s) = (received.clone(), script.clone());
@@ -34,6 +39,7 @@ impl Receiver {
             axum::routing::post(move |headers: HeaderMap, body: String| {
                 let (r, s) = (r.clone(), s.clone());
                 async move {
+                    tokio::time::sleep(delay).await;
                     r.lock().unwrap().push((Instant::now(), headers, body));
                     let (status, retry_after) = s
                         .lock()
@@ -85,6 +91,7 @@ async fn app(retry: &str) -> TestApp {
     let retry: Vec<f64> = retry.split(',').map(|s| s.parse().unwrap()).collect();
     let app = spawn_configured(Roles::ALL, |s| {
         s.plugin_webhook_allow = vec!["127.0.0.0/8".parse().unwrap()];
+        s.plugin_webhook_allow_http = true;
         s.plugin_webhook_retry_seconds = retry;
     })
     .await;
@@ -449,4 +456,58 @@ async fn no_forbidden_address_ever_receives_a_connection() {
     assert_eq!(why.len(), urls.len());
     assert!(why.iter().all(|j| j.contains("forbidden")), "{why:?}");
     assert_eq!(*connections.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_crash_while_posting_loses_nothing_and_resends_only_what_was_not_recorded() {
+    let mut app = app("0.1").await;
+    let receiver = Receiver::slow(Duration::from_millis(150)).await;
+    let secret = install_webhook(&app, "chat", &receiver.url).await;
+    let names: Vec<String> = (0..8).map(|i| format!("svc-{i}")).collect();
+    let mut last = 0;
+    for name in &names {
+        last = register(&app, name).await;
+    }
+    for seen in [2, 4, 6] {
+        eventually(Duration::from_secs(20), "posts arriving", || async {
+            (receiver.count() >= seen).then_some(())
+        })
+        .await;
+        app.crash_and_restart().await;
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the cursor at the last",
+        || async { (installation(&app, "chat").await.cursor >= last).then_some(()) },
+    )
+    .await;
+    // Every service arrived, first in log order; a repeat is the same post.
+    let ids = receiver.ids();
+    let mut first_seen: Vec<String> = Vec::new();
+    for id in &ids {
+        if !first_seen.contains(id) {
+            first_seen.push(id.clone());
+        }
+    }
+    assert_eq!(first_seen, names, "{ids:?}");
+    let got = receiver.received.lock().unwrap().clone();
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut by_id = std::collections::BTreeMap::new();
+    for (_, headers, body) in &got {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                k.as_str().parse::<http::HeaderName>().unwrap(),
+                v.to_str().unwrap().parse().unwrap(),
+            );
+        }
+        verifier.verify(body.as_bytes(), &h).unwrap();
+        let id = headers["webhook-id"].to_str().unwrap().to_owned();
+        let previous = by_id.insert(id, body.clone());
+        assert!(
+            previous.is_none_or(|p| &p == body),
+            "a repeat is the same post"
+        );
+    }
+    assert_eq!(by_id.len(), names.len());
 }
