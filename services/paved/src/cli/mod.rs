@@ -7,6 +7,7 @@ pub(crate) mod delivery;
 mod health;
 mod locations;
 pub mod output;
+mod plugin;
 mod provision;
 mod survey;
 mod task;
@@ -87,6 +88,10 @@ enum Command {
     /// a namespace, an Argo CD application (`--wait` follows it step by
     /// step; `--dry-run` renders only); status, retry, list.
     Create(task::CreateArgs),
+    /// The plugin marketplace: publish, list, show, deprecate, yank;
+    /// install with a grant of scopes, upgrade, rotate, uninstall; webhook
+    /// dead letters; the scope table.
+    Plugin(plugin::PluginArgs),
     /// Read the log: who did what when, exports, the state at a time, diffs,
     /// and proof that it was not edited (`audit verify`).
     Audit(audit::AuditArgs),
@@ -141,6 +146,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Provision(a) => provision::provision(a).await,
         Command::Template(a) => template::template(a).await,
         Command::Create(a) => task::create(a).await,
+        Command::Plugin(a) => plugin::plugin(a).await,
         Command::Demo(a) => crate::demo::demo(a).await,
         Command::Bench(a) => crate::bench::bench(*a).await,
         Command::Health(a) => health::health(a).await,
@@ -186,6 +192,13 @@ pub async fn stop_on_signal(token: CancellationToken) {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+
+    /// clap's own checks of every verb (names unique, `--version` not
+    /// taken twice, …), which otherwise fail only when the verb is used.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
+    }
 
     /// Every verb and every flag says what it is for (`--help`).
     #[test]
