@@ -79,6 +79,14 @@ pub struct BenchArgs {
     /// repositories with `git` (0 skips it).
     #[arg(long, default_value_t = 100)]
     template_creates: usize,
+    /// Plugin installations posting to one local webhook receiver in the
+    /// plugin phase, next to plain unsigned posts to it (0 skips it).
+    #[arg(long, default_value_t = 100)]
+    plugin_installations: usize,
+    /// Services registered in the plugin phase: each installation is sent
+    /// each one, and one pulling plugin subscribes to them.
+    #[arg(long, default_value_t = 500)]
+    plugin_events: usize,
     /// Where the shipped templates are (for the golden-path phase).
     #[arg(long, env = "PAVED_TEMPLATES", default_value = "templates")]
     templates: std::path::PathBuf,
@@ -640,6 +648,10 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
 
     if a.template_creates > 0 {
         out.extend(templates_phase(b, a.template_creates, &a.templates).await?);
+    }
+
+    if a.plugin_installations > 0 && a.plugin_events > 0 {
+        out.extend(plugins_phase(b, a.plugin_installations, a.plugin_events).await?);
     }
 
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
@@ -1638,6 +1650,201 @@ async fn templates_phase(
     }
     .await;
     let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    Ok(out)
+}
+
+/// Plugins: webhook deliveries to a local receiver with many
+/// installations (next to unsigned posts to it, same concurrency), and one
+/// pulling plugin's subscription (next to the raw consume measured above).
+async fn plugins_phase(
+    b: &mut Bench,
+    installations: usize,
+    events: usize,
+) -> anyhow::Result<Vec<Figure>> {
+    use paved_workers::effects::plugin_webhooks::{Guard, WebhookConfig, WebhookDeliverer};
+    let mut out = Vec::new();
+    if b.worker_stop.is_none() {
+        b.start_worker();
+    }
+    // The receiver: counts posts, answers 204.
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |_body: Bytes| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    let receiver = tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+
+    // The raw limit: plain posts of a payload of the same size, 32 at once
+    // (the deliverer serves up to 32 installations at once).
+    eprintln!("phase: raw HTTP posts to a local receiver");
+    let http = reqwest::Client::new();
+    let n = (installations * events).min(50_000);
+    let body = Bytes::from(vec![b'x'; 900]);
+    let (t, lat) = concurrent(32, n, {
+        let (http, url, body) = (http.clone(), url.clone(), body.clone());
+        move |_| {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                http.post(&url)
+                    .body(body)
+                    .send()
+                    .await?
+                    .error_for_status()?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    out.push(figure(
+        "raw: HTTP POST to a local receiver, 32 at once",
+        n as u64,
+        t,
+        lat,
+        "reference (posts/s)",
+    ));
+
+    eprintln!("phase: {installations} webhook installations × {events} events");
+    let stop = CancellationToken::new();
+    let mut jobs = tokio::task::JoinSet::new();
+    let plugins_read_model = ProjectionWorker::new(
+        paved_workers::projections::PluginsProjection,
+        b.pool.clone(),
+        b.log.clone(),
+    );
+    let token = stop.clone();
+    jobs.spawn(async move {
+        if let Err(e) = plugins_read_model.run(token).await {
+            tracing::error!(error = %e, "bench projection failed");
+        }
+    });
+    let result = async {
+        b.client
+            .create_team(pb::CreateTeamRequest {
+                name: "plugins".into(),
+                ..Default::default()
+            })
+            .await?;
+        let manifest = |webhook: &str| pb::PluginManifest {
+            version: "1.0.0".into(),
+            publisher: "plugins".into(),
+            title: "bench".into(),
+            scopes: vec!["events:read:catalog".into()],
+            event_types: vec!["ServiceRegistered".into()],
+            webhook_url: webhook.to_owned(),
+            ..Default::default()
+        };
+        for (plugin, webhook) in [("bench-hook", url.as_str()), ("bench-pull", "")] {
+            b.client
+                .publish_plugin(pb::PublishPluginRequest {
+                    plugin: plugin.into(),
+                    manifest: Some(manifest(webhook)),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        let install = |installation: String, plugin: &str| pb::InstallPluginRequest {
+            installation,
+            plugin: plugin.into(),
+            version: "1.0.0".into(),
+            scopes: vec!["events:read:catalog".into()],
+            ..Default::default()
+        };
+        for i in 0..installations {
+            b.client
+                .install_plugin(install(format!("hook-{i}"), "bench-hook"))
+                .await?;
+        }
+        let pull = b
+            .client
+            .install_plugin(install("pull".into(), "bench-pull"))
+            .await?;
+        let deliverer = WebhookDeliverer::new(
+            paved_eventlog::Executor::new(b.log.clone(), 10_000),
+            b.pool.clone(),
+            b.log.clone(),
+            WebhookConfig {
+                guard: Guard {
+                    allow: vec!["127.0.0.0/8".parse()?],
+                },
+                allow_http: true,
+                scan: Duration::from_millis(20),
+                ..Default::default()
+            },
+        )
+        .map_err(anyhow::Error::msg)?;
+        let before = received.load(std::sync::atomic::Ordering::Relaxed);
+        let client = b.client.clone();
+        concurrent(32, events, move |i| {
+            let client = client.clone();
+            async move {
+                let mut r = service_request(&format!("plugin-svc-{i}"));
+                r.owner = "plugins".into();
+                client.register_service(r).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        let last = b.log.last_sequence().await?;
+        let started = Instant::now();
+        jobs.spawn(deliverer.run(stop.clone()));
+        let want = before + (installations * events) as u64;
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let lagging: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM plugin_installations
+                  WHERE webhook_url <> '' AND cursor < $1",
+            )
+            .bind(last as i64)
+            .fetch_one(&b.pool)
+            .await?;
+            if lagging == 0 && received.load(std::sync::atomic::Ordering::Relaxed) >= want {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the deliverer did not finish in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let posts = received.load(std::sync::atomic::Ordering::Relaxed) - before;
+        out.push(figure(
+            &format!("plugin webhooks: {installations} installations × {events} events, signed, cursors recorded"),
+            posts,
+            started.elapsed(),
+            Vec::new(),
+            "reference (posts/s; vs the raw posts above)",
+        ));
+
+        // One pulling plugin reads the same events through its subscription.
+        let plugin = Client::connect(b.app_url.clone(), &pull.token).await?;
+        let started = Instant::now();
+        let mut stream = plugin.subscribe_plugin_events(true).await?;
+        let mut got = 0usize;
+        while got < events {
+            let Some(m) = stream.message().await? else { break };
+            anyhow::ensure!(m.record.is_some(), "an empty record");
+            got += 1;
+        }
+        out.push(figure(
+            "SubscribePluginEvents: one plugin's backlog (omit_json)",
+            got as u64,
+            started.elapsed(),
+            Vec::new(),
+            "reference (events/s; vs the raw consume above)",
+        ));
+        anyhow::Ok(())
+    }
+    .await;
+    stop.cancel();
+    while jobs.join_next().await.is_some() {}
+    receiver.abort();
     result?;
     Ok(out)
 }
