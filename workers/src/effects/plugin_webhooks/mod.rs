@@ -294,10 +294,26 @@ impl WebhookDeliverer {
         if start > last {
             return Ok(());
         }
+        // One context granted: read only its subjects (the rest of the log
+        // is nothing to this plugin); several: the whole log, filtered here.
+        let contexts: Vec<&str> = select
+            .scopes
+            .iter()
+            .filter_map(|s| match s {
+                Scope::Events(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let prefix = &me.log.config().subject_prefix;
+        let filter = match contexts[..] {
+            [] => return self.delivered(name, &state, last).await,
+            [one] => format!("{prefix}.{one}.>"),
+            _ => format!("{prefix}.>"),
+        };
         let mut read = me
             .log
             .ordered(
-                &format!("{}.>", me.log.config().subject_prefix),
+                &filter,
                 DeliverPolicy::ByStartSequence {
                     start_sequence: start,
                 },
@@ -305,15 +321,17 @@ impl WebhookDeliverer {
             .await
             .map_err(|e| Transient::Log(e.to_string()))?;
         let mut through = state.cursor;
+        if read.pending == 0 {
+            // Nothing on its subjects up to the end of the log.
+            return self.delivered(name, &state, last).await;
+        }
         for _ in 0..BATCH {
             let Some(m) = read.messages.next().await else {
                 break;
             };
             let m = m.map_err(|e| Transient::Log(e.to_string()))?;
-            let sequence = m
-                .info()
-                .map_err(|e| Transient::Log(e.to_string()))?
-                .stream_sequence;
+            let info = m.info().map_err(|e| Transient::Log(e.to_string()))?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
             if sequence > last {
                 break;
             }
@@ -321,6 +339,12 @@ impl WebhookDeliverer {
             // (they stop on it); a plugin is not sent what cannot be read.
             let Ok(commit) = codec::decode_commit(&m.payload) else {
                 through = sequence;
+                if pending == 0 {
+                    through = through.max(last);
+                }
+                if pending == 0 || sequence >= last {
+                    break;
+                }
                 continue;
             };
             let stored = StoredCommit { sequence, commit };
@@ -358,6 +382,11 @@ impl WebhookDeliverer {
                 }
             }
             if sequence >= last {
+                break;
+            }
+            if pending == 0 {
+                // Nothing more on its subjects: everything up to `last` is done.
+                through = through.max(last);
                 break;
             }
         }
