@@ -25,6 +25,7 @@ mod plugins;
 mod private;
 mod projection;
 mod provisioning;
+mod python_plugin;
 mod surveys;
 mod telemetry;
 mod templates;

@@ -45,6 +45,8 @@ mod private;
 mod projection;
 #[path = "../e2e/provisioning.rs"]
 mod provisioning;
+#[path = "../e2e/python_plugin.rs"]
+mod python_plugin;
 #[path = "../e2e/surveys.rs"]
 mod surveys;
 #[path = "../e2e/telemetry.rs"]
