@@ -16,12 +16,14 @@ use crate::helpers::{TestApp, eventually, fixtures, spawn_configured};
 
 /// What the receiver got: (when, headers, body).
 type Received = Arc<Mutex<Vec<(Instant, HeaderMap, String)>>>;
+/// What the receiver answers next: a status and a `Retry-After`.
+type Script = Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>;
 
 /// A receiver answering from a script (then 204 for ever).
 struct Receiver {
     url: String,
     received: Received,
-    script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>>,
+    script: Script,
 }
 
 impl Receiver {
@@ -32,7 +34,7 @@ impl Receiver {
     /// One that takes `delay` to answer each post.
     async fn slow(delay: Duration) -> Self {
         let received: Received = Arc::default();
-        let script: Arc<Mutex<VecDeque<(StatusCode, Option<&'static str>)>>> = Arc::default();
+        let script: Script = Arc::default();
         let (r, s) = (received.clone(), script.clone());
         let app = axum::Router::new().route(
             "/hook",
@@ -428,13 +430,13 @@ async fn no_forbidden_address_ever_receives_a_connection() {
         install_webhook(&app, &format!("probe-{i}"), url).await;
     }
     let a = register(&app, "a-api").await;
-    for i in 0..urls.len() {
+    for (i, url) in urls.iter().enumerate() {
         let inst = eventually(Duration::from_secs(15), "a refused attempt", || async {
             let i = installation(&app, &format!("probe-{i}")).await;
             (i.failing_attempts > 0).then_some(i)
         })
         .await;
-        assert!(inst.cursor < a, "{}: a-api not delivered", urls[i]);
+        assert!(inst.cursor < a, "{url}: a-api not delivered");
         assert_eq!(inst.failing_sequence, a);
     }
     // Each failure says why, without a connection.
