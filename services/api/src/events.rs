@@ -11,7 +11,7 @@ use futures::StreamExt;
 use paved_domain::surveys::SurveyEvent;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_eventlog::audit::TrustedKeys;
-use paved_eventlog::codec::{self, event_to_proto, time_from_proto, timestamp};
+use paved_eventlog::codec::{self, time_from_proto};
 use paved_eventlog::{EventLog, StoredCommit, quarantine};
 use paved_proto::v1 as pb;
 use pb::event_log_service_server::EventLogService;
@@ -194,31 +194,7 @@ pub fn records(stored: &StoredCommit, filter: &Filter) -> Vec<pb::EventRecord> {
         .iter()
         .enumerate()
         .filter(|(_, e)| filter.event_matches(e))
-        .map(|(i, e)| {
-            let event = event_to_proto(e);
-            let json = if filter.omit_json {
-                String::new()
-            } else {
-                serde_json::to_string(&event).unwrap_or_default()
-            };
-            pb::EventRecord {
-                sequence: stored.sequence,
-                index: i as u32,
-                context: c.kind.context().to_owned(),
-                aggregate_type: c.kind.type_name().to_owned(),
-                aggregate_id: c.aggregate_id.to_string(),
-                command_id: c.command_id.clone(),
-                principal: c.principal.clone(),
-                occurred_at: Some(timestamp(c.occurred_at)),
-                correlation_id: c.correlation_id.clone(),
-                causation_id: c.causation_id.clone(),
-                reason: c.reason.clone(),
-                traceparent: c.traceparent.clone(),
-                event_type: e.type_name().to_owned(),
-                event: Some(event),
-                json,
-            }
-        })
+        .map(|(i, e)| stored.record(i, e, !filter.omit_json))
         .collect()
 }
 

@@ -181,6 +181,38 @@ pub struct StoredCommit {
     pub commit: Commit,
 }
 
+impl StoredCommit {
+    /// Event `index` of the commit as readers and plugins receive it: the
+    /// typed event with its commit's envelope, and its proto3 JSON
+    /// rendering when `json` (most of a read's work; empty otherwise).
+    pub fn record(&self, index: usize, event: &Event, json: bool) -> pb::EventRecord {
+        let c = &self.commit;
+        let typed = event_to_proto(event);
+        let json = if json {
+            serde_json::to_string(&typed).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        pb::EventRecord {
+            sequence: self.sequence,
+            index: index as u32,
+            context: c.kind.context().to_owned(),
+            aggregate_type: c.kind.type_name().to_owned(),
+            aggregate_id: c.aggregate_id.to_string(),
+            command_id: c.command_id.clone(),
+            principal: c.principal.clone(),
+            occurred_at: Some(timestamp(c.occurred_at)),
+            correlation_id: c.correlation_id.clone(),
+            causation_id: c.causation_id.clone(),
+            reason: c.reason.clone(),
+            traceparent: c.traceparent.clone(),
+            event_type: event.type_name().to_owned(),
+            event: Some(typed),
+            json,
+        }
+    }
+}
+
 /// Why stored bytes did not decode into a [`Commit`].
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {

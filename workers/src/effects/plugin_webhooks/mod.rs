@@ -35,9 +35,8 @@ use paved_domain::plugins::installation::{
 use paved_domain::plugins::marketplace::{Delivery, PluginListing};
 use paved_domain::surveys::SurveyEvent;
 use paved_domain::{Event, Name, Principal, Scope};
-use paved_eventlog::codec::{self, event_to_proto, timestamp};
+use paved_eventlog::codec;
 use paved_eventlog::{CommandMeta, EventLog, ExecuteError, Executor, StoredCommit};
-use paved_proto::v1 as pb;
 use rand::Rng;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -131,6 +130,11 @@ struct Inner {
 struct Due {
     name: String,
     installed_sequence: i64,
+    cursor: i64,
+    /// Not waiting for a retry's time.
+    due: bool,
+    /// A dead letter waits for its replay.
+    replay: bool,
 }
 
 impl WebhookDeliverer {
@@ -186,25 +190,31 @@ impl WebhookDeliverer {
     }
 
     /// One pass over every webhook installation with something to do.
+    /// Without any webhook installation it asks the log nothing.
     pub async fn pass(&self, shutdown: &CancellationToken) -> Result<(), Transient> {
         let me = &self.inner;
+        let installed: Vec<Due> = sqlx::query_as(
+            "SELECT i.name, i.installed_sequence, i.cursor,
+                    (i.retry_at IS NULL OR i.retry_at <= now()) AS due,
+                    EXISTS (SELECT 1 FROM plugin_dead_letters d
+                             WHERE d.installation = i.name AND d.replay_pending) AS replay
+               FROM plugin_installations i
+              WHERE i.status = 'installed' AND i.webhook_url <> '' AND i.disabled_reason = ''
+              ORDER BY i.name",
+        )
+        .fetch_all(&me.pool)
+        .await?;
+        if installed.is_empty() {
+            return Ok(());
+        }
         let last = me
             .log
             .last_sequence()
             .await
             .map_err(|e| Transient::Log(e.to_string()))?;
-        let due: Vec<Due> = sqlx::query_as(
-            "SELECT i.name, i.installed_sequence FROM plugin_installations i
-              WHERE i.status = 'installed' AND i.webhook_url <> '' AND i.disabled_reason = ''
-                AND ((GREATEST(i.cursor, i.installed_sequence) < $1
-                      AND (i.retry_at IS NULL OR i.retry_at <= now()))
-                     OR EXISTS (SELECT 1 FROM plugin_dead_letters d
-                                 WHERE d.installation = i.name AND d.replay_pending))
-              ORDER BY i.name",
-        )
-        .bind(last as i64)
-        .fetch_all(&me.pool)
-        .await?;
+        let due = installed
+            .into_iter()
+            .filter(|d| d.replay || (d.due && (d.cursor.max(d.installed_sequence) as u64) < last));
         futures::stream::iter(due)
             .for_each_concurrent(CONCURRENCY, |due| async move {
                 if shutdown.is_cancelled() {
@@ -606,23 +616,7 @@ impl Selection {
 /// is the event's `EventRecord` in the proto3 JSON mapping.
 fn payload(stored: &StoredCommit, index: usize, event: &Event) -> Vec<u8> {
     let c = &stored.commit;
-    let record = pb::EventRecord {
-        sequence: stored.sequence,
-        index: index as u32,
-        context: c.kind.context().to_owned(),
-        aggregate_type: c.kind.type_name().to_owned(),
-        aggregate_id: c.aggregate_id.to_string(),
-        command_id: c.command_id.clone(),
-        principal: c.principal.clone(),
-        occurred_at: Some(timestamp(c.occurred_at)),
-        correlation_id: c.correlation_id.clone(),
-        causation_id: c.causation_id.clone(),
-        reason: c.reason.clone(),
-        traceparent: c.traceparent.clone(),
-        event_type: event.type_name().to_owned(),
-        event: Some(event_to_proto(event)),
-        json: String::new(),
-    };
+    let record = stored.record(index, event, false);
     serde_json::to_vec(&serde_json::json!({
         "type": event.type_name(),
         "timestamp": c.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
