@@ -513,3 +513,138 @@ async fn a_crash_while_posting_loses_nothing_and_resends_only_what_was_not_recor
     }
     assert_eq!(by_id.len(), names.len());
 }
+
+#[tokio::test]
+async fn crashes_of_postgres_and_nats_while_posting_lose_nothing_and_record_each_outcome_once() {
+    use crate::private::{PrivateNats, PrivatePostgres};
+    let pg = Arc::new(PrivatePostgres::start());
+    let mut nats = PrivateNats::start("");
+    let (db, url) = (pg.url("paved"), nats.url());
+    let app = spawn_configured(Roles::ALL, |s| {
+        s.database_url = db;
+        s.nats_url = url;
+        s.plugin_webhook_allow = vec!["127.0.0.0/8".parse().unwrap()];
+        s.plugin_webhook_allow_http = true;
+        s.plugin_webhook_retry_seconds = vec![0.2; 20];
+    })
+    .await;
+    for team in ["platform", "payments"] {
+        app.client.create_team(fixtures::team(team)).await.unwrap();
+    }
+    let receiver = Receiver::slow(Duration::from_millis(40)).await;
+    let secret = install_webhook(&app, "chat", &receiver.url).await;
+    let names: Vec<String> = (0..10).map(|i| format!("svc-{i}")).collect();
+    // Registered while the crashes happen, each retried under its own
+    // request id until it is taken.
+    let client = app.client.clone();
+    let registered = tokio::spawn({
+        let names = names.clone();
+        async move {
+            let mut last = 0;
+            for name in names {
+                let mut r = fixtures::service(&name, "payments");
+                r.request_id = format!("fault-{name}");
+                last = loop {
+                    match client.register_service(r.clone()).await {
+                        Ok(done) => break done.sequence,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            last
+        }
+    });
+    let crash_pg = |pg: Arc<PrivatePostgres>| async move {
+        tokio::task::spawn_blocking(move || {
+            pg.crash();
+            std::thread::sleep(Duration::from_millis(300));
+            pg.start_again();
+        })
+        .await
+        .unwrap();
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.kill();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    nats.start_again();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crash_pg(pg.clone()).await;
+    let last = registered.await.unwrap();
+    eventually(
+        Duration::from_secs(120),
+        "the cursor at the last",
+        || async {
+            let mut plugins = app.client.plugins();
+            let i = plugins
+                .list_installations(pb::ListInstallationsRequest {
+                    plugin: "chat".into(),
+                    min_sequence: 0,
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .installations
+                .pop()?;
+            (i.cursor >= last).then_some(())
+        },
+    )
+    .await;
+    // Every service arrived, first in log order; a repeat is the same post.
+    let got = receiver.received.lock().unwrap().clone();
+    let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
+    let mut first_seen: Vec<String> = Vec::new();
+    let mut by_id = std::collections::BTreeMap::new();
+    for (_, headers, body) in &got {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                k.as_str().parse::<http::HeaderName>().unwrap(),
+                v.to_str().unwrap().parse().unwrap(),
+            );
+        }
+        verifier.verify(body.as_bytes(), &h).unwrap();
+        let id = headers["webhook-id"].to_str().unwrap().to_owned();
+        let previous = by_id.insert(id, body.clone());
+        assert!(
+            previous.is_none_or(|p| &p == body),
+            "a repeat is the same post"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let service = v["data"]["aggregateId"].as_str().unwrap().to_owned();
+        if !first_seen.contains(&service) {
+            first_seen.push(service);
+        }
+    }
+    assert_eq!(first_seen, names);
+    // The receiver never refused: no failed attempt, no dead letter, and
+    // each acknowledgement recorded once (ids derive from the sequence).
+    let mut s = app
+        .client
+        .read_events(pb::ReadEventsRequest {
+            filter: Some(pb::EventFilter {
+                aggregate_type: "installation".into(),
+                aggregate_id: "chat".into(),
+                ..Default::default()
+            }),
+            omit_json: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut acks = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        assert!(
+            !r.event_type.starts_with("Webhook"),
+            "{}: the receiver never failed",
+            r.event_type
+        );
+        if r.event_type == "PluginEventsAcknowledged" {
+            acks.push(r.command_id);
+        }
+    }
+    let unique: std::collections::BTreeSet<&String> = acks.iter().collect();
+    assert_eq!(unique.len(), acks.len(), "{acks:?}");
+}
