@@ -445,11 +445,11 @@ commands! {
     provisioning:
     /// Asks for a namespace, database or cache to be created, changed or
     /// decommissioned; the response's `id` names the request (`<team>/<number>`).
-    request_resource(RequestResourceRequest) -> ProvisionCommandResponse;
+    request_resource(RequestResourceRequest) -> RequestResourceResponse;
     /// Approves a planned request.
-    approve_request(DecideProvisionRequest) -> ProvisionCommandResponse;
+    approve_request(ApproveRequestRequest) -> ApproveRequestResponse;
     /// Rejects (or, as its requester, withdraws) a request not yet approved.
-    reject_request(DecideProvisionRequest) -> ProvisionCommandResponse;
+    reject_request(RejectRequestRequest) -> RejectRequestResponse;
 }
 
 commands! {
@@ -880,7 +880,7 @@ impl Reader<'_> {
 
     /// A provisioning request (`<team>/<number>`), with its plan.
     pub async fn provision_request(&self, id: &str) -> Result<pb::ProvisionRequest, Error> {
-        let r = pb::GetProvisionRequestRequest {
+        let r = pb::GetRequestRequest {
             id: id.to_owned(),
             min_sequence: self.min_sequence,
         };
@@ -891,14 +891,16 @@ impl Reader<'_> {
                 READ_RETRY,
                 |mut c, r| async move { c.get_request(r).await },
             )
-            .await
+            .await?
+            .request
+            .ok_or_else(|| Error::from(Status::internal("GetRequest answered no request")))
     }
 
     /// One page of provisioning requests, newest first.
     pub async fn provision_requests(
         &self,
-        mut r: pb::ListProvisionRequestsRequest,
-    ) -> Result<pb::ListProvisionRequestsResponse, Error> {
+        mut r: pb::ListRequestsRequest,
+    ) -> Result<pb::ListRequestsResponse, Error> {
         r.min_sequence = self.min_sequence;
         self.client
             .call_on(
@@ -915,7 +917,7 @@ impl Reader<'_> {
         &self,
         team: &str,
     ) -> Result<Vec<pb::ProvisionedResource>, Error> {
-        let r = pb::ListProvisionedResourcesRequest {
+        let r = pb::ListResourcesRequest {
             team: team.to_owned(),
             min_sequence: self.min_sequence,
         };

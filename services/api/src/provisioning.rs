@@ -65,7 +65,7 @@ impl ProvisioningApi {
         number: Option<u64>,
         command: Option<ProvisioningCommand>,
         meta: &CommandMeta,
-    ) -> Reply<pb::ProvisionCommandResponse> {
+    ) -> Result<Done, Status> {
         let done = crate::request::execute::<Tenancy>(
             &self.executor,
             &self.counters,
@@ -81,14 +81,14 @@ impl ProvisioningApi {
             Some(n) => Some(n),
             None => self.number_in(done.sequence).await?,
         };
-        Ok(Response::new(pb::ProvisionCommandResponse {
+        Ok(Done {
             id: team
                 .zip(number)
                 .map(|(t, n)| request_id(t.as_str(), n))
                 .unwrap_or_default(),
             sequence: done.sequence,
             events: done.events,
-        }))
+        })
     }
 
     /// The request number in the commit at `sequence`.
@@ -124,11 +124,7 @@ impl ProvisioningApi {
     }
 
     /// Approve or reject.
-    async fn decide(
-        &self,
-        request: Request<pb::DecideProvisionRequest>,
-        approve: bool,
-    ) -> Reply<pb::ProvisionCommandResponse> {
+    async fn decide(&self, request: Request<Decision>, approve: bool) -> Result<Done, Status> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let parsed = parse_request_id(&r.id);
         if parsed.is_none() {
@@ -222,6 +218,41 @@ fn page_after(token: &str) -> Result<Option<(DateTime<Utc>, String, i64)>, Statu
     Ok(Some((at, team.to_owned(), number)))
 }
 
+/// What a command on a provisioning request comes to, whichever RPC asked.
+struct Done {
+    id: String,
+    sequence: u64,
+    events: u32,
+}
+
+macro_rules! from_done {
+    ($($t:ty),*) => {
+        $(impl From<Done> for $t {
+            fn from(d: Done) -> Self {
+                Self { id: d.id, sequence: d.sequence, events: d.events }
+            }
+        })*
+    };
+}
+from_done!(
+    pb::RequestResourceResponse,
+    pb::ApproveRequestResponse,
+    pb::RejectRequestResponse
+);
+
+/// An approval or a rejection, whichever RPC carried it.
+pub struct Decision {
+    request_id: String,
+    id: String,
+    reason: String,
+}
+
+impl crate::request::Idempotent for Decision {
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
 #[tonic::async_trait]
 impl ProvisioningService for ProvisioningApi {
     #[tracing::instrument(
@@ -233,7 +264,7 @@ impl ProvisioningService for ProvisioningApi {
     async fn request_resource(
         &self,
         request: Request<pb::RequestResourceRequest>,
-    ) -> Reply<pb::ProvisionCommandResponse> {
+    ) -> Reply<pb::RequestResourceResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let kind = ResourceKind::parse(&r.kind);
         if kind.is_none() {
@@ -286,7 +317,9 @@ impl ProvisioningService for ProvisioningApi {
             }
             _ => None,
         };
-        self.run(v, team, None, command, &meta).await
+        Ok(Response::new(
+            self.run(v, team, None, command, &meta).await?.into(),
+        ))
     }
 
     #[tracing::instrument(
@@ -297,9 +330,14 @@ impl ProvisioningService for ProvisioningApi {
     )]
     async fn approve_request(
         &self,
-        request: Request<pb::DecideProvisionRequest>,
-    ) -> Reply<pb::ProvisionCommandResponse> {
-        self.decide(request, true).await
+        request: Request<pb::ApproveRequestRequest>,
+    ) -> Reply<pb::ApproveRequestResponse> {
+        let request = request.map(|r| Decision {
+            request_id: r.request_id,
+            id: r.id,
+            reason: r.reason,
+        });
+        Ok(Response::new(self.decide(request, true).await?.into()))
     }
 
     #[tracing::instrument(
@@ -310,15 +348,20 @@ impl ProvisioningService for ProvisioningApi {
     )]
     async fn reject_request(
         &self,
-        request: Request<pb::DecideProvisionRequest>,
-    ) -> Reply<pb::ProvisionCommandResponse> {
-        self.decide(request, false).await
+        request: Request<pb::RejectRequestRequest>,
+    ) -> Reply<pb::RejectRequestResponse> {
+        let request = request.map(|r| Decision {
+            request_id: r.request_id,
+            id: r.id,
+            reason: r.reason,
+        });
+        Ok(Response::new(self.decide(request, false).await?.into()))
     }
 
     async fn get_request(
         &self,
-        request: Request<pb::GetProvisionRequestRequest>,
-    ) -> Reply<pb::ProvisionRequest> {
+        request: Request<pb::GetRequestRequest>,
+    ) -> Reply<pb::GetRequestResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         let Some((team, number)) = parse_request_id(&r.id) else {
@@ -341,14 +384,18 @@ impl ProvisioningService for ProvisioningApi {
         row.as_ref()
             .map(request_from_row)
             .transpose()?
-            .map(Response::new)
+            .map(|request| {
+                Response::new(pb::GetRequestResponse {
+                    request: Some(request),
+                })
+            })
             .ok_or_else(|| error::not_found("provisioning request", &r.id))
     }
 
     async fn list_requests(
         &self,
-        request: Request<pb::ListProvisionRequestsRequest>,
-    ) -> Reply<pb::ListProvisionRequestsResponse> {
+        request: Request<pb::ListRequestsRequest>,
+    ) -> Reply<pb::ListRequestsResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
@@ -424,7 +471,7 @@ impl ProvisioningService for ProvisioningApi {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListProvisionRequestsResponse {
+        Ok(Response::new(pb::ListRequestsResponse {
             requests,
             next_page_token,
         }))
@@ -432,8 +479,8 @@ impl ProvisioningService for ProvisioningApi {
 
     async fn list_resources(
         &self,
-        request: Request<pb::ListProvisionedResourcesRequest>,
-    ) -> Reply<pb::ListProvisionedResourcesResponse> {
+        request: Request<pb::ListResourcesRequest>,
+    ) -> Reply<pb::ListResourcesResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         if !r.team.is_empty() && Name::parse(&r.team).is_err() {
@@ -471,9 +518,7 @@ impl ProvisioningService for ProvisioningApi {
                 })
             })
             .collect::<Result<Vec<_>, Status>>()?;
-        Ok(Response::new(pb::ListProvisionedResourcesResponse {
-            resources,
-        }))
+        Ok(Response::new(pb::ListResourcesResponse { resources }))
     }
 }
 

@@ -86,7 +86,7 @@ versioned!(
 // (a survey response is anonymous).
 idempotent!(pb::ImportBackstageRequest, pb::SubmitResponseRequest);
 // A team's tenancy: its version is not the caller's business.
-idempotent!(pb::RequestResourceRequest, pb::DecideProvisionRequest);
+idempotent!(pb::RequestResourceRequest);
 // A template's versions and its tasks: versions the caller does not pick.
 // A plugin's versions and installations: versions the caller does not pick.
 idempotent!(

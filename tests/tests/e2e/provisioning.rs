@@ -209,8 +209,8 @@ fn namespace(env: &str) -> pb::RequestResourceRequest {
     }
 }
 
-fn decide(id: &str, reason: &str) -> pb::DecideProvisionRequest {
-    pb::DecideProvisionRequest {
+fn decide(id: &str, reason: &str) -> pb::ApproveRequestRequest {
+    pb::ApproveRequestRequest {
         id: id.into(),
         reason: reason.into(),
         ..Default::default()
@@ -840,7 +840,7 @@ async fn a_provisioned_database_is_a_catalog_resource_and_retiring_its_service_p
         let page = app
             .client
             .at(0)
-            .provision_requests(pb::ListProvisionRequestsRequest {
+            .provision_requests(pb::ListRequestsRequest {
                 team: "payments".into(),
                 ..Default::default()
             })

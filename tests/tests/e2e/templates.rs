@@ -738,7 +738,7 @@ async fn a_runner_killed_again_and_again_makes_one_repository_one_entry_one_requ
         .app
         .client
         .at(0)
-        .provision_requests(pb::ListProvisionRequestsRequest {
+        .provision_requests(pb::ListRequestsRequest {
             team: "payments".into(),
             ..Default::default()
         })
@@ -1073,7 +1073,7 @@ async fn crashes_of_postgres_and_nats_while_tasks_run_lose_nothing_and_do_nothin
         .app
         .client
         .at(0)
-        .provision_requests(pb::ListProvisionRequestsRequest {
+        .provision_requests(pb::ListRequestsRequest {
             team: "payments".into(),
             ..Default::default()
         })

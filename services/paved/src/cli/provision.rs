@@ -263,7 +263,7 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
         ProvisionCommand::List { team, state, limit } => {
             let page = client
                 .at(0)
-                .provision_requests(pb::ListProvisionRequestsRequest {
+                .provision_requests(pb::ListRequestsRequest {
                     team: team.unwrap_or_default(),
                     state: state.unwrap_or_default(),
                     page_size: limit,
@@ -345,7 +345,7 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
         }
         ProvisionCommand::Approve { id, reason } => {
             let done = client
-                .approve_request(pb::DecideProvisionRequest {
+                .approve_request(pb::ApproveRequestRequest {
                     id,
                     reason,
                     ..Default::default()
@@ -356,7 +356,7 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
         }
         ProvisionCommand::Reject { id, reason } => {
             let done = client
-                .reject_request(pb::DecideProvisionRequest {
+                .reject_request(pb::RejectRequestRequest {
                     id,
                     reason,
                     ..Default::default()
@@ -397,7 +397,7 @@ pub async fn provision(a: ProvisionArgs) -> anyhow::Result<()> {
                     );
                     Ok(())
                 }
-                _ => output::json(&pb::ListProvisionedResourcesResponse { resources: all }),
+                _ => output::json(&pb::ListResourcesResponse { resources: all }),
             }
         }
     }
@@ -417,13 +417,34 @@ fn time(t: Option<&paved_proto::wkt::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn print_done(out: Output, verb: &str, done: &pb::ProvisionCommandResponse) -> anyhow::Result<()> {
+/// The fields every provisioning command answers with.
+trait Done: serde::Serialize {
+    fn parts(&self) -> (&str, u64, u32);
+}
+
+macro_rules! done {
+    ($($t:ty),*) => {
+        $(impl Done for $t {
+            fn parts(&self) -> (&str, u64, u32) {
+                (&self.id, self.sequence, self.events)
+            }
+        })*
+    };
+}
+done!(
+    pb::RequestResourceResponse,
+    pb::ApproveRequestResponse,
+    pb::RejectRequestResponse
+);
+
+fn print_done(out: Output, verb: &str, done: &impl Done) -> anyhow::Result<()> {
+    let (id, sequence, events) = done.parts();
     match out {
         Output::Table => {
-            if done.events == 0 {
-                println!("{}: nothing changed", done.id);
+            if events == 0 {
+                println!("{id}: nothing changed");
             } else {
-                println!("{} {verb} (sequence {})", done.id, done.sequence);
+                println!("{id} {verb} (sequence {sequence})");
             }
             Ok(())
         }
