@@ -485,10 +485,10 @@ commands! {
 commands! {
     surveys:
     /// Creates a survey (admins).
-    create_survey(CreateSurveyRequest) -> SurveyCommandResponse;
-    close_survey(CloseSurveyRequest) -> SurveyCommandResponse;
+    create_survey(CreateSurveyRequest) -> CreateSurveyResponse;
+    close_survey(CloseSurveyRequest) -> CloseSurveyResponse;
     /// Answers (or changes the answer to) a survey, anonymously.
-    submit_response(SubmitResponseRequest) -> SurveyCommandResponse;
+    submit_response(SubmitResponseRequest) -> SubmitResponseResponse;
 }
 
 commands! {
@@ -703,7 +703,9 @@ impl Reader<'_> {
             .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
                 c.get_survey(r).await
             })
-            .await
+            .await?
+            .survey
+            .ok_or_else(|| Error::from(Status::internal("GetSurvey answered no survey")))
     }
 
     pub async fn list_surveys(&self, open_only: bool) -> Result<Vec<pb::Survey>, Error> {
@@ -941,7 +943,9 @@ impl Reader<'_> {
             .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
                 c.get_survey_results(r).await
             })
-            .await
+            .await?
+            .results
+            .ok_or_else(|| Error::from(Status::internal("GetSurveyResults answered no results")))
     }
 
     pub async fn survey_trend(&self, include_triggered: bool) -> Result<pb::SurveyTrend, Error> {
@@ -953,7 +957,9 @@ impl Reader<'_> {
             .call_on(&self.client.surveys, r, READ_RETRY, |mut c, r| async move {
                 c.get_survey_trend(r).await
             })
-            .await
+            .await?
+            .trend
+            .ok_or_else(|| Error::from(Status::internal("GetSurveyTrend answered no trend")))
     }
 
     pub async fn export_backstage(

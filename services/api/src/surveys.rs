@@ -19,7 +19,7 @@ use paved_domain::validate::Violations;
 use paved_domain::{Name, Principal, Role};
 use paved_eventlog::codec::{survey_spec_from_proto, time_from_proto, timestamp};
 use paved_eventlog::readmodel::SURVEYS;
-use paved_eventlog::{CommandMeta, Executor, SurveyKeys, TraceContext};
+use paved_eventlog::{CommandMeta, Executed, Executor, SurveyKeys, TraceContext};
 use paved_proto::v1 as pb;
 use pb::survey_service_server::SurveyService;
 use sqlx::postgres::PgRow;
@@ -113,7 +113,7 @@ impl SurveyApi {
         id: Option<Name>,
         command: Option<SurveyCommand>,
         meta: &CommandMeta,
-    ) -> Reply<pb::SurveyCommandResponse> {
+    ) -> Result<Executed, Status> {
         let done = crate::request::execute::<Option<Survey>>(
             &self.executor,
             &self.counters,
@@ -123,10 +123,7 @@ impl SurveyApi {
             meta,
         )
         .await?;
-        Ok(GrpcResponse::new(pb::SurveyCommandResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(done)
     }
 
     async fn reader<T>(
@@ -309,12 +306,17 @@ impl SurveyService for SurveyApi {
     async fn create_survey(
         &self,
         request: Request<pb::CreateSurveyRequest>,
-    ) -> Reply<pb::SurveyCommandResponse> {
+    ) -> Reply<pb::CreateSurveyResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("id", &r.id);
         let spec = survey_spec_from_proto(&mut v, "definition.", r.definition.as_ref());
-        self.run(v, id, spec.map(SurveyCommand::Create), &meta)
-            .await
+        let done = self
+            .run(v, id, spec.map(SurveyCommand::Create), &meta)
+            .await?;
+        Ok(GrpcResponse::new(pb::CreateSurveyResponse {
+            sequence: done.sequence,
+            events: done.events,
+        }))
     }
 
     #[tracing::instrument(
@@ -326,10 +328,14 @@ impl SurveyService for SurveyApi {
     async fn close_survey(
         &self,
         request: Request<pb::CloseSurveyRequest>,
-    ) -> Reply<pb::SurveyCommandResponse> {
+    ) -> Reply<pb::CloseSurveyResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("id", &r.id);
-        self.run(v, id, Some(SurveyCommand::Close), &meta).await
+        let done = self.run(v, id, Some(SurveyCommand::Close), &meta).await?;
+        Ok(GrpcResponse::new(pb::CloseSurveyResponse {
+            sequence: done.sequence,
+            events: done.events,
+        }))
     }
 
     #[tracing::instrument(
@@ -341,7 +347,7 @@ impl SurveyService for SurveyApi {
     async fn submit_response(
         &self,
         request: Request<pb::SubmitResponseRequest>,
-    ) -> Reply<pb::SurveyCommandResponse> {
+    ) -> Reply<pb::SubmitResponseResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("survey", &r.survey);
         let nps = u8::try_from(r.nps).unwrap_or(u8::MAX);
@@ -390,7 +396,11 @@ impl SurveyService for SurveyApi {
                 },
             }
         });
-        self.run(v, id, command, &anonymous).await
+        let done = self.run(v, id, command, &anonymous).await?;
+        Ok(GrpcResponse::new(pb::SubmitResponseResponse {
+            sequence: done.sequence,
+            events: done.events,
+        }))
     }
 
     #[tracing::instrument(
@@ -399,7 +409,10 @@ impl SurveyService for SurveyApi {
         fields(rpc = "GetSurvey"),
         err(level = "info")
     )]
-    async fn get_survey(&self, request: Request<pb::GetSurveyRequest>) -> Reply<pb::Survey> {
+    async fn get_survey(
+        &self,
+        request: Request<pb::GetSurveyRequest>,
+    ) -> Reply<pb::GetSurveyResponse> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         let rows = self
@@ -408,7 +421,11 @@ impl SurveyService for SurveyApi {
         let row = rows
             .first()
             .ok_or_else(|| error::not_found("survey", &request.get_ref().id))?;
-        survey_from_row(row).map(GrpcResponse::new)
+        survey_from_row(row).map(|survey| {
+            GrpcResponse::new(pb::GetSurveyResponse {
+                survey: Some(survey),
+            })
+        })
     }
 
     #[tracing::instrument(
@@ -444,7 +461,7 @@ impl SurveyService for SurveyApi {
     async fn list_my_surveys(
         &self,
         request: Request<pb::ListMySurveysRequest>,
-    ) -> Reply<pb::ListSurveysResponse> {
+    ) -> Reply<pb::ListMySurveysResponse> {
         let me = self
             .reader(&request, request.get_ref().min_sequence)
             .await?;
@@ -480,7 +497,9 @@ impl SurveyService for SurveyApi {
                 out.push(s);
             }
         }
-        Ok(GrpcResponse::new(pb::ListSurveysResponse { surveys: out }))
+        Ok(GrpcResponse::new(pb::ListMySurveysResponse {
+            surveys: out,
+        }))
     }
 
     #[tracing::instrument(
@@ -492,12 +511,13 @@ impl SurveyService for SurveyApi {
     async fn get_survey_results(
         &self,
         request: Request<pb::GetSurveyResultsRequest>,
-    ) -> Reply<pb::SurveyResults> {
+    ) -> Reply<pb::GetSurveyResultsResponse> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
-        self.results(&request.get_ref().id)
-            .await
-            .map(GrpcResponse::new)
+        let results = self.results(&request.get_ref().id).await?;
+        Ok(GrpcResponse::new(pb::GetSurveyResultsResponse {
+            results: Some(results),
+        }))
     }
 
     #[tracing::instrument(
@@ -509,7 +529,7 @@ impl SurveyService for SurveyApi {
     async fn get_survey_trend(
         &self,
         request: Request<pb::GetSurveyTrendRequest>,
-    ) -> Reply<pb::SurveyTrend> {
+    ) -> Reply<pb::GetSurveyTrendResponse> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         let mut points = Vec::new();
@@ -532,6 +552,8 @@ impl SurveyService for SurveyApi {
             });
         }
         points.sort_by_key(|p| time_from_proto(p.opens_at.as_ref()));
-        Ok(GrpcResponse::new(pb::SurveyTrend { points }))
+        Ok(GrpcResponse::new(pb::GetSurveyTrendResponse {
+            trend: Some(pb::SurveyTrend { points }),
+        }))
     }
 }
