@@ -75,7 +75,7 @@ class Plugin:
             delivery_pb2.GetDeploymentRequest(id=record.aggregate_id, min_sequence=record.sequence),
             metadata=self.metadata,
             timeout=10,
-        )
+        ).deployment
         t = deployment.target
         icon = "✅" if deployment.status == "succeeded" else "❌" if deployment.status == "failed" else "⏳"
         return f"{icon} {t.service} {t.revision} → {t.environment}: {deployment.status}"

@@ -29,10 +29,14 @@ class Deliveries:
 
     def GetDeployment(self, request, metadata, timeout):  # noqa: N802 - gRPC's name
         self.asked.append((request, dict(metadata)))
-        return delivery_pb2.Deployment(
-            id=request.id,
-            target=events_pb2.DeploymentTarget(service="payments-api", environment="production", revision="abc123"),
-            status="succeeded",
+        return delivery_pb2.GetDeploymentResponse(
+            deployment=delivery_pb2.Deployment(
+                id=request.id,
+                target=events_pb2.DeploymentTarget(
+                    service="payments-api", environment="production", revision="abc123"
+                ),
+                status="succeeded",
+            )
         )
 
 

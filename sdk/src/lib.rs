@@ -430,15 +430,15 @@ macro_rules! commands {
 commands! {
     delivery:
     /// Deploys a revision through Argo CD; the response's `id` names the deployment.
-    request_deployment(RequestDeploymentRequest) -> DeliveryCommandResponse;
+    request_deployment(RequestDeploymentRequest) -> RequestDeploymentResponse;
     /// Rolls a deployment back to the revision deployed before it.
-    request_rollback(RequestRollbackRequest) -> DeliveryCommandResponse;
+    request_rollback(RequestRollbackRequest) -> RequestRollbackResponse;
     /// Records a deployment made elsewhere, with its real times.
-    record_deployment(RecordDeploymentRequest) -> DeliveryCommandResponse;
-    record_change(RecordChangeRequest) -> DeliveryCommandResponse;
-    open_incident(OpenIncidentRequest) -> DeliveryCommandResponse;
-    link_incident(LinkIncidentRequest) -> DeliveryCommandResponse;
-    resolve_incident(ResolveIncidentRequest) -> DeliveryCommandResponse;
+    record_deployment(RecordDeploymentRequest) -> RecordDeploymentResponse;
+    record_change(RecordChangeRequest) -> RecordChangeResponse;
+    open_incident(OpenIncidentRequest) -> OpenIncidentResponse;
+    link_incident(LinkIncidentRequest) -> LinkIncidentResponse;
+    resolve_incident(ResolveIncidentRequest) -> ResolveIncidentResponse;
 }
 
 commands! {
@@ -746,7 +746,9 @@ impl Reader<'_> {
                 READ_RETRY,
                 |mut c, r| async move { c.get_deployment(r).await },
             )
-            .await
+            .await?
+            .deployment
+            .ok_or_else(|| Error::from(Status::internal("GetDeployment answered no deployment")))
     }
 
     pub async fn list_deployments(
@@ -772,7 +774,9 @@ impl Reader<'_> {
             .call_on(&self.client.metrics, r, READ_RETRY, |mut c, r| async move {
                 c.get_dora(r).await
             })
-            .await
+            .await?
+            .report
+            .ok_or_else(|| Error::from(Status::internal("GetDora answered no report")))
     }
 
     /// A template (version 0: the latest), with its document and files.

@@ -74,22 +74,25 @@ impl DeliveryApi {
         self
     }
 
-    async fn run<A: Aggregate>(
+    async fn run<A: Aggregate, R: From<Done>>(
         &self,
         v: Violations,
         id: Option<Name>,
         command: Option<A::Command>,
         meta: &CommandMeta,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<R> {
         let name = id.as_ref().map(Name::to_string).unwrap_or_default();
         let done =
             crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
                 .await?;
-        Ok(Response::new(pb::DeliveryCommandResponse {
-            sequence: done.sequence,
-            events: done.events,
-            id: name,
-        }))
+        Ok(Response::new(
+            Done {
+                sequence: done.sequence,
+                events: done.events,
+                id: name,
+            }
+            .into(),
+        ))
     }
 
     async fn deployment_row(&self, id: &str) -> Result<Option<pb::Deployment>, Status> {
@@ -152,6 +155,32 @@ fn deployment_from_row(r: &PgRow) -> Result<pb::Deployment, Status> {
     })
 }
 
+/// What a delivery command comes to, whichever RPC asked.
+struct Done {
+    sequence: u64,
+    events: u32,
+    id: String,
+}
+
+macro_rules! from_done {
+    ($($t:ty),*) => {
+        $(impl From<Done> for $t {
+            fn from(d: Done) -> Self {
+                Self { sequence: d.sequence, events: d.events, id: d.id }
+            }
+        })*
+    };
+}
+from_done!(
+    pb::RequestDeploymentResponse,
+    pb::RequestRollbackResponse,
+    pb::RecordDeploymentResponse,
+    pb::RecordChangeResponse,
+    pb::OpenIncidentResponse,
+    pb::LinkIncidentResponse,
+    pb::ResolveIncidentResponse
+);
+
 #[tonic::async_trait]
 impl DeliveryService for DeliveryApi {
     #[tracing::instrument(
@@ -163,7 +192,7 @@ impl DeliveryService for DeliveryApi {
     async fn request_deployment(
         &self,
         request: Request<pb::RequestDeploymentRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::RequestDeploymentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let service = v.name("service", &r.service);
         let environment = v.name("environment", &r.environment);
@@ -177,7 +206,8 @@ impl DeliveryService for DeliveryApi {
             })
         });
         let id = Some(derived_id("d", &r.request_id));
-        self.run::<Option<Deployment>>(v, id, command, &meta).await
+        self.run::<Option<Deployment>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -189,7 +219,7 @@ impl DeliveryService for DeliveryApi {
     async fn request_rollback(
         &self,
         request: Request<pb::RequestRollbackRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::RequestRollbackResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let target = v.name("deployment", &r.deployment);
         let Some(target) = target else {
@@ -255,7 +285,8 @@ impl DeliveryService for DeliveryApi {
                 })
             });
         let id = Some(derived_id("d", &r.request_id));
-        self.run::<Option<Deployment>>(v, id, command, &meta).await
+        self.run::<Option<Deployment>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -267,7 +298,7 @@ impl DeliveryService for DeliveryApi {
     async fn record_deployment(
         &self,
         request: Request<pb::RecordDeploymentRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::RecordDeploymentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let target = target_from_proto(&mut v, "target.", r.target.as_ref());
         let outcome = outcome_from_proto(&mut v, "outcome.", r.outcome.as_ref());
@@ -285,7 +316,8 @@ impl DeliveryService for DeliveryApi {
             _ => None,
         };
         let id = Some(derived_id("d", &r.request_id));
-        self.run::<Option<Deployment>>(v, id, command, &meta).await
+        self.run::<Option<Deployment>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -297,7 +329,7 @@ impl DeliveryService for DeliveryApi {
     async fn record_change(
         &self,
         request: Request<pb::RecordChangeRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::RecordChangeResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let sha = v.name("sha", &r.sha.to_ascii_lowercase());
         let service = v.name("service", &r.service);
@@ -318,7 +350,7 @@ impl DeliveryService for DeliveryApi {
                 backfill: r.backfill,
             })
         });
-        self.run::<Option<Change>>(v, sha, command, &meta).await
+        self.run::<Option<Change>, _>(v, sha, command, &meta).await
     }
 
     #[tracing::instrument(
@@ -330,7 +362,7 @@ impl DeliveryService for DeliveryApi {
     async fn open_incident(
         &self,
         request: Request<pb::OpenIncidentRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::OpenIncidentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = if r.id.is_empty() {
             Some(derived_id("inc", &r.request_id))
@@ -359,7 +391,7 @@ impl DeliveryService for DeliveryApi {
             started_at,
             caused_by,
         });
-        self.run::<Option<Incident>>(v, id, command, &meta).await
+        self.run::<Option<Incident>, _>(v, id, command, &meta).await
     }
 
     #[tracing::instrument(
@@ -371,12 +403,12 @@ impl DeliveryService for DeliveryApi {
     async fn link_incident(
         &self,
         request: Request<pb::LinkIncidentRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::LinkIncidentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("incident", &r.incident);
         let deployment = v.name("deployment", &r.deployment);
         let command = deployment.map(|deployment| IncidentCommand::Link { deployment });
-        self.run::<Option<Incident>>(v, id, command, &meta).await
+        self.run::<Option<Incident>, _>(v, id, command, &meta).await
     }
 
     #[tracing::instrument(
@@ -388,7 +420,7 @@ impl DeliveryService for DeliveryApi {
     async fn resolve_incident(
         &self,
         request: Request<pb::ResolveIncidentRequest>,
-    ) -> Reply<pb::DeliveryCommandResponse> {
+    ) -> Reply<pb::ResolveIncidentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("incident", &r.incident);
         let resolved_at = time_from_proto(r.resolved_at.as_ref());
@@ -396,19 +428,23 @@ impl DeliveryService for DeliveryApi {
             v.push("resolved_at", "is required");
         }
         let command = resolved_at.map(|resolved_at| IncidentCommand::Resolve { resolved_at });
-        self.run::<Option<Incident>>(v, id, command, &meta).await
+        self.run::<Option<Incident>, _>(v, id, command, &meta).await
     }
 
     async fn get_deployment(
         &self,
         request: Request<pb::GetDeploymentRequest>,
-    ) -> Reply<pb::Deployment> {
+    ) -> Reply<pb::GetDeploymentResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         self.freshness.wait_for(DELIVERY, r.min_sequence).await?;
         self.deployment_row(&r.id)
             .await?
-            .map(Response::new)
+            .map(|deployment| {
+                Response::new(pb::GetDeploymentResponse {
+                    deployment: Some(deployment),
+                })
+            })
             .ok_or_else(|| error::not_found("deployment", &r.id))
     }
 
@@ -793,7 +829,7 @@ impl MetricsService for MetricsApi {
         fields(rpc = "GetDora"),
         err(level = "info")
     )]
-    async fn get_dora(&self, request: Request<pb::GetDoraRequest>) -> Reply<pb::DoraReport> {
+    async fn get_dora(&self, request: Request<pb::GetDoraRequest>) -> Reply<pb::GetDoraResponse> {
         self.auth.authenticate(&request).await?;
         let r = request.into_inner();
         let mut v = Violations::new();
@@ -863,12 +899,8 @@ impl MetricsService for MetricsApi {
         let facts = load_facts(&self.pool, services.as_deref(), window)
             .await
             .map_err(error::database)?;
-        Ok(Response::new(report(
-            &scope,
-            &facts,
-            window,
-            self.attribution,
-            r.daily,
-        )))
+        Ok(Response::new(pb::GetDoraResponse {
+            report: Some(report(&scope, &facts, window, self.attribution, r.daily)),
+        }))
     }
 }

@@ -28,7 +28,7 @@ async fn record(
     started: DateTime<Utc>,
     finished: DateTime<Utc>,
     rollback_of: &str,
-) -> pb::DeliveryCommandResponse {
+) -> pb::RecordDeploymentResponse {
     c.record_deployment(pb::RecordDeploymentRequest {
         request_id: id.into(),
         target: Some(pb::DeploymentTarget {

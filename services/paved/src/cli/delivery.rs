@@ -295,10 +295,36 @@ async fn wait_for(
     }
 }
 
+/// What every delivery command answers with, whichever RPC.
+#[derive(serde::Serialize)]
+struct Done {
+    sequence: u64,
+    events: u32,
+    id: String,
+}
+
+macro_rules! done {
+    ($($t:ty),*) => {
+        $(impl From<$t> for Done {
+            fn from(r: $t) -> Self {
+                Self { sequence: r.sequence, events: r.events, id: r.id }
+            }
+        })*
+    };
+}
+done!(
+    pb::RequestDeploymentResponse,
+    pb::RequestRollbackResponse,
+    pb::OpenIncidentResponse,
+    pb::LinkIncidentResponse,
+    pb::ResolveIncidentResponse,
+    pb::RecordChangeResponse
+);
+
 async fn finish(
     out: Output,
     client: &Client,
-    r: pb::DeliveryCommandResponse,
+    r: Done,
     wait: bool,
     timeout: u64,
 ) -> anyhow::Result<()> {
@@ -333,7 +359,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(explain)?;
-    finish(a.client.output, &client, r, a.wait, a.timeout).await
+    finish(a.client.output, &client, r.into(), a.wait, a.timeout).await
 }
 
 pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
@@ -345,7 +371,7 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(explain)?;
-    finish(a.client.output, &client, r, a.wait, a.timeout).await
+    finish(a.client.output, &client, r.into(), a.wait, a.timeout).await
 }
 
 pub async fn deployments(a: DeploymentsArgs) -> anyhow::Result<()> {
@@ -417,7 +443,7 @@ pub async fn deployments(a: DeploymentsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn print_command(out: Output, what: &str, r: &pb::DeliveryCommandResponse) -> anyhow::Result<()> {
+fn print_command(out: Output, what: &str, r: &Done) -> anyhow::Result<()> {
     match out {
         Output::Table => {
             println!(
@@ -452,7 +478,8 @@ pub async fn incident(a: IncidentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await
-            .map_err(explain)?,
+            .map_err(explain)?
+            .into(),
         IncidentCommand::Link {
             incident,
             deployment,
@@ -463,16 +490,18 @@ pub async fn incident(a: IncidentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await
-            .map_err(explain)?,
+            .map_err(explain)?
+            .into(),
         IncidentCommand::Resolve { incident, at } => {
-            let mut r = client
+            let mut r: Done = client
                 .resolve_incident(pb::ResolveIncidentRequest {
                     incident: incident.clone(),
                     resolved_at: Some(timestamp(at.unwrap_or_else(Utc::now))),
                     ..Default::default()
                 })
                 .await
-                .map_err(explain)?;
+                .map_err(explain)?
+                .into();
             r.id = incident;
             r
         }
@@ -494,7 +523,7 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
         title,
         backfill,
     } = a.command;
-    let mut r = client
+    let mut r: Done = client
         .record_change(pb::RecordChangeRequest {
             sha: sha.clone(),
             service,
@@ -508,7 +537,8 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await
-        .map_err(explain)?;
+        .map_err(explain)?
+        .into();
     r.id = sha;
     print_command(out, "change", &r)
 }
