@@ -169,6 +169,44 @@ impl RetryPolicy {
     }
 }
 
+/// A server stream of event records (`ReadEvents`, `Subscribe`): each
+/// message's record, in order.
+#[derive(Debug)]
+pub struct Records<T>(tonic::Streaming<T>);
+
+/// A response message that carries one [`pb::EventRecord`].
+pub trait CarriesRecord {
+    fn into_record(self) -> Option<pb::EventRecord>;
+}
+
+impl CarriesRecord for pb::ReadEventsResponse {
+    fn into_record(self) -> Option<pb::EventRecord> {
+        self.record
+    }
+}
+
+impl CarriesRecord for pb::SubscribeResponse {
+    fn into_record(self) -> Option<pb::EventRecord> {
+        self.record
+    }
+}
+
+impl<T: CarriesRecord> Records<T> {
+    /// The next record; `None` when the stream ended.
+    pub async fn message(&mut self) -> Result<Option<pb::EventRecord>, Status> {
+        loop {
+            match self.0.message().await? {
+                None => return Ok(None),
+                Some(m) => {
+                    if let Some(record) = m.into_record() {
+                        return Ok(Some(record));
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// A connection to Paved. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct Client {
@@ -247,11 +285,12 @@ impl Client {
     pub async fn read_events(
         &self,
         request: pb::ReadEventsRequest,
-    ) -> Result<tonic::Streaming<pb::EventRecord>, Error> {
+    ) -> Result<Records<pb::ReadEventsResponse>, Error> {
         self.call_on(&self.events, request, READ_RETRY, |mut c, r| async move {
             c.read_events(r).await
         })
         .await
+        .map(Records)
     }
 
     /// New events from `from_sequence` on (0: from now), until dropped. To
@@ -259,11 +298,12 @@ impl Client {
     pub async fn subscribe(
         &self,
         request: pb::SubscribeRequest,
-    ) -> Result<tonic::Streaming<pb::EventRecord>, Error> {
+    ) -> Result<Records<pb::SubscribeResponse>, Error> {
         self.call_on(&self.events, request, READ_RETRY, |mut c, r| async move {
             c.subscribe(r).await
         })
         .await
+        .map(Records)
     }
 
     /// The generated delivery client.

@@ -205,12 +205,21 @@ fn start_time(t: DateTime<Utc>) -> Result<time::OffsetDateTime, Status> {
     .map_err(|e| error::invalid_field("since", e.to_string()))
 }
 
-type RecordStream = ReceiverStream<Result<pb::EventRecord, Status>>;
+/// A server stream of records, each wrapped in the RPC's own response.
+type RecordStream<T> = std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The records a reader task sends, as the RPC's responses.
+fn wrapped<T: Send + 'static>(
+    rx: mpsc::Receiver<Result<pb::EventRecord, Status>>,
+    wrap: fn(pb::EventRecord) -> T,
+) -> RecordStream<T> {
+    Box::pin(ReceiverStream::new(rx).map(move |r| r.map(wrap)))
+}
 
 #[tonic::async_trait]
 impl EventLogService for EventLogApi {
-    type ReadEventsStream = RecordStream;
-    type SubscribeStream = RecordStream;
+    type ReadEventsStream = RecordStream<pb::ReadEventsResponse>;
+    type SubscribeStream = RecordStream<pb::SubscribeResponse>;
 
     #[tracing::instrument(
         name = "handle",
@@ -221,7 +230,7 @@ impl EventLogService for EventLogApi {
     async fn read_events(
         &self,
         request: Request<pb::ReadEventsRequest>,
-    ) -> Result<Response<RecordStream>, Status> {
+    ) -> Result<Response<Self::ReadEventsStream>, Status> {
         let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
@@ -335,7 +344,9 @@ impl EventLogService for EventLogApi {
                 tx.send(Err(status)).await.ok();
             }
         });
-        let mut response = Response::new(ReceiverStream::new(rx));
+        let mut response = Response::new(wrapped(rx, |record| pb::ReadEventsResponse {
+            record: Some(record),
+        }));
         if let Ok(v) = source.parse() {
             response.metadata_mut().insert(READ_SOURCE_HEADER, v);
         }
@@ -351,7 +362,7 @@ impl EventLogService for EventLogApi {
     async fn subscribe(
         &self,
         request: Request<pb::SubscribeRequest>,
-    ) -> Result<Response<RecordStream>, Status> {
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
         let caller = self.auth.caller(&request).await?;
         let r = request.into_inner();
         let mut filter = Filter::parse(&self.log, r.filter.as_ref())?;
@@ -392,7 +403,9 @@ impl EventLogService for EventLogApi {
                 tx.send(Err(status)).await.ok();
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(wrapped(rx, |record| pb::SubscribeResponse {
+            record: Some(record),
+        })))
     }
 }
 

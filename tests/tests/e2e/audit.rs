@@ -276,7 +276,7 @@ async fn read_raw(app: &TestApp, filter: pb::EventFilter) -> (String, Vec<pb::Ev
     let mut stream = response.into_inner();
     let mut out = Vec::new();
     while let Some(r) = stream.message().await.unwrap() {
-        out.push(r);
+        out.push(r.record.unwrap());
     }
     (source, out)
 }

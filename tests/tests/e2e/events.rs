@@ -130,8 +130,9 @@ async fn read_events_refuses_bad_ranges_and_filters() {
     let app = spawn_app().await;
     let last = history(&app).await;
     let c = &app.client;
-    let code =
-        |e: Result<tonic::Streaming<pb::EventRecord>, paved_sdk::Error>| e.err().map(|e| e.code());
+    let code = |e: Result<paved_sdk::Records<pb::ReadEventsResponse>, paved_sdk::Error>| {
+        e.err().map(|e| e.code())
+    };
     let read = |r: pb::ReadEventsRequest| c.read_events(r);
     assert_eq!(
         code(
