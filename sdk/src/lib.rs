@@ -534,26 +534,26 @@ commands! {
 commands! {
     catalog:
     /// Creates a team (admins).
-    create_team(CreateTeamRequest) -> CommandResponse;
-    update_team_profile(UpdateTeamProfileRequest) -> CommandResponse;
-    add_team_member(TeamMemberRequest) -> CommandResponse;
-    remove_team_member(TeamMemberRequest) -> CommandResponse;
-    set_team_parent(SetTeamParentRequest) -> CommandResponse;
-    retire_team(RetireRequest) -> CommandResponse;
-    create_system(CreateSystemRequest) -> CommandResponse;
-    update_system(UpdateSystemRequest) -> CommandResponse;
-    transfer_system_ownership(TransferOwnershipRequest) -> CommandResponse;
-    retire_system(RetireRequest) -> CommandResponse;
+    create_team(CreateTeamRequest) -> CreateTeamResponse;
+    update_team_profile(UpdateTeamProfileRequest) -> UpdateTeamProfileResponse;
+    add_team_member(AddTeamMemberRequest) -> AddTeamMemberResponse;
+    remove_team_member(RemoveTeamMemberRequest) -> RemoveTeamMemberResponse;
+    set_team_parent(SetTeamParentRequest) -> SetTeamParentResponse;
+    retire_team(RetireTeamRequest) -> RetireTeamResponse;
+    create_system(CreateSystemRequest) -> CreateSystemResponse;
+    update_system(UpdateSystemRequest) -> UpdateSystemResponse;
+    transfer_system_ownership(TransferSystemOwnershipRequest) -> TransferSystemOwnershipResponse;
+    retire_system(RetireSystemRequest) -> RetireSystemResponse;
     /// Registers a service.
-    register_service(RegisterServiceRequest) -> CommandResponse;
-    update_service(UpdateServiceRequest) -> CommandResponse;
-    transfer_service_ownership(TransferOwnershipRequest) -> CommandResponse;
-    deprecate_service(RetireRequest) -> CommandResponse;
-    retire_service(RetireRequest) -> CommandResponse;
-    add_dependency(AddDependencyRequest) -> CommandResponse;
-    remove_dependency(RemoveDependencyRequest) -> CommandResponse;
-    set_slo(SetSloRequest) -> CommandResponse;
-    remove_slo(RemoveSloRequest) -> CommandResponse;
+    register_service(RegisterServiceRequest) -> RegisterServiceResponse;
+    update_service(UpdateServiceRequest) -> UpdateServiceResponse;
+    transfer_service_ownership(TransferServiceOwnershipRequest) -> TransferServiceOwnershipResponse;
+    deprecate_service(DeprecateServiceRequest) -> DeprecateServiceResponse;
+    retire_service(RetireServiceRequest) -> RetireServiceResponse;
+    add_dependency(AddDependencyRequest) -> AddDependencyResponse;
+    remove_dependency(RemoveDependencyRequest) -> RemoveDependencyResponse;
+    set_slo(SetSloRequest) -> SetSloResponse;
+    remove_slo(RemoveSloRequest) -> RemoveSloResponse;
     /// Imports Backstage descriptor YAML (multi-document).
     import_backstage(ImportBackstageRequest) -> ImportBackstageResponse;
 }
@@ -613,6 +613,13 @@ impl Client {
     }
 }
 
+/// An answer that lacks what its RPC always carries (a server bug).
+fn missing(rpc: &str) -> Error {
+    Error::from(Status::internal(format!(
+        "{rpc} answered without its message"
+    )))
+}
+
 /// Queries at a minimum sequence; see [`Client::at`].
 pub struct Reader<'a> {
     client: &'a Client,
@@ -620,35 +627,48 @@ pub struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn get(&self, name: &str) -> pb::GetRequest {
-        pb::GetRequest {
+    pub async fn get_team(&self, name: &str) -> Result<pb::Team, Error> {
+        let r = pb::GetTeamRequest {
             name: name.to_owned(),
             min_sequence: self.min_sequence,
-        }
-    }
-
-    pub async fn get_team(&self, name: &str) -> Result<pb::Team, Error> {
+        };
         self.client
-            .call(self.get(name), READ_RETRY, |mut c, r| async move {
-                c.get_team(r).await
-            })
-            .await
+            .call(r, READ_RETRY, |mut c, r| async move { c.get_team(r).await })
+            .await?
+            .team
+            .ok_or_else(|| missing("GetTeam"))
     }
 
     pub async fn get_system(&self, name: &str) -> Result<pb::System, Error> {
+        let r = pb::GetSystemRequest {
+            name: name.to_owned(),
+            min_sequence: self.min_sequence,
+        };
         self.client
-            .call(self.get(name), READ_RETRY, |mut c, r| async move {
-                c.get_system(r).await
-            })
-            .await
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_system(r).await },
+            )
+            .await?
+            .system
+            .ok_or_else(|| missing("GetSystem"))
     }
 
     pub async fn get_service(&self, name: &str) -> Result<pb::Service, Error> {
+        let r = pb::GetServiceRequest {
+            name: name.to_owned(),
+            min_sequence: self.min_sequence,
+        };
         self.client
-            .call(self.get(name), READ_RETRY, |mut c, r| async move {
-                c.get_service(r).await
-            })
-            .await
+            .call(
+                r,
+                READ_RETRY,
+                |mut c, r| async move { c.get_service(r).await },
+            )
+            .await?
+            .service
+            .ok_or_else(|| missing("GetService"))
     }
 
     pub async fn list_teams(
@@ -719,7 +739,9 @@ impl Reader<'_> {
             .call(r, READ_RETRY, |mut c, r| async move {
                 c.get_dependency_graph(r).await
             })
-            .await
+            .await?
+            .graph
+            .ok_or_else(|| missing("GetDependencyGraph"))
     }
 
     pub async fn catalog_health(&self, team: &str) -> Result<pb::CatalogHealth, Error> {
@@ -731,7 +753,9 @@ impl Reader<'_> {
             .call(r, READ_RETRY, |mut c, r| async move {
                 c.get_catalog_health(r).await
             })
-            .await
+            .await?
+            .health
+            .ok_or_else(|| missing("GetCatalogHealth"))
     }
 
     pub async fn get_survey(&self, id: &str) -> Result<pb::Survey, Error> {
@@ -1051,7 +1075,9 @@ impl Reader<'_> {
                 READ_RETRY,
                 |mut c, r| async move { c.get_entity(r).await },
             )
-            .await
+            .await?
+            .entity
+            .ok_or_else(|| missing("GetEntity"))
     }
 
     pub async fn list_entities(

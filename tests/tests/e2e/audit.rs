@@ -315,7 +315,7 @@ async fn filtered_reads_use_the_audit_index_then_the_stream_after_it() {
 
     // More history after the index: the read joins index and stream.
     app.client
-        .deprecate_service(pb::RetireRequest {
+        .deprecate_service(pb::DeprecateServiceRequest {
             name: "svc-0-1".into(),
             reason: "replaced by svc-0-2".into(),
             ..Default::default()

@@ -93,7 +93,7 @@ async fn readers_read_and_members_change_only_what_their_team_owns() {
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     let e = member
-        .deprecate_service(pb::RetireRequest {
+        .deprecate_service(pb::DeprecateServiceRequest {
             name: "indexer".into(),
             reason: "mine now".into(),
             ..Default::default()
@@ -109,7 +109,7 @@ async fn readers_read_and_members_change_only_what_their_team_owns() {
         .await
         .unwrap();
     let e = member
-        .add_team_member(pb::TeamMemberRequest {
+        .add_team_member(pb::AddTeamMemberRequest {
             team: "payments".into(),
             member: "carol".into(),
             ..Default::default()

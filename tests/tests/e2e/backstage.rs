@@ -1010,7 +1010,7 @@ spec:
     assert_eq!(r.get_team("crew").await.unwrap().members, ["ana"]);
     // A member added through the API, not by ana's descriptor, stays.
     let added = c
-        .add_team_member(pb::TeamMemberRequest {
+        .add_team_member(pb::AddTeamMemberRequest {
             team: "payments".into(),
             member: "bo".into(),
             ..Default::default()
@@ -1270,7 +1270,7 @@ async fn a_streamed_import_refuses_broken_bytes_and_a_changed_request_id_by_fiel
     .into_inner();
     assert_eq!(r.entities, 1);
     catalog
-        .get_team(pb::GetRequest {
+        .get_team(pb::GetTeamRequest {
             name: "cafes".into(),
             min_sequence: r.sequence,
         })

@@ -10,9 +10,7 @@ use crate::helpers::{fixtures, spawn_app};
 
 type Case<'a> = (&'static str, &'static str, BoxFuture<'a, Result<(), Error>>);
 
-fn ok<'a>(
-    f: BoxFuture<'a, Result<pb::CommandResponse, Error>>,
-) -> BoxFuture<'a, Result<(), Error>> {
+fn ok<'a, T: Send + 'a>(f: BoxFuture<'a, Result<T, Error>>) -> BoxFuture<'a, Result<(), Error>> {
     f.map(|r| r.map(|_| ())).boxed()
 }
 
@@ -38,7 +36,8 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         f(s.spec.as_mut().unwrap());
         s
     };
-    let cases: Vec<Case<'_>> = vec![
+    let cases: Vec<Case<'_>> =
+        vec![
         (
             "team name",
             "name",
@@ -77,7 +76,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "member blank",
             "member",
-            ok(c.add_team_member(pb::TeamMemberRequest {
+            ok(c.add_team_member(pb::AddTeamMemberRequest {
                 team: "payments".into(),
                 member: "".into(),
                 ..Default::default()
@@ -87,7 +86,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "member spaces",
             "member",
-            ok(c.remove_team_member(pb::TeamMemberRequest {
+            ok(c.remove_team_member(pb::RemoveTeamMemberRequest {
                 team: "payments".into(),
                 member: "a b".into(),
                 ..Default::default()
@@ -107,7 +106,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "retire reason",
             "reason",
-            ok(c.retire_team(pb::RetireRequest {
+            ok(c.retire_team(pb::RetireTeamRequest {
                 name: "payments".into(),
                 reason: "".into(),
                 ..Default::default()
@@ -137,7 +136,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "system new owner",
             "new_owner",
-            ok(c.transfer_system_ownership(pb::TransferOwnershipRequest {
+            ok(c.transfer_system_ownership(pb::TransferSystemOwnershipRequest {
                 name: "billing".into(),
                 new_owner: "-x".into(),
                 ..Default::default()
@@ -147,7 +146,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "system reason",
             "reason",
-            ok(c.retire_system(pb::RetireRequest {
+            ok(c.retire_system(pb::RetireSystemRequest {
                 name: "billing".into(),
                 ..Default::default()
             })
@@ -226,7 +225,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "transfer",
             "new_owner",
-            ok(c.transfer_service_ownership(pb::TransferOwnershipRequest {
+            ok(c.transfer_service_ownership(pb::TransferServiceOwnershipRequest {
                 name: "ledger".into(),
                 ..Default::default()
             })
@@ -235,7 +234,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "deprecate reason",
             "reason",
-            ok(c.deprecate_service(pb::RetireRequest {
+            ok(c.deprecate_service(pb::DeprecateServiceRequest {
                 name: "ledger".into(),
                 ..Default::default()
             })
@@ -244,7 +243,7 @@ async fn every_mutating_rpc_refuses_bad_input_and_appends_nothing() {
         (
             "retire reason",
             "reason",
-            ok(c.retire_service(pb::RetireRequest {
+            ok(c.retire_service(pb::RetireServiceRequest {
                 name: "ledger".into(),
                 reason: "\u{7}".into(),
                 ..Default::default()

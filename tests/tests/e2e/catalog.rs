@@ -176,7 +176,7 @@ async fn business_rules_map_to_status_codes() {
     let fx = c.at(pending.sequence).get_service("fx").await.unwrap();
     assert_eq!(fx.missing, ["group:default/ghosts"]);
     c.create_team(fixtures::team("old")).await.unwrap();
-    c.retire_team(pb::RetireRequest {
+    c.retire_team(pb::RetireTeamRequest {
         name: "old".into(),
         reason: "merged".into(),
         ..Default::default()
@@ -190,7 +190,7 @@ async fn business_rules_map_to_status_codes() {
     assert_eq!(retired_owner.code(), Code::FailedPrecondition);
 
     let missing = c
-        .deprecate_service(pb::RetireRequest {
+        .deprecate_service(pb::DeprecateServiceRequest {
             name: "nope".into(),
             reason: "x".into(),
             ..Default::default()
@@ -199,7 +199,7 @@ async fn business_rules_map_to_status_codes() {
         .unwrap_err();
     assert_eq!(missing.code(), Code::NotFound);
 
-    c.retire_service(pb::RetireRequest {
+    c.retire_service(pb::RetireServiceRequest {
         name: "ledger".into(),
         reason: "replaced by ledger-v2".into(),
         ..Default::default()
@@ -208,7 +208,7 @@ async fn business_rules_map_to_status_codes() {
     .unwrap();
     let after = app.last_sequence().await;
     let retired = c
-        .deprecate_service(pb::RetireRequest {
+        .deprecate_service(pb::DeprecateServiceRequest {
             name: "ledger".into(),
             reason: "x".into(),
             ..Default::default()
@@ -281,7 +281,7 @@ async fn catalog_health_counts_what_the_seed_measured() {
     })
     .await
     .unwrap();
-    c.deprecate_service(pb::RetireRequest {
+    c.deprecate_service(pb::DeprecateServiceRequest {
         name: "old-fx".into(),
         reason: "use fx-v2".into(),
         ..Default::default()
@@ -289,7 +289,7 @@ async fn catalog_health_counts_what_the_seed_measured() {
     .await
     .unwrap();
     let done = c
-        .retire_team(pb::RetireRequest {
+        .retire_team(pb::RetireTeamRequest {
             name: "legacy".into(),
             reason: "merged into payments".into(),
             ..Default::default()
@@ -492,7 +492,7 @@ async fn a_stale_or_wrong_expected_version_is_aborted_and_appends_nothing() {
         .unwrap_err();
     assert_eq!(again.code(), Code::Aborted);
     assert_eq!(again.current_version(), Some(team.sequence));
-    let member = |v: u64, id: &str| pb::TeamMemberRequest {
+    let member = |v: u64, id: &str| pb::AddTeamMemberRequest {
         request_id: id.into(),
         team: "payments".into(),
         member: "alice".into(),
@@ -505,7 +505,7 @@ async fn a_stale_or_wrong_expected_version_is_aborted_and_appends_nothing() {
     let last = app.last_sequence().await;
     // A stale version: refused, with the current one, and nothing appended.
     let stale = c
-        .add_team_member(pb::TeamMemberRequest {
+        .add_team_member(pb::AddTeamMemberRequest {
             member: "bob".into(),
             ..member(team.sequence, "add-bob")
         })

@@ -208,7 +208,6 @@ async fn every_commit_says_who_when_and_why() {
         stored.headers.get("Nats-Msg-Id").map(|v| v.as_str()),
         Some("req-42")
     );
-    let _ = pb::CommandResponse::default();
 }
 
 #[tokio::test]
@@ -359,7 +358,7 @@ async fn every_mutating_rpc_binds_its_request_id_to_one_command() {
             ..Default::default()
         }
     );
-    let member = |m: &str| pb::TeamMemberRequest {
+    let member = |m: &str| pb::AddTeamMemberRequest {
         team: "payments".into(),
         member: m.into(),
         ..Default::default()
@@ -470,7 +469,7 @@ async fn a_retry_older_than_what_the_entity_remembers_is_refused_not_applied_aga
     let app = spawn_app().await;
     let c = &app.client;
     c.create_team(fixtures::team("payments")).await.unwrap();
-    let member = |m: String, id: String| pb::TeamMemberRequest {
+    let member = |m: String, id: String| pb::AddTeamMemberRequest {
         request_id: id,
         team: "payments".into(),
         member: m,
@@ -480,9 +479,14 @@ async fn a_retry_older_than_what_the_entity_remembers_is_refused_not_applied_aga
     c.add_team_member(member("alice".into(), "add-alice".into()))
         .await
         .unwrap();
-    c.remove_team_member(member("alice".into(), "remove-alice".into()))
-        .await
-        .unwrap();
+    c.remove_team_member(pb::RemoveTeamMemberRequest {
+        request_id: "remove-alice".into(),
+        team: "payments".into(),
+        member: "alice".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     for i in 0..130 {
         c.add_team_member(member(format!("m{i}"), format!("add-m{i}")))
             .await

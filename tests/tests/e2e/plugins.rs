@@ -540,7 +540,7 @@ async fn a_plugin_resumes_after_its_last_acknowledgement_without_loss() {
             .unwrap();
         // Not subscribed to: another type, another context.
         app.client
-            .add_team_member(pb::TeamMemberRequest {
+            .add_team_member(pb::AddTeamMemberRequest {
                 team: "payments".into(),
                 member: format!("dev{i}@example.com"),
                 ..Default::default()

@@ -87,7 +87,7 @@ async fn write_burst(app: &TestApp, round: usize) {
                 .unwrap();
             }
             if i % 5 == 0 {
-                c.deprecate_service(pb::RetireRequest {
+                c.deprecate_service(pb::DeprecateServiceRequest {
                     name,
                     reason: "v2".into(),
                     ..Default::default()
@@ -100,7 +100,7 @@ async fn write_burst(app: &TestApp, round: usize) {
     for call in calls {
         call.await.unwrap();
     }
-    c.remove_team_member(pb::TeamMemberRequest {
+    c.remove_team_member(pb::RemoveTeamMemberRequest {
         team,
         member: "bob".into(),
         ..Default::default()

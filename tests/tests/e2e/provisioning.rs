@@ -829,7 +829,7 @@ async fn a_provisioned_database_is_a_catalog_resource_and_retiring_its_service_p
 
     // Retiring the service proposes the decommission of its database.
     app.client
-        .retire_service(pb::RetireRequest {
+        .retire_service(pb::RetireServiceRequest {
             name: "payments-api".into(),
             reason: "replaced by ledger".into(),
             ..Default::default()

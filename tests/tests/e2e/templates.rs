@@ -246,7 +246,9 @@ async fn a_golden_path_makes_a_repository_a_catalog_entry_a_namespace_and_an_app
         })
         .await
         .unwrap()
-        .into_inner();
+        .into_inner()
+        .entity
+        .unwrap();
     assert_eq!(entity.kind, "Template");
     let alice = p.member("alice", "payments").await;
 

@@ -496,7 +496,7 @@ async fn a_repository_belongs_to_one_live_service_and_its_pushes_to_that_one() {
     assert_eq!(change, "payments-api");
 
     // Once its holder is retired, the repository is free for another service.
-    c.retire_service(pb::RetireRequest {
+    c.retire_service(pb::RetireServiceRequest {
         name: "payments-api".into(),
         reason: "rewritten".into(),
         ..Default::default()

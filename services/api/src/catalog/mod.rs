@@ -72,7 +72,44 @@ pub const SERVICE_CACHE: usize = 4096;
 /// How long a cached answer may be served at most.
 pub const SERVICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
-type CommandResult = Result<Response<pb::CommandResponse>, Status>;
+type CommandResult<T> = Result<Response<T>, Status>;
+
+/// What a catalog command comes to, whichever RPC asked.
+pub struct Done {
+    pub sequence: u64,
+    pub events: u32,
+}
+
+macro_rules! from_done {
+    ($($t:ty),* $(,)?) => {
+        $(impl From<Done> for $t {
+            fn from(d: Done) -> Self {
+                Self { sequence: d.sequence, events: d.events }
+            }
+        })*
+    };
+}
+from_done!(
+    pb::CreateTeamResponse,
+    pb::UpdateTeamProfileResponse,
+    pb::AddTeamMemberResponse,
+    pb::RemoveTeamMemberResponse,
+    pb::SetTeamParentResponse,
+    pb::RetireTeamResponse,
+    pb::CreateSystemResponse,
+    pb::UpdateSystemResponse,
+    pb::TransferSystemOwnershipResponse,
+    pb::RetireSystemResponse,
+    pb::RegisterServiceResponse,
+    pb::UpdateServiceResponse,
+    pb::TransferServiceOwnershipResponse,
+    pb::DeprecateServiceResponse,
+    pb::RetireServiceResponse,
+    pb::AddDependencyResponse,
+    pb::RemoveDependencyResponse,
+    pb::SetSloResponse,
+    pb::RemoveSloResponse,
+);
 
 impl CatalogApi {
     pub fn new(
@@ -95,37 +132,41 @@ impl CatalogApi {
     }
 
     /// Reports collected violations, or runs the command.
-    async fn execute<A: Aggregate>(
+    async fn execute<A: Aggregate, R: From<Done>>(
         &self,
         v: Violations,
         id: Option<Name>,
         command: Option<A::Command>,
         meta: &CommandMeta,
-    ) -> CommandResult {
+    ) -> CommandResult<R> {
         let done =
             crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
                 .await?;
-        Ok(Response::new(pb::CommandResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(
+            Done {
+                sequence: done.sequence,
+                events: done.events,
+            }
+            .into(),
+        ))
     }
 
     /// A service command: the claim of the repository it names first (see
     /// [`claim_repository`]), then the command.
-    async fn execute_service(
+    async fn execute_service<R: From<Done>>(
         &self,
         v: Violations,
         id: Option<Name>,
         command: Option<ServiceCommand>,
         meta: &CommandMeta,
-    ) -> CommandResult {
+    ) -> CommandResult<R> {
         if let (true, Some(id), Some(command)) = (v.is_empty(), &id, &command) {
             claim_repository(&self.executor, id, command, meta)
                 .await
                 .map_err(error::execute)?;
         }
-        self.execute::<Option<Service>>(v, id, command, meta).await
+        self.execute::<Option<Service>, _>(v, id, command, meta)
+            .await
     }
 
     async fn reader<T>(&self, request: &Request<T>, min_sequence: u64) -> Result<(), Status> {
@@ -193,7 +234,10 @@ impl CatalogService for CatalogApi {
         fields(rpc = "CreateTeam"),
         err(level = "info")
     )]
-    async fn create_team(&self, request: Request<pb::CreateTeamRequest>) -> CommandResult {
+    async fn create_team(
+        &self,
+        request: Request<pb::CreateTeamRequest>,
+    ) -> CommandResult<pb::CreateTeamResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let parent = v.optional_name("parent", &r.parent);
@@ -202,7 +246,7 @@ impl CatalogService for CatalogApi {
             parent,
             members: r.members,
         };
-        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -215,7 +259,7 @@ impl CatalogService for CatalogApi {
     async fn update_team_profile(
         &self,
         request: Request<pb::UpdateTeamProfileRequest>,
-    ) -> CommandResult {
+    ) -> CommandResult<pb::UpdateTeamProfileResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         if r.profile.is_none() {
@@ -224,7 +268,7 @@ impl CatalogService for CatalogApi {
         let command = TeamCommand::UpdateProfile {
             profile: profile_from_proto(r.profile.as_ref()),
         };
-        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -234,11 +278,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "AddTeamMember"),
         err(level = "info")
     )]
-    async fn add_team_member(&self, request: Request<pb::TeamMemberRequest>) -> CommandResult {
+    async fn add_team_member(
+        &self,
+        request: Request<pb::AddTeamMemberRequest>,
+    ) -> CommandResult<pb::AddTeamMemberResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("team", &r.team);
         let command = TeamCommand::AddMember { member: r.member };
-        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -248,12 +295,15 @@ impl CatalogService for CatalogApi {
         fields(rpc = "RemoveTeamMember"),
         err(level = "info")
     )]
-    async fn remove_team_member(&self, request: Request<pb::TeamMemberRequest>) -> CommandResult {
+    async fn remove_team_member(
+        &self,
+        request: Request<pb::RemoveTeamMemberRequest>,
+    ) -> CommandResult<pb::RemoveTeamMemberResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("team", &r.team);
         v.member("member", &r.member);
         let command = TeamCommand::RemoveMember { member: r.member };
-        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -263,11 +313,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "SetTeamParent"),
         err(level = "info")
     )]
-    async fn set_team_parent(&self, request: Request<pb::SetTeamParentRequest>) -> CommandResult {
+    async fn set_team_parent(
+        &self,
+        request: Request<pb::SetTeamParentRequest>,
+    ) -> CommandResult<pb::SetTeamParentResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("team", &r.team);
         let parent = v.optional_name("parent", &r.parent);
-        self.execute::<Option<Team>>(v, id, Some(TeamCommand::SetParent { parent }), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(TeamCommand::SetParent { parent }), &meta)
             .await
     }
 
@@ -277,11 +330,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "RetireTeam"),
         err(level = "info")
     )]
-    async fn retire_team(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+    async fn retire_team(
+        &self,
+        request: Request<pb::RetireTeamRequest>,
+    ) -> CommandResult<pb::RetireTeamResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let command = TeamCommand::Retire { reason: r.reason };
-        self.execute::<Option<Team>>(v, id, Some(command), &meta)
+        self.execute::<Option<Team>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -291,7 +347,10 @@ impl CatalogService for CatalogApi {
         fields(rpc = "CreateSystem"),
         err(level = "info")
     )]
-    async fn create_system(&self, request: Request<pb::CreateSystemRequest>) -> CommandResult {
+    async fn create_system(
+        &self,
+        request: Request<pb::CreateSystemRequest>,
+    ) -> CommandResult<pb::CreateSystemResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let owner = v.name("owner", &r.owner);
@@ -300,7 +359,8 @@ impl CatalogService for CatalogApi {
             display_name: r.display_name,
             description: r.description,
         });
-        self.execute::<Option<System>>(v, id, command, &meta).await
+        self.execute::<Option<System>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -309,14 +369,17 @@ impl CatalogService for CatalogApi {
         fields(rpc = "UpdateSystem"),
         err(level = "info")
     )]
-    async fn update_system(&self, request: Request<pb::UpdateSystemRequest>) -> CommandResult {
+    async fn update_system(
+        &self,
+        request: Request<pb::UpdateSystemRequest>,
+    ) -> CommandResult<pb::UpdateSystemResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let command = SystemCommand::Update {
             display_name: r.display_name,
             description: r.description,
         };
-        self.execute::<Option<System>>(v, id, Some(command), &meta)
+        self.execute::<Option<System>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -328,13 +391,14 @@ impl CatalogService for CatalogApi {
     )]
     async fn transfer_system_ownership(
         &self,
-        request: Request<pb::TransferOwnershipRequest>,
-    ) -> CommandResult {
+        request: Request<pb::TransferSystemOwnershipRequest>,
+    ) -> CommandResult<pb::TransferSystemOwnershipResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let to = v.name("new_owner", &r.new_owner);
         let command = to.map(|to| SystemCommand::TransferOwnership { to });
-        self.execute::<Option<System>>(v, id, command, &meta).await
+        self.execute::<Option<System>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -343,11 +407,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "RetireSystem"),
         err(level = "info")
     )]
-    async fn retire_system(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+    async fn retire_system(
+        &self,
+        request: Request<pb::RetireSystemRequest>,
+    ) -> CommandResult<pb::RetireSystemResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let command = SystemCommand::Retire { reason: r.reason };
-        self.execute::<Option<System>>(v, id, Some(command), &meta)
+        self.execute::<Option<System>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -360,7 +427,7 @@ impl CatalogService for CatalogApi {
     async fn register_service(
         &self,
         request: Request<pb::RegisterServiceRequest>,
-    ) -> CommandResult {
+    ) -> CommandResult<pb::RegisterServiceResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let owner = v.name("owner", &r.owner);
@@ -377,7 +444,10 @@ impl CatalogService for CatalogApi {
         fields(rpc = "UpdateService"),
         err(level = "info")
     )]
-    async fn update_service(&self, request: Request<pb::UpdateServiceRequest>) -> CommandResult {
+    async fn update_service(
+        &self,
+        request: Request<pb::UpdateServiceRequest>,
+    ) -> CommandResult<pb::UpdateServiceResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
@@ -417,13 +487,14 @@ impl CatalogService for CatalogApi {
     )]
     async fn transfer_service_ownership(
         &self,
-        request: Request<pb::TransferOwnershipRequest>,
-    ) -> CommandResult {
+        request: Request<pb::TransferServiceOwnershipRequest>,
+    ) -> CommandResult<pb::TransferServiceOwnershipResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let to = v.name("new_owner", &r.new_owner);
         let command = to.map(|to| ServiceCommand::TransferOwnership { to });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute::<Option<Service>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -432,11 +503,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "DeprecateService"),
         err(level = "info")
     )]
-    async fn deprecate_service(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+    async fn deprecate_service(
+        &self,
+        request: Request<pb::DeprecateServiceRequest>,
+    ) -> CommandResult<pb::DeprecateServiceResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let command = ServiceCommand::Deprecate { reason: r.reason };
-        self.execute::<Option<Service>>(v, id, Some(command), &meta)
+        self.execute::<Option<Service>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -446,11 +520,14 @@ impl CatalogService for CatalogApi {
         fields(rpc = "RetireService"),
         err(level = "info")
     )]
-    async fn retire_service(&self, request: Request<pb::RetireRequest>) -> CommandResult {
+    async fn retire_service(
+        &self,
+        request: Request<pb::RetireServiceRequest>,
+    ) -> CommandResult<pb::RetireServiceResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("name", &r.name);
         let command = ServiceCommand::Retire { reason: r.reason };
-        self.execute::<Option<Service>>(v, id, Some(command), &meta)
+        self.execute::<Option<Service>, _>(v, id, Some(command), &meta)
             .await
     }
 
@@ -460,7 +537,10 @@ impl CatalogService for CatalogApi {
         fields(rpc = "AddDependency"),
         err(level = "info")
     )]
-    async fn add_dependency(&self, request: Request<pb::AddDependencyRequest>) -> CommandResult {
+    async fn add_dependency(
+        &self,
+        request: Request<pb::AddDependencyRequest>,
+    ) -> CommandResult<pb::AddDependencyResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("service", &r.service);
         let on = v.name("depends_on", &r.depends_on);
@@ -468,7 +548,8 @@ impl CatalogService for CatalogApi {
         let command = on
             .zip(criticality)
             .map(|(on, criticality)| ServiceCommand::AddDependency { on, criticality });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute::<Option<Service>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -480,21 +561,26 @@ impl CatalogService for CatalogApi {
     async fn remove_dependency(
         &self,
         request: Request<pb::RemoveDependencyRequest>,
-    ) -> CommandResult {
+    ) -> CommandResult<pb::RemoveDependencyResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("service", &r.service);
         let on = v.name("depends_on", &r.depends_on);
         let command = on.map(|on| ServiceCommand::RemoveDependency { on });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute::<Option<Service>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(name = "handle", skip_all, fields(rpc = "SetSlo"), err(level = "info"))]
-    async fn set_slo(&self, request: Request<pb::SetSloRequest>) -> CommandResult {
+    async fn set_slo(
+        &self,
+        request: Request<pb::SetSloRequest>,
+    ) -> CommandResult<pb::SetSloResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("service", &r.service);
         let slo = slo_from_proto(&mut v, "slo.", r.slo.as_ref());
         let command = slo.map(|slo| ServiceCommand::SetSlo { slo });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute::<Option<Service>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -503,12 +589,16 @@ impl CatalogService for CatalogApi {
         fields(rpc = "RemoveSlo"),
         err(level = "info")
     )]
-    async fn remove_slo(&self, request: Request<pb::RemoveSloRequest>) -> CommandResult {
+    async fn remove_slo(
+        &self,
+        request: Request<pb::RemoveSloRequest>,
+    ) -> CommandResult<pb::RemoveSloResponse> {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("service", &r.service);
         let name = v.name("slo_name", &r.slo_name);
         let command = name.map(|name| ServiceCommand::RemoveSlo { name });
-        self.execute::<Option<Service>>(v, id, command, &meta).await
+        self.execute::<Option<Service>, _>(v, id, command, &meta)
+            .await
     }
 
     #[tracing::instrument(
@@ -664,13 +754,13 @@ impl CatalogService for CatalogApi {
     )]
     async fn get_team(
         &self,
-        request: Request<pb::GetRequest>,
-    ) -> Result<Response<pb::Team>, Status> {
+        request: Request<pb::GetTeamRequest>,
+    ) -> Result<Response<pb::GetTeamResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::get_team(&self.pool, &request.get_ref().name)
             .await
-            .map(Response::new)
+            .map(|team| Response::new(pb::GetTeamResponse { team: Some(team) }))
     }
 
     #[tracing::instrument(
@@ -698,13 +788,17 @@ impl CatalogService for CatalogApi {
     )]
     async fn get_system(
         &self,
-        request: Request<pb::GetRequest>,
-    ) -> Result<Response<pb::System>, Status> {
+        request: Request<pb::GetSystemRequest>,
+    ) -> Result<Response<pb::GetSystemResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::get_system(&self.pool, &request.get_ref().name)
             .await
-            .map(Response::new)
+            .map(|system| {
+                Response::new(pb::GetSystemResponse {
+                    system: Some(system),
+                })
+            })
     }
 
     #[tracing::instrument(
@@ -716,12 +810,16 @@ impl CatalogService for CatalogApi {
     async fn get_entity(
         &self,
         request: Request<pb::GetEntityRequest>,
-    ) -> Result<Response<pb::Entity>, Status> {
+    ) -> Result<Response<pb::GetEntityResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::get_entity(&self.pool, &request.get_ref().r#ref)
             .await
-            .map(Response::new)
+            .map(|entity| {
+                Response::new(pb::GetEntityResponse {
+                    entity: Some(entity),
+                })
+            })
     }
 
     #[tracing::instrument(
@@ -766,8 +864,8 @@ impl CatalogService for CatalogApi {
     )]
     async fn get_service(
         &self,
-        request: Request<pb::GetRequest>,
-    ) -> Result<Response<pb::Service>, Status> {
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         let name = &request.get_ref().name;
@@ -779,7 +877,9 @@ impl CatalogService for CatalogApi {
                 && *at == version
                 && read.elapsed() < SERVICE_TTL
             {
-                return Ok(Response::new(service.clone()));
+                return Ok(Response::new(pb::GetServiceResponse {
+                    service: Some(service.clone()),
+                }));
             }
         }
         let read = std::time::Instant::now();
@@ -788,7 +888,9 @@ impl CatalogService for CatalogApi {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .put(name.clone(), (version, read, service.clone()));
-        Ok(Response::new(service))
+        Ok(Response::new(pb::GetServiceResponse {
+            service: Some(service),
+        }))
     }
 
     #[tracing::instrument(
@@ -817,12 +919,12 @@ impl CatalogService for CatalogApi {
     async fn get_dependency_graph(
         &self,
         request: Request<pb::GetDependencyGraphRequest>,
-    ) -> Result<Response<pb::DependencyGraph>, Status> {
+    ) -> Result<Response<pb::GetDependencyGraphResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::dependency_graph(&self.pool, request.get_ref())
             .await
-            .map(Response::new)
+            .map(|graph| Response::new(pb::GetDependencyGraphResponse { graph: Some(graph) }))
     }
 
     #[tracing::instrument(
@@ -834,11 +936,15 @@ impl CatalogService for CatalogApi {
     async fn get_catalog_health(
         &self,
         request: Request<pb::GetCatalogHealthRequest>,
-    ) -> Result<Response<pb::CatalogHealth>, Status> {
+    ) -> Result<Response<pb::GetCatalogHealthResponse>, Status> {
         self.reader(&request, request.get_ref().min_sequence)
             .await?;
         queries::catalog_health(&self.pool, &request.get_ref().team)
             .await
-            .map(Response::new)
+            .map(|health| {
+                Response::new(pb::GetCatalogHealthResponse {
+                    health: Some(health),
+                })
+            })
     }
 }

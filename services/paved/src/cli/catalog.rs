@@ -380,14 +380,51 @@ fn type_name(t: i32, name: &str) -> String {
     }
 }
 
-fn done(out: Output, what: &str, r: &pb::CommandResponse) -> anyhow::Result<()> {
+/// The fields every catalog command answers with, whichever RPC.
+pub(crate) trait Recorded: serde::Serialize {
+    fn recorded(&self) -> (u64, u32);
+}
+
+macro_rules! recorded {
+    ($($t:ty),* $(,)?) => {
+        $(impl Recorded for $t {
+            fn recorded(&self) -> (u64, u32) {
+                (self.sequence, self.events)
+            }
+        })*
+    };
+}
+recorded!(
+    pb::CreateTeamResponse,
+    pb::UpdateTeamProfileResponse,
+    pb::AddTeamMemberResponse,
+    pb::RemoveTeamMemberResponse,
+    pb::SetTeamParentResponse,
+    pb::RetireTeamResponse,
+    pb::CreateSystemResponse,
+    pb::UpdateSystemResponse,
+    pb::TransferSystemOwnershipResponse,
+    pb::RetireSystemResponse,
+    pb::RegisterServiceResponse,
+    pb::UpdateServiceResponse,
+    pb::TransferServiceOwnershipResponse,
+    pb::DeprecateServiceResponse,
+    pb::RetireServiceResponse,
+    pb::AddDependencyResponse,
+    pb::RemoveDependencyResponse,
+    pb::SetSloResponse,
+    pb::RemoveSloResponse,
+);
+
+fn done(out: Output, what: &str, r: &impl Recorded) -> anyhow::Result<()> {
+    let (sequence, events) = r.recorded();
     match out {
         Output::Json | Output::Jsonl => output::json(r),
         Output::Table => {
-            if r.events == 0 {
-                println!("{what}: nothing to change (sequence {})", r.sequence);
+            if events == 0 {
+                println!("{what}: nothing to change (sequence {sequence})");
             } else {
-                println!("{what}: recorded at sequence {}", r.sequence);
+                println!("{what}: recorded at sequence {sequence}");
             }
             Ok(())
         }
@@ -773,7 +810,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         }
         CatalogCommand::Transfer { name, to } => {
             let r = client
-                .transfer_service_ownership(pb::TransferOwnershipRequest {
+                .transfer_service_ownership(pb::TransferServiceOwnershipRequest {
                     expected_version: if_version,
                     name: name.clone(),
                     new_owner: to,
@@ -784,7 +821,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         }
         CatalogCommand::Deprecate { name, reason } => {
             let r = client
-                .deprecate_service(pb::RetireRequest {
+                .deprecate_service(pb::DeprecateServiceRequest {
                     expected_version: if_version,
                     name: name.clone(),
                     reason,
@@ -795,7 +832,7 @@ pub async fn catalog(a: CatalogArgs) -> anyhow::Result<()> {
         }
         CatalogCommand::Retire { name, reason } => {
             let r = client
-                .retire_service(pb::RetireRequest {
+                .retire_service(pb::RetireServiceRequest {
                     expected_version: if_version,
                     name: name.clone(),
                     reason,
@@ -1190,7 +1227,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         }
         TeamCommand::AddMember { team, member } => {
             let r = client
-                .add_team_member(pb::TeamMemberRequest {
+                .add_team_member(pb::AddTeamMemberRequest {
                     expected_version: if_version,
                     team: team.clone(),
                     member: member.clone(),
@@ -1201,7 +1238,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         }
         TeamCommand::RemoveMember { team, member } => {
             let r = client
-                .remove_team_member(pb::TeamMemberRequest {
+                .remove_team_member(pb::RemoveTeamMemberRequest {
                     expected_version: if_version,
                     team: team.clone(),
                     member: member.clone(),
@@ -1223,7 +1260,7 @@ pub async fn team(a: TeamArgs) -> anyhow::Result<()> {
         }
         TeamCommand::Retire { name, reason } => {
             let r = client
-                .retire_team(pb::RetireRequest {
+                .retire_team(pb::RetireTeamRequest {
                     expected_version: if_version,
                     name: name.clone(),
                     reason,
