@@ -88,6 +88,16 @@ impl Filter {
         self.hide_responses = caller.plugin.is_some();
     }
 
+    /// With no subject of its own and one context allowed, read only that
+    /// context's subjects (the rest of the log is nothing to this reader).
+    pub(crate) fn narrow_subject(&mut self, log: &EventLog) {
+        if let (None, Some(contexts)) = (&self.subject, &self.contexts)
+            && let [context] = contexts.iter().collect::<Vec<_>>()[..]
+        {
+            self.subject = Some(format!("{}.{context}.>", log.config().subject_prefix));
+        }
+    }
+
     /// Only these event types (a plugin's manifest); empty keeps the filter's.
     pub(crate) fn only_types(&mut self, types: Vec<String>) {
         if !types.is_empty() {

@@ -690,6 +690,7 @@ impl PluginService for PluginApi {
         let mut filter = Filter::parse(&self.log, None)?;
         filter.omit_json = r.omit_json;
         filter.restrict_to(&caller);
+        filter.narrow_subject(&self.log);
         filter.only_types(event_types);
         let (tx, rx) = mpsc::channel(BUFFER);
         let log = self.log.clone();
