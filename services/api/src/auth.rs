@@ -23,8 +23,6 @@ use tonic_types::StatusExt;
 pub const TOKEN_PREFIX: &str = "pvd_";
 /// Plugin tokens start with this.
 pub const PLUGIN_TOKEN_PREFIX: &str = "pvp_";
-/// The longest overlap a rotation may give the earlier tokens.
-pub const MAX_ROTATION_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Who calls, as authenticated: the principal the domain sees and, for a
 /// plugin, the installation's grant.

@@ -488,30 +488,22 @@ impl PluginService for PluginApi {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("installation", &r.installation);
         let overlap = Duration::from_secs(u64::from(r.overlap_seconds));
-        if overlap > auth::MAX_ROTATION_OVERLAP {
-            v.push(
-                "overlap_seconds",
-                format!("at most {} (30 days)", auth::MAX_ROTATION_OVERLAP.as_secs()),
-            );
-        }
-        let (Some(id), true) = (id, v.is_empty()) else {
-            return Err(error::invalid(v.into_vec()));
+        // Who may, and that it stands, is the installation's to say; the
+        // rotation is in the log before any token changes.
+        execute::<Installation>(
+            &self.executor,
+            &self.counters,
+            v,
+            id.clone(),
+            Some(InstallationCommand::RotateToken {
+                overlap_seconds: r.overlap_seconds,
+            }),
+            &meta,
+        )
+        .await?;
+        let Some(id) = id else {
+            return Err(error::invalid_field("installation", "is required"));
         };
-        if !meta.principal.is_admin() {
-            return Err(Status::permission_denied(format!(
-                "{} may not rotate the token of plugin installation {id}: admins only",
-                meta.principal.name
-            )));
-        }
-        let state = self.installation(&id).await?;
-        if state.grant.is_none() {
-            return Err(error::not_found("plugin installation", id.as_str()));
-        }
-        if state.uninstalled.is_some() {
-            return Err(Status::failed_precondition(format!(
-                "plugin installation {id} was uninstalled"
-            )));
-        }
         let key = format!("{id}/rotate/{}", meta.command_id);
         let (token, until) = auth::rotate_plugin_token(&self.pool, &id, &key, overlap)
             .await
@@ -519,7 +511,6 @@ impl PluginService for PluginApi {
         let webhook_secret = auth::rotate_webhook_secret(&self.pool, &id, &key, until)
             .await
             .map_err(error::database)?;
-        tracing::info!(installation = %id, by = %meta.principal.name, overlap_seconds = r.overlap_seconds, "plugin token rotated");
         Ok(Response::new(pb::RotatePluginTokenResponse {
             token,
             previous_valid_until: Some(timestamp(until)),

@@ -125,6 +125,7 @@ impl Event {
         "WebhookEndpointDisabled",
         "WebhookReplayRequested",
         "WebhookReplayed",
+        "PluginTokenRotated",
     ];
 }
 

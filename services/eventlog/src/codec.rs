@@ -1366,6 +1366,10 @@ pub fn event_from_proto(e: &pb::Event, index: usize) -> Result<Event, DecodeErro
             attempt: attempt_from_proto(e.attempt.as_ref()),
         }
         .into(),
+        Kind::PluginTokenRotated(e) => InstallationEvent::TokenRotated {
+            overlap_seconds: e.overlap_seconds,
+        }
+        .into(),
         Kind::WebhookReplayRequested(e) => InstallationEvent::WebhookReplayRequested {
             sequence: e.sequence,
         }
@@ -1721,6 +1725,11 @@ fn installation_to_proto(e: &InstallationEvent) -> Kind {
         InstallationEvent::WebhookEndpointDisabled { attempt } => {
             Kind::WebhookEndpointDisabled(pb::WebhookEndpointDisabled {
                 attempt: Some(attempt_to_proto(attempt)),
+            })
+        }
+        InstallationEvent::TokenRotated { overlap_seconds } => {
+            Kind::PluginTokenRotated(pb::PluginTokenRotated {
+                overlap_seconds: *overlap_seconds,
             })
         }
         InstallationEvent::WebhookReplayRequested { sequence } => {

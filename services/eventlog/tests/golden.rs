@@ -776,6 +776,9 @@ fn events_added_since_the_first_version_decode_to_what_was_encoded() {
             },
         },
         InstallationEvent::WebhookReplayRequested { sequence: 43 },
+        InstallationEvent::TokenRotated {
+            overlap_seconds: 3600,
+        },
         InstallationEvent::WebhookReplayed {
             attempt: Attempt {
                 sequence: 43,

@@ -677,6 +677,27 @@ async fn tokens_rotate_with_an_overlap_and_all_stop_at_uninstall() {
     let t2 = Client::connect(app.url.clone(), &r2.token).await.unwrap();
     assert!(works(&t1).await && works(&t2).await);
     let r3 = app.client.rotate_plugin_token(rotate(0)).await.unwrap();
+    // Each rotation is in the log (who, when, the overlap), never a secret.
+    let mut s = app
+        .client
+        .read_events(pb::ReadEventsRequest {
+            filter: Some(pb::EventFilter {
+                aggregate_type: "installation".into(),
+                aggregate_id: "chat".into(),
+                event_types: vec!["PluginTokenRotated".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut rotations = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        assert!(!r.json.contains(&r3.token) && !r.json.contains("whsec_"));
+        rotations.push((r.principal, r.json));
+    }
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
+    assert_eq!(rotations[0].0, "admin");
     let t3 = Client::connect(app.url.clone(), &r3.token).await.unwrap();
     assert!(!works(&t1).await && !works(&t2).await);
     assert!(works(&t3).await);

@@ -45,6 +45,9 @@ pub struct Grant {
     pub team: Option<Name>,
 }
 
+/// The longest overlap a token rotation may give the earlier tokens.
+pub const MAX_OVERLAP_SECONDS: u32 = 30 * 24 * 3600;
+
 /// The principal of the webhook delivery worker.
 pub const WEBHOOK_WORKER: &str = "worker:plugin-webhooks";
 
@@ -129,6 +132,11 @@ pub enum InstallationCommand {
     Replay {
         sequence: u64,
     },
+    /// (Admin) a new token and webhook secret; the earlier ones work for
+    /// `overlap_seconds` more (the secrets themselves never enter the log).
+    RotateToken {
+        overlap_seconds: u32,
+    },
     /// (Worker) a replay's outcome.
     Replayed {
         attempt: Attempt,
@@ -170,6 +178,9 @@ pub enum InstallationEvent {
         attempt: Attempt,
         delivered: bool,
     },
+    TokenRotated {
+        overlap_seconds: u32,
+    },
 }
 
 impl InstallationEvent {
@@ -184,6 +195,7 @@ impl InstallationEvent {
             Self::WebhookEndpointDisabled { .. } => "WebhookEndpointDisabled",
             Self::WebhookReplayRequested { .. } => "WebhookReplayRequested",
             Self::WebhookReplayed { .. } => "WebhookReplayed",
+            Self::TokenRotated { .. } => "PluginTokenRotated",
         }
     }
 }
@@ -467,6 +479,27 @@ impl Aggregate for Installation {
                     }]),
                 }
             }
+            InstallationCommand::RotateToken { overlap_seconds } => {
+                admins_only(ctx, "rotate the token of")?;
+                if *overlap_seconds > MAX_OVERLAP_SECONDS {
+                    return Err(Rejection::invalid(
+                        "overlap_seconds",
+                        format!("at most {MAX_OVERLAP_SECONDS} (30 days)"),
+                    ));
+                }
+                if self.grant.is_none() {
+                    return Err(Rejection::NotFound(format!(
+                        "plugin installation {}",
+                        ctx.id
+                    )));
+                }
+                if self.uninstalled.is_some() {
+                    return Err(gone());
+                }
+                Ok(vec![InstallationEvent::TokenRotated {
+                    overlap_seconds: *overlap_seconds,
+                }])
+            }
             InstallationCommand::Uninstall { reason } => {
                 admins_only(ctx, "remove")?;
                 let mut v = Violations::new();
@@ -547,6 +580,7 @@ impl Aggregate for Installation {
                     d.replays += 1;
                 }
             }
+            InstallationEvent::TokenRotated { .. } => {}
             InstallationEvent::WebhookReplayed { attempt, delivered } => {
                 if let Some(d) = self.dead_letters.get_mut(&attempt.sequence) {
                     d.replay_pending = false;

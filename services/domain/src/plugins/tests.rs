@@ -391,3 +391,28 @@ fn gone_disables_until_an_upgrade_even_to_the_same_version() {
         "enabled and the same: nothing"
     );
 }
+
+#[test]
+fn a_rotation_is_an_admins_event_with_a_bounded_overlap() {
+    let s = installed();
+    assert_eq!(
+        s.when(InstallationCommand::RotateToken {
+            overlap_seconds: 60
+        })
+        .unwrap(),
+        vec![InstallationEvent::TokenRotated {
+            overlap_seconds: 60
+        }]
+    );
+    assert_eq!(
+        invalid_fields(s.when(InstallationCommand::RotateToken {
+            overlap_seconds: MAX_OVERLAP_SECONDS + 1
+        })),
+        ["overlap_seconds"]
+    );
+    let member = installed().by(Principal::member("ada", n("platform")));
+    assert!(matches!(
+        member.when(InstallationCommand::RotateToken { overlap_seconds: 0 }),
+        Err(Rejection::PermissionDenied(_))
+    ));
+}
