@@ -8,7 +8,6 @@ use std::collections::BTreeSet;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use paved_domain::surveys::SurveyEvent;
 use paved_domain::{AggregateKind, Event, Name};
 use paved_eventlog::audit::TrustedKeys;
 use paved_eventlog::codec::{self, time_from_proto};
@@ -189,8 +188,7 @@ impl Filter {
 
     fn event_matches(&self, e: &Event) -> bool {
         (self.event_types.is_empty() || self.event_types.iter().any(|t| t == e.type_name()))
-            && !(self.hide_responses
-                && matches!(e, Event::Survey(SurveyEvent::ResponseSubmitted { .. })))
+            && !(self.hide_responses && paved_domain::plugins::withheld(e))
     }
 }
 

@@ -29,7 +29,7 @@ use crate::error;
 use crate::events::{Filter, stream_range};
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::{begin, begin_any, execute};
+use crate::request::{Recorded, begin, begin_any, execute};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -284,10 +284,7 @@ impl PluginService for PluginApi {
             &meta,
         )
         .await?;
-        Ok(Response::new(pb::PublishPluginResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     async fn deprecate_plugin_version(
@@ -303,10 +300,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<PluginListing>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(pb::DeprecatePluginVersionResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     async fn yank_plugin_version(
@@ -322,10 +316,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<PluginListing>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(pb::YankPluginVersionResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     async fn list_plugins(
@@ -549,10 +540,7 @@ impl PluginService for PluginApi {
                 .await
                 .map_err(error::database)?;
         }
-        Ok(Response::new(pb::UninstallPluginResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     async fn list_installations(
@@ -630,10 +618,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<Installation>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(pb::ReplayDeadLetterResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     type SubscribePluginEventsStream = SubscribeStream;

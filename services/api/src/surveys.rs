@@ -30,7 +30,7 @@ use crate::auth::Authenticator;
 use crate::error;
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::begin;
+use crate::request::{Recorded, begin};
 
 /// The principal recorded in the commit of every survey response.
 pub const ANONYMOUS: &str = "anonymous";
@@ -313,10 +313,7 @@ impl SurveyService for SurveyApi {
         let done = self
             .run(v, id, spec.map(SurveyCommand::Create), &meta)
             .await?;
-        Ok(GrpcResponse::new(pb::CreateSurveyResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(GrpcResponse::new(Recorded::from(done).into()))
     }
 
     #[tracing::instrument(
@@ -332,10 +329,7 @@ impl SurveyService for SurveyApi {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("id", &r.id);
         let done = self.run(v, id, Some(SurveyCommand::Close), &meta).await?;
-        Ok(GrpcResponse::new(pb::CloseSurveyResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(GrpcResponse::new(Recorded::from(done).into()))
     }
 
     #[tracing::instrument(
@@ -397,10 +391,7 @@ impl SurveyService for SurveyApi {
             }
         });
         let done = self.run(v, id, command, &anonymous).await?;
-        Ok(GrpcResponse::new(pb::SubmitResponseResponse {
-            sequence: done.sequence,
-            events: done.events,
-        }))
+        Ok(GrpcResponse::new(Recorded::from(done).into()))
     }
 
     #[tracing::instrument(

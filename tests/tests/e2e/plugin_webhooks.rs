@@ -162,6 +162,28 @@ async fn installation(app: &TestApp, name: &str) -> pb::PluginInstallation {
         .remove(0)
 }
 
+/// Every event of installation `name`, from the log.
+async fn installation_events(app: &TestApp, name: &str) -> Vec<pb::EventRecord> {
+    let mut s = app
+        .client
+        .read_events(pb::ReadEventsRequest {
+            filter: Some(pb::EventFilter {
+                aggregate_type: "installation".into(),
+                aggregate_id: name.into(),
+                ..Default::default()
+            }),
+            omit_json: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        out.push(r);
+    }
+    out
+}
+
 async fn dead_letters(app: &TestApp, name: &str) -> Vec<pb::DeadLetter> {
     let mut plugins = app.client.plugins();
     plugins
@@ -197,15 +219,8 @@ async fn posts_are_signed_in_order_retried_after_retry_after_and_dead_lettered_t
     // Every post verifies with the reference library; a retry keeps its id.
     let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
     for (_, headers, body) in &got {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in headers {
-            h.insert(
-                k.as_str().parse::<http::HeaderName>().unwrap(),
-                v.to_str().unwrap().parse().unwrap(),
-            );
-        }
         verifier
-            .verify(body.as_bytes(), &h)
+            .verify(body.as_bytes(), headers)
             .expect("signature verifies");
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["type"], "ServiceRegistered");
@@ -214,20 +229,7 @@ async fn posts_are_signed_in_order_retried_after_retry_after_and_dead_lettered_t
     assert_eq!(got[0].1["webhook-id"], got[1].1["webhook-id"]);
     assert_ne!(got[1].1["webhook-id"], got[2].1["webhook-id"]);
     let wrong = standardwebhooks::Webhook::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
-    assert!(
-        wrong
-            .verify(got[0].2.as_bytes(), &{
-                let mut h = http::HeaderMap::new();
-                for (k, v) in &got[0].1 {
-                    h.insert(
-                        k.as_str().parse::<http::HeaderName>().unwrap(),
-                        v.to_str().unwrap().parse().unwrap(),
-                    );
-                }
-                h
-            })
-            .is_err()
-    );
+    assert!(wrong.verify(got[0].2.as_bytes(), &got[0].1).is_err());
     let inst = eventually(Duration::from_secs(10), "the cursor at c", || async {
         let i = installation(&app, "chat").await;
         (i.cursor >= c).then_some(i)
@@ -294,23 +296,11 @@ async fn posts_are_signed_in_order_retried_after_retry_after_and_dead_lettered_t
     assert_eq!(got[4].1["webhook-id"], got.last().unwrap().1["webhook-id"]);
 
     // What the plugin was sent and answered is in the log.
-    let mut s = app
-        .client
-        .read_events(pb::ReadEventsRequest {
-            filter: Some(pb::EventFilter {
-                aggregate_type: "installation".into(),
-                aggregate_id: "chat".into(),
-                ..Default::default()
-            }),
-            omit_json: true,
-            ..Default::default()
-        })
+    let types: Vec<String> = installation_events(&app, "chat")
         .await
-        .unwrap();
-    let mut types = Vec::new();
-    while let Some(r) = s.message().await.unwrap() {
-        types.push(r.event_type);
-    }
+        .into_iter()
+        .map(|r| r.event_type)
+        .collect();
     for t in [
         "WebhookAttemptFailed",
         "WebhookDeadLettered",
@@ -373,16 +363,9 @@ async fn gone_disables_the_endpoint_until_an_upgrade_and_rotation_signs_with_bot
     let signatures = last.1["webhook-signature"].to_str().unwrap();
     assert_eq!(signatures.split(' ').count(), 2, "{signatures}");
     for secret in [&old, &rotated.webhook_secret] {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in &last.1 {
-            h.insert(
-                k.as_str().parse::<http::HeaderName>().unwrap(),
-                v.to_str().unwrap().parse().unwrap(),
-            );
-        }
         standardwebhooks::Webhook::new(secret)
             .unwrap()
-            .verify(last.2.as_bytes(), &h)
+            .verify(last.2.as_bytes(), &last.1)
             .expect("both secrets verify during the overlap");
     }
 }
@@ -496,14 +479,7 @@ async fn a_crash_while_posting_loses_nothing_and_resends_only_what_was_not_recor
     let verifier = standardwebhooks::Webhook::new(&secret).unwrap();
     let mut by_id = std::collections::BTreeMap::new();
     for (_, headers, body) in &got {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in headers {
-            h.insert(
-                k.as_str().parse::<http::HeaderName>().unwrap(),
-                v.to_str().unwrap().parse().unwrap(),
-            );
-        }
-        verifier.verify(body.as_bytes(), &h).unwrap();
+        verifier.verify(body.as_bytes(), headers).unwrap();
         let id = headers["webhook-id"].to_str().unwrap().to_owned();
         let previous = by_id.insert(id, body.clone());
         assert!(
@@ -555,23 +531,14 @@ async fn crashes_of_postgres_and_nats_while_posting_lose_nothing_and_record_each
             last
         }
     });
-    let crash_pg = |pg: Arc<PrivatePostgres>| async move {
-        tokio::task::spawn_blocking(move || {
-            pg.crash();
-            std::thread::sleep(Duration::from_millis(300));
-            pg.start_again();
-        })
-        .await
-        .unwrap();
-    };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    crash_pg(pg.clone()).await;
+    pg.crash_for_a_moment().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.start_again();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    crash_pg(pg.clone()).await;
+    pg.crash_for_a_moment().await;
     let last = registered.await.unwrap();
     eventually(
         Duration::from_secs(120),
@@ -598,14 +565,7 @@ async fn crashes_of_postgres_and_nats_while_posting_lose_nothing_and_record_each
     let mut first_seen: Vec<String> = Vec::new();
     let mut by_id = std::collections::BTreeMap::new();
     for (_, headers, body) in &got {
-        let mut h = http::HeaderMap::new();
-        for (k, v) in headers {
-            h.insert(
-                k.as_str().parse::<http::HeaderName>().unwrap(),
-                v.to_str().unwrap().parse().unwrap(),
-            );
-        }
-        verifier.verify(body.as_bytes(), &h).unwrap();
+        verifier.verify(body.as_bytes(), headers).unwrap();
         let id = headers["webhook-id"].to_str().unwrap().to_owned();
         let previous = by_id.insert(id, body.clone());
         assert!(
@@ -621,21 +581,8 @@ async fn crashes_of_postgres_and_nats_while_posting_lose_nothing_and_record_each
     assert_eq!(first_seen, names);
     // The receiver never refused: no failed attempt, no dead letter, and
     // each acknowledgement recorded once (ids derive from the sequence).
-    let mut s = app
-        .client
-        .read_events(pb::ReadEventsRequest {
-            filter: Some(pb::EventFilter {
-                aggregate_type: "installation".into(),
-                aggregate_id: "chat".into(),
-                ..Default::default()
-            }),
-            omit_json: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     let mut acks = Vec::new();
-    while let Some(r) = s.message().await.unwrap() {
+    for r in installation_events(&app, "chat").await {
         assert!(
             !r.event_type.starts_with("Webhook"),
             "{}: the receiver never failed",

@@ -89,6 +89,19 @@ impl PrivatePostgres {
         assert!(out.status.success(), "pg_ctl stop: {out:?}");
     }
 
+    /// Crashes the server, leaves it down for 300 ms and starts it again,
+    /// off the async runtime (the tests' apps keep running meanwhile).
+    pub async fn crash_for_a_moment(self: &std::sync::Arc<Self>) {
+        let pg = self.clone();
+        tokio::task::spawn_blocking(move || {
+            pg.crash();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            pg.start_again();
+        })
+        .await
+        .unwrap();
+    }
+
     /// A URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)

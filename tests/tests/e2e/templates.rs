@@ -1029,23 +1029,14 @@ async fn crashes_of_postgres_and_nats_while_tasks_run_lose_nothing_and_do_nothin
     });
     // PostgreSQL crashes, NATS is killed, PostgreSQL crashes again, while
     // steps are started, carried out and recorded.
-    let crash_pg = |pg: Arc<PrivatePostgres>| async move {
-        tokio::task::spawn_blocking(move || {
-            pg.crash();
-            std::thread::sleep(Duration::from_millis(300));
-            pg.start_again();
-        })
-        .await
-        .unwrap();
-    };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    crash_pg(pg.clone()).await;
+    pg.crash_for_a_moment().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
     nats.start_again();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    crash_pg(pg.clone()).await;
+    pg.crash_for_a_moment().await;
     let ids = submitted.await.unwrap();
     assert_eq!(ids.len(), 4);
     for (id, name) in ids.iter().zip(&names) {

@@ -28,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::error;
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::begin;
+use crate::request::{Recorded, begin};
 
 /// Imports a Backstage YAML file (one or many documents) as `meta`'s
 /// principal, whole or not at all: what `ImportBackstage` does, for the
@@ -74,43 +74,6 @@ pub const SERVICE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 
 type CommandResult<T> = Result<Response<T>, Status>;
 
-/// What a catalog command comes to, whichever RPC asked.
-pub struct Done {
-    pub sequence: u64,
-    pub events: u32,
-}
-
-macro_rules! from_done {
-    ($($t:ty),* $(,)?) => {
-        $(impl From<Done> for $t {
-            fn from(d: Done) -> Self {
-                Self { sequence: d.sequence, events: d.events }
-            }
-        })*
-    };
-}
-from_done!(
-    pb::CreateTeamResponse,
-    pb::UpdateTeamProfileResponse,
-    pb::AddTeamMemberResponse,
-    pb::RemoveTeamMemberResponse,
-    pb::SetTeamParentResponse,
-    pb::RetireTeamResponse,
-    pb::CreateSystemResponse,
-    pb::UpdateSystemResponse,
-    pb::TransferSystemOwnershipResponse,
-    pb::RetireSystemResponse,
-    pb::RegisterServiceResponse,
-    pb::UpdateServiceResponse,
-    pb::TransferServiceOwnershipResponse,
-    pb::DeprecateServiceResponse,
-    pb::RetireServiceResponse,
-    pb::AddDependencyResponse,
-    pb::RemoveDependencyResponse,
-    pb::SetSloResponse,
-    pb::RemoveSloResponse,
-);
-
 impl CatalogApi {
     pub fn new(
         executor: Executor,
@@ -132,7 +95,7 @@ impl CatalogApi {
     }
 
     /// Reports collected violations, or runs the command.
-    async fn execute<A: Aggregate, R: From<Done>>(
+    async fn execute<A: Aggregate, R: From<Recorded>>(
         &self,
         v: Violations,
         id: Option<Name>,
@@ -142,18 +105,12 @@ impl CatalogApi {
         let done =
             crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
                 .await?;
-        Ok(Response::new(
-            Done {
-                sequence: done.sequence,
-                events: done.events,
-            }
-            .into(),
-        ))
+        Ok(Response::new(Recorded::from(done).into()))
     }
 
     /// A service command: the claim of the repository it names first (see
     /// [`claim_repository`]), then the command.
-    async fn execute_service<R: From<Done>>(
+    async fn execute_service<R: From<Recorded>>(
         &self,
         v: Violations,
         id: Option<Name>,

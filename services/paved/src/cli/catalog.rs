@@ -380,43 +380,7 @@ fn type_name(t: i32, name: &str) -> String {
     }
 }
 
-/// The fields every catalog command answers with, whichever RPC.
-pub(crate) trait Recorded: serde::Serialize {
-    fn recorded(&self) -> (u64, u32);
-}
-
-macro_rules! recorded {
-    ($($t:ty),* $(,)?) => {
-        $(impl Recorded for $t {
-            fn recorded(&self) -> (u64, u32) {
-                (self.sequence, self.events)
-            }
-        })*
-    };
-}
-recorded!(
-    pb::CreateTeamResponse,
-    pb::UpdateTeamProfileResponse,
-    pb::AddTeamMemberResponse,
-    pb::RemoveTeamMemberResponse,
-    pb::SetTeamParentResponse,
-    pb::RetireTeamResponse,
-    pb::CreateSystemResponse,
-    pb::UpdateSystemResponse,
-    pb::TransferSystemOwnershipResponse,
-    pb::RetireSystemResponse,
-    pb::RegisterServiceResponse,
-    pb::UpdateServiceResponse,
-    pb::TransferServiceOwnershipResponse,
-    pb::DeprecateServiceResponse,
-    pb::RetireServiceResponse,
-    pb::AddDependencyResponse,
-    pb::RemoveDependencyResponse,
-    pb::SetSloResponse,
-    pb::RemoveSloResponse,
-);
-
-fn done(out: Output, what: &str, r: &impl Recorded) -> anyhow::Result<()> {
+fn done(out: Output, what: &str, r: &impl output::Answer) -> anyhow::Result<()> {
     let (sequence, events) = r.recorded();
     match out {
         Output::Json | Output::Jsonl => output::json(r),

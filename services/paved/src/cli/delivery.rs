@@ -295,49 +295,27 @@ async fn wait_for(
     }
 }
 
-/// What every delivery command answers with, whichever RPC.
-#[derive(serde::Serialize)]
-struct Done {
-    sequence: u64,
-    events: u32,
-    id: String,
-}
-
-macro_rules! done {
-    ($($t:ty),*) => {
-        $(impl From<$t> for Done {
-            fn from(r: $t) -> Self {
-                Self { sequence: r.sequence, events: r.events, id: r.id }
-            }
-        })*
-    };
-}
-done!(
-    pb::RequestDeploymentResponse,
-    pb::RequestRollbackResponse,
-    pb::OpenIncidentResponse,
-    pb::LinkIncidentResponse,
-    pb::ResolveIncidentResponse,
-    pb::RecordChangeResponse
-);
-
 async fn finish(
     out: Output,
     client: &Client,
-    r: Done,
+    r: impl output::Answer,
     wait: bool,
     timeout: u64,
 ) -> anyhow::Result<()> {
     if !wait {
         return match out {
             Output::Table => {
-                println!("deployment {} requested (sequence {})", r.id, r.sequence);
+                println!(
+                    "deployment {} requested (sequence {})",
+                    r.id(),
+                    r.recorded().0
+                );
                 Ok(())
             }
             _ => output::json(&r),
         };
     }
-    let d = wait_for(client, &r.id, r.sequence, timeout).await?;
+    let d = wait_for(client, r.id(), r.recorded().0, timeout).await?;
     match out {
         Output::Table => print_deployment(&d),
         _ => output::json(&d)?,
@@ -359,7 +337,7 @@ pub async fn deploy(a: DeployArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(explain)?;
-    finish(a.client.output, &client, r.into(), a.wait, a.timeout).await
+    finish(a.client.output, &client, r, a.wait, a.timeout).await
 }
 
 pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
@@ -371,7 +349,7 @@ pub async fn rollback(a: RollbackArgs) -> anyhow::Result<()> {
         })
         .await
         .map_err(explain)?;
-    finish(a.client.output, &client, r.into(), a.wait, a.timeout).await
+    finish(a.client.output, &client, r, a.wait, a.timeout).await
 }
 
 pub async fn deployments(a: DeploymentsArgs) -> anyhow::Result<()> {
@@ -443,13 +421,11 @@ pub async fn deployments(a: DeploymentsArgs) -> anyhow::Result<()> {
     }
 }
 
-fn print_command(out: Output, what: &str, r: &Done) -> anyhow::Result<()> {
+fn print_command(out: Output, what: &str, r: &impl output::Answer) -> anyhow::Result<()> {
+    let (sequence, events) = r.recorded();
     match out {
         Output::Table => {
-            println!(
-                "{what} {} (sequence {}, {} events)",
-                r.id, r.sequence, r.events
-            );
+            println!("{what} {} (sequence {sequence}, {events} events)", r.id());
             Ok(())
         }
         _ => output::json(r),
@@ -459,7 +435,7 @@ fn print_command(out: Output, what: &str, r: &Done) -> anyhow::Result<()> {
 pub async fn incident(a: IncidentArgs) -> anyhow::Result<()> {
     let out = a.client.output;
     let client = a.client.connect().await?;
-    let r = match a.command {
+    match a.command {
         IncidentCommand::Open {
             services,
             title,
@@ -478,8 +454,8 @@ pub async fn incident(a: IncidentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await
-            .map_err(explain)?
-            .into(),
+            .map_err(explain)
+            .and_then(|r| print_command(out, "incident", &r)),
         IncidentCommand::Link {
             incident,
             deployment,
@@ -490,23 +466,21 @@ pub async fn incident(a: IncidentArgs) -> anyhow::Result<()> {
                 ..Default::default()
             })
             .await
-            .map_err(explain)?
-            .into(),
+            .map_err(explain)
+            .and_then(|r| print_command(out, "incident", &r)),
         IncidentCommand::Resolve { incident, at } => {
-            let mut r: Done = client
+            let mut r = client
                 .resolve_incident(pb::ResolveIncidentRequest {
                     incident: incident.clone(),
                     resolved_at: Some(timestamp(at.unwrap_or_else(Utc::now))),
                     ..Default::default()
                 })
                 .await
-                .map_err(explain)?
-                .into();
+                .map_err(explain)?;
             r.id = incident;
-            r
+            print_command(out, "incident", &r)
         }
-    };
-    print_command(out, "incident", &r)
+    }
 }
 
 pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
@@ -523,7 +497,7 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
         title,
         backfill,
     } = a.command;
-    let mut r: Done = client
+    let mut r = client
         .record_change(pb::RecordChangeRequest {
             sha: sha.clone(),
             service,
@@ -537,8 +511,7 @@ pub async fn change(a: ChangeArgs) -> anyhow::Result<()> {
             ..Default::default()
         })
         .await
-        .map_err(explain)?
-        .into();
+        .map_err(explain)?;
     r.id = sha;
     print_command(out, "change", &r)
 }

@@ -417,28 +417,8 @@ fn time(t: Option<&paved_proto::wkt::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// The fields every provisioning command answers with.
-trait Done: serde::Serialize {
-    fn parts(&self) -> (&str, u64, u32);
-}
-
-macro_rules! done {
-    ($($t:ty),*) => {
-        $(impl Done for $t {
-            fn parts(&self) -> (&str, u64, u32) {
-                (&self.id, self.sequence, self.events)
-            }
-        })*
-    };
-}
-done!(
-    pb::RequestResourceResponse,
-    pb::ApproveRequestResponse,
-    pb::RejectRequestResponse
-);
-
-fn print_done(out: Output, verb: &str, done: &impl Done) -> anyhow::Result<()> {
-    let (id, sequence, events) = done.parts();
+fn print_done(out: Output, verb: &str, done: &impl output::Answer) -> anyhow::Result<()> {
+    let (id, (sequence, events)) = (done.id(), done.recorded());
     match out {
         Output::Table => {
             if events == 0 {

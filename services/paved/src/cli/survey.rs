@@ -274,7 +274,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(super::catalog::explain)?;
-            report(out, &format!("created survey {id}"), &r, r.sequence)
+            report(out, &format!("created survey {id}"), &r)
         }
         SurveyCommand::List { open } => {
             let surveys = client.at(0).list_surveys(open).await?;
@@ -291,7 +291,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
                     ..Default::default()
                 })
                 .await?;
-            report(out, &format!("closed survey {id}"), &r, r.sequence)
+            report(out, &format!("closed survey {id}"), &r)
         }
         SurveyCommand::Answer {
             id,
@@ -309,7 +309,7 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(super::catalog::explain)?;
-            report(out, &format!("answered {id} (anonymously)"), &r, r.sequence)
+            report(out, &format!("answered {id} (anonymously)"), &r)
         }
         SurveyCommand::Results { id } => {
             let r = client.at(0).survey_results(&id).await?;
@@ -368,11 +368,11 @@ pub async fn survey(a: SurveyArgs) -> anyhow::Result<()> {
     }
 }
 
-fn report(out: Output, what: &str, r: &impl serde::Serialize, sequence: u64) -> anyhow::Result<()> {
+fn report(out: Output, what: &str, r: &impl output::Answer) -> anyhow::Result<()> {
     match out {
         Output::Json | Output::Jsonl => output::json(r),
         Output::Table => {
-            println!("{what}: sequence {sequence}");
+            println!("{what}: sequence {}", r.recorded().0);
             Ok(())
         }
     }

@@ -29,12 +29,12 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use chrono::Utc;
 use futures::StreamExt;
+use paved_domain::plugins::Selection;
 use paved_domain::plugins::installation::{
     Attempt, Installation, InstallationCommand, WEBHOOK_WORKER,
 };
 use paved_domain::plugins::marketplace::{Delivery, PluginListing};
-use paved_domain::surveys::SurveyEvent;
-use paved_domain::{Event, Name, Principal, Scope};
+use paved_domain::{Event, Name, Principal};
 use paved_eventlog::codec;
 use paved_eventlog::{CommandMeta, EventLog, ExecuteError, Executor, StoredCommit};
 use rand::Rng;
@@ -306,14 +306,7 @@ impl WebhookDeliverer {
         }
         // One context granted: read only its subjects (the rest of the log
         // is nothing to this plugin); several: the whole log, filtered here.
-        let contexts: Vec<&str> = select
-            .scopes
-            .iter()
-            .filter_map(|s| match s {
-                Scope::Events(c) => Some(*c),
-                _ => None,
-            })
-            .collect();
+        let contexts = select.contexts();
         let prefix = &me.log.config().subject_prefix;
         let filter = match contexts[..] {
             [] => return self.delivered(name, &state, last).await,
@@ -592,24 +585,6 @@ pub struct Webhook<'a> {
     pub url: &'a reqwest::Url,
     /// `whsec_…`, each signs (two during a rotation).
     pub secrets: &'a [String],
-}
-
-/// What an installation receives: the contexts its `events:read:<context>`
-/// scopes name and the types its manifest asks for; never a survey answer.
-struct Selection {
-    scopes: Vec<Scope>,
-    event_types: Vec<String>,
-}
-
-impl Selection {
-    fn receives(&self, context: &str, event: &Event) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| matches!(s, Scope::Events(c) if *c == context))
-            && (self.event_types.is_empty()
-                || self.event_types.iter().any(|t| t == event.type_name()))
-            && !matches!(event, Event::Survey(SurveyEvent::ResponseSubmitted { .. }))
-    }
 }
 
 /// The body: Standard Webhooks' `type`, `timestamp` and `data`, where data
