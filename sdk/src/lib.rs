@@ -346,8 +346,10 @@ impl Client {
         &self,
         sequence: u64,
     ) -> Result<pb::AcknowledgePluginEventsResponse, Error> {
+        // The request id is Paved's default, `ack-<installation>-<sequence>`
+        // (the same on every retry).
         let request = pb::AcknowledgePluginEventsRequest {
-            request_id: format!("ack-{sequence}"),
+            request_id: String::new(),
             sequence,
         };
         self.call_on(

@@ -730,7 +730,10 @@ impl PluginService for PluginApi {
         let id = own_installation(&caller)?.clone();
         let sequence = request.get_ref().sequence;
         if request.get_ref().request_id.is_empty() {
-            request.get_mut().request_id = format!("ack-{sequence}");
+            // Request ids are the stream's message ids, one namespace for
+            // every caller: the installation keeps two plugins acknowledging
+            // the same sequence apart.
+            request.get_mut().request_id = format!("ack-{id}-{sequence}");
         }
         let (meta, _, mut v) = begin_any(&self.auth, request).await?;
         let last = self

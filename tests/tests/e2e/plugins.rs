@@ -563,6 +563,14 @@ async fn a_plugin_resumes_after_its_last_acknowledgement_without_loss() {
         .unwrap();
     assert_eq!(acked.cursor, first[3].sequence);
     drop(stream);
+    // Another installation acknowledging the same sequence right after (the
+    // default request id must not collide across installations).
+    let (other, _) = install(&app, "indexer-2", "indexer", &["events:read:catalog"], "").await;
+    let theirs = other
+        .acknowledge_plugin_events(first[3].sequence)
+        .await
+        .unwrap();
+    assert_eq!(theirs.cursor, first[3].sequence);
     // An older acknowledgement changes nothing; one past the log is refused.
     let again = plugin
         .acknowledge_plugin_events(first[1].sequence)
