@@ -11,6 +11,7 @@ mod argocd_standin;
 mod audit;
 mod auth;
 mod backstage;
+mod backstage_provider;
 mod bad_input;
 mod catalog;
 mod conventions;
