@@ -676,3 +676,65 @@ async fn a_type_or_lifecycle_outside_the_enums_is_kept_as_given_and_filtered_by(
     assert_eq!(runbooks["spec"]["type"], "documentation");
     assert_eq!(runbooks["spec"]["lifecycle"], "sunset");
 }
+
+#[tokio::test]
+async fn catalog_health_counts_what_teams_systems_and_services_name_but_is_not_there() {
+    let app = spawn_app().await;
+    let c = &app.client;
+    // A team whose parent is not there yet.
+    c.create_team(pb::CreateTeamRequest {
+        parent: "engineering".into(),
+        ..fixtures::team("payments")
+    })
+    .await
+    .unwrap();
+    // A system and a service of an owner that is not there.
+    c.create_system(pb::CreateSystemRequest {
+        name: "ghost-system".into(),
+        owner: "ghosts".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    c.register_service(fixtures::service("fx", "ghosts"))
+        .await
+        .unwrap();
+    // A service in a system that is not there, depending on a service that
+    // is not there yet.
+    let mut api = fixtures::service("payments-api", "payments");
+    api.spec.as_mut().unwrap().system = "billing".into();
+    c.register_service(api).await.unwrap();
+    let added = c
+        .add_dependency(pb::AddDependencyRequest {
+            service: "payments-api".into(),
+            depends_on: "ledger".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let dangling = |h: &pb::CatalogHealth, team: &str| {
+        h.teams
+            .iter()
+            .find(|t| t.team == team)
+            .map(|t| t.dangling_references)
+    };
+    let health = c.at(added.sequence).catalog_health("").await.unwrap();
+    assert_eq!(health.overall.as_ref().unwrap().dangling_references, 5);
+    assert_eq!(dangling(&health, "payments"), Some(3));
+    assert_eq!(dangling(&health, "ghosts"), Some(2));
+    // What arrives is no longer dangling.
+    let ledger = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    let health = c.at(ledger.sequence).catalog_health("").await.unwrap();
+    assert_eq!(health.overall.as_ref().unwrap().dangling_references, 4);
+    assert_eq!(dangling(&health, "payments"), Some(2));
+    let one = c
+        .at(ledger.sequence)
+        .catalog_health("payments")
+        .await
+        .unwrap();
+    assert_eq!(one.teams.len(), 1);
+    assert_eq!(one.teams[0].dangling_references, 2);
+}

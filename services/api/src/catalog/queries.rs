@@ -634,6 +634,42 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
         return Err(error::not_found("team", t.as_str()));
     }
     let mut overall = figures(String::new(), total);
+    // References of teams, systems and services to what is not in the
+    // catalog (yet), by the team they belong to: the same references
+    // `Service.missing` and a graph's missing nodes show.
+    let typed: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT team, count(*) FROM (
+            SELECT s.owner AS team FROM catalog_services s
+             WHERE s.retired_reason IS NULL
+               AND NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = s.owner)
+            UNION ALL
+            SELECT s.owner FROM catalog_services s
+             WHERE s.retired_reason IS NULL AND s.system IS NOT NULL AND s.system <> ''
+               AND NOT EXISTS (SELECT 1 FROM catalog_systems y WHERE y.name = s.system)
+            UNION ALL
+            SELECT s.owner FROM catalog_services s
+              JOIN catalog_dependencies d ON d.service = s.name
+             WHERE s.retired_reason IS NULL
+               AND NOT EXISTS (SELECT 1 FROM catalog_services x WHERE x.name = d.depends_on)
+            UNION ALL
+            SELECT y.owner FROM catalog_systems y
+             WHERE y.retired_reason IS NULL
+               AND NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = y.owner)
+            UNION ALL
+            SELECT t.name FROM catalog_teams t
+             WHERE t.retired_reason IS NULL AND t.parent IS NOT NULL AND t.parent <> ''
+               AND NOT EXISTS (SELECT 1 FROM catalog_teams p WHERE p.name = t.parent)
+         ) refs GROUP BY team",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(db)?;
+    for (name, n) in typed {
+        overall.dangling_references += n as u32;
+        if let Some(t) = teams.iter_mut().find(|f| f.team == name) {
+            t.dangling_references += n as u32;
+        }
+    }
     // Stored entities, by namespace and owner.
     let rows: Vec<(String, Option<String>, i64, i64, i64)> =
         sqlx::query_as(AssertSqlSafe(format!(
