@@ -205,6 +205,25 @@ paved:
         }
     }
 
+    /// Every entity Backstage has from this Paved: key and spec.
+    async fn provided(&self, paved_url: &str) -> Vec<(String, Value)> {
+        let all: Vec<Value> = self
+            .http
+            .get(format!("{}/api/catalog/entities", self.url))
+            .query(&[(
+                "filter",
+                format!("metadata.annotations.backstage.io/managed-by-location=paved:{paved_url}"),
+            )])
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.iter().map(|e| (key(e), e["spec"].clone())).collect()
+    }
+
     fn log_tail(&self) -> String {
         let log = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
@@ -238,6 +257,17 @@ impl Drop for Backstage {
         .join()
         .ok();
     }
+}
+
+/// `kind:namespace/name`, lowercase.
+fn key(e: &Value) -> String {
+    format!(
+        "{}:{}/{}",
+        e["kind"].as_str().unwrap_or_default(),
+        e["metadata"]["namespace"].as_str().unwrap_or("default"),
+        e["metadata"]["name"].as_str().unwrap_or_default()
+    )
+    .to_lowercase()
 }
 
 /// The targets of an entity's relations of one type of an entity's relations, as Backstage's catalog API
@@ -381,6 +411,31 @@ async fn backstage_shows_the_paved_catalog_and_follows_its_changes() {
         .await;
     let group = backstage.entity("group", "payments").await.unwrap();
     assert_eq!(group["spec"]["profile"]["email"], "payments@example.com");
+
+    // Exactly Paved's export, entity by entity: kind, name, owner, spec.
+    let exported = app
+        .client
+        .at(app.last_sequence().await)
+        .export_backstage(false)
+        .await
+        .unwrap();
+    let mut paved: Vec<(String, Value)> = serde_yaml_ng::Deserializer::from_str(&exported.yaml)
+        .map(|d| {
+            let e: Value = serde::Deserialize::deserialize(d).unwrap();
+            (key(&e), e["spec"].clone())
+        })
+        .collect();
+    paved.sort_by(|a, b| a.0.cmp(&b.0));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut shown = backstage.provided(&app.url).await;
+        shown.sort_by(|a, b| a.0.cmp(&b.0));
+        if shown == paved || Instant::now() > deadline {
+            assert_eq!(shown, paved, "Backstage's entities from Paved");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // A change in Paved: the new owner, in Backstage within seconds.
     let moved = app

@@ -10,7 +10,8 @@
 //!   acknowledgement per pass, covering everything delivered in it);
 //! - a failed attempt (no answer, a status other than 2xx) is recorded
 //!   with its next try, on the retry schedule with jitter, or later when
-//!   the answer's `Retry-After` says so; later messages wait (order holds);
+//!   the answer's `Retry-After` (seconds or an HTTP date) says so; later
+//!   messages wait (order holds);
 //! - after the last attempt the message goes to the dead letters and the
 //!   cursor moves past it; an admin can ask for it again;
 //! - `410 Gone` disables the endpoint until the installation is upgraded.
@@ -547,8 +548,7 @@ impl WebhookDeliverer {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         // The answer's first bytes, for the record; the rest is not read.
         let mut answer = Vec::new();
         while answer.len() < MAX_ANSWER {
@@ -600,6 +600,18 @@ fn payload(stored: &StoredCommit, index: usize, event: &Event) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// A `Retry-After` value (RFC 9110 §10.2.3): delay-seconds, or an HTTP-date
+/// (then the time from `now` until it; a date past is no wait). Anything
+/// else: `None`, as if the header were not there.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -609,4 +621,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::retry_after;
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Mon, 07 Dec 2026 21:00:00 GMT").unwrap();
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            retry_after("Mon, 07 Dec 2026 21:02:30 GMT", now),
+            Some(Duration::from_secs(150))
+        );
+        // A date already past: no wait beyond the schedule's.
+        assert_eq!(
+            retry_after("Mon, 07 Dec 2026 20:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        for nonsense in ["", "-5", "soon", "1.5", "Tomorrow, 25:00"] {
+            assert_eq!(
+                retry_after(nonsense, SystemTime::UNIX_EPOCH),
+                None,
+                "{nonsense:?}"
+            );
+        }
+    }
 }
