@@ -27,7 +27,7 @@ use paved_workers::ProjectionWorker;
 use paved_workers::projections::CatalogProjection;
 use paved_workers::runtime;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{AssertSqlSafe, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::output::{self, Output};
@@ -552,8 +552,9 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
             report.messages,
             started.elapsed(),
             Vec::new(),
-            "1,000,000 events <= 40 s",
+            "1,000,000 events <= 40 s; >= 0.9 x the raw COPY below",
         ));
+        out.extend(raw_postgres(&b.pool, report.messages).await?);
     }
 
     // Reading the whole log: raw ordered consumer vs ReadEvents through the SDK.
@@ -875,6 +876,83 @@ fn rss_mib() -> u64 {
 
 /// Tops the log up to `events` messages with valid catalog commits
 /// (registrations, then description updates), published straight to JetStream.
+/// The raw limits of writing `rows` rows shaped like the catalog
+/// projection's (`catalog_services`, with its indexes, logged like it) in
+/// this run: `COPY … FROM STDIN`, and `INSERT … SELECT FROM UNNEST` of 1,000
+/// rows a statement (what the projections send).
+async fn raw_postgres(pool: &PgPool, rows: u64) -> anyhow::Result<Vec<Figure>> {
+    const COLUMNS: &str = "name, owner, type, lifecycle, description, repository_url, docs_url, \
+        tags, labels, annotations, links, slos, created_at, updated_at, last_sequence";
+    let mut conn = pool.acquire().await?;
+    let mut figures = Vec::new();
+    for table in ["bench_raw_copy", "bench_raw_insert"] {
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TABLE {table} (LIKE catalog_services INCLUDING ALL)"
+        )))
+        .execute(&mut *conn)
+        .await?;
+    }
+    eprintln!("phase: raw PostgreSQL writes of {rows} rows");
+    let started = Instant::now();
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY bench_raw_copy ({COLUMNS}) FROM STDIN"))
+        .await?;
+    let mut chunk = String::new();
+    for n in 0..rows {
+        use std::fmt::Write as _;
+        writeln!(
+            chunk,
+            "raw-{n}\tfiller\tservice\tproduction\tupdate {n}\t\t\t[]\t{{}}\t{{}}\t[]\t[]\t\
+             2026-12-07 00:00:00+00\t2026-12-07 00:00:00+00\t{n}"
+        )?;
+        if chunk.len() >= 1 << 20 {
+            copy.send(std::mem::take(&mut chunk).into_bytes()).await?;
+        }
+    }
+    copy.send(chunk.into_bytes()).await?;
+    copy.finish().await?;
+    figures.push(figure(
+        "raw: PostgreSQL COPY of rows shaped like catalog_services (its indexes)",
+        rows,
+        started.elapsed(),
+        Vec::new(),
+        "reference",
+    ));
+    let started = Instant::now();
+    let mut n = 0u64;
+    while n < rows {
+        let batch: Vec<u64> = (n..rows.min(n + 1000)).collect();
+        n += batch.len() as u64;
+        let names: Vec<String> = batch.iter().map(|i| format!("raw-{i}")).collect();
+        let descriptions: Vec<String> = batch.iter().map(|i| format!("update {i}")).collect();
+        let sequences: Vec<i64> = batch.iter().map(|&i| i as i64).collect();
+        sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO bench_raw_insert ({COLUMNS})
+             SELECT name, 'filler', 'service', 'production', description, '', '',
+                    '[]', '{{}}', '{{}}', '[]', '[]', now(), now(), seq
+               FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(name, description, seq)"
+        )))
+        .bind(&names)
+        .bind(&descriptions)
+        .bind(&sequences)
+        .execute(&mut *conn)
+        .await?;
+    }
+    figures.push(figure(
+        "raw: PostgreSQL INSERT ... UNNEST, 1,000 rows a statement, same table",
+        rows,
+        started.elapsed(),
+        Vec::new(),
+        "reference",
+    ));
+    for table in ["bench_raw_copy", "bench_raw_insert"] {
+        sqlx::query(AssertSqlSafe(format!("DROP TABLE {table}")))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(figures)
+}
+
 async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
     let have = b.log.last_sequence().await?;
     if have >= events {
