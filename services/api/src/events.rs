@@ -17,6 +17,7 @@ use pb::event_log_service_server::EventLogService;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{Authenticator, Caller};
@@ -31,6 +32,7 @@ pub struct EventLogApi {
     auth: Authenticator,
     pool: PgPool,
     quarantine_keys: TrustedKeys,
+    shutdown: CancellationToken,
 }
 
 impl EventLogApi {
@@ -40,6 +42,7 @@ impl EventLogApi {
             auth,
             pool,
             quarantine_keys: TrustedKeys::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 
@@ -49,6 +52,20 @@ impl EventLogApi {
         self.quarantine_keys = keys;
         self
     }
+
+    /// Ends live subscriptions when `shutdown` fires (see [`shutting_down`]).
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+}
+
+/// What a live subscription ends with when Paved shuts down, so that the
+/// server's drain does not wait for streams that never end and clients
+/// resume (from their cursor or last sequence) at once, elsewhere or here
+/// once Paved is back.
+pub fn shutting_down() -> Status {
+    Status::unavailable("Paved is shutting down: reconnect and resume")
 }
 
 /// Response metadata naming where a read's records came from:
@@ -394,8 +411,9 @@ impl EventLogService for EventLogApi {
         let (tx, rx) = mpsc::channel(BUFFER);
         let log = self.log.clone();
         let keys = self.quarantine_keys.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let result = stream_range(
+            let read = stream_range(
                 &log,
                 &keys,
                 deliver,
@@ -405,9 +423,12 @@ impl EventLogService for EventLogApi {
                 None,
                 usize::MAX,
                 &tx,
-            )
-            .await;
-            if let Err(status) = result {
+            );
+            let ended = tokio::select! {
+                r = read => r.err(),
+                _ = shutdown.cancelled() => Some(shutting_down()),
+            };
+            if let Some(status) = ended {
                 tx.send(Err(status)).await.ok();
             }
         });

@@ -22,6 +22,7 @@ use pb::plugin_service_server::PluginService;
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::auth::{self, Authenticator, Caller};
@@ -49,6 +50,7 @@ pub struct PluginApi {
     freshness: Freshness,
     counters: CommandCounters,
     quarantine_keys: TrustedKeys,
+    shutdown: CancellationToken,
 }
 
 impl PluginApi {
@@ -68,12 +70,19 @@ impl PluginApi {
             freshness,
             counters,
             quarantine_keys: TrustedKeys::default(),
+            shutdown: CancellationToken::new(),
         }
     }
 
     /// Passes over quarantined messages in subscriptions, as the event log does.
     pub fn with_quarantine_keys(mut self, keys: TrustedKeys) -> Self {
         self.quarantine_keys = keys;
+        self
+    }
+
+    /// Ends live subscriptions when `shutdown` fires, as the event log does.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
         self
     }
 
@@ -673,6 +682,7 @@ impl PluginService for PluginApi {
         let keys = self.quarantine_keys.clone();
         let pool = self.pool.clone();
         let name = grant.to_string();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let deliver = DeliverPolicy::ByStartSequence {
                 start_sequence: start_after + 1,
@@ -709,6 +719,7 @@ impl PluginService for PluginApi {
             let ended = tokio::select! {
                 r = read => r.err(),
                 status = standing => Some(status),
+                _ = shutdown.cancelled() => Some(crate::events::shutting_down()),
             };
             if let Some(status) = ended {
                 tx.send(Err(status)).await.ok();

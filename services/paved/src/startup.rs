@@ -362,7 +362,8 @@ impl Application {
                 self.settings.survey_min_group,
             );
             let events = EventLogApi::new(self.log.clone(), auth.clone(), self.pool.clone())
-                .with_quarantine_keys(self.trusted.clone());
+                .with_quarantine_keys(self.trusted.clone())
+                .with_shutdown(shutdown.clone());
             let delivery = DeliveryApi::new(
                 executor.clone(),
                 self.pool.clone(),
@@ -400,7 +401,8 @@ impl Application {
                 freshness.clone(),
                 counters.clone(),
             )
-            .with_quarantine_keys(self.trusted.clone());
+            .with_quarantine_keys(self.trusted.clone())
+            .with_shutdown(shutdown.clone());
             let access = paved_api::access::AccessLayer::new(auth.clone());
             let catalog = CatalogApi::new(executor, self.pool.clone(), auth, freshness, counters);
             tasks.spawn(watch_dependencies(

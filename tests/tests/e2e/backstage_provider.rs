@@ -313,7 +313,7 @@ fn manifest(path: &Path) -> (String, pb::PluginManifest) {
 #[tokio::test]
 async fn backstage_shows_the_paved_catalog_and_follows_its_changes() {
     build_module();
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     for team in ["platform", "payments"] {
         app.client.create_team(fixtures::team(team)).await.unwrap();
     }
@@ -475,6 +475,29 @@ async fn backstage_shows_the_paved_catalog_and_follows_its_changes() {
             .await
             .is_some()
     );
+
+    // Paved stops (its streams end) and comes back at the same address: the
+    // provider starts over with a full mutation, and the next change arrives.
+    app.settings.listen = app.url.trim_start_matches("http://").parse().unwrap();
+    app.stop().await.unwrap();
+    app.crash_and_restart().await;
+    app.client
+        .transfer_service_ownership(pb::TransferServiceOwnershipRequest {
+            name: "payments-api".into(),
+            new_owner: "payments".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let took = backstage
+        .until(
+            "a transfer after Paved's restart",
+            "component",
+            "payments-api",
+            |e| e.is_some_and(|e| relations(e, "ownedBy") == ["group:default/payments"]),
+        )
+        .await;
+    eprintln!("after Paved's restart, a transfer reached Backstage's catalog API after {took:?}");
 
     // A change while Backstage is down arrives when it is back.
     backstage.stop().await;

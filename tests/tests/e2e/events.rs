@@ -408,3 +408,92 @@ async fn a_reader_that_decodes_the_protobuf_may_leave_the_json_out() {
     let first = tail.message().await.unwrap().unwrap();
     assert!(first.json.is_empty() && first.event.is_some());
 }
+
+#[tokio::test]
+async fn live_subscriptions_end_with_unavailable_when_paved_shuts_down() {
+    let mut app = spawn_app().await;
+    let c = app.client.clone();
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let mut tail = c
+        .subscribe(pb::SubscribeRequest {
+            from_sequence: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(tail.message().await.unwrap().is_some());
+    // A plugin's subscription too.
+    c.publish_plugin(pb::PublishPluginRequest {
+        plugin: "indexer".into(),
+        manifest: Some(pb::PluginManifest {
+            version: "1.0.0".into(),
+            publisher: "payments".into(),
+            scopes: vec!["events:read:catalog".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let installed = c
+        .install_plugin(pb::InstallPluginRequest {
+            installation: "indexer".into(),
+            plugin: "indexer".into(),
+            version: "1.0.0".into(),
+            scopes: vec!["events:read:catalog".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let plugin = Client::connect(app.url.clone(), &installed.token)
+        .await
+        .unwrap();
+    let mut pulled = plugin.subscribe_plugin_events(true).await.unwrap();
+
+    // Shutting down ends both at once with UNAVAILABLE (reconnect and
+    // resume), instead of holding the drain until its timeout.
+    app.stop().await.unwrap();
+    // What was sent before comes first; then the stream's end.
+    let tail_end = async {
+        loop {
+            match tail.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(s),
+            }
+        }
+    };
+    let pulled_end = async {
+        loop {
+            match pulled.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return Ok(()),
+                Err(s) => return Err(s),
+            }
+        }
+    };
+    // A liveness bound (never reached unless the streams outlive Paved).
+    let bound = std::time::Duration::from_secs(60);
+    let statuses = [
+        (
+            "Subscribe",
+            tokio::time::timeout(bound, tail_end)
+                .await
+                .expect("Subscribe ends"),
+        ),
+        (
+            "SubscribePluginEvents",
+            tokio::time::timeout(bound, pulled_end)
+                .await
+                .expect("SubscribePluginEvents ends"),
+        ),
+    ];
+    for (what, end) in statuses {
+        let status = end.expect_err(what);
+        assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+        assert!(
+            status.message().contains("shutting down"),
+            "{what}: {status:?}"
+        );
+    }
+}
