@@ -114,7 +114,8 @@ export class PavedEntityProvider implements EntityProvider {
   /**
    * The installation's events until the subscription ends: gathered for
    * `batchMs`, applied as one delta, then acknowledged. Resolves when Paved
-   * ends the stream, rejects on an error.
+   * ends the stream, rejects on an error; either only once no delta is in
+   * flight, so a later full mutation is never overtaken by an older delta.
    */
   private follow(): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -123,22 +124,19 @@ export class PavedEntityProvider implements EntityProvider {
       let seen = 0; // the highest sequence received
       let catalogChanged = false; // since the last delta
       let timer: NodeJS.Timeout | undefined;
-      let applying = false;
-      let failed = false;
+      let inFlight: Promise<void> | undefined; // the apply loop, while it runs
+      let ended = false;
 
-      const fail = (error: unknown) => {
-        if (failed) return;
-        failed = true;
+      const finish = (error?: unknown) => {
+        if (ended) return;
+        ended = true;
         clearTimeout(timer);
         call.cancel();
-        reject(error);
+        void (inFlight ?? Promise.resolve()).then(() => (error === undefined ? resolve() : reject(error)));
       };
       const apply = async () => {
-        timer = undefined;
-        if (applying) return;
-        applying = true;
         try {
-          while (!failed) {
+          while (!ended) {
             const target = seen;
             const changed = catalogChanged;
             catalogChanged = false;
@@ -147,23 +145,25 @@ export class PavedEntityProvider implements EntityProvider {
             if (seen === target) break; // nothing arrived meanwhile
           }
         } catch (error) {
-          fail(error);
-        } finally {
-          applying = false;
+          finish(error);
         }
+      };
+      const start = () => {
+        timer = undefined;
+        if (inFlight || ended) return;
+        inFlight = apply().finally(() => {
+          inFlight = undefined;
+        });
       };
 
       call.on('data', ({ record }) => {
         if (!record) return;
         seen = Math.max(seen, Number(record.sequence));
         if (record.context === 'catalog') catalogChanged = true;
-        if (!timer && !applying) timer = setTimeout(() => void apply(), this.batchMs);
+        if (!timer && !inFlight) timer = setTimeout(start, this.batchMs);
       });
-      call.on('error', fail);
-      call.on('end', () => {
-        clearTimeout(timer);
-        if (!failed) resolve();
-      });
+      call.on('error', (error) => finish(error));
+      call.on('end', () => finish());
     });
   }
 }
