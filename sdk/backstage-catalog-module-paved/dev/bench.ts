@@ -204,25 +204,41 @@ async function main() {
       console.log(`Backstage's log (the provider's own timings per delta): ${path.join(dir, 'backstage.log')}`);
     }
   } finally {
-    backend.kill();
-    await call(plugins, plugins.uninstallPlugin, { ...command(), installation: plugin, reason: 'bench done' });
+    // Each step on its own: one that fails (say, a team Paved will not
+    // retire) must not leave the rest, least of all the databases.
+    const step = async (what: string, f: () => Promise<unknown>) => {
+      try {
+        await f();
+      } catch (error) {
+        console.error(`cleanup: ${what} failed: ${error instanceof Error ? error.message : error}`);
+      }
+    };
+    if (backend.exitCode === null && backend.signalCode === null) {
+      const exited = new Promise((r) => backend.once('exit', r));
+      backend.kill();
+      await exited;
+    }
+    await step('dropping the databases', async () => {
+      const dbs = execFileSync('psql', [database, '-At', '-c', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%'`])
+        .toString()
+        .split('\n')
+        .filter(Boolean);
+      for (const db of dbs) execFileSync('psql', [database, '-q', '-c', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
+    });
+    await step('uninstalling', () =>
+      call(plugins, plugins.uninstallPlugin, { ...command(), installation: plugin, reason: 'bench done' }),
+    );
     const retire = [service, ...others];
     const retireNext = async (): Promise<void> => {
       const name = retire.pop();
       if (name === undefined) return;
-      await call(catalog, catalog.retireService, { ...command(), name, reason: 'bench done' });
+      await step(`retiring ${name}`, () => call(catalog, catalog.retireService, { ...command(), name, reason: 'bench done' }));
       return retireNext();
     };
     await Promise.all(Array.from({ length: 32 }, retireNext));
     for (const name of [teamA, teamB]) {
-      await call(catalog, catalog.retireTeam, { ...command(), name, reason: 'bench done' });
+      await step(`retiring ${name}`, () => call(catalog, catalog.retireTeam, { ...command(), name, reason: 'bench done' }));
     }
-    await new Promise((r) => backend.once('exit', r));
-    const dbs = execFileSync('psql', [database, '-At', '-c', `SELECT datname FROM pg_database WHERE datname LIKE '${prefix}%'`])
-      .toString()
-      .split('\n')
-      .filter(Boolean);
-    for (const db of dbs) execFileSync('psql', [database, '-q', '-c', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`]);
   }
 }
 
