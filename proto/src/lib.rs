@@ -37,3 +37,91 @@ pub mod json {
         s.collect_str(v)
     }
 }
+
+/// What a command's answer says of it, for the responses that are
+/// `{sequence, events}` (plus, for some, the id of what they made): the
+/// API builds them, clients print them. One list of those responses, here.
+pub mod answer {
+    use crate::v1 as pb;
+
+    /// A command's answer: where it landed in the log and what it named.
+    pub trait CommandAnswer {
+        /// (sequence, events appended).
+        fn recorded(&self) -> (u64, u32);
+        /// The id it names (a deployment, a provisioning request), if any.
+        fn id(&self) -> &str {
+            ""
+        }
+    }
+
+    /// An answer that is nothing but `{sequence, events}`.
+    pub trait Recorded: CommandAnswer {
+        fn recorded_at(sequence: u64, events: u32) -> Self;
+    }
+
+    macro_rules! answers {
+        (with id: $($t:ty),* $(,)?) => {
+            $(impl CommandAnswer for $t {
+                fn recorded(&self) -> (u64, u32) {
+                    (self.sequence, self.events)
+                }
+                fn id(&self) -> &str {
+                    &self.id
+                }
+            })*
+        };
+        ($($t:ty),* $(,)?) => {
+            $(impl CommandAnswer for $t {
+                fn recorded(&self) -> (u64, u32) {
+                    (self.sequence, self.events)
+                }
+            }
+            impl Recorded for $t {
+                fn recorded_at(sequence: u64, events: u32) -> Self {
+                    Self { sequence, events }
+                }
+            })*
+        };
+    }
+
+    answers!(
+        pb::CreateTeamResponse,
+        pb::UpdateTeamProfileResponse,
+        pb::AddTeamMemberResponse,
+        pb::RemoveTeamMemberResponse,
+        pb::SetTeamParentResponse,
+        pb::RetireTeamResponse,
+        pb::CreateSystemResponse,
+        pb::UpdateSystemResponse,
+        pb::TransferSystemOwnershipResponse,
+        pb::RetireSystemResponse,
+        pb::RegisterServiceResponse,
+        pb::UpdateServiceResponse,
+        pb::TransferServiceOwnershipResponse,
+        pb::DeprecateServiceResponse,
+        pb::RetireServiceResponse,
+        pb::AddDependencyResponse,
+        pb::RemoveDependencyResponse,
+        pb::SetSloResponse,
+        pb::RemoveSloResponse,
+        pb::CreateSurveyResponse,
+        pb::CloseSurveyResponse,
+        pb::SubmitResponseResponse,
+        pb::PublishPluginResponse,
+        pb::DeprecatePluginVersionResponse,
+        pb::YankPluginVersionResponse,
+        pb::UninstallPluginResponse,
+        pb::ReplayDeadLetterResponse,
+    );
+    answers!(with id:
+        pb::RequestDeploymentResponse,
+        pb::RequestRollbackResponse,
+        pb::RecordChangeResponse,
+        pb::OpenIncidentResponse,
+        pb::LinkIncidentResponse,
+        pb::ResolveIncidentResponse,
+        pb::RequestResourceResponse,
+        pb::ApproveRequestResponse,
+        pb::RejectRequestResponse,
+    );
+}

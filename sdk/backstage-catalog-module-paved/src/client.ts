@@ -74,17 +74,13 @@ export class PavedClient {
     this.token = options.token;
   }
 
-  private metadata(): grpc.Metadata {
-    return bearer(this.token);
-  }
-
   /** The catalog as Backstage YAML, once the projection holds `minSequence`. */
   exportCatalog(minSequence: number): Promise<string> {
     return new Promise((resolve, reject) => {
       const parts: string[] = [];
       const call = this.catalog.exportBackstageStream(
         { minSequence: String(minSequence), includeRetired: false },
-        this.metadata(),
+        bearer(this.token),
       );
       call.on('data', (chunk) => parts.push(chunk.yaml));
       call.on('error', reject);
@@ -94,7 +90,7 @@ export class PavedClient {
 
   /** The installation's events after its cursor, then live. */
   subscribe(): grpc.ClientReadableStream<{ record: EventRecord | null }> {
-    return this.plugins.subscribePluginEvents({ omitJson: true }, this.metadata());
+    return this.plugins.subscribePluginEvents({ omitJson: true }, bearer(this.token));
   }
 
   /** Everything up to `sequence` is applied: the cursor moves there. */
@@ -113,7 +109,7 @@ export class PavedClient {
 
   private ack(sequence: number): Promise<{ cursor: number; logSequence: number }> {
     return new Promise((resolve, reject) => {
-      this.plugins.acknowledgePluginEvents({ sequence: String(sequence) }, this.metadata(), (error, answer) =>
+      this.plugins.acknowledgePluginEvents({ sequence: String(sequence) }, bearer(this.token), (error, answer) =>
         error || !answer
           ? reject(error)
           : resolve({ cursor: Number(answer.cursor), logSequence: Number(answer.logSequence) }),

@@ -30,7 +30,7 @@ use crate::error;
 use crate::events::{Filter, stream_range};
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::{Recorded, begin, begin_any, execute};
+use crate::request::{begin, begin_any, execute, recorded};
 
 type Reply<T> = Result<Response<T>, Status>;
 
@@ -293,7 +293,7 @@ impl PluginService for PluginApi {
             &meta,
         )
         .await?;
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     async fn deprecate_plugin_version(
@@ -309,7 +309,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<PluginListing>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     async fn yank_plugin_version(
@@ -325,7 +325,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<PluginListing>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     async fn list_plugins(
@@ -549,7 +549,7 @@ impl PluginService for PluginApi {
                 .await
                 .map_err(error::database)?;
         }
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     async fn list_installations(
@@ -627,7 +627,7 @@ impl PluginService for PluginApi {
         let done =
             execute::<Installation>(&self.executor, &self.counters, v, id, Some(command), &meta)
                 .await?;
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     type SubscribePluginEventsStream = SubscribeStream;

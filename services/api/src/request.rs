@@ -214,60 +214,10 @@ fn meta_of<T>(request: &Request<T>, principal: paved_domain::Principal) -> Comma
     meta
 }
 
-/// What a command comes to, as the many RPCs whose answer is just
-/// `{sequence, events}` give it back (`.into()` their response).
-pub struct Recorded {
-    pub sequence: u64,
-    pub events: u32,
+/// The answer of an RPC whose answer is just `{sequence, events}`.
+pub fn recorded<R: paved_proto::answer::Recorded>(done: Executed) -> R {
+    R::recorded_at(done.sequence, done.events)
 }
-
-impl From<Executed> for Recorded {
-    fn from(done: Executed) -> Self {
-        Self {
-            sequence: done.sequence,
-            events: done.events,
-        }
-    }
-}
-
-macro_rules! recorded {
-    ($($t:ty),* $(,)?) => {
-        $(impl From<Recorded> for $t {
-            fn from(d: Recorded) -> Self {
-                Self { sequence: d.sequence, events: d.events }
-            }
-        })*
-    };
-}
-recorded!(
-    pb::CreateTeamResponse,
-    pb::UpdateTeamProfileResponse,
-    pb::AddTeamMemberResponse,
-    pb::RemoveTeamMemberResponse,
-    pb::SetTeamParentResponse,
-    pb::RetireTeamResponse,
-    pb::CreateSystemResponse,
-    pb::UpdateSystemResponse,
-    pb::TransferSystemOwnershipResponse,
-    pb::RetireSystemResponse,
-    pb::RegisterServiceResponse,
-    pb::UpdateServiceResponse,
-    pb::TransferServiceOwnershipResponse,
-    pb::DeprecateServiceResponse,
-    pb::RetireServiceResponse,
-    pb::AddDependencyResponse,
-    pb::RemoveDependencyResponse,
-    pb::SetSloResponse,
-    pb::RemoveSloResponse,
-    pb::CreateSurveyResponse,
-    pb::CloseSurveyResponse,
-    pb::SubmitResponseResponse,
-    pb::PublishPluginResponse,
-    pb::DeprecatePluginVersionResponse,
-    pb::YankPluginVersionResponse,
-    pb::UninstallPluginResponse,
-    pb::ReplayDeadLetterResponse,
-);
 
 /// Reports the violations collected from a request, or executes its
 /// command (counting the outcome): how every command RPC ends.

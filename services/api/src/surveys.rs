@@ -30,7 +30,7 @@ use crate::auth::Authenticator;
 use crate::error;
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::{Recorded, begin};
+use crate::request::{begin, recorded};
 
 /// The principal recorded in the commit of every survey response.
 pub const ANONYMOUS: &str = "anonymous";
@@ -313,7 +313,7 @@ impl SurveyService for SurveyApi {
         let done = self
             .run(v, id, spec.map(SurveyCommand::Create), &meta)
             .await?;
-        Ok(GrpcResponse::new(Recorded::from(done).into()))
+        Ok(GrpcResponse::new(recorded(done)))
     }
 
     #[tracing::instrument(
@@ -329,7 +329,7 @@ impl SurveyService for SurveyApi {
         let (meta, r, mut v) = begin(&self.auth, request).await?;
         let id = v.name("id", &r.id);
         let done = self.run(v, id, Some(SurveyCommand::Close), &meta).await?;
-        Ok(GrpcResponse::new(Recorded::from(done).into()))
+        Ok(GrpcResponse::new(recorded(done)))
     }
 
     #[tracing::instrument(
@@ -391,7 +391,7 @@ impl SurveyService for SurveyApi {
             }
         });
         let done = self.run(v, id, command, &anonymous).await?;
-        Ok(GrpcResponse::new(Recorded::from(done).into()))
+        Ok(GrpcResponse::new(recorded(done)))
     }
 
     #[tracing::instrument(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use paved_sdk::pb;
 use serde_json::Value;
 
-use crate::helpers::{PG_URL, TestApp, eventually, fixtures, spawn_app};
+use crate::helpers::{PG_URL, TestApp, eventually, fixtures, remove_database, spawn_app};
 
 fn module_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sdk/backstage-catalog-module-paved")
@@ -234,28 +234,31 @@ paved:
 impl Drop for Backstage {
     fn drop(&mut self) {
         self.process.start_kill().ok();
-        // Its databases (one per Backstage plugin, named by the prefix).
+        // Its databases (one per Backstage plugin, named by the prefix), on
+        // a thread and runtime of their own, as TestApp drops its own.
         let prefix = self.prefix.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
-            let list = Command::new("psql")
-                .args([PG_URL, "-At", "-c"])
-                .arg(format!(
-                    "SELECT datname FROM pg_database WHERE datname LIKE '{prefix}%'"
-                ))
-                .output();
-            if let Ok(list) = list {
-                for db in String::from_utf8_lossy(&list.stdout).lines() {
-                    Command::new("psql")
-                        .args([PG_URL, "-q", "-c"])
-                        .arg(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
-                        .status()
-                        .ok();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let Ok(admin) = sqlx::PgPool::connect(&format!("{PG_URL}/postgres")).await else {
+                    return;
+                };
+                let names: Vec<String> = sqlx::query_scalar(
+                    "SELECT datname FROM pg_database WHERE starts_with(datname, $1)",
+                )
+                .bind(&prefix)
+                .fetch_all(&admin)
+                .await
+                .unwrap_or_default();
+                for db in names {
+                    remove_database(&db).await;
                 }
-            }
+            })
         })
-        .join()
-        .ok();
+        .join();
     }
 }
 
@@ -282,32 +285,6 @@ fn relations(e: &Value, relation: &str) -> Vec<String> {
         .collect();
     r.sort();
     r
-}
-
-/// The plugin's own manifest file, as `paved plugin publish` reads it.
-fn manifest(path: &Path) -> (String, pb::PluginManifest) {
-    let m: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect()
-    };
-    let text = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
-    (
-        text("name"),
-        pb::PluginManifest {
-            version: text("version"),
-            publisher: text("publisher"),
-            title: text("title"),
-            description: text("description"),
-            homepage: text("homepage"),
-            scopes: strings(&m["scopes"]),
-            event_types: strings(&m["eventTypes"]),
-            webhook_url: text("webhookUrl"),
-        },
-    )
 }
 
 #[tokio::test]
@@ -343,7 +320,9 @@ async fn backstage_shows_the_paved_catalog_and_follows_its_changes() {
         .unwrap();
 
     // Through the marketplace, like any plugin.
-    let (plugin, manifest) = manifest(&module_dir().join("paved-plugin.yaml"));
+    let publish =
+        paved::cli::read_plugin_manifest(&module_dir().join("paved-plugin.yaml")).unwrap();
+    let (plugin, manifest) = (publish.plugin.clone(), publish.manifest.clone().unwrap());
     let package: Value =
         serde_json::from_str(&std::fs::read_to_string(module_dir().join("package.json")).unwrap())
             .unwrap();
@@ -351,14 +330,7 @@ async fn backstage_shows_the_paved_catalog_and_follows_its_changes() {
         manifest.version, package["version"],
         "paved-plugin.yaml and package.json name the same version"
     );
-    app.client
-        .publish_plugin(pb::PublishPluginRequest {
-            plugin: plugin.clone(),
-            manifest: Some(manifest.clone()),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    app.client.publish_plugin(publish).await.unwrap();
     let installed = app
         .client
         .install_plugin(pb::InstallPluginRequest {

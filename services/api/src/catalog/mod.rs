@@ -28,7 +28,7 @@ use crate::auth::Authenticator;
 use crate::error;
 use crate::freshness::Freshness;
 use crate::metrics::CommandCounters;
-use crate::request::{Recorded, begin};
+use crate::request::{begin, recorded};
 
 /// Imports a Backstage YAML file (one or many documents) as `meta`'s
 /// principal, whole or not at all: what `ImportBackstage` does, for the
@@ -95,7 +95,7 @@ impl CatalogApi {
     }
 
     /// Reports collected violations, or runs the command.
-    async fn execute<A: Aggregate, R: From<Recorded>>(
+    async fn execute<A: Aggregate, R: paved_proto::answer::Recorded>(
         &self,
         v: Violations,
         id: Option<Name>,
@@ -105,12 +105,12 @@ impl CatalogApi {
         let done =
             crate::request::execute::<A>(&self.executor, &self.counters, v, id, command, meta)
                 .await?;
-        Ok(Response::new(Recorded::from(done).into()))
+        Ok(Response::new(recorded(done)))
     }
 
     /// A service command: the claim of the repository it names first (see
     /// [`claim_repository`]), then the command.
-    async fn execute_service<R: From<Recorded>>(
+    async fn execute_service<R: paved_proto::answer::Recorded>(
         &self,
         v: Violations,
         id: Option<Name>,

@@ -250,26 +250,37 @@ pub async fn list_systems(
 
 // ---- services ----
 
+/// The refs service `s` names that are not in the catalog (yet), a row
+/// `m` each: its owner team, its system, the services it depends on. What
+/// `Service.missing` shows and catalog health counts.
+macro_rules! service_missing_refs {
+    () => {
+        "SELECT 'group:default/' || s.owner AS m
+          WHERE NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = s.owner)
+         UNION ALL
+         SELECT 'system:default/' || s.system
+          WHERE s.system IS NOT NULL AND s.system <> ''
+            AND NOT EXISTS (SELECT 1 FROM catalog_systems y WHERE y.name = s.system)
+         UNION ALL
+         SELECT 'component:default/' || d.depends_on FROM catalog_dependencies d
+          WHERE d.service = s.name
+            AND NOT EXISTS (SELECT 1 FROM catalog_services x WHERE x.name = d.depends_on)"
+    };
+}
+
 /// A service row with its edges both ways, in one round trip.
-const SERVICE_COLUMNS: &str = "s.name, s.owner, s.type, s.lifecycle, s.system, s.description, s.tier,
+const SERVICE_COLUMNS: &str = concat!(
+    "s.name, s.owner, s.type, s.lifecycle, s.system, s.description, s.tier,
     s.repository_url, s.docs_url, s.tags, s.labels, s.annotations, s.links, s.slos,
     s.deprecation_reason, s.retired_reason, s.created_at, s.updated_at, s.last_sequence,
     COALESCE((SELECT jsonb_agg(jsonb_build_array(d.depends_on, d.criticality) ORDER BY d.depends_on)
                 FROM catalog_dependencies d WHERE d.service = s.name), '[]'::jsonb) AS upstream,
     COALESCE((SELECT jsonb_agg(jsonb_build_array(d.service, d.criticality) ORDER BY d.service)
                 FROM catalog_dependencies d WHERE d.depends_on = s.name), '[]'::jsonb) AS downstream,
-    ARRAY(SELECT m FROM (
-            SELECT 'group:default/' || s.owner AS m
-             WHERE NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = s.owner)
-            UNION ALL
-            SELECT 'system:default/' || s.system
-             WHERE s.system IS NOT NULL AND s.system <> ''
-               AND NOT EXISTS (SELECT 1 FROM catalog_systems y WHERE y.name = s.system)
-            UNION ALL
-            SELECT 'component:default/' || d.depends_on FROM catalog_dependencies d
-             WHERE d.service = s.name
-               AND NOT EXISTS (SELECT 1 FROM catalog_services x WHERE x.name = d.depends_on)
-          ) missing ORDER BY m) AS missing";
+    ARRAY(SELECT m FROM (",
+    service_missing_refs!(),
+    ") missing ORDER BY m) AS missing"
+);
 
 fn edges(r: &PgRow, column: &str) -> Result<Vec<pb::Dependency>, Status> {
     let pairs: Vec<(String, Option<String>)> = json(r, column)?;
@@ -637,20 +648,11 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
     // References of teams, systems and services to what is not in the
     // catalog (yet), by the team they belong to: the same references
     // `Service.missing` and a graph's missing nodes show.
-    let typed: Vec<(String, i64)> = sqlx::query_as(
+    let typed: Vec<(String, i64)> = sqlx::query_as(concat!(
         "SELECT team, count(*) FROM (
-            SELECT s.owner AS team FROM catalog_services s
-             WHERE s.retired_reason IS NULL
-               AND NOT EXISTS (SELECT 1 FROM catalog_teams t WHERE t.name = s.owner)
-            UNION ALL
-            SELECT s.owner FROM catalog_services s
-             WHERE s.retired_reason IS NULL AND s.system IS NOT NULL AND s.system <> ''
-               AND NOT EXISTS (SELECT 1 FROM catalog_systems y WHERE y.name = s.system)
-            UNION ALL
-            SELECT s.owner FROM catalog_services s
-              JOIN catalog_dependencies d ON d.service = s.name
-             WHERE s.retired_reason IS NULL
-               AND NOT EXISTS (SELECT 1 FROM catalog_services x WHERE x.name = d.depends_on)
+            SELECT s.owner AS team FROM catalog_services s, LATERAL (",
+        service_missing_refs!(),
+        ") missing WHERE s.retired_reason IS NULL
             UNION ALL
             SELECT y.owner FROM catalog_systems y
              WHERE y.retired_reason IS NULL
@@ -659,8 +661,8 @@ pub async fn catalog_health(pool: &PgPool, team: &str) -> Result<pb::CatalogHeal
             SELECT t.name FROM catalog_teams t
              WHERE t.retired_reason IS NULL AND t.parent IS NOT NULL AND t.parent <> ''
                AND NOT EXISTS (SELECT 1 FROM catalog_teams p WHERE p.name = t.parent)
-         ) refs GROUP BY team",
-    )
+         ) refs GROUP BY team"
+    ))
     .fetch_all(pool)
     .await
     .map_err(db)?;

@@ -18,6 +18,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+pub use plugin::read_manifest as read_plugin_manifest;
+
 use crate::settings::Settings;
 use crate::startup::{Application, Roles};
 use crate::telemetry::{self, LogFormat};

@@ -1,73 +1,12 @@
 //! How client verbs print: aligned tables for people, JSON for programs.
 
-use paved_sdk::pb;
 use serde::Serialize;
 
-/// What a command answered. Tables show its sequence, events and id; JSON
-/// shows the message itself (the proto3 JSON mapping).
-pub trait Answer: Serialize {
-    /// (sequence, events appended).
-    fn recorded(&self) -> (u64, u32);
-    /// The id it names (a deployment, a provisioning request), if any.
-    fn id(&self) -> &str {
-        ""
-    }
-}
-
-macro_rules! answers {
-    (with id: $($t:ty),* $(,)?) => {
-        $(impl Answer for $t {
-            fn recorded(&self) -> (u64, u32) {
-                (self.sequence, self.events)
-            }
-            fn id(&self) -> &str {
-                &self.id
-            }
-        })*
-    };
-    ($($t:ty),* $(,)?) => {
-        $(impl Answer for $t {
-            fn recorded(&self) -> (u64, u32) {
-                (self.sequence, self.events)
-            }
-        })*
-    };
-}
-answers!(
-    pb::CreateTeamResponse,
-    pb::UpdateTeamProfileResponse,
-    pb::AddTeamMemberResponse,
-    pb::RemoveTeamMemberResponse,
-    pb::SetTeamParentResponse,
-    pb::RetireTeamResponse,
-    pb::CreateSystemResponse,
-    pb::UpdateSystemResponse,
-    pb::TransferSystemOwnershipResponse,
-    pb::RetireSystemResponse,
-    pb::RegisterServiceResponse,
-    pb::UpdateServiceResponse,
-    pb::TransferServiceOwnershipResponse,
-    pb::DeprecateServiceResponse,
-    pb::RetireServiceResponse,
-    pb::AddDependencyResponse,
-    pb::RemoveDependencyResponse,
-    pb::SetSloResponse,
-    pb::RemoveSloResponse,
-    pb::CreateSurveyResponse,
-    pb::CloseSurveyResponse,
-    pb::SubmitResponseResponse,
-);
-answers!(with id:
-    pb::RequestDeploymentResponse,
-    pb::RequestRollbackResponse,
-    pb::RecordChangeResponse,
-    pb::OpenIncidentResponse,
-    pb::LinkIncidentResponse,
-    pb::ResolveIncidentResponse,
-    pb::RequestResourceResponse,
-    pb::ApproveRequestResponse,
-    pb::RejectRequestResponse,
-);
+/// What a command answered. Tables show its sequence, events and id
+/// ([`paved_proto::answer::CommandAnswer`]); JSON shows the message itself
+/// (the proto3 JSON mapping).
+pub trait Answer: paved_proto::answer::CommandAnswer + Serialize {}
+impl<T: paved_proto::answer::CommandAnswer + Serialize> Answer for T {}
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Output {

@@ -162,6 +162,29 @@ struct ManifestFile {
     webhook_url: String,
 }
 
+/// A manifest file (YAML) as `paved plugin publish` sends it: the plugin's
+/// name and its manifest (no request id).
+pub fn read_manifest(path: &std::path::Path) -> anyhow::Result<pb::PublishPluginRequest> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let m: ManifestFile =
+        serde_yaml_ng::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(pb::PublishPluginRequest {
+        request_id: String::new(),
+        plugin: m.name,
+        manifest: Some(pb::PluginManifest {
+            version: m.version,
+            publisher: m.publisher,
+            title: m.title,
+            description: m.description,
+            homepage: m.homepage,
+            scopes: m.scopes,
+            event_types: m.event_types,
+            webhook_url: m.webhook_url,
+        }),
+    })
+}
+
 fn manifest_line(p: &pb::PluginVersionInfo) -> Vec<String> {
     let m = p.manifest.clone().unwrap_or_default();
     vec![
@@ -198,37 +221,22 @@ pub async fn plugin(a: PluginArgs) -> anyhow::Result<()> {
     let mut plugins = client.plugins();
     match a.command {
         PluginCommand::Publish { path, request_id } => {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let m: ManifestFile = serde_yaml_ng::from_str(&text)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let r = client
-                .publish_plugin(pb::PublishPluginRequest {
-                    request_id: request_id.unwrap_or_default(),
-                    plugin: m.name.clone(),
-                    manifest: Some(pb::PluginManifest {
-                        version: m.version.clone(),
-                        publisher: m.publisher,
-                        title: m.title,
-                        description: m.description,
-                        homepage: m.homepage,
-                        scopes: m.scopes,
-                        event_types: m.event_types,
-                        webhook_url: m.webhook_url,
-                    }),
-                })
-                .await
-                .map_err(explain)?;
+            let publish = pb::PublishPluginRequest {
+                request_id: request_id.unwrap_or_default(),
+                ..read_manifest(&path)?
+            };
+            let (name, version) = (
+                publish.plugin.clone(),
+                publish.manifest.clone().unwrap_or_default().version,
+            );
+            let r = client.publish_plugin(publish).await.map_err(explain)?;
             match out {
                 Output::Table if r.events == 0 => {
-                    println!("{} {} was published already", m.name, m.version);
+                    println!("{name} {version} was published already");
                     Ok(())
                 }
                 Output::Table => {
-                    println!(
-                        "published {} {} (sequence {})",
-                        m.name, m.version, r.sequence
-                    );
+                    println!("published {name} {version} (sequence {})", r.sequence);
                     Ok(())
                 }
                 _ => output::json(&r),
