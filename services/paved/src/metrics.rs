@@ -449,7 +449,7 @@ async fn templates(registry: &mut Registry, sources: &Sources) {
 /// organisation, each team and each service with deployments.
 async fn dora(registry: &mut Registry, sources: &Sources) {
     use paved_api::delivery::{Facts, Scope, load_facts, report};
-    use std::collections::{BTreeMap, HashSet};
+    use std::collections::{BTreeMap, HashMap, HashSet};
     type F = Family<DoraLabels, Gauge<f64, std::sync::atomic::AtomicU64>>;
     let now = chrono::Utc::now();
     let window = paved_domain::dora::Window {
@@ -474,32 +474,46 @@ async fn dora(registry: &mut Registry, sources: &Sources) {
             return;
         }
     };
-    let mut scopes: Vec<(DoraLabels, Facts)> = Vec::new();
-    let mut teams: BTreeMap<&str, HashSet<&str>> = BTreeMap::new();
-    for (service, owner) in &owners {
-        teams.entry(owner).or_default().insert(service);
-    }
+    // Each team's and each deployed service's facts, split in one pass.
+    let owner_of: HashMap<&str, &str> = owners
+        .iter()
+        .map(|(service, owner)| (service.as_str(), owner.as_str()))
+        .collect();
     let deployed: HashSet<&str> = facts
         .deployments
         .iter()
         .map(|d| d.service.as_str())
         .collect();
-    for (team, services) in &teams {
+    let mut scopes: Vec<(DoraLabels, Facts)> = Vec::new();
+    let mut teams: BTreeMap<&str, Facts> = facts
+        .split(|service| owner_of.get(service).copied())
+        .into_iter()
+        .collect();
+    // Teams without facts have figures too (no deployments).
+    for owner in owner_of.values() {
+        teams.entry(owner).or_default();
+    }
+    for (team, facts) in teams {
         scopes.push((
             DoraLabels {
                 scope: "team".into(),
-                name: (*team).to_owned(),
+                name: team.to_owned(),
             },
-            facts.restrict(services),
+            facts,
         ));
     }
-    for service in deployed {
+    let mut services: Vec<(&str, Facts)> = facts
+        .split(|service| deployed.get(service).copied())
+        .into_iter()
+        .collect();
+    services.sort_by(|a, b| a.0.cmp(b.0));
+    for (service, facts) in services {
         scopes.push((
             DoraLabels {
                 scope: "service".into(),
                 name: service.to_owned(),
             },
-            facts.restrict(&HashSet::from([service])),
+            facts,
         ));
     }
     let (frequency, cfr, rework, deployments) =

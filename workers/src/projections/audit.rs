@@ -12,6 +12,7 @@ use crate::runtime::{Projection, ProjectionError};
 pub struct AuditProjection;
 
 impl Projection for AuditProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::AUDIT;
     const CONTEXT: Option<&'static str> = None;
     const TABLES: &'static [&'static str] = &["audit_index"];

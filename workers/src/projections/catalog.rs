@@ -50,12 +50,46 @@ impl<T> Entry<T> {
     }
 }
 
-/// Every touched row of one batch, by kind.
+/// What the catalog projection holds between two writes: every row it
+/// touched since the last write, as the domain state it folded (teams,
+/// systems, services), or as the last event that decides it (repository
+/// claims, entities of other kinds). A live batch is a window of one batch;
+/// a rebuild folds many batches into one (see [`Projection::Window`]), so it
+/// writes each row once.
 #[derive(Default)]
-struct Touched {
+pub struct CatalogWindow {
     teams: HashMap<Name, Entry<Team>>,
     systems: HashMap<Name, Entry<System>>,
     services: HashMap<Name, Entry<Service>>,
+    /// The last claim of each repository.
+    claims: BTreeMap<String, (Name, DateTime<Utc>, i64)>,
+    /// The last GitHub id of each repository, with its sequence.
+    github_ids: BTreeMap<String, (i64, i64)>,
+    entities: BTreeMap<String, EntityChange>,
+}
+
+/// An entity of another kind as the window leaves it.
+struct EntityChange {
+    /// Its last event (stored or removed).
+    last: EntityEvent,
+    at: DateTime<Utc>,
+    sequence: i64,
+    /// When it was first stored since it was last removed in this window
+    /// (`None` before it is stored again; an existing row keeps its own).
+    created_at: Option<DateTime<Utc>>,
+    /// Removed in this window: the row goes before it is stored again.
+    removed: bool,
+}
+
+impl CatalogWindow {
+    fn rows(&self) -> usize {
+        self.teams.len()
+            + self.systems.len()
+            + self.services.len()
+            + self.claims.len()
+            + self.github_ids.len()
+            + self.entities.len()
+    }
 }
 
 fn bad_row(table: &str, e: impl std::fmt::Display) -> ProjectionError {
@@ -83,34 +117,54 @@ impl Projection for CatalogProjection {
         "catalog_entity_relations",
     ];
 
+    type Window = CatalogWindow;
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
         batch: &[StoredCommit],
     ) -> Result<(), ProjectionError> {
-        let mut touched = Touched::default();
+        let mut window = CatalogWindow::default();
+        self.fold_into(conn, &mut window, batch).await?;
+        self.write_window(conn, &mut window).await
+    }
+
+    async fn fold_into(
+        &self,
+        conn: &mut PgConnection,
+        window: &mut CatalogWindow,
+        batch: &[StoredCommit],
+    ) -> Result<(), ProjectionError> {
+        // The rows the window does not hold yet come from the tables.
         let mut ids: BTreeMap<AggregateKind, BTreeSet<String>> = BTreeMap::new();
         for c in batch {
-            ids.entry(c.commit.kind)
-                .or_default()
-                .insert(c.commit.aggregate_id.to_string());
+            let id = &c.commit.aggregate_id;
+            let held = match c.commit.kind {
+                AggregateKind::Team => window.teams.contains_key(id),
+                AggregateKind::System => window.systems.contains_key(id),
+                AggregateKind::Service => window.services.contains_key(id),
+                _ => true,
+            };
+            if !held {
+                ids.entry(c.commit.kind).or_default().insert(id.to_string());
+            }
         }
         let ids_of = |k| ids.get(&k).map(|s| s.iter().cloned().collect::<Vec<_>>());
         if let Some(names) = ids_of(AggregateKind::Team) {
-            touched.teams = load_teams(conn, &names).await?;
+            window.teams.extend(load_teams(conn, &names).await?);
         }
         if let Some(names) = ids_of(AggregateKind::System) {
-            touched.systems = load_systems(conn, &names).await?;
+            window.systems.extend(load_systems(conn, &names).await?);
         }
         if let Some(names) = ids_of(AggregateKind::Service) {
-            touched.services = load_services(conn, &names).await?;
+            window.services.extend(load_services(conn, &names).await?);
         }
         for stored in batch {
             let c = &stored.commit;
             let seq = stored.sequence as i64;
             match c.kind {
                 AggregateKind::Team => fold(
-                    touched
+                    window
                         .teams
                         .entry(c.aggregate_id.clone())
                         .or_insert_with(Entry::new),
@@ -118,7 +172,7 @@ impl Projection for CatalogProjection {
                     seq,
                 ),
                 AggregateKind::System => fold(
-                    touched
+                    window
                         .systems
                         .entry(c.aggregate_id.clone())
                         .or_insert_with(Entry::new),
@@ -126,58 +180,137 @@ impl Projection for CatalogProjection {
                     seq,
                 ),
                 AggregateKind::Service => fold(
-                    touched
+                    window
                         .services
                         .entry(c.aggregate_id.clone())
                         .or_insert_with(Entry::new),
                     stored,
                     seq,
                 ),
-                // Not in the catalog context (the consumer filters it out).
-                _ => {}
+                // Claims and entities: the events that decide their rows.
+                _ => fold_last(window, stored),
             }
         }
-        write_teams(conn, &touched.teams).await?;
-        write_systems(conn, &touched.systems).await?;
-        write_services(conn, &touched.services).await?;
-        write_claims(conn, batch).await?;
-        write_entities(conn, batch).await?;
         Ok(())
+    }
+
+    fn window_rows(window: &CatalogWindow) -> usize {
+        window.rows()
+    }
+
+    async fn write_window(
+        &self,
+        conn: &mut PgConnection,
+        window: &mut CatalogWindow,
+    ) -> Result<(), ProjectionError> {
+        let w = std::mem::take(window);
+        for chunk in chunks(w.teams.values()) {
+            write_teams(conn, &chunk).await?;
+        }
+        for chunk in chunks(w.systems.values()) {
+            write_systems(conn, &chunk).await?;
+        }
+        for chunk in chunks(w.services.values()) {
+            write_services(conn, &chunk).await?;
+        }
+        write_claims(conn, &w.claims, &w.github_ids).await?;
+        for chunk in chunks(w.entities.iter()) {
+            write_entities(conn, &chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Rows a statement writes at most (a rebuild's window holds up to
+/// [`crate::runtime::REBUILD_WINDOW_ROWS`]).
+const WRITE_CHUNK: usize = 5_000;
+
+fn chunks<T>(items: impl Iterator<Item = T>) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    for item in items {
+        match out.last_mut() {
+            Some(last) if last.len() < WRITE_CHUNK => last.push(item),
+            _ => out.push(vec![item]),
+        }
+    }
+    out
+}
+
+/// Folds a commit's repository claims and entity events into the window:
+/// the last of each decides its row.
+fn fold_last(window: &mut CatalogWindow, stored: &StoredCommit) {
+    let seq = stored.sequence as i64;
+    let at = stored.commit.occurred_at;
+    for e in &stored.commit.events {
+        match e {
+            Event::Repository(RepositoryEvent::Claimed {
+                identity,
+                service,
+                claimed_at,
+                ..
+            }) => {
+                window
+                    .claims
+                    .insert(identity.clone(), (service.clone(), *claimed_at, seq));
+            }
+            Event::Repository(RepositoryEvent::GithubIdRecorded {
+                identity,
+                github_id,
+            }) => {
+                window
+                    .github_ids
+                    .insert(identity.clone(), (*github_id as i64, seq));
+            }
+            Event::Entity(e) => {
+                let id = stored.commit.aggregate_id.to_string();
+                let change = window.entities.entry(id).or_insert_with(|| EntityChange {
+                    last: e.clone(),
+                    at,
+                    sequence: seq,
+                    created_at: None,
+                    removed: false,
+                });
+                change.last = e.clone();
+                change.at = at;
+                change.sequence = seq;
+                match e {
+                    EntityEvent::Stored { .. } => {
+                        change.created_at.get_or_insert(at);
+                    }
+                    EntityEvent::Removed { .. } => {
+                        change.created_at = None;
+                        change.removed = true;
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 }
 
 // ---- entities of other kinds ----
 
-/// The batch's stored and removed entities, the last event of each, with
-/// the relations their descriptors name.
+/// Entities of other kinds as the window leaves them, with the relations
+/// their descriptors name. A removal in the window deletes the row first, so
+/// one stored again is created anew when it was stored again; an existing
+/// row keeps its `created_at`.
 async fn write_entities(
     conn: &mut PgConnection,
-    batch: &[StoredCommit],
+    changes: &[(&String, &EntityChange)],
 ) -> Result<(), ProjectionError> {
-    let mut last: BTreeMap<&str, (&EntityEvent, DateTime<Utc>, i64)> = BTreeMap::new();
-    for stored in batch {
-        for e in &stored.commit.events {
-            if let Event::Entity(e) = e {
-                last.insert(
-                    stored.commit.aggregate_id.as_str(),
-                    (e, stored.commit.occurred_at, stored.sequence as i64),
-                );
-            }
-        }
-    }
-    if last.is_empty() {
+    if changes.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = last.keys().copied().collect();
+    let ids: Vec<&str> = changes.iter().map(|(id, _)| id.as_str()).collect();
     // Stored again or removed: the old relations go, the new ones come.
     sqlx::query("DELETE FROM catalog_entity_relations WHERE source = ANY($1)")
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-    let removed: Vec<&str> = last
+    let removed: Vec<&str> = changes
         .iter()
-        .filter(|(_, (e, ..))| matches!(e, EntityEvent::Removed { .. }))
-        .map(|(id, _)| *id)
+        .filter(|(_, c)| c.removed)
+        .map(|(id, _)| id.as_str())
         .collect();
     if !removed.is_empty() {
         sqlx::query("DELETE FROM catalog_entities WHERE id = ANY($1)")
@@ -186,11 +319,11 @@ async fn write_entities(
             .await?;
     }
     let mut c = EntityColumns::default();
-    for (id, (e, at, seq)) in &last {
+    for (id, change) in changes {
         let EntityEvent::Stored {
             entity_ref,
             document,
-        } = e
+        } = &change.last
         else {
             continue;
         };
@@ -202,8 +335,9 @@ async fn write_entities(
         c.owner
             .push(entity_owner(document, &entity_ref.namespace).map(|o| o.key()));
         c.document.push(document.clone());
-        c.at.push(*at);
-        c.seq.push(*seq);
+        c.created_at.push(change.created_at.unwrap_or(change.at));
+        c.at.push(change.at);
+        c.seq.push(change.sequence);
         // Checked when stored: what is named here parsed then.
         let mut ignored = paved_domain::validate::Violations::new();
         for r in relations(document, &entity_ref.namespace, &mut ignored) {
@@ -218,10 +352,9 @@ async fn write_entities(
     sqlx::query(
         "INSERT INTO catalog_entities (id, ref_key, kind, namespace, name, owner, document,
                 created_at, updated_at, last_sequence)
-         SELECT id, ref_key, kind, namespace, name, owner, document, at, at, seq
-           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::jsonb[], $8::timestamptz[], $9::bigint[])
-                AS n(id, ref_key, kind, namespace, name, owner, document, at, seq)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                              $6::text[], $7::jsonb[], $8::timestamptz[], $9::timestamptz[],
+                              $10::bigint[])
          ON CONFLICT (id) DO UPDATE SET
            kind = EXCLUDED.kind, namespace = EXCLUDED.namespace, name = EXCLUDED.name,
            owner = EXCLUDED.owner, document = EXCLUDED.document,
@@ -234,6 +367,7 @@ async fn write_entities(
     .bind(&c.name)
     .bind(&c.owner)
     .bind(&c.document)
+    .bind(&c.created_at)
     .bind(&c.at)
     .bind(&c.seq)
     .execute(&mut *conn)
@@ -261,6 +395,7 @@ struct EntityColumns {
     name: Vec<String>,
     owner: Vec<Option<String>>,
     document: Vec<Value>,
+    created_at: Vec<DateTime<Utc>>,
     at: Vec<DateTime<Utc>>,
     seq: Vec<i64>,
     rel_source: Vec<String>,
@@ -332,10 +467,10 @@ async fn load_teams(
 
 async fn write_teams(
     conn: &mut PgConnection,
-    teams: &HashMap<Name, Entry<Team>>,
+    teams: &[&Entry<Team>],
 ) -> Result<(), ProjectionError> {
     let mut cols = TeamColumns::default();
-    for e in teams.values() {
+    for e in teams {
         let (Some(t), Some(created_at)) = (&e.state, e.created_at) else {
             continue;
         };
@@ -434,12 +569,12 @@ async fn load_systems(
 
 async fn write_systems(
     conn: &mut PgConnection,
-    systems: &HashMap<Name, Entry<System>>,
+    systems: &[&Entry<System>],
 ) -> Result<(), ProjectionError> {
     let (mut name, mut owner, mut display, mut desc, mut retired) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut created, mut updated, mut seq) = (vec![], vec![], vec![]);
-    for e in systems.values() {
+    for e in systems {
         let (Some(s), Some(created_at)) = (&e.state, e.created_at) else {
             continue;
         };
@@ -642,13 +777,13 @@ struct ServiceColumns {
 
 async fn write_services(
     conn: &mut PgConnection,
-    services: &HashMap<Name, Entry<Service>>,
+    services: &[&Entry<Service>],
 ) -> Result<(), ProjectionError> {
     let mut c = ServiceColumns::default();
     let (mut dep_service, mut dep_on, mut dep_crit) = (vec![], vec![], vec![]);
     // Existing rows whose dependency set changed: their edges are rewritten.
     let mut dep_delete = Vec::new();
-    for e in services.values() {
+    for e in services {
         let (Some(s), Some(created_at)) = (&e.state, e.created_at) else {
             continue;
         };
@@ -769,40 +904,18 @@ async fn write_services(
     Ok(())
 }
 
-/// The batch's repository claims, the last per repository, in one upsert.
+/// The window's repository claims (the last per repository) in one
+/// upsert, then the GitHub ids recorded for them.
 async fn write_claims(
     conn: &mut PgConnection,
-    batch: &[StoredCommit],
+    claims: &BTreeMap<String, (Name, DateTime<Utc>, i64)>,
+    github_ids: &BTreeMap<String, (i64, i64)>,
 ) -> Result<(), ProjectionError> {
-    let mut claims: BTreeMap<&str, (&Name, DateTime<Utc>, i64)> = BTreeMap::new();
-    // GitHub ids, written after the claims (a claim and its id can share a batch).
-    let mut github_ids: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for stored in batch {
-        for e in &stored.commit.events {
-            match e {
-                Event::Repository(RepositoryEvent::Claimed {
-                    identity,
-                    service,
-                    claimed_at,
-                    ..
-                }) => {
-                    claims.insert(identity, (service, *claimed_at, stored.sequence as i64));
-                }
-                Event::Repository(RepositoryEvent::GithubIdRecorded {
-                    identity,
-                    github_id,
-                }) => {
-                    github_ids.insert(identity, (*github_id as i64, stored.sequence as i64));
-                }
-                _ => {}
-            }
-        }
-    }
     if !claims.is_empty() {
-        upsert_claims(conn, &claims).await?;
+        upsert_claims(conn, claims).await?;
     }
     if !github_ids.is_empty() {
-        let identity: Vec<&str> = github_ids.keys().copied().collect();
+        let identity: Vec<&str> = github_ids.keys().map(String::as_str).collect();
         let github_id: Vec<i64> = github_ids.values().map(|g| g.0).collect();
         let last_sequence: Vec<i64> = github_ids.values().map(|g| g.1).collect();
         sqlx::query(
@@ -822,9 +935,9 @@ async fn write_claims(
 
 async fn upsert_claims(
     conn: &mut PgConnection,
-    claims: &BTreeMap<&str, (&Name, DateTime<Utc>, i64)>,
+    claims: &BTreeMap<String, (Name, DateTime<Utc>, i64)>,
 ) -> Result<(), ProjectionError> {
-    let identity: Vec<&str> = claims.keys().copied().collect();
+    let identity: Vec<&str> = claims.keys().map(String::as_str).collect();
     let service: Vec<String> = claims.values().map(|c| c.0.to_string()).collect();
     let claimed_at: Vec<DateTime<Utc>> = claims.values().map(|c| c.1).collect();
     let last_sequence: Vec<i64> = claims.values().map(|c| c.2).collect();

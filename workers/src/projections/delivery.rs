@@ -154,6 +154,7 @@ impl Row {
 }
 
 impl Projection for DeliveryProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::DELIVERY;
     const CONTEXT: Option<&'static str> = Some("delivery");
     const TABLES: &'static [&'static str] = &[

@@ -20,6 +20,7 @@ fn strings(scopes: &[Scope]) -> Vec<String> {
 }
 
 impl Projection for PluginsProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::PLUGINS;
     const CONTEXT: Option<&'static str> = Some("plugins");
     const TABLES: &'static [&'static str] = &[

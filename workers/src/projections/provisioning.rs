@@ -14,6 +14,7 @@ use crate::runtime::{Projection, ProjectionError};
 pub struct ProvisioningProjection;
 
 impl Projection for ProvisioningProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::PROVISIONING;
     const CONTEXT: Option<&'static str> = Some("provisioning");
     const TABLES: &'static [&'static str] = &["provisioning_requests", "provisioning_resources"];

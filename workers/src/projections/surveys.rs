@@ -56,6 +56,7 @@ impl Trigger {
 }
 
 impl Projection for SurveysProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::SURVEYS;
     const CONTEXT: Option<&'static str> = None;
     const TABLES: &'static [&'static str] =

@@ -19,6 +19,7 @@ use crate::runtime::{Projection, ProjectionError};
 pub struct TemplatesProjection;
 
 impl Projection for TemplatesProjection {
+    type Window = ();
     const NAME: &'static str = paved_eventlog::readmodel::TEMPLATES;
     const CONTEXT: Option<&'static str> = Some("templates");
     const TABLES: &'static [&'static str] =

@@ -47,16 +47,20 @@ mod rebuild;
 mod worker;
 
 pub use rebuild::{
-    RebuildProgress, RebuildReport, TableCheck, check, create_shadow, drop_shadow, rebuild,
-    shadow_schema,
+    RebuildLimits, RebuildProgress, RebuildReport, TableCheck, check, check_with, create_shadow,
+    drop_shadow, rebuild, shadow_schema,
 };
 pub use worker::{Fence, ProjectionWorker, Session};
 
 /// Most messages applied in one transaction by a running projection.
 pub const MAX_BATCH: usize = 1000;
-/// Most messages applied in one transaction by a rebuild (nobody waits on
-/// its latency; fewer, larger transactions go faster).
+/// Most messages a rebuild decodes and folds at a time (nobody waits on its
+/// latency; fewer, larger transactions go faster).
 pub const REBUILD_BATCH: usize = 5000;
+/// Most rows a rebuild holds in memory across batches (a projection's
+/// [`Projection::Window`]) before it writes them: above the design's 50,000
+/// entities, so a rebuild writes each final row once.
+pub const REBUILD_WINDOW_ROWS: usize = 100_000;
 /// How long an idle worker waits for messages before it checks its lease.
 pub(crate) const LEASE_CHECK: Duration = lease::CHECK_EVERY;
 /// A session's consumer is removed by the server this long after its worker
@@ -85,6 +89,43 @@ pub trait Projection: Send + Sync + 'static {
         conn: &mut PgConnection,
         batch: &[StoredCommit],
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// What a rebuild may keep in memory across batches before writing it
+    /// (`()`: nothing, each batch is applied as a live worker applies it).
+    /// A projection with a window folds each batch into it
+    /// ([`fold_into`](Self::fold_into), reading from its tables only rows the
+    /// window does not hold) and writes each row once when the window is
+    /// written ([`write_window`](Self::write_window)); its `apply` must be
+    /// exactly that over a one-batch window, so a rebuild's rows cannot
+    /// differ from a live worker's.
+    type Window: Default + Send;
+
+    /// Folds `batch` into `window` (default: applies it at once).
+    fn fold_into(
+        &self,
+        conn: &mut PgConnection,
+        window: &mut Self::Window,
+        batch: &[StoredCommit],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = window;
+        self.apply(conn, batch)
+    }
+
+    /// Rows the window holds (a rebuild writes it past [`REBUILD_WINDOW_ROWS`]).
+    fn window_rows(window: &Self::Window) -> usize {
+        let _ = window;
+        0
+    }
+
+    /// Writes what the window holds and empties it.
+    fn write_window(
+        &self,
+        conn: &mut PgConnection,
+        window: &mut Self::Window,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send {
+        let _ = (conn, window);
+        async { Ok(()) }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use paved_eventlog::{EventLog, StoredCommit, checkpoints};
 use sqlx::{PgConnection, PgPool};
 
 use super::{
-    Projection, ProjectionError, REBUILD_BATCH, Skips, custom_plans, decode_all, delete_consumer,
-    filter, js_err, set_search_path, skips_for, wait_batch,
+    Projection, ProjectionError, REBUILD_BATCH, REBUILD_WINDOW_ROWS, Skips, custom_plans,
+    decode_all, delete_consumer, filter, js_err, set_search_path, skips_for, wait_batch,
 };
 
 /// Progress of a rebuild, for a progress bar.
@@ -18,6 +18,26 @@ use super::{
 pub struct RebuildProgress {
     pub applied: u64,
     pub total: u64,
+}
+
+/// How much a rebuild takes at a time: the defaults are what `paved replay`
+/// uses; tests set them small to make a short log span many batches and
+/// windows.
+#[derive(Clone, Copy, Debug)]
+pub struct RebuildLimits {
+    /// Most messages decoded and folded at a time.
+    pub batch: usize,
+    /// Most rows held in a projection's window before they are written.
+    pub window_rows: usize,
+}
+
+impl Default for RebuildLimits {
+    fn default() -> Self {
+        Self {
+            batch: REBUILD_BATCH,
+            window_rows: REBUILD_WINDOW_ROWS,
+        }
+    }
 }
 
 /// What a rebuild did.
@@ -52,7 +72,8 @@ pub async fn rebuild<P: Projection>(
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<RebuildReport, ProjectionError> {
-    let (report, _) = rebuild_then(parts, pool, log, keys, progress, Finish::Swap).await?;
+    let limits = RebuildLimits::default();
+    let (report, _) = rebuild_then(parts, pool, log, keys, progress, Finish::Swap, limits).await?;
     Ok(report)
 }
 
@@ -83,7 +104,19 @@ pub async fn check<P: Projection>(
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
-    rebuild_then(parts, pool, log, keys, progress, Finish::Check).await
+    check_with(parts, pool, log, keys, progress, RebuildLimits::default()).await
+}
+
+/// [`check`] with other limits.
+pub async fn check_with<P: Projection>(
+    parts: &[P],
+    pool: &PgPool,
+    log: &EventLog,
+    keys: &TrustedKeys,
+    progress: impl FnMut(RebuildProgress),
+    limits: RebuildLimits,
+) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
+    rebuild_then(parts, pool, log, keys, progress, Finish::Check, limits).await
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -128,6 +161,7 @@ async fn rebuild_then<P: Projection>(
     keys: &TrustedKeys,
     progress: impl FnMut(RebuildProgress),
     finish: Finish,
+    limits: RebuildLimits,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let shares = shares(parts)?;
     let consumer_name = format!("paved-rebuild-{}-{:08x}", P::NAME, rand::random::<u32>());
@@ -140,12 +174,31 @@ async fn rebuild_then<P: Projection>(
         &skips,
         progress,
         finish,
+        limits,
         &consumer_name,
     )
     .await;
     // Released at once, not left to the server's inactivity threshold.
     delete_consumer(log, &consumer_name).await;
     result
+}
+
+/// Folds every commit of `batch` into each share's window; writes the
+/// windows that hold more than `max_rows`.
+async fn fold_shares<P: Projection>(
+    conn: &mut PgConnection,
+    parts: &[P],
+    windows: &mut [P::Window],
+    batch: &[StoredCommit],
+    max_rows: usize,
+) -> Result<(), ProjectionError> {
+    for (part, window) in parts.iter().zip(windows) {
+        part.fold_into(&mut *conn, window, batch).await?;
+        if P::window_rows(window) > max_rows {
+            part.write_window(&mut *conn, window).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies each share's commits of `batch` up to its own limit (`up_to`).
@@ -173,6 +226,7 @@ async fn replay_into_shadow<P: Projection>(
     skips: &Skips,
     mut progress: impl FnMut(RebuildProgress),
     finish: Finish,
+    limits: RebuildLimits,
     consumer_name: &str,
 ) -> Result<(RebuildReport, Vec<TableCheck>), ProjectionError> {
     let started = Instant::now();
@@ -203,7 +257,7 @@ async fn replay_into_shadow<P: Projection>(
     let total = consumer.cached_info().num_pending;
     let mut messages = consumer
         .stream()
-        .max_messages_per_batch(REBUILD_BATCH * 2)
+        .max_messages_per_batch(limits.batch * 2)
         .messages()
         .await
         .map_err(js_err)?;
@@ -211,20 +265,35 @@ async fn replay_into_shadow<P: Projection>(
     // Messages read (commits and quarantined ones): `applied` as progress goes.
     let mut applied = 0u64;
     let mut last = 0u64;
-    let everything = vec![u64::MAX; parts.len()];
+    let mut windows: Vec<P::Window> = parts.iter().map(|_| Default::default()).collect();
     let mut conn = pool.acquire().await?;
     while applied < total {
-        let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
+        let received = wait_batch(&mut messages, limits.batch).await?;
         let batch = decode_all(&received, u64::MAX, skips)?;
         applied += received.len() as u64;
         last = last.max(batch.through);
         let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         custom_plans(&mut tx).await?;
         set_search_path(&mut tx, &shadow).await?;
-        apply_shares(&mut tx, parts, &batch.commits, &everything).await?;
+        fold_shares(
+            &mut tx,
+            parts,
+            &mut windows,
+            &batch.commits,
+            limits.window_rows,
+        )
+        .await?;
         tx.commit().await?;
         progress(RebuildProgress { applied, total });
     }
+    // What the windows still hold, before the swap applies live batches.
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    custom_plans(&mut tx).await?;
+    set_search_path(&mut tx, &shadow).await?;
+    for (part, window) in parts.iter().zip(&mut windows) {
+        part.write_window(&mut tx, window).await?;
+    }
+    tx.commit().await?;
 
     if finish == Finish::Check {
         // Compare like with like: every live share must have got as far as the replay.
@@ -261,7 +330,7 @@ async fn replay_into_shadow<P: Projection>(
     let live_checkpoint = live_at.iter().copied().max().unwrap_or(0);
     set_search_path(&mut tx, &shadow).await?;
     while last < live_checkpoint {
-        let received = wait_batch(&mut messages, REBUILD_BATCH).await?;
+        let received = wait_batch(&mut messages, limits.batch).await?;
         let batch = decode_all(&received, live_checkpoint, skips)?;
         if batch.through == 0 {
             break;
