@@ -284,8 +284,11 @@ impl Projection for DeliveryProjection {
                 .await?,
             );
         }
+        // The changes (sha and service) whose shipping this batch can move.
         let mut shas = changes.sha.clone();
         shas.extend(linked.sha.iter().cloned());
+        let mut of = changes.service.clone();
+        of.extend(linked.service.iter().cloned());
         let mut services = Vec::new();
         let mut since: Option<DateTime<Utc>> = None;
         for (service, commits, finished_at) in shipped {
@@ -293,11 +296,13 @@ impl Projection for DeliveryProjection {
                 services.push(service);
                 since = Some(since.map_or(finished_at, |s| s.min(finished_at)));
             } else {
+                // A deployment ships its own service's changes only.
+                of.extend(std::iter::repeat_n(service, commits.len()));
                 shas.extend(commits);
             }
         }
         if !shas.is_empty() || !services.is_empty() {
-            ship(conn, &services, since, &shas).await?;
+            ship(conn, &services, since, &shas, &of).await?;
         }
         Ok(())
     }
@@ -579,20 +584,28 @@ impl Changes {
 }
 
 /// Recomputes which deployment ships the changes a batch can affect: its
-/// own changes and the commits its deployments list (`shas`), and for
-/// `services` that got a deployment listing no commits (the earliest
-/// finishing at `since`), their unshipped changes and those shipped since.
+/// own changes and the commits its deployments list (`shas` of the services
+/// `of`, pairwise), and for `services` that got a deployment listing no
+/// commits (the earliest finishing at `since`), their unshipped changes and
+/// those shipped since.
+///
+/// Every lookup is by key or by index range, whatever the planner's
+/// statistics say: a projection catching up fills its tables faster than
+/// `ANALYZE` follows, and a plan from stale statistics (a sequential scan
+/// per batch) made catch-up slow down as the table grew.
 async fn ship(
     conn: &mut PgConnection,
     services: &[String],
     since: Option<DateTime<Utc>>,
     shas: &[String],
+    of: &[String],
 ) -> Result<(), ProjectionError> {
     sqlx::query(
         "WITH affected AS (
              -- Three index lookups rather than one OR the planner would scan for.
-             SELECT sha, service, committed_at, coalesce(merged_at, committed_at) AS merged
-               FROM delivery_changes WHERE sha = ANY($3)
+             SELECT c.sha, c.service, c.committed_at, coalesce(c.merged_at, c.committed_at) AS merged
+               FROM UNNEST($3::text[], $4::text[]) AS k(sha, service)
+               JOIN delivery_changes c ON c.sha = k.sha AND c.service = k.service
              UNION
              SELECT sha, service, committed_at, coalesce(merged_at, committed_at)
                FROM delivery_changes WHERE service = ANY($1) AND deployment IS NULL
@@ -620,6 +633,7 @@ async fn ship(
     .bind(services)
     .bind(since)
     .bind(shas)
+    .bind(of)
     .execute(&mut *conn)
     .await?;
     Ok(())
