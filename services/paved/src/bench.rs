@@ -90,6 +90,15 @@ pub struct BenchArgs {
     /// Where the shipped templates are (for the golden-path phase).
     #[arg(long, env = "PAVED_TEMPLATES", default_value = "templates")]
     templates: std::path::PathBuf,
+    /// Grow the log to 1,000,000 and then to this many events (0 skips it),
+    /// measuring at each size what grows with the log: raw ordered consume,
+    /// the catalog rebuild (and the memory it holds), ReadEvents, checkpoint
+    /// and `audit verify`, and the disk the stream and the database take;
+    /// then how each cost per million events grew. Needs about 300 bytes of
+    /// stream and 100 of database a catalog event; 10,000,000 takes some
+    /// 10 minutes here. Run it with `--rebuild-events 0`.
+    #[arg(long, default_value_t = 0)]
+    scale: u64,
     /// Keep the bench's stream and database afterwards.
     #[arg(long)]
     keep: bool,
@@ -178,6 +187,8 @@ struct Bench {
     pool: PgPool,
     log: paved_eventlog::EventLog,
     worker_stop: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The hash chains of what the log filler wrote, so a top-up continues them.
+    filled: Chains,
 }
 
 impl Bench {
@@ -248,6 +259,7 @@ pub async fn bench(a: BenchArgs) -> anyhow::Result<()> {
         pool,
         log,
         worker_stop: None,
+        filled: Chains::new(),
     };
     let result = run_phases(&mut b, &a).await;
     b.stop_worker().await;
@@ -570,64 +582,28 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
     // Reading the whole log: raw ordered consumer vs ReadEvents through the SDK.
     eprintln!("phase: read the log");
     let total = b.log.last_sequence().await?;
-    let started = Instant::now();
-    let consumer = b
-        .log
-        .stream()
-        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("{}.>", b.log.config().subject_prefix),
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut n = 0u64;
-    while let Some(m) = messages.next().await {
-        let m = m?;
-        n += 1;
-        if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
-            break;
-        }
-    }
+    let (n, elapsed) = raw_consume(b).await?;
     out.push(figure(
         "raw: JetStream ordered consume of the log",
         n,
-        started.elapsed(),
+        elapsed,
         Vec::new(),
         "reference",
     ));
-    let started = Instant::now();
-    let mut stream = b
-        .client
-        .read_events(pb::ReadEventsRequest::default())
-        .await?;
-    let mut events = 0u64;
-    while stream.message().await?.is_some() {
-        events += 1;
-    }
+    let (events, elapsed) = read_all(b, false).await?;
     out.push(figure(
         &format!("ReadEvents of the whole log ({total} messages)"),
         events,
-        started.elapsed(),
+        elapsed,
         Vec::new(),
         ">= 80000 events/s",
     ));
     // The same without the JSON rendering (a client decoding the protobuf).
-    let started = Instant::now();
-    let mut stream = b
-        .client
-        .read_events(pb::ReadEventsRequest {
-            omit_json: true,
-            ..Default::default()
-        })
-        .await?;
-    let mut events = 0u64;
-    while stream.message().await?.is_some() {
-        events += 1;
-    }
+    let (events, elapsed) = read_all(b, true).await?;
     out.push(figure(
         &format!("ReadEvents of the whole log, omit_json ({total} messages)"),
         events,
-        started.elapsed(),
+        elapsed,
         Vec::new(),
         ">= 0.7 x the raw consume",
     ));
@@ -667,34 +643,24 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
 
     // Tamper evidence: sign checkpoints over the whole log, then verify it.
     eprintln!("phase: checkpoint and verify the log");
-    let key = paved_workers::checkpoint::signing_key(&b.pool, None).await?;
-    let mut keys = paved_eventlog::audit::TrustedKeys::default();
-    keys.add(key.verifying_key());
-    let checkpointer =
-        paved_workers::checkpoint::Checkpointer::new(b.log.clone(), key, Duration::from_secs(3600));
-    let started = Instant::now();
-    let from = b.log.last_sequence().await?;
-    while checkpointer.once().await?.is_some() {}
+    let v = checkpoint_and_verify(b).await?;
     out.push(figure(
         "checkpoint: Merkle root + Ed25519 signature over the log",
-        from,
-        started.elapsed(),
+        v.checkpointed,
+        v.checkpointing,
         Vec::new(),
         "reference (messages/s)",
     ));
-    let started = Instant::now();
-    let report = paved_eventlog::audit::verify_log(&b.log, keys, 1, |_, _| {}).await?;
-    anyhow::ensure!(report.ok(), "the bench's log does not verify: {report:?}");
     out.push(figure(
-        &format!(
-            "audit verify of the whole log ({} messages)",
-            report.messages
-        ),
-        report.messages,
-        started.elapsed(),
+        &format!("audit verify of the whole log ({} messages)", v.verified),
+        v.verified,
+        v.verifying,
         Vec::new(),
         ">= 80000 events/s",
     ));
+    if a.scale > 0 {
+        out.extend(scale_phase(b, a.scale).await?);
+    }
     Ok(out)
 }
 
@@ -963,69 +929,300 @@ async fn raw_postgres(pool: &PgPool, rows: u64) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
-async fn fill_log(b: &Bench, events: u64) -> anyhow::Result<()> {
+/// Reads the whole log with a raw ordered consumer: messages and time.
+async fn raw_consume(b: &Bench) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let consumer = b
+        .log
+        .stream()
+        .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("{}.>", b.log.config().subject_prefix),
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut n = 0u64;
+    while let Some(m) = messages.next().await {
+        let m = m?;
+        n += 1;
+        if m.info().map_err(|e| anyhow::anyhow!("{e}"))?.pending == 0 {
+            break;
+        }
+    }
+    Ok((n, started.elapsed()))
+}
+
+/// Reads the whole log through `ReadEvents`: events and time.
+async fn read_all(b: &Bench, omit_json: bool) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut stream = b
+        .client
+        .read_events(pb::ReadEventsRequest {
+            omit_json,
+            ..Default::default()
+        })
+        .await?;
+    let mut events = 0u64;
+    while stream.message().await?.is_some() {
+        events += 1;
+    }
+    Ok((events, started.elapsed()))
+}
+
+/// What signing checkpoints over the log and verifying it took.
+struct Verified {
+    checkpointed: u64,
+    checkpointing: Duration,
+    verified: u64,
+    verifying: Duration,
+}
+
+/// Signs checkpoints up to the end of the log (from where the last one
+/// stopped), then verifies the whole log against them.
+async fn checkpoint_and_verify(b: &Bench) -> anyhow::Result<Verified> {
+    let key = paved_workers::checkpoint::signing_key(&b.pool, None).await?;
+    let mut keys = paved_eventlog::audit::TrustedKeys::default();
+    keys.add(key.verifying_key());
+    let checkpointer =
+        paved_workers::checkpoint::Checkpointer::new(b.log.clone(), key, Duration::from_secs(3600));
+    let started = Instant::now();
+    let checkpointed = b.log.last_sequence().await?;
+    while checkpointer.once().await?.is_some() {}
+    let checkpointing = started.elapsed();
+    let started = Instant::now();
+    let report = paved_eventlog::audit::verify_log(&b.log, keys, 1, |_, _| {}).await?;
+    anyhow::ensure!(report.ok(), "the bench's log does not verify: {report:?}");
+    Ok(Verified {
+        checkpointed,
+        checkpointing,
+        verified: report.messages,
+        verifying: started.elapsed(),
+    })
+}
+
+/// The log grown to 1,000,000 events and then to `top`: at each size what
+/// grows with the log, then how each cost per million events grew.
+async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
+    let mut out = Vec::new();
+    let mut sizes = vec![1_000_000u64.min(top), top];
+    sizes.dedup();
+    // Per size: seconds per million events of each measure.
+    let mut costs: Vec<(u64, [f64; 5])> = Vec::new();
+    let none = paved_eventlog::audit::TrustedKeys::default();
+    for size in sizes {
+        eprintln!("phase: scale, the log at {size} events");
+        b.stop_worker().await;
+        fill_log(b, size).await?;
+        let total = b.log.last_sequence().await?;
+        let at = format!("{:.1}M", total as f64 / 1e6);
+        let per_million = |elapsed: Duration, n: u64| elapsed.as_secs_f64() * 1e6 / n.max(1) as f64;
+
+        let (n, consume) = raw_consume(b).await?;
+        out.push(figure(
+            &format!("scale {at}: raw JetStream ordered consume"),
+            n,
+            consume,
+            Vec::new(),
+            "reference",
+        ));
+        let bar = indicatif::ProgressBar::new(0);
+        let mut rss_peak = rss_mib();
+        let started = Instant::now();
+        let report = runtime::rebuild(&[CatalogProjection], &b.pool, &b.log, &none, |p| {
+            bar.set_length(p.total);
+            bar.set_position(p.applied);
+            rss_peak = rss_peak.max(rss_mib());
+        })
+        .await?;
+        let rebuild = started.elapsed();
+        bar.finish_and_clear();
+        out.push(figure(
+            &format!("scale {at}: rebuild of the catalog"),
+            report.messages,
+            rebuild,
+            Vec::new(),
+            "linear in the log",
+        ));
+        out.push(Figure {
+            phase: format!("scale {at}: resident memory, most during the rebuild"),
+            operations: rss_peak,
+            target: "<= 300 MiB (value in MiB)".into(),
+            ..Default::default()
+        });
+        let (events, read) = read_all(b, true).await?;
+        out.push(figure(
+            &format!("scale {at}: ReadEvents of the whole log, omit_json"),
+            events,
+            read,
+            Vec::new(),
+            ">= 0.7 x the raw consume",
+        ));
+        let v = checkpoint_and_verify(b).await?;
+        out.push(figure(
+            &format!("scale {at}: checkpoint (what the last one left)"),
+            v.checkpointed,
+            v.checkpointing,
+            Vec::new(),
+            "reference",
+        ));
+        out.push(figure(
+            &format!("scale {at}: audit verify of the whole log"),
+            v.verified,
+            v.verifying,
+            Vec::new(),
+            ">= 0.8 x the raw consume",
+        ));
+        let stream_bytes = b
+            .log
+            .jetstream()
+            .get_stream(&b.log.config().stream)
+            .await?
+            .info()
+            .await?
+            .state
+            .bytes;
+        let database_bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+            .fetch_one(&b.pool)
+            .await?;
+        for (what, bytes) in [
+            ("the stream", stream_bytes),
+            ("the database", database_bytes.max(0) as u64),
+        ] {
+            out.push(Figure {
+                phase: format!("scale {at}: disk used by {what}"),
+                operations: bytes / 1_048_576,
+                target: format!(
+                    "reference (value in MiB; {:.0} bytes an event)",
+                    bytes as f64 / total.max(1) as f64
+                ),
+                ..Default::default()
+            });
+        }
+        costs.push((
+            total,
+            [
+                per_million(consume, n),
+                per_million(rebuild, report.messages),
+                per_million(read, events),
+                per_million(v.verifying, v.verified),
+                (rss_peak as f64),
+            ],
+        ));
+    }
+    if let [(small, first), (large, last)] = costs[..] {
+        let names = [
+            "raw ordered consume, s per million events",
+            "catalog rebuild, s per million events",
+            "ReadEvents omit_json, s per million events",
+            "audit verify, s per million events",
+            "resident memory during the rebuild, MiB",
+        ];
+        for (i, name) in names.iter().enumerate() {
+            out.push(Figure {
+                phase: format!(
+                    "scale growth: {name}: {:.2} at {:.1}M, {:.2} at {:.1}M (x{:.2})",
+                    first[i],
+                    small as f64 / 1e6,
+                    last[i],
+                    large as f64 / 1e6,
+                    last[i] / first[i].max(1e-9)
+                ),
+                target: "linear: x1 per million (memory: bounded by the entities, not the log)"
+                    .into(),
+                ..Default::default()
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Catalog services the log filler spreads its events over.
+const FILL_SERVICES: u64 = 50_000;
+/// Messages the filler holds before it publishes them.
+const FILL_CHUNK: usize = 200_000;
+
+async fn fill_log(b: &mut Bench, events: u64) -> anyhow::Result<()> {
     let have = b.log.last_sequence().await?;
     if have >= events {
         return Ok(());
     }
     let missing = events - have;
-    let services = 50_000u64.min(missing);
     let js = b.log.jetstream().clone();
     let bar = indicatif::ProgressBar::new(missing);
     let team = Name::parse("filler")?;
-    let mut fill = Filler::new(&b.log);
-    fill.push(
-        AggregateKind::Team,
-        &team,
-        vec![
-            TeamEvent::Created {
-                name: team.clone(),
-                profile: TeamProfile::default(),
-                parent: None,
-            }
-            .into(),
-        ],
-        0,
-    );
+    let mut fill = Filler::new(&b.log, std::mem::take(&mut b.filled));
+    let mut written = 0u64;
+    if !fill
+        .chains
+        .contains_key(&(AggregateKind::Team, team.clone()))
+    {
+        fill.push(
+            AggregateKind::Team,
+            &team,
+            vec![
+                TeamEvent::Created {
+                    name: team.clone(),
+                    profile: TeamProfile::default(),
+                    parent: None,
+                }
+                .into(),
+            ],
+            have,
+        );
+        written += 1;
+    }
     let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
-    for n in 1..missing {
-        let s = n % services;
-        let name = Name::parse(&format!("fill-{s}"))?;
-        let event: paved_domain::Event = if n <= services {
-            ServiceEvent::Registered {
-                name: name.clone(),
-                owner: team.clone(),
-                spec: spec.clone(),
-            }
-            .into()
-        } else {
+    // Registrations first (round robin over the services), then updates.
+    let mut n = have;
+    while written < missing {
+        n += 1;
+        written += 1;
+        let name = Name::parse(&format!("fill-{}", n % FILL_SERVICES))?;
+        let event: paved_domain::Event = if fill
+            .chains
+            .contains_key(&(AggregateKind::Service, name.clone()))
+        {
             spec.description = format!("update {n}");
             ServiceEvent::Updated {
                 spec: spec.clone(),
                 fields: vec![SpecField::Description],
             }
             .into()
+        } else {
+            ServiceEvent::Registered {
+                name: name.clone(),
+                owner: team.clone(),
+                spec: spec.clone(),
+            }
+            .into()
         };
         fill.push(AggregateKind::Service, &name, vec![event], n);
+        if fill.messages.len() >= FILL_CHUNK {
+            publish(&js, std::mem::take(&mut fill.messages), &bar).await?;
+        }
     }
-    publish(&js, fill.messages, &bar).await?;
+    publish(&js, std::mem::take(&mut fill.messages), &bar).await?;
     bar.finish_and_clear();
+    b.filled = fill.chains;
     Ok(())
 }
+
+/// Each filled aggregate's last commit hash.
+type Chains = HashMap<(AggregateKind, Name), Vec<u8>>;
 
 /// Commits as the write path makes them (each aggregate's hashes chained,
 /// subjects as the log names them), to publish straight to JetStream.
 struct Filler<'a> {
     log: &'a paved_eventlog::EventLog,
-    chains: HashMap<(AggregateKind, Name), Vec<u8>>,
+    chains: Chains,
     messages: Vec<(String, Vec<u8>)>,
 }
 
 impl<'a> Filler<'a> {
-    fn new(log: &'a paved_eventlog::EventLog) -> Self {
+    fn new(log: &'a paved_eventlog::EventLog, chains: Chains) -> Self {
         Self {
             log,
-            chains: HashMap::new(),
+            chains,
             messages: Vec::new(),
         }
     }
@@ -1163,7 +1360,7 @@ async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<V
     let span = chrono::Duration::days(730);
     let units = events / 3;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let mut fill = Filler::new(&b.log);
+    let mut fill = Filler::new(&b.log, Chains::new());
     let mut n = 0u64;
     let mut produced = 0u64;
     while produced + 3 <= events && n < units {
