@@ -550,33 +550,22 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         b.stop_worker().await;
         fill_log(b, a.rebuild_events).await?;
         let total = b.log.last_sequence().await?;
-        let started = Instant::now();
-        let bar = indicatif::ProgressBar::new(0);
-        let none = paved_eventlog::audit::TrustedKeys::default();
-        // The rebuild folds into memory: the most this process held meanwhile.
         let rss_before = rss_mib();
-        let mut rss_peak = rss_before;
-        let report = runtime::rebuild(&[CatalogProjection], &b.pool, &b.log, &none, |p| {
-            bar.set_length(p.total);
-            bar.set_position(p.applied);
-            rss_peak = rss_peak.max(rss_mib());
-        })
-        .await?;
-        bar.finish_and_clear();
+        let r = rebuild_catalog(b).await?;
         out.push(figure(
             &format!("rebuild of the catalog ({total} messages in the log)"),
-            report.messages,
-            started.elapsed(),
+            r.messages,
+            r.elapsed,
             Vec::new(),
             "1,000,000 events <= 40 s; >= 0.9 x the raw COPY below",
         ));
         out.push(Figure {
             phase: format!("resident memory during the rebuild (before it: {rss_before} MiB)"),
-            operations: rss_peak,
+            operations: r.rss_peak,
             target: "<= 300 MiB (value in MiB)".into(),
             ..Default::default()
         });
-        out.extend(raw_postgres(&b.pool, report.messages).await?);
+        out.extend(raw_postgres(&b.pool, r.messages).await?);
     }
 
     // Reading the whole log: raw ordered consumer vs ReadEvents through the SDK.
@@ -969,6 +958,35 @@ async fn read_all(b: &Bench, omit_json: bool) -> anyhow::Result<(u64, Duration)>
     Ok((events, started.elapsed()))
 }
 
+/// What a catalog rebuild took.
+struct Rebuilt {
+    messages: u64,
+    elapsed: Duration,
+    /// The most this process held meanwhile (the rebuild folds into memory), MiB.
+    rss_peak: u64,
+}
+
+/// Rebuilds the catalog from the whole log, with a progress bar.
+async fn rebuild_catalog(b: &Bench) -> anyhow::Result<Rebuilt> {
+    let bar = indicatif::ProgressBar::new(0);
+    let none = paved_eventlog::audit::TrustedKeys::default();
+    let mut rss_peak = rss_mib();
+    let started = Instant::now();
+    let report = runtime::rebuild(&[CatalogProjection], &b.pool, &b.log, &none, |p| {
+        bar.set_length(p.total);
+        bar.set_position(p.applied);
+        rss_peak = rss_peak.max(rss_mib());
+    })
+    .await?;
+    let elapsed = started.elapsed();
+    bar.finish_and_clear();
+    Ok(Rebuilt {
+        messages: report.messages,
+        elapsed,
+        rss_peak,
+    })
+}
+
 /// What signing checkpoints over the log and verifying it took.
 struct Verified {
     checkpointed: u64,
@@ -1008,7 +1026,6 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
     sizes.dedup();
     // Per size: seconds per million events of each measure.
     let mut costs: Vec<(u64, [f64; 5])> = Vec::new();
-    let none = paved_eventlog::audit::TrustedKeys::default();
     for size in sizes {
         eprintln!("phase: scale, the log at {size} events");
         b.stop_worker().await;
@@ -1025,27 +1042,17 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             Vec::new(),
             "reference",
         ));
-        let bar = indicatif::ProgressBar::new(0);
-        let mut rss_peak = rss_mib();
-        let started = Instant::now();
-        let report = runtime::rebuild(&[CatalogProjection], &b.pool, &b.log, &none, |p| {
-            bar.set_length(p.total);
-            bar.set_position(p.applied);
-            rss_peak = rss_peak.max(rss_mib());
-        })
-        .await?;
-        let rebuild = started.elapsed();
-        bar.finish_and_clear();
+        let r = rebuild_catalog(b).await?;
         out.push(figure(
             &format!("scale {at}: rebuild of the catalog"),
-            report.messages,
-            rebuild,
+            r.messages,
+            r.elapsed,
             Vec::new(),
             "linear in the log",
         ));
         out.push(Figure {
             phase: format!("scale {at}: resident memory, most during the rebuild"),
-            operations: rss_peak,
+            operations: r.rss_peak,
             target: "<= 300 MiB (value in MiB)".into(),
             ..Default::default()
         });
@@ -1102,10 +1109,10 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             total,
             [
                 per_million(consume, n),
-                per_million(rebuild, report.messages),
+                per_million(r.elapsed, r.messages),
                 per_million(read, events),
                 per_million(v.verifying, v.verified),
-                (rss_peak as f64),
+                (r.rss_peak as f64),
             ],
         ));
     }
