@@ -993,6 +993,8 @@ struct Verified {
     checkpointing: Duration,
     verified: u64,
     verifying: Duration,
+    /// The most this process held while verifying, MiB.
+    rss_peak: u64,
 }
 
 /// Signs checkpoints up to the end of the log (from where the last one
@@ -1008,13 +1010,18 @@ async fn checkpoint_and_verify(b: &Bench) -> anyhow::Result<Verified> {
     while checkpointer.once().await?.is_some() {}
     let checkpointing = started.elapsed();
     let started = Instant::now();
-    let report = paved_eventlog::audit::verify_log(&b.log, keys, 1, |_, _| {}).await?;
+    let mut rss_peak = rss_mib();
+    let report = paved_eventlog::audit::verify_log(&b.log, keys, 1, |_, _| {
+        rss_peak = rss_peak.max(rss_mib());
+    })
+    .await?;
     anyhow::ensure!(report.ok(), "the bench's log does not verify: {report:?}");
     Ok(Verified {
         checkpointed,
         checkpointing,
         verified: report.messages,
         verifying: started.elapsed(),
+        rss_peak,
     })
 }
 
@@ -1025,7 +1032,7 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
     let mut sizes = vec![1_000_000u64.min(top), top];
     sizes.dedup();
     // Per size: seconds per million events of each measure.
-    let mut costs: Vec<(u64, [f64; 5])> = Vec::new();
+    let mut costs: Vec<(u64, [f64; 6])> = Vec::new();
     for size in sizes {
         eprintln!("phase: scale, the log at {size} events");
         b.stop_worker().await;
@@ -1079,6 +1086,12 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             Vec::new(),
             ">= 0.8 x the raw consume",
         ));
+        out.push(Figure {
+            phase: format!("scale {at}: resident memory, most during audit verify"),
+            operations: v.rss_peak,
+            target: "reference (value in MiB)".into(),
+            ..Default::default()
+        });
         let stream_bytes = b
             .log
             .jetstream()
@@ -1113,6 +1126,7 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
                 per_million(read, events),
                 per_million(v.verifying, v.verified),
                 (r.rss_peak as f64),
+                (v.rss_peak as f64),
             ],
         ));
     }
@@ -1123,6 +1137,7 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             "ReadEvents omit_json, s per million events",
             "audit verify, s per million events",
             "resident memory during the rebuild, MiB",
+            "resident memory during audit verify, MiB",
         ];
         for (i, name) in names.iter().enumerate() {
             out.push(Figure {
