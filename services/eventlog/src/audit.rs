@@ -306,10 +306,16 @@ pub struct Verifier {
     /// The last commit hash of every aggregate (by subject).
     heads: HashMap<String, [u8; 32]>,
     /// Sequence of every commit hash seen, by its first 8 bytes (used only
-    /// to name what a broken link points at).
-    seen: HashMap<u64, u64>,
-    /// Leaves since the last checkpointed range.
+    /// to name what a broken link points at; `None` in a lean pass, which
+    /// holds nothing per commit and only says whether a link broke).
+    seen: Option<HashMap<u64, u64>>,
+    /// Leaves since the last checkpointed range (when the ranges are not
+    /// known before the scan).
     leaves: VecDeque<(u64, [u8; 32])>,
+    /// The checkpoints' ranges, read before the scan (see
+    /// [`Self::with_ranges`]): each range's root is folded as its last
+    /// message passes, so no more than one range's leaves are held.
+    planned: Option<Planned>,
     next_from: Option<u64>,
     /// A first finding that says "missing" until the commit it chains to
     /// shows up later ("reordered").
@@ -319,6 +325,51 @@ pub struct Verifier {
     /// Signed quarantine records, by the sequence they set aside.
     quarantines: HashMap<u64, Quarantine>,
     report: Report,
+}
+
+/// Ranges known before the scan, and the roots of those that have passed.
+#[derive(Default)]
+struct Planned {
+    ranges: VecDeque<(u64, u64)>,
+    /// Leaves of the front range so far, and whether they came without a gap.
+    current: Vec<[u8; 32]>,
+    contiguous: bool,
+    /// Roots of passed ranges (`None`: a message of it was missing).
+    roots: HashMap<(u64, u64), Option<[u8; 32]>>,
+}
+
+impl Planned {
+    fn observe(&mut self, sequence: u64, leaf: [u8; 32]) {
+        // Ranges that ended without their last message.
+        while let Some(&(from, to)) = self.ranges.front() {
+            if sequence <= to {
+                break;
+            }
+            self.close(from, to, false);
+        }
+        let Some(&(from, to)) = self.ranges.front() else {
+            return;
+        };
+        if sequence < from {
+            return;
+        }
+        if self.current.is_empty() {
+            self.contiguous = true;
+        }
+        self.contiguous &= sequence == from + self.current.len() as u64;
+        self.current.push(leaf);
+        if sequence == to {
+            let contiguous = self.contiguous;
+            self.close(from, to, contiguous);
+        }
+    }
+
+    fn close(&mut self, from: u64, to: u64, contiguous: bool) {
+        let leaves = std::mem::take(&mut self.current);
+        let root = contiguous.then(|| merkle_root(leaves));
+        self.roots.insert((from, to), root);
+        self.ranges.pop_front();
+    }
 }
 
 fn short(h: &[u8]) -> u64 {
@@ -335,8 +386,9 @@ impl Verifier {
             keys,
             start: start.max(1),
             heads: HashMap::new(),
-            seen: HashMap::new(),
+            seen: Some(HashMap::new()),
             leaves: VecDeque::new(),
+            planned: None,
             next_from: (start <= 1).then_some(1),
             awaiting: None,
             first_hash: None,
@@ -346,6 +398,31 @@ impl Verifier {
                 ..Report::default()
             },
         }
+    }
+
+    /// Keeps nothing per commit: a broken link is still found (and counted),
+    /// but not named (what it copies or points at). [`verify_log`] verifies
+    /// lean and, only when something is found, again in full to name it.
+    pub fn lean(mut self) -> Self {
+        self.seen = None;
+        self
+    }
+
+    /// The ranges of the log's checkpoints, in stream order, read before
+    /// the scan: each range's root is then folded as its last message
+    /// passes instead of holding every leaf until its checkpoint is read.
+    /// Ignored unless they follow each other without gap or overlap (what
+    /// a log that is not can still be checked the long way).
+    pub fn with_ranges(mut self, ranges: Vec<(u64, u64)>) -> Self {
+        let back_to_back = ranges.iter().all(|(from, to)| *from >= 1 && from <= to)
+            && ranges.windows(2).all(|w| w[1].0 == w[0].1 + 1);
+        if back_to_back {
+            self.planned = Some(Planned {
+                ranges: ranges.into(),
+                ..Planned::default()
+            });
+        }
+        self
     }
 
     /// Honours these quarantine records (already checked against the keys):
@@ -378,7 +455,10 @@ impl Verifier {
         }
         self.report.messages += 1;
         self.report.last_sequence = sequence;
-        self.leaves.push_back((sequence, leaf(payload)));
+        match self.planned.as_mut() {
+            Some(planned) => planned.observe(sequence, leaf(payload)),
+            None => self.leaves.push_back((sequence, leaf(payload))),
+        }
         if subject == self.checkpoints {
             return self.checkpoint(sequence, payload);
         }
@@ -447,9 +527,10 @@ impl Verifier {
             None => seal.prev_hash.is_empty() || self.start > 1,
         };
         if !linked {
-            let copy_of = self.seen.get(&short(&hash)).copied();
+            let seen_at = |h: &[u8]| self.seen.as_ref()?.get(&short(h)).copied();
+            let copy_of = seen_at(&hash);
             let points_at = (!seal.prev_hash.is_empty())
-                .then(|| self.seen.get(&short(&seal.prev_hash)).copied())
+                .then(|| seen_at(&seal.prev_hash))
                 .flatten();
             let (tamper, detail) = if let Some(original) = copy_of {
                 (
@@ -481,7 +562,9 @@ impl Verifier {
             self.found(sequence, tamper, detail);
         }
         self.heads.insert(rel.to_owned(), hash);
-        self.seen.insert(short(&hash), sequence);
+        if let Some(seen) = self.seen.as_mut() {
+            seen.insert(short(&hash), sequence);
+        }
     }
 
     fn checkpoint(&mut self, sequence: u64, payload: &[u8]) {
@@ -519,23 +602,28 @@ impl Verifier {
             ),
             _ => {}
         }
-        // Leaves of the range (a range that began before a later start
-        // cannot be checked; its tail is dropped).
-        let mut range = Vec::new();
-        while let Some(&(s, l)) = self.leaves.front() {
-            if s > to {
-                break;
+        // The range's root, if all of its messages are there (a range that
+        // began before a later start cannot be checked).
+        let root = match self.planned.as_mut() {
+            Some(planned) => planned.roots.remove(&(from, to)).flatten(),
+            None => {
+                let mut range = Vec::new();
+                while let Some(&(s, l)) = self.leaves.front() {
+                    if s > to {
+                        break;
+                    }
+                    self.leaves.pop_front();
+                    if s >= from {
+                        range.push((s, l));
+                    }
+                }
+                let contiguous = range.len() as u64 == to - from + 1
+                    && range.first().is_some_and(|&(s, _)| s == from);
+                contiguous.then(|| merkle_root(range.iter().map(|&(_, l)| l)))
             }
-            self.leaves.pop_front();
-            if s >= from {
-                range.push((s, l));
-            }
-        }
+        };
         if from >= self.start {
-            let contiguous = range.len() as u64 == to - from + 1
-                && range.first().is_some_and(|&(s, _)| s == from);
-            let root = merkle_root(range.iter().map(|&(_, l)| l));
-            if !contiguous || root[..] != cp.root[..] {
+            if root.is_none_or(|root| root[..] != cp.root[..]) {
                 self.found(
                     from,
                     Tamper::RangeAltered,
@@ -569,21 +657,53 @@ pub async fn verify_log(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Report, LogError> {
     let quarantines = crate::quarantine::all(log, &keys).await?;
-    let mut verifier =
-        Verifier::new(&log.config().subject_prefix, keys, from).with_quarantines(quarantines);
     let last = log.last_sequence().await?;
-    if last < from.max(1) {
-        return Ok(verifier.finish());
-    }
-    log.scan(from.max(1), last, |sequence, subject, payload| {
-        verifier.observe(sequence, subject, payload);
-        if sequence % 10_000 == 0 {
-            progress(sequence, last);
+    // The checkpoints' ranges first (one message per 100,000): each range's
+    // root is then folded as it passes (see `Verifier::with_ranges`).
+    let ranges: Option<Vec<(u64, u64)>> = log
+        .read_subject(&log.checkpoint_subject(), from.max(1), last)
+        .await?
+        .iter()
+        // One that does not decode: the scan will say what is wrong with
+        // it; check the long way.
+        .map(|m| {
+            decode_checkpoint(&m.payload)
+                .ok()
+                .map(|cp| (cp.from_sequence, cp.to_sequence))
+        })
+        .collect();
+    // A lean pass first (nothing held per commit); a log where it finds
+    // something is read again in full, so the report names what it found
+    // exactly as a full pass does.
+    let mut report = None;
+    for lean in [true, false] {
+        let mut verifier = Verifier::new(&log.config().subject_prefix, keys.clone(), from)
+            .with_quarantines(quarantines.clone());
+        if let Some(ranges) = &ranges {
+            verifier = verifier.with_ranges(ranges.clone());
         }
-    })
-    .await?;
-    progress(last, last);
-    Ok(verifier.finish())
+        if lean {
+            verifier = verifier.lean();
+        }
+        if last < from.max(1) {
+            return Ok(verifier.finish());
+        }
+        log.scan(from.max(1), last, |sequence, subject, payload| {
+            verifier.observe(sequence, subject, payload);
+            if sequence % 10_000 == 0 {
+                progress(sequence, last);
+            }
+        })
+        .await?;
+        progress(last, last);
+        let r = verifier.finish();
+        let clean = r.problems == 0;
+        report = Some(r);
+        if clean {
+            break;
+        }
+    }
+    Ok(report.expect("at least one pass"))
 }
 
 /// The Merkle root over the messages `from..=to`, read from the stream.
