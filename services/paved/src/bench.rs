@@ -1092,6 +1092,65 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             target: "reference (value in MiB)".into(),
             ..Default::default()
         });
+        // Queries at this size, through the API: the owner's services a page
+        // of 100 at a time (20 pages), and the catalog as of the middle of
+        // the log, replayed in memory.
+        let mut latencies = Vec::new();
+        let mut token = String::new();
+        let started = Instant::now();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let page = b
+                .client
+                .at(total)
+                .list_services(pb::ListServicesRequest {
+                    owner: "filler".into(),
+                    page_size: 100,
+                    page_token: std::mem::take(&mut token),
+                    ..Default::default()
+                })
+                .await?;
+            latencies.push(t.elapsed());
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        out.push(figure(
+            &format!("scale {at}: ListServices of an owner, pages of 100"),
+            latencies.len() as u64,
+            started.elapsed(),
+            latencies,
+            "reference",
+        ));
+        let middle = b
+            .client
+            .read_events(pb::ReadEventsRequest {
+                from_sequence: total / 2,
+                limit: 1,
+                omit_json: true,
+                ..Default::default()
+            })
+            .await?
+            .message()
+            .await?
+            .and_then(|r| r.occurred_at)
+            .context("the middle of the log")?;
+        let middle = chrono::DateTime::from_timestamp(middle.seconds, middle.nanos as u32)
+            .context("a time in the log")?;
+        let started = Instant::now();
+        let (catalog, replayed) =
+            crate::cli::audit::catalog_at(&b.client, middle, String::new(), String::new()).await?;
+        out.push(figure(
+            &format!(
+                "scale {at}: audit at the middle of the log ({} services then)",
+                catalog.services.len()
+            ),
+            replayed,
+            started.elapsed(),
+            Vec::new(),
+            "1,000,000 events <= 20 s",
+        ));
         let stream_bytes = b
             .log
             .jetstream()
