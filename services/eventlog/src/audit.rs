@@ -331,9 +331,8 @@ pub struct Verifier {
 #[derive(Default)]
 struct Planned {
     ranges: VecDeque<(u64, u64)>,
-    /// Leaves of the front range so far, and whether they came without a gap.
+    /// Leaves of the front range so far.
     current: Vec<[u8; 32]>,
-    contiguous: bool,
     /// Roots of passed ranges (`None`: a message of it was missing).
     roots: HashMap<(u64, u64), Option<[u8; 32]>>,
 }
@@ -345,31 +344,30 @@ impl Planned {
             if sequence <= to {
                 break;
             }
-            self.close(from, to, false);
+            self.close(from, to);
         }
         let Some(&(from, to)) = self.ranges.front() else {
             return;
         };
-        if sequence < from {
-            return;
-        }
-        if self.current.is_empty() {
-            self.contiguous = true;
-        }
-        self.contiguous &= sequence == from + self.current.len() as u64;
-        self.current.push(leaf);
-        if sequence == to {
-            let contiguous = self.contiguous;
-            self.close(from, to, contiguous);
+        if sequence >= from {
+            self.current.push(leaf);
+            if sequence == to {
+                self.close(from, to);
+            }
         }
     }
 
-    fn close(&mut self, from: u64, to: u64, contiguous: bool) {
-        let leaves = std::mem::take(&mut self.current);
-        let root = contiguous.then(|| merkle_root(leaves));
+    fn close(&mut self, from: u64, to: u64) {
+        let root = complete_root(from, to, std::mem::take(&mut self.current));
         self.roots.insert((from, to), root);
         self.ranges.pop_front();
     }
+}
+
+/// The Merkle root of `from..=to` given the leaves of the messages seen in
+/// it, in order; `None` unless every one of them was seen.
+fn complete_root(from: u64, to: u64, leaves: Vec<[u8; 32]>) -> Option<[u8; 32]> {
+    (leaves.len() as u64 == to - from + 1).then(|| merkle_root(leaves))
 }
 
 fn short(h: &[u8]) -> u64 {
@@ -614,12 +612,10 @@ impl Verifier {
                     }
                     self.leaves.pop_front();
                     if s >= from {
-                        range.push((s, l));
+                        range.push(l);
                     }
                 }
-                let contiguous = range.len() as u64 == to - from + 1
-                    && range.first().is_some_and(|&(s, _)| s == from);
-                contiguous.then(|| merkle_root(range.iter().map(|&(_, l)| l)))
+                complete_root(from, to, range)
             }
         };
         if from >= self.start {
@@ -672,38 +668,44 @@ pub async fn verify_log(
                 .map(|cp| (cp.from_sequence, cp.to_sequence))
         })
         .collect();
+    let verifier = || {
+        let v = Verifier::new(&log.config().subject_prefix, keys.clone(), from)
+            .with_quarantines(quarantines.clone());
+        match &ranges {
+            Some(ranges) => v.with_ranges(ranges.clone()),
+            None => v,
+        }
+    };
     // A lean pass first (nothing held per commit); a log where it finds
     // something is read again in full, so the report names what it found
     // exactly as a full pass does.
-    let mut report = None;
-    for lean in [true, false] {
-        let mut verifier = Verifier::new(&log.config().subject_prefix, keys.clone(), from)
-            .with_quarantines(quarantines.clone());
-        if let Some(ranges) = &ranges {
-            verifier = verifier.with_ranges(ranges.clone());
-        }
-        if lean {
-            verifier = verifier.lean();
-        }
-        if last < from.max(1) {
-            return Ok(verifier.finish());
-        }
-        log.scan(from.max(1), last, |sequence, subject, payload| {
-            verifier.observe(sequence, subject, payload);
-            if sequence % 10_000 == 0 {
-                progress(sequence, last);
-            }
-        })
-        .await?;
-        progress(last, last);
-        let r = verifier.finish();
-        let clean = r.problems == 0;
-        report = Some(r);
-        if clean {
-            break;
-        }
+    let report = scan_into(log, verifier().lean(), from, last, &mut progress).await?;
+    if report.problems == 0 {
+        return Ok(report);
     }
-    Ok(report.expect("at least one pass"))
+    scan_into(log, verifier(), from, last, &mut progress).await
+}
+
+/// Streams the log's `from..=last` through `verifier`.
+async fn scan_into(
+    log: &EventLog,
+    mut verifier: Verifier,
+    from: u64,
+    last: u64,
+    progress: &mut impl FnMut(u64, u64),
+) -> Result<Report, LogError> {
+    if last < from.max(1) {
+        return Ok(verifier.finish());
+    }
+    log.scan(from.max(1), last, |sequence, subject, payload| {
+        verifier.observe(sequence, subject, payload);
+        if sequence % 10_000 == 0 {
+            progress(sequence, last);
+        }
+    })
+    .await?;
+    progress(last, last);
+    Ok(verifier.finish())
 }
 
 /// The Merkle root over the messages `from..=to`, read from the stream.

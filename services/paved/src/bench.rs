@@ -535,15 +535,14 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
         Vec::new(),
         "50,000 entities <= 5 s",
     ));
-    out.push(Figure {
-        phase: format!(
+    out.push(in_mib(
+        format!(
             "resident memory (API + worker + bench client, {} services)",
             n + a.import_components
         ),
-        operations: rss_mib(),
-        target: "<= 150 MiB with 5000 services (value in MiB)".into(),
-        ..Default::default()
-    });
+        rss_mib(),
+        "<= 150 MiB with 5000 services",
+    ));
 
     if a.rebuild_events > 0 {
         eprintln!("phase: rebuild of {} events", a.rebuild_events);
@@ -559,12 +558,11 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
             Vec::new(),
             "1,000,000 events <= 40 s; >= 0.9 x the raw COPY below",
         ));
-        out.push(Figure {
-            phase: format!("resident memory during the rebuild (before it: {rss_before} MiB)"),
-            operations: r.rss_peak,
-            target: "<= 300 MiB (value in MiB)".into(),
-            ..Default::default()
-        });
+        out.push(in_mib(
+            format!("resident memory during the rebuild (before it: {rss_before} MiB)"),
+            r.rss_peak,
+            "<= 300 MiB",
+        ));
         out.extend(raw_postgres(&b.pool, r.messages).await?);
     }
 
@@ -615,7 +613,7 @@ async fn run_phases(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
     ));
 
     if a.dora_events > 0 {
-        out.extend(dora_phase(b, a.dora_events, a.delivery_shares).await?);
+        out.extend(dora_phase(b, a).await?);
     }
 
     if a.provision_requests > 0 {
@@ -825,6 +823,16 @@ fn backstage_yaml(components: usize) -> String {
     y
 }
 
+/// A figure whose value is in MiB (in the operations column).
+fn in_mib(phase: String, mib: u64, target: &str) -> Figure {
+    Figure {
+        phase,
+        operations: mib,
+        target: format!("{target} (value in MiB)"),
+        ..Default::default()
+    }
+}
+
 /// Resident set size of this process in MiB.
 fn rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -839,8 +847,6 @@ fn rss_mib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Tops the log up to `events` messages with valid catalog commits
-/// (registrations, then description updates), published straight to JetStream.
 /// The raw limits of writing `rows` rows shaped like the catalog
 /// projection's (`catalog_services`, with its indexes, logged like it) in
 /// this run: `COPY … FROM STDIN`, and `INSERT … SELECT FROM UNNEST` of 1,000
@@ -1057,12 +1063,11 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             Vec::new(),
             "linear in the log",
         ));
-        out.push(Figure {
-            phase: format!("scale {at}: resident memory, most during the rebuild"),
-            operations: r.rss_peak,
-            target: "<= 300 MiB (value in MiB)".into(),
-            ..Default::default()
-        });
+        out.push(in_mib(
+            format!("scale {at}: resident memory, most during the rebuild"),
+            r.rss_peak,
+            "<= 300 MiB",
+        ));
         let (events, read) = read_all(b, true).await?;
         out.push(figure(
             &format!("scale {at}: ReadEvents of the whole log, omit_json"),
@@ -1086,12 +1091,11 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             Vec::new(),
             ">= 0.8 x the raw consume",
         ));
-        out.push(Figure {
-            phase: format!("scale {at}: resident memory, most during audit verify"),
-            operations: v.rss_peak,
-            target: "reference (value in MiB)".into(),
-            ..Default::default()
-        });
+        out.push(in_mib(
+            format!("scale {at}: resident memory, most during audit verify"),
+            v.rss_peak,
+            "reference",
+        ));
         // Queries at this size, through the API: the owner's services a page
         // of 100 at a time (20 pages), and the catalog as of the middle of
         // the log, replayed in memory.
@@ -1134,10 +1138,8 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             .await?
             .message()
             .await?
-            .and_then(|r| r.occurred_at)
+            .and_then(|r| paved_eventlog::codec::time_from_proto(r.occurred_at.as_ref()))
             .context("the middle of the log")?;
-        let middle = chrono::DateTime::from_timestamp(middle.seconds, middle.nanos as u32)
-            .context("a time in the log")?;
         let started = Instant::now();
         let (catalog, replayed) =
             crate::cli::audit::catalog_at(&b.client, middle, String::new(), String::new()).await?;
@@ -1167,15 +1169,14 @@ async fn scale_phase(b: &mut Bench, top: u64) -> anyhow::Result<Vec<Figure>> {
             ("the stream", stream_bytes),
             ("the database", database_bytes.max(0) as u64),
         ] {
-            out.push(Figure {
-                phase: format!("scale {at}: disk used by {what}"),
-                operations: bytes / 1_048_576,
-                target: format!(
-                    "reference (value in MiB; {:.0} bytes an event)",
+            out.push(in_mib(
+                format!("scale {at}: disk used by {what}"),
+                bytes / 1_048_576,
+                &format!(
+                    "reference; {:.0} bytes an event",
                     bytes as f64 / total.max(1) as f64
                 ),
-                ..Default::default()
-            });
+            ));
         }
         costs.push((
             total,
@@ -1222,6 +1223,9 @@ const FILL_SERVICES: u64 = 50_000;
 /// Messages the filler holds before it publishes them.
 const FILL_CHUNK: usize = 200_000;
 
+/// Tops the log up to `events` messages with valid catalog commits
+/// (registrations, then description updates), published straight to
+/// JetStream, continuing the hash chains of earlier fills.
 async fn fill_log(b: &mut Bench, events: u64) -> anyhow::Result<()> {
     let have = b.log.last_sequence().await?;
     if have >= events {
@@ -1232,7 +1236,7 @@ async fn fill_log(b: &mut Bench, events: u64) -> anyhow::Result<()> {
     let bar = indicatif::ProgressBar::new(missing);
     let team = Name::parse("filler")?;
     let mut fill = Filler::new(&b.log, std::mem::take(&mut b.filled));
-    let mut written = 0u64;
+    let mut first = have + 1;
     if !fill
         .chains
         .contains_key(&(AggregateKind::Team, team.clone()))
@@ -1250,14 +1254,11 @@ async fn fill_log(b: &mut Bench, events: u64) -> anyhow::Result<()> {
             ],
             have,
         );
-        written += 1;
+        first += 1;
     }
     let mut spec = ServiceSpec::new(ServiceType::Service, Lifecycle::Production);
     // Registrations first (round robin over the services), then updates.
-    let mut n = have;
-    while written < missing {
-        n += 1;
-        written += 1;
+    for n in first..=events {
         let name = Name::parse(&format!("fill-{}", n % FILL_SERVICES))?;
         let event: paved_domain::Event = if fill
             .chains
@@ -1396,7 +1397,8 @@ async fn catch_up_delivery(b: &Bench, shares: u32, to: u64) -> anyhow::Result<()
     Ok(())
 }
 
-async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<Vec<Figure>> {
+async fn dora_phase(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>> {
+    let (events, shares) = (a.dora_events, a.delivery_shares);
     use paved_domain::delivery::{
         ChangeEvent, ChangeSpec, DeploymentEvent, IncidentEvent, Outcome, Target,
     };
@@ -1622,7 +1624,7 @@ async fn dora_phase(b: &mut Bench, events: u64, shares: u32) -> anyhow::Result<V
         survey_min_group: 5,
         commands: None,
         projections: Vec::new(),
-        dora_attribution: chrono::Duration::hours(24),
+        dora_attribution: a.settings.dora_attribution(),
         webhooks: None,
     };
     let mut latencies = Vec::new();

@@ -405,37 +405,53 @@ async fn an_operator_quarantines_a_poison_message_and_everything_carries_on() {
     assert!(!unsigned.ok());
 }
 
-/// Stores (or replaces) an API entity owned by `team-0` through the write path.
-async fn store_api(exec: &paved_eventlog::Executor, name: &str, description: &str, key: &str) {
-    let document = serde_json::json!({
+/// An API entity owned by `team-0` (part of a system that is not there).
+fn api(name: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({
         "apiVersion": "backstage.io/v1alpha1",
         "kind": "API",
         "metadata": {"name": name, "description": description},
         "spec": {"type": "openapi", "lifecycle": "production", "owner": "group:team-0",
                  "system": "nowhere", "definition": "openapi: 3.0.0"},
-    });
-    let entity_ref = paved_domain::catalog::entity_ref(&document).unwrap();
+    })
+}
+
+/// Runs an entity command on the API `name` through the write path, as an admin.
+async fn on_api(
+    exec: &paved_eventlog::Executor,
+    name: &str,
+    command: paved_domain::catalog::EntityCommand,
+    key: &str,
+) {
+    let entity_ref = paved_domain::catalog::entity_ref(&api(name, "")).unwrap();
     exec.execute::<Option<paved_domain::catalog::Entity>>(
         &entity_ref.id(),
-        &paved_domain::catalog::EntityCommand::Store { document },
+        &command,
         &paved_eventlog::CommandMeta::new(key, paved_domain::Principal::admin("ops")),
     )
     .await
     .unwrap();
 }
 
-async fn remove_api(exec: &paved_eventlog::Executor, name: &str, key: &str) {
-    let document = serde_json::json!({
-        "apiVersion": "backstage.io/v1alpha1", "kind": "API", "metadata": {"name": name}, "spec": {},
-    });
-    let entity_ref = paved_domain::catalog::entity_ref(&document).unwrap();
-    exec.execute::<Option<paved_domain::catalog::Entity>>(
-        &entity_ref.id(),
-        &paved_domain::catalog::EntityCommand::Remove,
-        &paved_eventlog::CommandMeta::new(key, paved_domain::Principal::admin("ops")),
+async fn store_api(exec: &paved_eventlog::Executor, name: &str, description: &str, key: &str) {
+    let document = api(name, description);
+    on_api(
+        exec,
+        name,
+        paved_domain::catalog::EntityCommand::Store { document },
+        key,
     )
-    .await
-    .unwrap();
+    .await;
+}
+
+async fn remove_api(exec: &paved_eventlog::Executor, name: &str, key: &str) {
+    on_api(
+        exec,
+        name,
+        paved_domain::catalog::EntityCommand::Remove,
+        key,
+    )
+    .await;
 }
 
 /// A rebuild folds many batches into one window in memory and writes each

@@ -81,17 +81,6 @@ struct EntityChange {
     removed: bool,
 }
 
-impl CatalogWindow {
-    fn rows(&self) -> usize {
-        self.teams.len()
-            + self.systems.len()
-            + self.services.len()
-            + self.claims.len()
-            + self.github_ids.len()
-            + self.entities.len()
-    }
-}
-
 fn bad_row(table: &str, e: impl std::fmt::Display) -> ProjectionError {
     ProjectionError::BadRow(format!("{table}: {e}"))
 }
@@ -194,8 +183,13 @@ impl Projection for CatalogProjection {
         Ok(())
     }
 
-    fn window_rows(window: &CatalogWindow) -> usize {
-        window.rows()
+    fn window_rows(w: &CatalogWindow) -> usize {
+        w.teams.len()
+            + w.systems.len()
+            + w.services.len()
+            + w.claims.len()
+            + w.github_ids.len()
+            + w.entities.len()
     }
 
     async fn write_window(
@@ -204,18 +198,22 @@ impl Projection for CatalogProjection {
         window: &mut CatalogWindow,
     ) -> Result<(), ProjectionError> {
         let w = std::mem::take(window);
-        for chunk in chunks(w.teams.values()) {
-            write_teams(conn, &chunk).await?;
+        let teams: Vec<_> = w.teams.values().collect();
+        for chunk in teams.chunks(WRITE_CHUNK) {
+            write_teams(conn, chunk).await?;
         }
-        for chunk in chunks(w.systems.values()) {
-            write_systems(conn, &chunk).await?;
+        let systems: Vec<_> = w.systems.values().collect();
+        for chunk in systems.chunks(WRITE_CHUNK) {
+            write_systems(conn, chunk).await?;
         }
-        for chunk in chunks(w.services.values()) {
-            write_services(conn, &chunk).await?;
+        let services: Vec<_> = w.services.values().collect();
+        for chunk in services.chunks(WRITE_CHUNK) {
+            write_services(conn, chunk).await?;
         }
         write_claims(conn, &w.claims, &w.github_ids).await?;
-        for chunk in chunks(w.entities.iter()) {
-            write_entities(conn, &chunk).await?;
+        let entities: Vec<_> = w.entities.iter().collect();
+        for chunk in entities.chunks(WRITE_CHUNK) {
+            write_entities(conn, chunk).await?;
         }
         Ok(())
     }
@@ -224,17 +222,6 @@ impl Projection for CatalogProjection {
 /// Rows a statement writes at most (a rebuild's window holds up to
 /// [`crate::runtime::REBUILD_WINDOW_ROWS`]).
 const WRITE_CHUNK: usize = 5_000;
-
-fn chunks<T>(items: impl Iterator<Item = T>) -> Vec<Vec<T>> {
-    let mut out: Vec<Vec<T>> = Vec::new();
-    for item in items {
-        match out.last_mut() {
-            Some(last) if last.len() < WRITE_CHUNK => last.push(item),
-            _ => out.push(vec![item]),
-        }
-    }
-    out
-}
 
 /// Folds a commit's repository claims and entity events into the window:
 /// the last of each decides its row.
@@ -263,25 +250,22 @@ fn fold_last(window: &mut CatalogWindow, stored: &StoredCommit) {
             }
             Event::Entity(e) => {
                 let id = stored.commit.aggregate_id.to_string();
-                let change = window.entities.entry(id).or_insert_with(|| EntityChange {
+                let before = window.entities.get(&id);
+                let (created_at, removed) = match e {
+                    EntityEvent::Stored { .. } => (
+                        before.and_then(|c| c.created_at).or(Some(at)),
+                        before.is_some_and(|c| c.removed),
+                    ),
+                    EntityEvent::Removed { .. } => (None, true),
+                };
+                let change = EntityChange {
                     last: e.clone(),
                     at,
                     sequence: seq,
-                    created_at: None,
-                    removed: false,
-                });
-                change.last = e.clone();
-                change.at = at;
-                change.sequence = seq;
-                match e {
-                    EntityEvent::Stored { .. } => {
-                        change.created_at.get_or_insert(at);
-                    }
-                    EntityEvent::Removed { .. } => {
-                        change.created_at = None;
-                        change.removed = true;
-                    }
-                }
+                    created_at,
+                    removed,
+                };
+                window.entities.insert(id, change);
             }
             _ => {}
         }

@@ -409,7 +409,7 @@ pub(crate) fn filter<P: Projection>(log: &EventLog) -> String {
 /// Commits stay synchronous: with asynchronous commit a database crash takes
 /// back the last commits after readers saw them (and after `min_sequence`
 /// reads were answered from them), so read-your-writes would step back.
-pub(crate) async fn custom_plans(conn: &mut PgConnection) -> Result<(), ProjectionError> {
+pub(crate) async fn transaction_settings(conn: &mut PgConnection) -> Result<(), ProjectionError> {
     sqlx::raw_sql(
         "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off;
          SET LOCAL random_page_cost = 1.1",

@@ -9,8 +9,8 @@ use paved_eventlog::{EventLog, StoredCommit, checkpoints};
 use sqlx::{PgConnection, PgPool};
 
 use super::{
-    Projection, ProjectionError, REBUILD_BATCH, REBUILD_WINDOW_ROWS, Skips, custom_plans,
-    decode_all, delete_consumer, filter, js_err, set_search_path, skips_for, wait_batch,
+    Projection, ProjectionError, REBUILD_BATCH, REBUILD_WINDOW_ROWS, Skips, decode_all,
+    delete_consumer, filter, js_err, set_search_path, skips_for, transaction_settings, wait_batch,
 };
 
 /// Progress of a rebuild, for a progress bar.
@@ -183,6 +183,17 @@ async fn rebuild_then<P: Projection>(
     result
 }
 
+/// A transaction writing into the shadow schema.
+async fn shadow_transaction<'c>(
+    conn: &'c mut PgConnection,
+    shadow: &str,
+) -> Result<sqlx::Transaction<'c, sqlx::Postgres>, ProjectionError> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    transaction_settings(&mut tx).await?;
+    set_search_path(&mut tx, shadow).await?;
+    Ok(tx)
+}
+
 /// Folds every commit of `batch` into each share's window; writes the
 /// windows that hold more than `max_rows`.
 async fn fold_shares<P: Projection>(
@@ -272,9 +283,7 @@ async fn replay_into_shadow<P: Projection>(
         let batch = decode_all(&received, u64::MAX, skips)?;
         applied += received.len() as u64;
         last = last.max(batch.through);
-        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-        custom_plans(&mut tx).await?;
-        set_search_path(&mut tx, &shadow).await?;
+        let mut tx = shadow_transaction(&mut conn, &shadow).await?;
         fold_shares(
             &mut tx,
             parts,
@@ -287,9 +296,7 @@ async fn replay_into_shadow<P: Projection>(
         progress(RebuildProgress { applied, total });
     }
     // What the windows still hold, before the swap applies live batches.
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    custom_plans(&mut tx).await?;
-    set_search_path(&mut tx, &shadow).await?;
+    let mut tx = shadow_transaction(&mut conn, &shadow).await?;
     for (part, window) in parts.iter().zip(&mut windows) {
         part.write_window(&mut tx, window).await?;
     }
@@ -318,7 +325,7 @@ async fn replay_into_shadow<P: Projection>(
     // these all, in a fixed order, also those of another partitioning a
     // rebuild replaces), so from here on they wait for us.
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    custom_plans(&mut tx).await?;
+    transaction_settings(&mut tx).await?;
     if finish == Finish::Swap {
         checkpoints::create(&mut tx, &names).await?;
     }

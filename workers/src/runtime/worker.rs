@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use super::{
     CONSUMER_INACTIVE, Decoded, Health, LEASE_CHECK, MAX_BATCH, Outcome, Projection,
-    ProjectionError, ProjectionStatus, Skips, consumer_name, custom_plans, decode, delete_consumer,
-    filter, js_err, next_batch, skips_for,
+    ProjectionError, ProjectionStatus, Skips, consumer_name, decode, delete_consumer, filter,
+    js_err, next_batch, skips_for, transaction_settings,
 };
 use crate::lease::{self, Lease};
 
@@ -427,7 +427,7 @@ impl<P: Projection> ProjectionWorker<P> {
             return Ok(Outcome::Skipped { messages: 0 });
         }
         let mut tx = self.pool.begin().await?;
-        custom_plans(&mut tx).await?;
+        transaction_settings(&mut tx).await?;
         let (checkpoint, current) = checkpoints::lock(&mut tx, &self.name).await?;
         if current != epoch {
             return Err(ProjectionError::LeaseLost {
