@@ -49,6 +49,11 @@ impl Violations {
         }
     }
 
+    /// Whether a violation of `field` is recorded already.
+    pub fn mentions(&self, field: &str) -> bool {
+        self.0.iter().any(|f| f.field == field)
+    }
+
     pub fn into_vec(self) -> Vec<FieldViolation> {
         self.0
     }

@@ -664,6 +664,9 @@ async fn a_bad_document_of_any_kind_refuses_the_whole_file_and_owners_decide_who
     assert_eq!(
         fields,
         [
+            // What Backstage's API kind requires (type, lifecycle,
+            // definition), the first missing one named.
+            "documents[9].spec.type",
             "documents[9].spec.consumesApis[0]",
             "documents[10].metadata.name",
             // A component's field Paved does not model is checked too.

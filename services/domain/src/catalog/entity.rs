@@ -25,6 +25,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use super::kinds::KindSpec;
 use crate::aggregate::{Aggregate, AggregateKind, AggregateRef, Context, References};
 use crate::event::Event;
 use crate::name::Name;
@@ -268,16 +269,19 @@ pub fn relations(document: &Value, namespace: &str, v: &mut Violations) -> Vec<R
 }
 
 /// What a descriptor must be to be stored, whoever stores it: a ref
-/// ([`entity_ref`]), an
-/// `apiVersion`, `metadata` (and `spec`, if any) mappings, at most
-/// [`MAX_DOCUMENT_BYTES`], and well-formed refs in its well-known fields.
+/// ([`entity_ref`]), an `apiVersion`, `metadata` (and `spec`, if any)
+/// mappings, at most [`MAX_DOCUMENT_BYTES`], a spec its kind's model takes
+/// ([`KindSpec`]: what Backstage requires of an API, Resource, Domain, User
+/// or Location), and well-formed refs in its well-known fields.
 pub fn check_document(document: &Value) -> Result<EntityRef, Rejection> {
     let entity_ref = entity_ref(document)?;
     let mut v = Violations::new();
-    if !document
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .is_some_and(|a| a.contains('/'))
+    KindSpec::read(document, &mut v);
+    if !v.mentions("apiVersion")
+        && !document
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|a| a.contains('/'))
     {
         v.push(
             "apiVersion",
@@ -287,7 +291,7 @@ pub fn check_document(document: &Value) -> Result<EntityRef, Rejection> {
     if !document.get("metadata").is_some_and(Value::is_object) {
         v.push("metadata", "must be a mapping");
     }
-    if document.get("spec").is_some_and(|s| !s.is_object()) {
+    if !v.mentions("spec") && document.get("spec").is_some_and(|s| !s.is_object()) {
         v.push("spec", "must be a mapping");
     }
     let size = serde_json::to_vec(document).map_or(usize::MAX, |b| b.len());
@@ -297,7 +301,14 @@ pub fn check_document(document: &Value) -> Result<EntityRef, Rejection> {
             format!("is {size} bytes, at most {MAX_DOCUMENT_BYTES}"),
         );
     }
-    relations(document, &entity_ref.namespace, &mut v);
+    // A ref the typed spec refused already is not reported twice.
+    let mut refs = Violations::new();
+    relations(document, &entity_ref.namespace, &mut refs);
+    for f in refs.into_vec() {
+        if !v.mentions(&f.field) {
+            v.push(f.field, f.description);
+        }
+    }
     v.finish()?;
     Ok(entity_ref)
 }

@@ -10,6 +10,7 @@
 
 mod entity;
 mod import;
+mod kinds;
 mod repository;
 mod service;
 mod system;
@@ -21,6 +22,10 @@ pub use entity::{
     relations,
 };
 pub use import::{ImportCommand, ImportEvent, ImportReceipt, ImportResult, receipt_id};
+pub use kinds::{
+    API_VERSIONS, ApiSpec, DomainSpec, KindSpec, LocationSpec, Presence, ResourceSpec, Text,
+    UserProfile, UserSpec,
+};
 pub use repository::{
     CLAIM_GRACE, GITHUB_SLUG_ANNOTATION, Holder, RepositoryClaim, RepositoryCommand,
     RepositoryEvent, SOURCE_LOCATION_ANNOTATION, SourceLocation, claim_id, claim_ref,
