@@ -43,6 +43,12 @@ pub struct Freshness {
     /// Times the checkpoints were read afresh (a reconnection): they may
     /// have gone back, so what was cached at a checkpoint no longer holds.
     resets: Arc<std::sync::atomic::AtomicU64>,
+    /// What the stream said, by checkpoint row: `(checkpoint, through)` —
+    /// nothing the row's projection reads lies in `(checkpoint, through]`,
+    /// so once it is at `checkpoint` (or past it) it has reached `through`.
+    /// The log only grows, so this stays true; reads that wait for a
+    /// sequence another projection wrote then skip asking the stream again.
+    idle: Arc<std::sync::Mutex<HashMap<String, (u64, u64)>>>,
 }
 
 impl Freshness {
@@ -58,6 +64,7 @@ impl Freshness {
             max_wait,
             shares: Arc::default(),
             resets: Arc::default(),
+            idle: Arc::default(),
         }
     }
 
@@ -179,7 +186,7 @@ impl Freshness {
     /// Returns once `projection` has reached `min_sequence` (0: at once);
     /// `UNAVAILABLE` after the bounded wait.
     pub async fn wait_for(&self, projection: &str, min_sequence: u64) -> Result<(), Status> {
-        if min_sequence == 0 || self.checkpoint(projection) >= min_sequence {
+        if min_sequence == 0 || self.reached(projection, min_sequence) {
             return Ok(());
         }
         let deadline = tokio::time::Instant::now() + self.max_wait;
@@ -187,7 +194,7 @@ impl Freshness {
         // The notification may have gone by before we subscribed.
         self.refresh().await.map_err(crate::error::database)?;
         loop {
-            if self.checkpoint(projection) >= min_sequence {
+            if self.reached(projection, min_sequence) {
                 return Ok(());
             }
             if self.all_idle(projection, min_sequence).await? {
@@ -206,6 +213,20 @@ impl Freshness {
                 )));
             }
         }
+    }
+
+    /// Has every share of `projection` reached `min_sequence`, by the
+    /// checkpoints known and what the stream said lies after them?
+    fn reached(&self, projection: &str, min_sequence: u64) -> bool {
+        let known = self.known.borrow();
+        let idle = self.idle.lock().expect("the idle map is never poisoned");
+        self.rows(projection).into_iter().all(|row| {
+            let at = known.get(row).copied().unwrap_or(0);
+            at >= min_sequence
+                || idle
+                    .get(row)
+                    .is_some_and(|&(from, through)| at >= from && min_sequence <= through)
+        })
     }
 
     /// Has every share of `projection` applied all it reads up to `min_sequence`?
@@ -252,6 +273,16 @@ impl Freshness {
             .next_matching(&filter, checkpoint + 1)
             .await
             .map_err(|e| crate::error::log_unavailable(&e))?;
+        // Nothing it reads up to the message found (or the log's end as
+        // it was before the search).
+        let through = next.map_or(last, |n| n - 1);
+        if through > checkpoint {
+            let mut idle = self.idle.lock().expect("the idle map is never poisoned");
+            let e = idle.entry(projection.to_owned()).or_default();
+            if through > e.1 {
+                *e = (checkpoint, through);
+            }
+        }
         Ok(next.is_none_or(|n| n > min_sequence))
     }
 }

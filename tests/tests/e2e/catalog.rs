@@ -738,3 +738,66 @@ async fn catalog_health_counts_what_teams_systems_and_services_name_but_is_not_t
     assert_eq!(one.teams.len(), 1);
     assert_eq!(one.teams[0].dangling_references, 2);
 }
+
+/// A read that waits for a sequence another projection wrote (a delivery
+/// change, which the catalog does not read) is answered, and again without
+/// asking the stream (what it said is kept); a catalog write after it is
+/// still waited for, and the read fails while the catalog worker is down.
+#[tokio::test]
+async fn a_read_past_other_projections_writes_is_answered_and_later_writes_are_still_waited_for() {
+    use paved_workers::ProjectionWorker;
+    use paved_workers::projections::CatalogProjection;
+    use tokio_util::sync::CancellationToken;
+
+    let app = crate::helpers::spawn_configured(paved::Roles::API, |s| s.read_wait_ms = 300).await;
+    let c = &app.client;
+    let worker = |stop: &CancellationToken| {
+        let w = ProjectionWorker::new(CatalogProjection, app.pool.clone(), app.log.clone());
+        tokio::spawn(w.run(stop.clone()))
+    };
+    let stop = CancellationToken::new();
+    let task = worker(&stop);
+    c.create_team(fixtures::team("payments")).await.unwrap();
+    let registered = c
+        .register_service(fixtures::service("ledger", "payments"))
+        .await
+        .unwrap();
+    c.at(registered.sequence)
+        .get_service("ledger")
+        .await
+        .unwrap();
+    let change = c
+        .record_change(pb::RecordChangeRequest {
+            sha: "0123456789abcdef0123456789abcdef01234567".into(),
+            service: "ledger".into(),
+            committed_at: Some(paved_eventlog::codec::timestamp(chrono::Utc::now())),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(change.sequence > registered.sequence);
+    for _ in 0..2 {
+        c.at(change.sequence).get_service("ledger").await.unwrap();
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // The catalog worker is down: a catalog write after the change is not
+    // reached, whatever was learnt about the sequences before it.
+    let later = c
+        .register_service(fixtures::service("fx", "payments"))
+        .await
+        .unwrap();
+    let e = c.at(later.sequence).get_service("fx").await.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    c.at(change.sequence).get_service("ledger").await.unwrap();
+
+    let stop = CancellationToken::new();
+    let task = worker(&stop);
+    assert_eq!(
+        c.at(later.sequence).get_service("fx").await.unwrap().name,
+        "fx"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}
