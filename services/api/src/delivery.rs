@@ -763,22 +763,16 @@ pub fn report(
     attribution: Duration,
     daily: bool,
 ) -> pb::DoraReport {
-    let d = dora::compute(
+    let (d, days) = dora::compute_with_daily(
         &facts.deployments,
         &facts.changes,
         &facts.incidents,
         window,
         attribution,
+        daily,
     );
     let level = |l: Option<dora::Level>| l.map(|l| l.as_str().to_owned()).unwrap_or_default();
-    let days = if daily {
-        dora::daily(
-            &facts.deployments,
-            &facts.changes,
-            &facts.incidents,
-            window,
-            attribution,
-        )
+    let days = days
         .into_iter()
         .map(|day| pb::DoraDay {
             date: day.date.to_string(),
@@ -789,10 +783,7 @@ pub fn report(
                 .map(|d| d.num_seconds() as f64 / 3600.0),
             restores: day.restores as u32,
         })
-        .collect()
-    } else {
-        Vec::new()
-    };
+        .collect();
     pb::DoraReport {
         scope: scope.label(),
         since: Some(timestamp(window.from)),

@@ -215,22 +215,24 @@ pub fn failures(
             out.insert(d.id.clone(), Failure::RolledBack);
         }
     }
-    // Successful deployments per service, by finish time.
+    // Successful deployments per service, by finish time (then id, so
+    // that equal times give one answer whatever order the facts came in).
     let mut by_service: HashMap<&str, Vec<&DeploymentFact>> = HashMap::new();
     for d in deployments.iter().filter(|d| d.succeeded) {
         by_service.entry(d.service.as_str()).or_default().push(d);
     }
     for list in by_service.values_mut() {
-        list.sort_by_key(|d| d.finished_at);
+        list.sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
     }
+    // Explicit links first: a deployment an incident names is not a
+    // heuristic failure because another incident, unlinked, came first.
     for i in incidents {
-        if !i.caused_by.is_empty() {
-            for d in &i.caused_by {
-                out.entry(d.clone())
-                    .or_insert(Failure::Incident { heuristic: false });
-            }
-            continue;
+        for d in &i.caused_by {
+            out.entry(d.clone())
+                .or_insert(Failure::Incident { heuristic: false });
         }
+    }
+    for i in incidents.iter().filter(|i| i.caused_by.is_empty()) {
         // Heuristic: the latest successful deployment of an affected service
         // before the start, within the attribution window.
         let suspect = i
@@ -243,7 +245,7 @@ pub fn failures(
                     .find(|d| d.finished_at <= i.started_at)
                     .filter(|d| i.started_at - d.finished_at <= attribution)
             })
-            .max_by_key(|d| d.finished_at);
+            .max_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
         if let Some(d) = suspect {
             out.entry(d.id.clone())
                 .or_insert(Failure::Incident { heuristic: true });
@@ -261,6 +263,38 @@ pub fn compute(
     attribution: Duration,
 ) -> Dora {
     let failed = failures(deployments, incidents, attribution);
+    compute_from(&failed, deployments, changes, incidents, window)
+}
+
+/// The figures for `window` and, with `with_daily`, its daily series,
+/// deciding which deployments are change failures once for both.
+pub fn compute_with_daily(
+    deployments: &[DeploymentFact],
+    changes: &[ChangeFact],
+    incidents: &[IncidentFact],
+    window: Window,
+    attribution: Duration,
+    with_daily: bool,
+) -> (Dora, Vec<Day>) {
+    let failed = failures(deployments, incidents, attribution);
+    let days = if with_daily {
+        daily_from(&failed, deployments, changes, incidents, window)
+    } else {
+        Vec::new()
+    };
+    (
+        compute_from(&failed, deployments, changes, incidents, window),
+        days,
+    )
+}
+
+fn compute_from(
+    failed: &HashMap<String, Failure>,
+    deployments: &[DeploymentFact],
+    changes: &[ChangeFact],
+    incidents: &[IncidentFact],
+    window: Window,
+) -> Dora {
     let in_window: Vec<&DeploymentFact> = deployments
         .iter()
         .filter(|d| window.contains(d.finished_at))
@@ -275,7 +309,7 @@ pub fn compute(
 
     // Rework: rollbacks, and the deployment after a change failure.
     let mut sorted: Vec<&DeploymentFact> = deployments.iter().collect();
-    sorted.sort_by_key(|d| d.finished_at);
+    sorted.sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
     let mut previous: HashMap<&str, &DeploymentFact> = HashMap::new();
     let mut rework = 0;
     for d in sorted {
@@ -358,6 +392,16 @@ pub fn daily(
     attribution: Duration,
 ) -> Vec<Day> {
     let failed = failures(deployments, incidents, attribution);
+    daily_from(&failed, deployments, changes, incidents, window)
+}
+
+fn daily_from(
+    failed: &HashMap<String, Failure>,
+    deployments: &[DeploymentFact],
+    changes: &[ChangeFact],
+    incidents: &[IncidentFact],
+    window: Window,
+) -> Vec<Day> {
     let mut days: BTreeMap<NaiveDate, (usize, usize, Vec<Duration>, usize)> = BTreeMap::new();
     let mut d = window.from.date_naive();
     while d < window.to.date_naive()
@@ -574,6 +618,56 @@ mod tests {
             failures(&deployments, &late, Duration::hours(72))["x2"],
             Failure::Incident { heuristic: true }
         );
+    }
+
+    #[test]
+    fn the_figures_do_not_depend_on_the_order_the_facts_come_in() {
+        // x2 and x3 finish at the same time; an unlinked incident comes
+        // before the one that links x2, in one order and the other.
+        let deployments = [
+            dep("x1", "a", true, "2026-01-02T00:00:00Z", None),
+            dep("x2", "a", true, "2026-01-05T00:00:00Z", None),
+            dep("x3", "a", true, "2026-01-05T00:00:00Z", None),
+            dep("x4", "a", true, "2026-01-06T00:00:00Z", None),
+        ];
+        let incidents = [
+            inc("u", "a", "2026-01-05T01:00:00Z", None, &[]),
+            inc("l", "a", "2026-01-05T02:00:00Z", None, &["x3"]),
+        ];
+        let attribution = Duration::hours(24);
+        let expected = failures(&deployments, &incidents, attribution);
+        // The heuristic picks the last of equal times by id: x3, which the
+        // other incident links explicitly.
+        assert_eq!(
+            expected,
+            HashMap::from([("x3".to_owned(), Failure::Incident { heuristic: false })])
+        );
+        let reference = compute(&deployments, &[], &incidents, window(), attribution);
+        assert_eq!(reference.rework_deployments, 1, "x4 after x3");
+        let mut shuffled_deployments = deployments.to_vec();
+        let mut shuffled_incidents = incidents.to_vec();
+        for round in 0..8 {
+            shuffled_deployments.rotate_left(1);
+            if round % 2 == 1 {
+                shuffled_incidents.reverse();
+            }
+            assert_eq!(
+                failures(&shuffled_deployments, &shuffled_incidents, attribution),
+                expected,
+                "round {round}"
+            );
+            assert_eq!(
+                compute(
+                    &shuffled_deployments,
+                    &[],
+                    &shuffled_incidents,
+                    window(),
+                    attribution
+                ),
+                reference,
+                "round {round}"
+            );
+        }
     }
 
     #[test]
