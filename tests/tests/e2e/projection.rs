@@ -174,6 +174,16 @@ async fn a_rebuild_while_serving_gives_identical_rows() {
     .await
     .unwrap();
     assert_eq!(snapshot(&app.pool).await, before);
+    // Every row is new: the tables' statistics are taken afresh, so reads
+    // plan from what is there (autovacuum may be off, or late).
+    let unanalyzed: Vec<String> = sqlx::query_scalar(
+        r"SELECT relname::text FROM pg_stat_user_tables
+          WHERE relname LIKE 'catalog\_%' AND last_analyze IS NULL",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(unanalyzed.is_empty(), "{unanalyzed:?}");
     assert!(report.messages >= 31);
     assert_eq!(progress.last().copied(), Some(report.messages));
     // The shadow schema is gone and the live worker carries on.

@@ -401,6 +401,8 @@ async fn replay_into_shadow<P: Projection>(
     }
     tx.commit().await?;
     drop_shadow(pool, &shadow).await?;
+    // Every row is new: reads plan from statistics of what is there now.
+    super::analyze::<P>(pool).await?;
     let report = RebuildReport {
         messages: applied,
         checkpoint: last.max(live_checkpoint),

@@ -51,6 +51,8 @@ pub struct Session {
     committed: u64,
     /// Messages quarantined for this projection.
     skips: Skips,
+    /// Commits applied since the tables were last analyzed.
+    since_analyze: u64,
 }
 
 impl<P: Projection> ProjectionWorker<P> {
@@ -322,6 +324,7 @@ impl<P: Projection> ProjectionWorker<P> {
             next_delivery: 1,
             committed: checkpoint,
             skips,
+            since_analyze: 0,
         })
     }
 
@@ -454,6 +457,14 @@ impl<P: Projection> ProjectionWorker<P> {
         checkpoints::advance(&mut tx, &self.name, last).await?;
         tx.commit().await?;
         session.committed = last;
+        session.since_analyze += batch.len() as u64;
+        if session.since_analyze >= super::ANALYZE_EVERY {
+            session.since_analyze = 0;
+            // Statistics only: a failure is not the batch's.
+            if let Err(e) = super::analyze::<P>(&self.pool).await {
+                tracing::warn!(projection = %self.name, error = %e, "cannot analyze the read model's tables");
+            }
+        }
         let newest = messages
             .last()
             .and_then(|m| m.info().ok())
