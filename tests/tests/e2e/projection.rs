@@ -7,7 +7,7 @@ use bytes::Bytes;
 use paved::Roles;
 use paved_sdk::pb;
 use paved_workers::projections::CatalogProjection;
-use paved_workers::runtime::{self, rebuild};
+use paved_workers::runtime::{self, analyze_stale, rebuild};
 use paved_workers::{Health, ProjectionWorker};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -544,4 +544,54 @@ async fn a_rebuild_folding_many_batches_in_memory_gives_the_live_rows_in_every_t
             assert!(!check.drifted(), "{limits:?}: {check:?}");
         }
     }
+}
+
+/// A worker analyzes its tables by autovacuum's own rule (more than 50
+/// rows plus a tenth of the table changed since the last `ANALYZE`): those
+/// that changed that much, once, and then not again until they change.
+#[tokio::test]
+async fn tables_changed_past_autovacuums_threshold_are_analyzed_once() {
+    let app = crate::helpers::spawn_app().await;
+    // 60 services, dependencies on one of them, updates: catalog_services
+    // and catalog_dependencies change by more than 50 rows.
+    for round in 0..2 {
+        write_burst(&app, round).await;
+    }
+    let last = app.last_sequence().await;
+    app.client.at(last).get_team("team-1").await.unwrap();
+    // The cumulative statistics reach pg_stat_user_tables a moment later.
+    eventually(
+        Duration::from_secs(10),
+        "the changes to reach the statistics",
+        || async {
+            let changed: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_user_tables WHERE n_mod_since_analyze > 50
+                    AND relname IN ('catalog_services', 'catalog_dependencies')",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            (changed == 2).then_some(())
+        },
+    )
+    .await;
+    let analyzed = analyze_stale::<CatalogProjection>(&app.pool).await.unwrap();
+    assert!(
+        analyzed.contains(&"catalog_services".to_owned()),
+        "{analyzed:?}"
+    );
+    assert!(
+        analyzed.contains(&"catalog_dependencies".to_owned()),
+        "{analyzed:?}"
+    );
+    // Two teams changed two rows each: below the threshold.
+    assert!(
+        !analyzed.contains(&"catalog_teams".to_owned()),
+        "{analyzed:?}"
+    );
+    // Nothing changed since: nothing to analyze.
+    assert_eq!(
+        analyze_stale::<CatalogProjection>(&app.pool).await.unwrap(),
+        Vec::<String>::new()
+    );
 }

@@ -51,7 +51,7 @@ pub struct Session {
     committed: u64,
     /// Messages quarantined for this projection.
     skips: Skips,
-    /// Commits applied since the tables were last analyzed.
+    /// Commits applied since the tables were last looked at for `ANALYZE`.
     since_analyze: u64,
 }
 
@@ -461,7 +461,7 @@ impl<P: Projection> ProjectionWorker<P> {
         if session.since_analyze >= super::ANALYZE_EVERY {
             session.since_analyze = 0;
             // Statistics only: a failure is not the batch's.
-            if let Err(e) = super::analyze::<P>(&self.pool).await {
+            if let Err(e) = super::analyze_stale::<P>(&self.pool).await {
                 tracing::warn!(projection = %self.name, error = %e, "cannot analyze the read model's tables");
             }
         }
