@@ -1559,7 +1559,7 @@ async fn dora_phase(b: &mut Bench, a: &BenchArgs) -> anyhow::Result<Vec<Figure>>
     if shares > 1 {
         let mut conn = b.pool.acquire().await?;
         sqlx::raw_sql(
-            "DELETE FROM delivery_deployments; DELETE FROM delivery_deployment_commits; DELETE FROM delivery_changes; DELETE FROM delivery_incidents",
+            "DELETE FROM delivery_deployments; DELETE FROM delivery_changes; DELETE FROM delivery_incidents",
         )
         .execute(&mut *conn)
         .await?;

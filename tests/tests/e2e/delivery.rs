@@ -457,7 +457,7 @@ async fn the_techflow_demo_reproduces_the_seeds_before_and_after() {
     )
     .await
     .unwrap();
-    assert_eq!(checks.len(), 4);
+    assert_eq!(checks.len(), 3);
     assert!(
         checks.iter().all(|c| !c.drifted() && c.live_rows > 0),
         "{checks:?}"

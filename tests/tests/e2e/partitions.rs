@@ -31,7 +31,6 @@ async fn tables(pool: &PgPool) -> Vec<(i64, String)> {
     let mut out = Vec::new();
     for table in [
         "delivery_deployments",
-        "delivery_deployment_commits",
         "delivery_changes",
         "delivery_incidents",
     ] {

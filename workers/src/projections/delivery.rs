@@ -159,7 +159,6 @@ impl Projection for DeliveryProjection {
     const CONTEXT: Option<&'static str> = Some("delivery");
     const TABLES: &'static [&'static str] = &[
         "delivery_deployments",
-        "delivery_deployment_commits",
         "delivery_changes",
         "delivery_incidents",
     ];
@@ -258,7 +257,6 @@ impl Projection for DeliveryProjection {
             }
         }
         insert_deployments(conn, &rows).await?;
-        list_commits(conn, &rows).await?;
         update_deployments(conn, &rows).await?;
         changes.insert(conn).await?;
         linked.replace(conn).await?;
@@ -308,38 +306,6 @@ impl Projection for DeliveryProjection {
         }
         Ok(())
     }
-}
-
-/// Keeps `delivery_deployment_commits` (the production deployments that
-/// list each SHA, which [`ship`] looks up by key) for the deployments this
-/// batch created, from what the deployments table holds for them.
-async fn list_commits(
-    conn: &mut PgConnection,
-    rows: &BTreeMap<String, Row>,
-) -> Result<(), ProjectionError> {
-    let created: Vec<&str> = rows
-        .iter()
-        .filter(|(_, r)| {
-            r.created
-                .as_ref()
-                .is_some_and(|c| c.environment == PRODUCTION && !c.commits.is_empty())
-        })
-        .map(|(id, _)| id.as_str())
-        .collect();
-    if created.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO delivery_deployment_commits (sha, service, deployment)
-         SELECT DISTINCT c.sha, d.service, d.id
-           FROM delivery_deployments d, unnest(d.commits) AS c(sha)
-          WHERE d.id = ANY($1) AND d.environment = 'production'
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&created)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
 }
 
 async fn insert_deployments(
@@ -647,30 +613,16 @@ async fn ship(
              SELECT sha, service, committed_at, coalesce(merged_at, committed_at)
                FROM delivery_changes WHERE service = ANY($1) AND deployed_at >= $2
          ), chosen AS (
-             -- The first of the first deployment that lists the SHA and
-             -- the first that lists none, each found by key.
              SELECT a.sha, a.service, d.id, d.finished_at
                FROM affected a
                LEFT JOIN LATERAL (
-                   SELECT id, finished_at FROM (
-                       (SELECT d.id, d.finished_at
-                          FROM delivery_deployment_commits k
-                          JOIN delivery_deployments d ON d.id = k.deployment
-                         WHERE k.sha = a.sha AND k.service = a.service
-                           AND d.environment = 'production' AND d.status = 'succeeded'
-                           AND d.finished_at >= a.committed_at
-                         ORDER BY d.finished_at, d.id
-                         LIMIT 1)
-                       UNION ALL
-                       (SELECT id, finished_at FROM delivery_deployments d
-                         WHERE cardinality(d.commits) = 0 AND d.service = a.service
-                           AND d.environment = 'production' AND d.status = 'succeeded'
-                           AND d.finished_at >= greatest(a.committed_at, a.merged)
-                         ORDER BY d.finished_at, d.id
-                         LIMIT 1)
-                   ) first
-                   ORDER BY finished_at, id
-                   LIMIT 1
+                   SELECT id, finished_at FROM delivery_deployments d
+                    WHERE d.service = a.service AND d.environment = 'production'
+                      AND d.status = 'succeeded' AND d.finished_at >= a.committed_at
+                      AND ((cardinality(d.commits) = 0 AND d.finished_at >= a.merged)
+                           OR a.sha = ANY(d.commits))
+                    ORDER BY d.finished_at, d.id
+                    LIMIT 1
                ) d ON true
          )
          UPDATE delivery_changes c SET deployment = chosen.id, deployed_at = chosen.finished_at
