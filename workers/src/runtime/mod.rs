@@ -39,8 +39,7 @@ use paved_eventlog::audit::TrustedKeys;
 use paved_eventlog::checkpoints::CheckpointError;
 use paved_eventlog::readmodel::Partition;
 use paved_eventlog::{DecodeError, EventLog, StoredCommit, codec, quarantine};
-use sqlx::PgConnection;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 use crate::lease::{self, LeaseError};
 
@@ -448,10 +447,9 @@ pub async fn analyze<P: Projection>(pool: &PgPool) -> Result<(), ProjectionError
 /// Analyzes those of `P`'s tables that changed by more than autovacuum's
 /// own rule would analyze (50 rows plus a tenth of the table since the
 /// last `ANALYZE`), so a worker keeps its statistics current without
-/// autovacuum, at a cost that shrinks as the tables grow. Returns the
-/// tables analyzed.
+/// autovacuum, ever less often as the tables grow. Returns the tables
+/// analyzed.
 pub async fn analyze_stale<P: Projection>(pool: &PgPool) -> Result<Vec<String>, ProjectionError> {
-    let tables: Vec<String> = P::TABLES.iter().map(|t| (*t).to_owned()).collect();
     let stale: Vec<String> = sqlx::query_scalar(
         "SELECT s.relname::text FROM pg_stat_user_tables s
            JOIN pg_class c ON c.oid = s.relid
@@ -459,7 +457,7 @@ pub async fn analyze_stale<P: Projection>(pool: &PgPool) -> Result<Vec<String>, 
             AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)
           ORDER BY 1",
     )
-    .bind(&tables)
+    .bind(P::TABLES)
     .fetch_all(pool)
     .await?;
     if !stale.is_empty() {
