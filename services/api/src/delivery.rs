@@ -657,86 +657,84 @@ pub async fn load_facts(
         }};
     }
     // Deployments after the window too: a later rollback marks what it rolls back.
-    let deployments_sql = format!(
+    let sql = format!(
         "SELECT id, service, status = 'succeeded', finished_at, rollback_of
            FROM delivery_deployments
           WHERE environment = 'production' AND finished_at >= $1
             AND status IN ('succeeded', 'failed') {only_deployments}"
     );
-    let changes_sql = format!(
+    let deployments = scoped!(
+        sqlx::query_as::<_, (String, String, bool, DateTime<Utc>, Option<String>)>(
+            sqlx::AssertSqlSafe(sql),
+        )
+        .bind(from)
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(
+        |(id, service, succeeded, finished_at, rollback_of)| DeploymentFact {
+            id,
+            service,
+            succeeded,
+            finished_at,
+            rollback_of,
+        },
+    )
+    .collect();
+    let sql = format!(
         "SELECT service, committed_at, deployed_at FROM delivery_changes
           WHERE deployed_at >= $1 AND deployed_at < $2 AND NOT backfill {only}"
     );
-    let incidents_sql = format!(
+    let changes = scoped!(
+        sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(sqlx::AssertSqlSafe(sql))
+            .bind(window.from)
+            .bind(window.to)
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(service, committed_at, deployed_at)| ChangeFact {
+        service,
+        committed_at,
+        deployed_at,
+    })
+    .collect();
+    let sql = format!(
         "SELECT id, services, started_at, resolved_at, caused_by FROM delivery_incidents
           WHERE started_at < $2 AND (resolved_at IS NULL OR resolved_at >= $1) {only_incidents}"
     );
-    // Three independent reads: on three connections at once.
-    let (deployments, changes, incidents) = tokio::try_join!(
-        scoped!(
-            sqlx::query_as::<_, (String, String, bool, DateTime<Utc>, Option<String>)>(
-                sqlx::AssertSqlSafe(deployments_sql),
-            )
-            .bind(from)
-        )
-        .fetch_all(pool),
-        scoped!(
-            sqlx::query_as::<_, (String, DateTime<Utc>, DateTime<Utc>)>(sqlx::AssertSqlSafe(
-                changes_sql
-            ))
-            .bind(window.from)
-            .bind(window.to)
-        )
-        .fetch_all(pool),
-        scoped!(
-            sqlx::query_as::<
-                _,
-                (
-                    String,
-                    Vec<String>,
-                    DateTime<Utc>,
-                    Option<DateTime<Utc>>,
-                    Vec<String>
-                ),
-            >(sqlx::AssertSqlSafe(incidents_sql))
-            .bind(from)
-            .bind(window.to)
-        )
-        .fetch_all(pool),
-    )?;
+    let incidents = scoped!(
+        sqlx::query_as::<
+            _,
+            (
+                String,
+                Vec<String>,
+                DateTime<Utc>,
+                Option<DateTime<Utc>>,
+                Vec<String>
+            ),
+        >(sqlx::AssertSqlSafe(sql),)
+        .bind(from)
+        .bind(window.to)
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(
+        |(id, services, started_at, resolved_at, caused_by)| IncidentFact {
+            id,
+            services,
+            started_at,
+            resolved_at,
+            caused_by,
+        },
+    )
+    .collect();
     Ok(Facts {
-        deployments: deployments
-            .into_iter()
-            .map(
-                |(id, service, succeeded, finished_at, rollback_of)| DeploymentFact {
-                    id,
-                    service,
-                    succeeded,
-                    finished_at,
-                    rollback_of,
-                },
-            )
-            .collect(),
-        changes: changes
-            .into_iter()
-            .map(|(service, committed_at, deployed_at)| ChangeFact {
-                service,
-                committed_at,
-                deployed_at,
-            })
-            .collect(),
-        incidents: incidents
-            .into_iter()
-            .map(
-                |(id, services, started_at, resolved_at, caused_by)| IncidentFact {
-                    id,
-                    services,
-                    started_at,
-                    resolved_at,
-                    caused_by,
-                },
-            )
-            .collect(),
+        deployments,
+        changes,
+        incidents,
     })
 }
 

@@ -196,6 +196,12 @@ pub enum Failure {
     Incident { heuristic: bool },
 }
 
+/// Deployments by finish time, then id: equal times give one order
+/// whatever order the facts came in.
+fn finish_order(a: &DeploymentFact, b: &DeploymentFact) -> std::cmp::Ordering {
+    (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id))
+}
+
 /// Which deployments are change failures: `deployments` must include the
 /// ones before the window that incidents and rework look back at.
 pub fn failures(
@@ -215,14 +221,13 @@ pub fn failures(
             out.insert(d.id.clone(), Failure::RolledBack);
         }
     }
-    // Successful deployments per service, by finish time (then id, so
-    // that equal times give one answer whatever order the facts came in).
+    // Successful deployments per service, by finish time.
     let mut by_service: HashMap<&str, Vec<&DeploymentFact>> = HashMap::new();
     for d in deployments.iter().filter(|d| d.succeeded) {
         by_service.entry(d.service.as_str()).or_default().push(d);
     }
     for list in by_service.values_mut() {
-        list.sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
+        list.sort_by(|a, b| finish_order(a, b));
     }
     // Explicit links first: a deployment an incident names is not a
     // heuristic failure because another incident, unlinked, came first.
@@ -245,7 +250,7 @@ pub fn failures(
                     .find(|d| d.finished_at <= i.started_at)
                     .filter(|d| i.started_at - d.finished_at <= attribution)
             })
-            .max_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
+            .max_by(|a, b| finish_order(a, b));
         if let Some(d) = suspect {
             out.entry(d.id.clone())
                 .or_insert(Failure::Incident { heuristic: true });
@@ -309,7 +314,7 @@ fn compute_from(
 
     // Rework: rollbacks, and the deployment after a change failure.
     let mut sorted: Vec<&DeploymentFact> = deployments.iter().collect();
-    sorted.sort_by(|a, b| (a.finished_at, &a.id).cmp(&(b.finished_at, &b.id)));
+    sorted.sort_by(|a, b| finish_order(a, b));
     let mut previous: HashMap<&str, &DeploymentFact> = HashMap::new();
     let mut rework = 0;
     for d in sorted {
@@ -384,17 +389,6 @@ pub struct Day {
 }
 
 /// Per-day figures over `window` (UTC days), for charts.
-pub fn daily(
-    deployments: &[DeploymentFact],
-    changes: &[ChangeFact],
-    incidents: &[IncidentFact],
-    window: Window,
-    attribution: Duration,
-) -> Vec<Day> {
-    let failed = failures(deployments, incidents, attribution);
-    daily_from(&failed, deployments, changes, incidents, window)
-}
-
 fn daily_from(
     failed: &HashMap<String, Failure>,
     deployments: &[DeploymentFact],
@@ -585,12 +579,13 @@ mod tests {
         assert_eq!(d.time_to_restore_level, Some(Level::High));
         assert_eq!(d.open_incidents, 1);
 
-        let days = daily(
+        let (_, days) = compute_with_daily(
             &deployments,
             &changes,
             &incidents,
             window(),
             Duration::hours(24),
+            true,
         );
         assert_eq!(days.len(), 10);
         let jan3 = &days[2];
@@ -623,7 +618,7 @@ mod tests {
     #[test]
     fn the_figures_do_not_depend_on_the_order_the_facts_come_in() {
         // x2 and x3 finish at the same time; an unlinked incident comes
-        // before the one that links x2, in one order and the other.
+        // before the one that links x3, in one order and the other.
         let deployments = [
             dep("x1", "a", true, "2026-01-02T00:00:00Z", None),
             dep("x2", "a", true, "2026-01-05T00:00:00Z", None),

@@ -435,12 +435,14 @@ pub const ANALYZE_EVERY: u64 = 20_000;
 /// a sample (30,000 rows at the default target) and blocks neither reads
 /// nor writes.
 pub async fn analyze<P: Projection>(pool: &PgPool) -> Result<(), ProjectionError> {
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "ANALYZE {}",
-        P::TABLES.join(", ")
-    )))
-    .execute(pool)
-    .await?;
+    analyze_tables(pool, P::TABLES).await
+}
+
+async fn analyze_tables(pool: &PgPool, tables: &[impl AsRef<str>]) -> Result<(), ProjectionError> {
+    let names: Vec<&str> = tables.iter().map(AsRef::as_ref).collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}", names.join(", "))))
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -461,9 +463,7 @@ pub async fn analyze_stale<P: Projection>(pool: &PgPool) -> Result<Vec<String>, 
     .fetch_all(pool)
     .await?;
     if !stale.is_empty() {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("ANALYZE {}", stale.join(", "))))
-            .execute(pool)
-            .await?;
+        analyze_tables(pool, &stale).await?;
     }
     Ok(stale)
 }
